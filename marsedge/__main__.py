@@ -1,0 +1,5 @@
+import sys
+
+from marsedge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,115 @@
+"""Latency of one model: warm-up, then timed frames split into preprocess, infer and postprocess.
+
+One timed iteration is what the rover does with one frame, batch 1:
+
+    preprocess   uint8 frame -> float32 1xCxHxW        (marsedge.data.preprocess, THE preprocessing)
+    infer        backend.infer(batch) -> logits         ("backend-only" latency)
+    postprocess  argmax + nearest resize to the frame   (marsedge.bench.accuracy.logits_to_mask)
+
+"End-to-end" is the sum of the three for the same frame. Frames cycle through the given list so
+caches see real, varying images. Percentiles use numpy's default linear interpolation, so a
+reader can reproduce them from the raw times with `np.percentile`.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from marsedge.bench.accuracy import logits_to_mask
+from marsedge.data.preprocess import PreprocessSpec, preprocess
+
+STAGES = ("preprocess", "infer", "postprocess")
+PERCENTILES = (50, 90, 99)
+
+
+def summarize(samples_ms: Sequence[float]) -> dict:
+    """mean, std, p50, p90, p99, min, max of a list of times (milliseconds)."""
+    x = np.asarray(samples_ms, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("no latency samples to summarize")
+    out = {"mean": float(x.mean()), "std": float(x.std())}
+    for q, value in zip(PERCENTILES, np.percentile(x, PERCENTILES), strict=True):
+        out[f"p{q}"] = float(value)
+    out["min"] = float(x.min())
+    out["max"] = float(x.max())
+    return out
+
+
+@dataclass
+class StageTimes:
+    """Raw per-iteration times in milliseconds, one list per stage."""
+
+    preprocess: list[float] = field(default_factory=list)
+    infer: list[float] = field(default_factory=list)
+    postprocess: list[float] = field(default_factory=list)
+
+    def end_to_end(self) -> list[float]:
+        return [a + b + c for a, b, c in zip(self.preprocess, self.infer, self.postprocess, strict=True)]
+
+    def __len__(self) -> int:
+        return len(self.infer)
+
+
+def run_frame(backend, frame: np.ndarray, spec: PreprocessSpec, times: StageTimes | None = None) -> np.ndarray:
+    """One frame through the three stages; the stage times are appended to `times` when given."""
+    t0 = time.perf_counter_ns()
+    batch = preprocess(frame, spec)[None]
+    t1 = time.perf_counter_ns()
+    logits = backend.infer(batch)
+    t2 = time.perf_counter_ns()
+    mask = logits_to_mask(logits, frame.shape[:2])[0]
+    t3 = time.perf_counter_ns()
+    if times is not None:
+        times.preprocess.append((t1 - t0) / 1e6)
+        times.infer.append((t2 - t1) / 1e6)
+        times.postprocess.append((t3 - t2) / 1e6)
+    return mask
+
+
+def time_frames(backend, frames: Sequence[np.ndarray], spec: PreprocessSpec, warmup: int = 10,
+                iters: int | None = None, duration: float | None = 10.0) -> tuple[StageTimes, float]:
+    """Warm up, then time frames until `iters` frames or `duration` seconds (whichever is given;
+    `iters` wins when both are). Returns the stage times and the wall seconds of the timed part."""
+    if not frames:
+        raise ValueError("no frames to time")
+    if iters is None and duration is None:
+        raise ValueError("give iters or duration")
+    for i in range(warmup):
+        run_frame(backend, frames[i % len(frames)], spec)
+    times = StageTimes()
+    start = time.perf_counter()
+    i = 0
+    while True:
+        run_frame(backend, frames[i % len(frames)], spec, times)
+        i += 1
+        if iters is not None:
+            if i >= iters:
+                break
+        elif time.perf_counter() - start >= duration:
+            break
+    return times, time.perf_counter() - start
+
+
+def latency_report(times: StageTimes, seconds: float, warmup: int) -> dict:
+    """The `latency` block of a results row."""
+    return {
+        "warmup": warmup,
+        "iters": len(times),
+        "seconds": seconds,
+        "throughput_fps": len(times) / seconds if seconds > 0 else None,
+        "end_to_end": summarize(times.end_to_end()),
+        "backend_only": summarize(times.infer),
+        "stages": {name: summarize(getattr(times, name)) for name in STAGES},
+    }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far (MiB). Linux reports KiB, macOS bytes."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024

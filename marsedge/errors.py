@@ -1,0 +1,32 @@
+"""The project's error types. Each carries a one-line message that names the file or key at fault.
+
+The CLI maps them to exit codes: usage/config errors exit 2, data errors exit 1.
+"""
+
+
+class MarsedgeError(Exception):
+    """Base class: a failure the user can act on, reported as one line without a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(MarsedgeError, ValueError):
+    """A bad config file, key or value (names the key and suggests the nearest valid one)."""
+
+    exit_code = 2
+
+
+class DataError(MarsedgeError):
+    """Missing, corrupt or inconsistent data on disk (names the file)."""
+
+    exit_code = 1
+
+
+class FrameError(DataError):
+    """A frame that cannot be decoded: corrupt, truncated, empty or of the wrong size."""
+
+
+class ModelError(MarsedgeError):
+    """A checkpoint, ONNX model or engine that cannot be used as asked (names the file and why)."""
+
+    exit_code = 1

@@ -1,0 +1,72 @@
+"""Small file helpers every long job uses: atomic writes and output paths that cannot escape.
+
+A crash mid-write must never leave a half-written checkpoint, mask or report: everything is
+written to a temporary file in the same folder and renamed into place (rename is atomic on POSIX).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from marsedge.errors import DataError
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp_path)` then rename tmp_path onto `path`. The temp file keeps the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """Append one JSON line and flush it (metrics logs survive a crash line by line)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record, default=str) + "\n")
+        f.flush()
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str) -> str:
+    """A frame name from data made safe as one path component: `../x/y.png` -> `x_y.png`."""
+    parts = [p for p in re.split(r"[\\/]+", str(name)) if p not in ("", ".", "..")]
+    cleaned = _UNSAFE.sub("_", "_".join(parts)).strip("._")
+    return cleaned or "frame"
+
+
+def safe_join(root: str | Path, name: str) -> Path:
+    """`root / safe_name(name)`, checked to lie inside root (paths from data never escape it)."""
+    root = Path(root).resolve()
+    out = (root / safe_name(name)).resolve()
+    if root != out.parent:
+        raise DataError(f"output name {name!r} would escape {root}")
+    return out

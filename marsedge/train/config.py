@@ -1,0 +1,173 @@
+"""The training config: one dataclass tree, loaded from YAML with dotted overrides.
+
+    python train.py --config configs/teacher/r50_2x_sk1_aspp.yaml data.root=/data/ai4mars run.amp=bf16
+
+`TrainConfig` holds what every mode shares (data, model, optimiser, loss, runs folder). A mode that
+needs its own settings adds one nested section by subclassing, so the shared keys stay in one place
+and an unknown key still fails before any work starts:
+
+    @dataclass
+    class PretrainSection:
+        temperature: float = 0.1
+
+    @dataclass
+    class PretrainConfig(TrainConfig):
+        pretrain: PretrainSection = field(default_factory=PretrainSection)
+
+and registers `PretrainConfig` with its mode in `marsedge.train.cli.MODES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from marsedge.config import load_config, read_yaml
+from marsedge.data.augment import JointAugmentConfig
+from marsedge.data.preprocess import PreprocessSpec
+from marsedge.errors import ConfigError
+from marsedge.models.build import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    """Where the frames come from and how the training set is composed."""
+
+    root: str = "data/ai4mars"  # an AI4Mars-layout tree (real release or `marsedge data synth`)
+    train_split: str = "train"
+    test_splits: list[str] = field(default_factory=lambda: ["gold-min3"])  # first one drives early stop
+    four_class: bool = False  # True: rover/range pixels become ignore (the dataset paper's 4 classes)
+    label_fraction: float = 1.0  # 0.01..1.0 of the labelled training frames, stratified by mission
+    m2020_fraction: float | None = None  # set for a mixed MSL+M2020 set: share of M2020 frames
+    mixed_cap: int | None = None  # total frames of the mixed set (1321 or 16064 in the paper)
+    max_train: int | None = None  # keep at most this many training frames (smoke runs)
+    max_test: int | None = None  # keep at most this many frames per test set
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    augment: JointAugmentConfig = field(default_factory=JointAugmentConfig)
+    eval_batch_size: int = 8
+
+
+@dataclass
+class InitConfig:
+    """Where the starting weights come from (nothing: from scratch)."""
+
+    checkpoint: str | None = None
+    # marsedge: our own checkpoint (pretraining or finetuning); torchvision: a ResNet state dict in
+    # torchvision names; simclrv2: a SimCLRv2 checkpoint converted to torchvision-style names.
+    format: Literal["marsedge", "torchvision", "simclrv2"] = "marsedge"
+    backbone_only: bool = True  # load the backbone and leave the head freshly initialised
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule (stepped once per optimiser step)."""
+
+    name: Literal["sgd", "adamw", "lars"] = "sgd"
+    lr: float = 0.01  # for the global batch (batch_size x accumulate x world size)
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    lars_trust: float = 0.001  # LARS trust coefficient (eta)
+    no_decay_norm_bias: bool = True  # no weight decay (and no LARS scaling) on norm weights and biases
+    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    poly_power: float = 0.9
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.0  # the schedule's floor as a fraction of lr
+    clip_grad_norm: float | None = None
+
+
+@dataclass
+class LossConfig:
+    """The segmentation loss; see `marsedge.train.losses` for each formula."""
+
+    name: Literal[
+        "ce", "inverse_frequency", "recall", "inverse_frequency_recall", "one_minus_composition"
+    ] = "ce"
+    recall_momentum: float = 0.9  # EMA of the per-class TP/FN counts behind the recall weights
+
+
+@dataclass
+class RunConfig:
+    """Runs folder, evaluation, early stopping, precision and distribution."""
+
+    out_dir: str = "runs"
+    eval_every: int = 1  # epochs between evaluations (0: only at the end)
+    early_stop_metric: str = "miou"  # a key of the evaluator's result ("miou" = first test set)
+    early_stop_mode: Literal["max", "min"] = "max"
+    early_stop_patience: int = 0  # evaluations without improvement before stopping; 0 = never
+    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast dtype (GPU; bf16 also works on CPU)
+    channels_last: bool = False
+    sync_bn: bool = False  # SyncBatchNorm under DDP (GPU only)
+    checkpoint_every: int = 0  # also write last.pt every N optimiser steps; 0 = at epoch ends only
+    log_every: int = 10  # optimiser steps between metrics.jsonl train records
+    max_steps: int | None = None  # stop after this many optimiser steps (smoke runs)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    confusion_png: bool = True
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """One training run: `runs/<name>/` holds everything it writes."""
+
+    name: str = "run"
+    mode: str = "finetune"  # a key of marsedge.train.cli.MODES
+    seed: int = 0
+    epochs: int = 50
+    batch_size: int = 8  # per process and micro-step; global = batch_size x accumulate x world
+    accumulate: int = 1  # micro-batches per optimiser step
+    num_workers: int = 2
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(backbone="resnet50", head="aspp"))
+    init: InitConfig = field(default_factory=InitConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.out_dir) / self.name
+
+    def validate(self) -> None:
+        """Checks across keys that the types alone cannot express; raises ConfigError naming the key."""
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "accumulate": self.accumulate,
+                    "data.eval_batch_size": self.data.eval_batch_size}
+        for key, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"config key '{key}' must be >= 1, got {value}")
+        if self.num_workers < 0:
+            raise ConfigError(f"config key 'num_workers' must be >= 0, got {self.num_workers}")
+        if not 0.0 < self.data.label_fraction <= 1.0:
+            raise ConfigError(f"config key 'data.label_fraction' must be in (0, 1], got {self.data.label_fraction}")
+        if self.data.m2020_fraction is not None and not 0.0 <= self.data.m2020_fraction <= 1.0:
+            raise ConfigError(f"config key 'data.m2020_fraction' must be in [0, 1], got {self.data.m2020_fraction}")
+        if self.optim.lr <= 0:
+            raise ConfigError(f"config key 'optim.lr' must be positive, got {self.optim.lr}")
+        if not self.data.test_splits:
+            raise ConfigError("config key 'data.test_splits' must name at least one test split")
+        if self.model.in_channels != self.data.preprocess.channels:
+            raise ConfigError(
+                f"config key 'model.in_channels' ({self.model.in_channels}) must equal "
+                f"'data.preprocess.channels' ({self.data.preprocess.channels})"
+            )
+        if "/" in self.name or self.name in ("", ".", ".."):
+            raise ConfigError(f"config key 'name' must be one folder name, got {self.name!r}")
+
+
+def read_mode(path: str | Path | None, overrides: list[str]) -> str:
+    """The `mode` key of a config file (or its override), read before the full config is typed."""
+    mode = read_yaml(path).get("mode", "finetune") if path is not None else "finetune"
+    for item in overrides:
+        if item.split("=", 1)[0].strip() == "mode":
+            mode = item.split("=", 1)[1].strip()
+    return str(mode)
+
+
+def load_train_config(cls: type[TrainConfig], path: str | Path | None, overrides: list[str]) -> TrainConfig:
+    """Load and validate a config of class `cls` (TrainConfig or a mode's subclass)."""
+    cfg = load_config(cls, path, overrides)
+    cfg.validate()
+    return cfg

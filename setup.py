@@ -1,0 +1,54 @@
+"""marsedge: Mars rover terrain segmentation from the workstation to the rover.
+
+Extras are split by where the code runs:
+  edge    the rover computer: numpy, OpenCV, ONNX Runtime, pdr and nothing more (no torch)
+  deploy  workstation export/quantize: onnx, onnxscript, nvidia-modelopt (its ONNX needs named
+          one by one, because `nvidia-modelopt[onnx]` pulls onnxruntime-gpu next to onnxruntime)
+  train   torch and what training needs; on the project's CPU machines torch is 2.13.0 (Makefile)
+  bench   plots for reports
+  dev     tests and lint
+"""
+
+from setuptools import find_packages, setup
+
+EDGE = ["numpy>=1.24", "opencv-python-headless>=4.8", "onnxruntime>=1.18", "pdr>=1.1"]
+DEPLOY = [
+    "onnx~=1.21.0",  # the version nvidia-modelopt 0.47 is tested with
+    "onnxscript",
+    "nvidia-modelopt==0.47.0",
+    "onnx-graphsurgeon>=0.6.1",
+    "onnxslim>=0.1.76",
+    "onnxconverter-common~=1.16.0",
+    "polygraphy>=0.53.4",
+    "ml_dtypes",
+    "lief",  # modelopt.onnx imports it (trt_utils) but does not declare it outside its [onnx] extra
+    "cppimport",  # likewise (modelopt.onnx.quantization.extensions)
+]
+TRAIN = ["torch>=2.4", "matplotlib>=3.7", "scikit-learn>=1.3", "safetensors>=0.4"]
+BENCH = ["matplotlib>=3.7"]
+DEV = ["pytest>=8", "pytest-timeout", "ruff>=0.6"]
+
+setup(
+    name="marsedge",
+    version="0.1.0",
+    description="Mars rover terrain segmentation: train, distill, quantize, deploy, benchmark",
+    python_requires=">=3.10",
+    packages=find_packages(include=["marsedge", "marsedge.*"]),
+    py_modules=["train", "distill"],
+    include_package_data=True,
+    install_requires=["numpy>=1.24", "pyyaml>=6", "tqdm>=4.60"],
+    extras_require={
+        "edge": EDGE,
+        "deploy": EDGE + DEPLOY,
+        "train": EDGE + TRAIN,
+        "bench": EDGE + BENCH,
+        "dev": DEV,
+        "all": EDGE + DEPLOY + TRAIN + BENCH + DEV,
+    },
+    entry_points={
+        "console_scripts": [
+            "marsedge=marsedge.cli:main",
+            "edge-run=marsedge.edge.run:main",
+        ]
+    },
+)
