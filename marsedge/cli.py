@@ -20,6 +20,7 @@ AREAS = (
     "marsedge.data.cli",
     "marsedge.models.cli",
     "marsedge.train.cli",
+    "marsedge.train.ssl_cli",
     "marsedge.distill.cli",
     "marsedge.edge.cli",
     "marsedge.bench.cli",

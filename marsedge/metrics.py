@@ -57,13 +57,15 @@ def segmentation_metrics(matrix: np.ndarray, class_names=None) -> dict:
 
     pixel_accuracy = trace / total
     IoU_c = TP / (TP + FP + FN); recall_c = TP / (TP + FN); precision_c = TP / (TP + FP)
-    F1_c = 2 P R / (P + R); mIoU, macro F1, MAcc (mean recall) over present classes;
+    F1_c = 2 P R / (P + R) = 2 TP / (2 TP + FP + FN);
+    mIoU, macro F1, MAcc (mean recall) over present classes;
     FAcc (frequency-weighted accuracy) = sum_c freq_c * recall_c, freq_c = truth pixels of c / total.
     A class is present when it occurs in the truth or the prediction; absent classes are NaN.
     """
     m = np.asarray(matrix, dtype=np.float64)
     k = m.shape[0]
-    names = list(class_names or CLASS_NAMES[:k]) + [f"class{i}" for i in range(len(class_names or CLASS_NAMES[:k]), k)]
+    names = list(class_names or CLASS_NAMES[:k])
+    names += [f"class{i}" for i in range(len(names), k)]
     tp = np.diag(m)
     truth = m.sum(axis=1)
     predicted = m.sum(axis=0)
@@ -71,11 +73,9 @@ def segmentation_metrics(matrix: np.ndarray, class_names=None) -> dict:
     iou = _safe_div(tp, truth + predicted - tp)
     recall = _safe_div(tp, truth)
     precision = _safe_div(tp, predicted)
-    with np.errstate(invalid="ignore"):
-        f1 = np.where(np.isnan(precision) | np.isnan(recall), np.nan,
-                      _safe_div(2 * precision * recall, precision + recall))
-    # A class predicted but never true has recall NaN and precision 0: its F1 is 0, not undefined.
-    f1 = np.where((truth == 0) & (predicted > 0), 0.0, f1)
+    # F1 = 2PR / (P + R) = 2 TP / (truth + predicted): 0 for a class that is missed entirely or
+    # predicted but never true (where P or R alone is undefined), NaN only for an absent class.
+    f1 = _safe_div(2 * tp, truth + predicted)
     freq = truth / total if total > 0 else np.zeros(k)
 
     def mean(v: np.ndarray) -> float:

@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
-# Debian's headless Chromium for the report's browser test (as root, or with sudo).
+# Install Debian's chromium for the report's browser test (tests/test_bench_report.py) and for
+# `marsedge report --screenshot`. Does nothing when a chromium is already on PATH.
+# Needs root (CI runs as root); elsewhere run it with sudo.
 set -euo pipefail
-command -v chromium >/dev/null 2>&1 && exit 0
+
+if command -v chromium >/dev/null 2>&1; then
+  echo "chromium already installed: $(chromium --version 2>/dev/null | head -1)"
+  exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "no apt-get here: install a chromium by hand (the browser test skips without one)" >&2
+  exit 1
+fi
 SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq chromium >/dev/null
-command -v chromium
+echo "installed $(chromium --version 2>/dev/null | head -1)"

@@ -16,7 +16,7 @@ import numpy as np
 from marsedge.data.preprocess import PreprocessSpec, preprocess
 from marsedge.errors import DataError
 from marsedge.metrics import ConfusionMatrix, segmentation_metrics
-from marsedge.terrain import CLASS_NAMES, IGNORE_INDEX
+from marsedge.terrain import CLASS_NAMES
 
 
 def logits_to_mask(logits: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
@@ -87,10 +87,6 @@ def pixel_agreement(masks: dict[str, np.ndarray], reference: dict[str, np.ndarra
 def agreement_block(value: float, reference: str, min_agreement: float) -> dict:
     return {"reference": reference, "value": value, "min_agreement": min_agreement,
             "passed": bool(value >= min_agreement)}
-
-
-def labelled_pixels(label: np.ndarray) -> int:
-    return int(np.count_nonzero(label != IGNORE_INDEX))
 
 
 def _finite(x: float) -> float | None:

@@ -56,7 +56,8 @@ class StageTimes:
         return len(self.infer)
 
 
-def run_frame(backend, frame: np.ndarray, spec: PreprocessSpec, times: StageTimes | None = None) -> np.ndarray:
+def run_frame(backend, frame: np.ndarray, spec: PreprocessSpec,
+              times: StageTimes | None = None) -> np.ndarray:
     """One frame through the three stages; the stage times are appended to `times` when given."""
     t0 = time.perf_counter_ns()
     batch = preprocess(frame, spec)[None]

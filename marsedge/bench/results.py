@@ -7,14 +7,15 @@ Versioned so that a report made next year can still read (or clearly refuse) thi
       "created": "2026-11-21T19:30:00+00:00",
       "environment": {...},            # environment.capture(): CPU, GPU, clocks, library versions
       "settings":    {...},            # the command line that produced the run
-      "dataset":     {"root", "split", "frames", "labelled_pixels"},
+      "dataset":     {"root", "split", "frames"},
       "samples":     [{"name", "why", "image"}],   # sample-strip PNGs, relative to the file
       "models":      [row, ...]
     }
 
 A row is one model file on one backend:
 
-    id, path, name, backend, precision, status ("ok" | "accuracy-failed" | "failed"), reason,
+    id, path, name, backend, precision, model_config (the architecture, from the model's metadata),
+    status ("ok" | "accuracy-failed" | "failed"), reason,
     size_bytes, params, macs, input [C, H, W],
     latency:  {warmup, iters, seconds, throughput_fps,
                end_to_end, backend_only: {mean, std, p50, p90, p99, min, max} in milliseconds,
@@ -42,8 +43,8 @@ STATUS_ACCURACY_FAILED = "accuracy-failed"  # ran, but missed its accuracy gate
 STATUS_FAILED = "failed"  # could not be loaded or run
 STATUSES = (STATUS_OK, STATUS_ACCURACY_FAILED, STATUS_FAILED)
 
-ROW_KEYS = ("id", "path", "name", "backend", "precision", "status", "reason", "size_bytes", "params",
-            "macs", "input", "latency", "memory", "accuracy")
+ROW_KEYS = ("id", "path", "name", "backend", "precision", "model_config", "status", "reason", "size_bytes",
+            "params", "macs", "input", "latency", "memory", "accuracy")
 
 
 def empty_row(model_id: str, path: str | Path) -> dict:

@@ -17,9 +17,12 @@ fraction of a second.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
+import cv2
 import numpy as np
 
+from marsedge.errors import DataError
 from marsedge.terrain import IGNORE_INDEX, NUM_TERRAIN_CLASSES
 
 CROWD_RULE = {"min_votes": 3, "min_agreement": 0.65}
@@ -36,7 +39,9 @@ def _stack(labels: Sequence[np.ndarray] | np.ndarray, num_classes: int) -> np.nd
     return stack.astype(np.uint8, copy=False)
 
 
-def vote_counts(labels: Sequence[np.ndarray] | np.ndarray, num_classes: int = NUM_TERRAIN_CLASSES) -> np.ndarray:
+def vote_counts(
+    labels: Sequence[np.ndarray] | np.ndarray, num_classes: int = NUM_TERRAIN_CLASSES
+) -> np.ndarray:
     """KxHxW number of labelers that gave each pixel each class (unlabelled votes not counted)."""
     stack = _stack(labels, num_classes)
     counts = np.empty((num_classes, *stack.shape[1:]), dtype=np.uint16)
@@ -65,7 +70,9 @@ def merge_labels(
     return np.where(accepted, winner, np.uint8(IGNORE_INDEX)).astype(np.uint8)
 
 
-def pairwise_jaccard(labels: Sequence[np.ndarray] | np.ndarray, num_classes: int = NUM_TERRAIN_CLASSES) -> np.ndarray:
+def pairwise_jaccard(
+    labels: Sequence[np.ndarray] | np.ndarray, num_classes: int = NUM_TERRAIN_CLASSES
+) -> np.ndarray:
     """LxL Jaccard index between every pair of labels: mean IoU over the classes either one uses.
 
     Pairs that share no class at all (both empty) are NaN. The diagonal is 1 where a label is
@@ -90,7 +97,9 @@ def pairwise_jaccard(labels: Sequence[np.ndarray] | np.ndarray, num_classes: int
         return np.where(classes_used > 0, iou_sum / np.maximum(classes_used, 1), np.nan)
 
 
-def agreement_scores(labels: Sequence[np.ndarray] | np.ndarray, num_classes: int = NUM_TERRAIN_CLASSES) -> np.ndarray:
+def agreement_scores(
+    labels: Sequence[np.ndarray] | np.ndarray, num_classes: int = NUM_TERRAIN_CLASSES
+) -> np.ndarray:
     """Per-label agreement score: mean Jaccard index with each other label of the image (NaN alone)."""
     jac = pairwise_jaccard(labels, num_classes)
     n = jac.shape[0]
@@ -104,3 +113,59 @@ def agreement_scores(labels: Sequence[np.ndarray] | np.ndarray, num_classes: int
         if row.size:
             scores[i] = row.mean()
     return scores
+
+
+def merge_crowd_folder(
+    crowd: Path,
+    out: Path,
+    scores_csv: Path,
+    suffix: str = "",
+    min_votes: int = 3,
+    min_agreement: float = 0.65,
+    progress: bool = True,
+) -> dict:
+    """Merge CROWD/<image>/<labeler>.png into OUT/<image><suffix>.png; agreement scores to a CSV.
+
+    Every label is checked (8-bit, values 0..3 and 255, one size per image); a bad one stops the
+    run with its path. Returns counts and the agreement distribution for the summary line.
+    """
+    from tqdm import tqdm
+
+    from marsedge.data.ai4mars import read_label
+    from marsedge.io import atomic_write_bytes, atomic_write_text
+
+    if not crowd.is_dir():
+        raise DataError(f"crowd label folder not found: {crowd}")
+    images = sorted(p for p in crowd.iterdir() if p.is_dir())
+    if not images:
+        raise DataError(f"no per-image folders of crowd labels in {crowd}")
+    rows, scores, labelled, pixels, n_labels = ["image,labeler,agreement"], [], 0, 0, 0
+    for folder in tqdm(images, desc="merge", unit="image", disable=not progress):
+        paths = sorted(folder.glob("*.png"))
+        if not paths:
+            raise DataError(f"no label PNGs in {folder}")
+        labels = [read_label(p) for p in paths]
+        for p, lab in zip(paths, labels, strict=True):
+            if lab.shape != labels[0].shape:
+                raise DataError(
+                    f"label {p} is {lab.shape[1]}x{lab.shape[0]}, "
+                    f"{paths[0].name} is {labels[0].shape[1]}x{labels[0].shape[0]}"
+                )
+        merged = merge_labels(labels, min_votes, min_agreement)
+        _, png = cv2.imencode(".png", merged)
+        atomic_write_bytes(out / f"{folder.name}{suffix}.png", png.tobytes())
+        for p, score in zip(paths, agreement_scores(labels), strict=True):
+            rows.append(f"{folder.name},{p.stem},{'' if np.isnan(score) else f'{score:.4f}'}")
+            if not np.isnan(score):
+                scores.append(score)
+        labelled += int((merged != IGNORE_INDEX).sum())
+        pixels += merged.size
+        n_labels += len(paths)
+    atomic_write_text(scores_csv, "\n".join(rows) + "\n")
+    return {
+        "images": len(images),
+        "labels": n_labels,
+        "labelled_percent": 100.0 * labelled / max(pixels, 1),
+        "agreement_mean": float(np.mean(scores)) if scores else float("nan"),
+        "agreement_p20": float(np.percentile(scores, 20)) if scores else float("nan"),
+    }

@@ -75,7 +75,7 @@ class LogitCache:
 
     def path(self, name: str) -> Path:
         tag = hashlib.sha1(name.encode()).hexdigest()[:8]
-        return self.root / f"{safe_name(name)}-{tag}.npy"
+        return self.root / f"{safe_name(name)[-120:]}-{tag}.npy"  # names are image paths: keep the tail
 
     def __contains__(self, name: str) -> bool:
         return self.path(name).exists()
@@ -119,15 +119,18 @@ def fill_cache(
     teacher_logits: Callable[[np.ndarray], np.ndarray],
     batch_size: int = 8,
     progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> int:
     """Run the teacher over every frame not yet cached; returns how many frames were computed.
 
     `load_input(i)` gives frame i preprocessed (C,H,W float32, no augmentation);
-    `teacher_logits(batch N,C,H,W) -> N,K,H,W` runs the frozen teacher.
+    `teacher_logits(batch N,C,H,W) -> N,K,H,W` runs the frozen teacher. `shard=(rank, world)`
+    splits the work between DDP processes: each computes the frames i with i % world == rank.
     """
     from tqdm import tqdm
 
-    todo = cache.missing(names)
+    rank, world = shard
+    todo = [i for i in cache.missing(names) if i % world == rank]
     bar = tqdm(total=len(todo), desc="teacher logits -> cache", unit="frame", disable=not progress)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]

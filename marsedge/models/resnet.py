@@ -188,7 +188,8 @@ class ResNet(nn.Module):
         self.out_channels = {"stem": base}
         self.strides = {"stem": 2}
         cin, stride_now, dilation = base, 4, 1
-        for index, (count, dilate) in enumerate(zip(counts, (False, *DILATE_STAGES[output_stride]))):
+        dilate_stages = (False, *DILATE_STAGES[output_stride])
+        for index, (count, dilate) in enumerate(zip(counts, dilate_stages, strict=True)):
             stride = 1 if index == 0 else 2
             first_dilation = dilation
             if dilate:

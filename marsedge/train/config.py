@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from marsedge.config import load_config, read_yaml
+from marsedge.config import apply_overrides, from_dict, read_yaml
 from marsedge.data.augment import JointAugmentConfig
 from marsedge.data.preprocess import PreprocessSpec
 from marsedge.errors import ConfigError
@@ -35,12 +35,14 @@ class DataConfig:
     """Where the frames come from and how the training set is composed."""
 
     root: str = "data/ai4mars"  # an AI4Mars-layout tree (real release or `marsedge data synth`)
-    train_split: str = "train"
+    train_splits: list[str] = field(default_factory=lambda: ["train"])  # + "m2020-train": combined set
     test_splits: list[str] = field(default_factory=lambda: ["gold-min3"])  # first one drives early stop
     four_class: bool = False  # True: rover/range pixels become ignore (the dataset paper's 4 classes)
     label_fraction: float = 1.0  # 0.01..1.0 of the labelled training frames, stratified by mission
-    m2020_fraction: float | None = None  # set for a mixed MSL+M2020 set: share of M2020 frames
-    mixed_cap: int | None = None  # total frames of the mixed set (1321 or 16064 in the paper)
+    # a mixed-domain set drawn from the train splits: mixed_cap frames (1321 or 16064 in the paper),
+    # round(mixed_cap * m2020_fraction) of them from M2020 and the rest from MSL
+    m2020_fraction: float | None = None
+    mixed_cap: int | None = None
     max_train: int | None = None  # keep at most this many training frames (smoke runs)
     max_test: int | None = None  # keep at most this many frames per test set
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
@@ -121,7 +123,7 @@ class TrainConfig:
     accumulate: int = 1  # micro-batches per optimiser step
     num_workers: int = 2
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(backbone="resnet50", head="aspp"))
+    model: ModelConfig = field(default_factory=ModelConfig)
     init: InitConfig = field(default_factory=InitConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -141,9 +143,16 @@ class TrainConfig:
         if self.num_workers < 0:
             raise ConfigError(f"config key 'num_workers' must be >= 0, got {self.num_workers}")
         if not 0.0 < self.data.label_fraction <= 1.0:
-            raise ConfigError(f"config key 'data.label_fraction' must be in (0, 1], got {self.data.label_fraction}")
+            raise ConfigError(
+                f"config key 'data.label_fraction' must be in (0, 1], got {self.data.label_fraction}")
         if self.data.m2020_fraction is not None and not 0.0 <= self.data.m2020_fraction <= 1.0:
-            raise ConfigError(f"config key 'data.m2020_fraction' must be in [0, 1], got {self.data.m2020_fraction}")
+            raise ConfigError(
+                f"config key 'data.m2020_fraction' must be in [0, 1], got {self.data.m2020_fraction}")
+        if (self.data.m2020_fraction is None) != (self.data.mixed_cap is None):
+            raise ConfigError("config keys 'data.m2020_fraction' and 'data.mixed_cap' go together "
+                              "(a mixed-domain set needs both)")
+        if not self.data.train_splits:
+            raise ConfigError("config key 'data.train_splits' must name at least one split")
         if self.optim.lr <= 0:
             raise ConfigError(f"config key 'optim.lr' must be positive, got {self.optim.lr}")
         if not self.data.test_splits:
@@ -157,9 +166,32 @@ class TrainConfig:
             raise ConfigError(f"config key 'name' must be one folder name, got {self.name!r}")
 
 
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        both_maps = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both_maps else value
+    return out
+
+
+def read_config_file(path: str | Path, _depth: int = 0) -> dict:
+    """A YAML config with its `base:` chain merged in: an experiment file names its base (a path
+    relative to itself) and sets only what differs, e.g. `base: r50_2x_sk1_aspp_seed.yaml` plus
+    `data: {label_fraction: 0.01}`."""
+    if _depth > 8:
+        raise ConfigError(f"{path}: config 'base' chain deeper than 8 files (a cycle?)")
+    data = read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: config key 'base' must be a file path, got {base!r}")
+    return _merge(read_config_file(Path(path).parent / base, _depth + 1), data)
+
+
 def read_mode(path: str | Path | None, overrides: list[str]) -> str:
     """The `mode` key of a config file (or its override), read before the full config is typed."""
-    mode = read_yaml(path).get("mode", "finetune") if path is not None else "finetune"
+    mode = read_config_file(path).get("mode", "finetune") if path is not None else "finetune"
     for item in overrides:
         if item.split("=", 1)[0].strip() == "mode":
             mode = item.split("=", 1)[1].strip()
@@ -168,6 +200,7 @@ def read_mode(path: str | Path | None, overrides: list[str]) -> str:
 
 def load_train_config(cls: type[TrainConfig], path: str | Path | None, overrides: list[str]) -> TrainConfig:
     """Load and validate a config of class `cls` (TrainConfig or a mode's subclass)."""
-    cfg = load_config(cls, path, overrides)
+    data = read_config_file(path) if path is not None else {}
+    cfg = from_dict(cls, apply_overrides(data, overrides))
     cfg.validate()
     return cfg

@@ -7,7 +7,6 @@ gets a `DistContext` of world size 1 and the same code path, so there is one loo
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -83,7 +82,7 @@ def mean_over_ranks(values: dict[str, float], ctx: DistContext) -> dict[str, flo
     keys = sorted(values)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=ctx.device)
     all_reduce_sum(t, ctx)
-    return {k: v / ctx.world_size for k, v in zip(keys, t.tolist())}
+    return {k: v / ctx.world_size for k, v in zip(keys, t.tolist(), strict=True)}
 
 
 def gather_objects(obj: object, ctx: DistContext) -> list:
@@ -137,12 +136,3 @@ class ShardSampler(Sampler[int]):
     def __len__(self) -> int:
         return len(self.indices)
 
-
-def steps_per_epoch(num_samples: int, batch_size: int, world_size: int, accumulate: int) -> int:
-    """Optimiser steps in one epoch with drop_last sampling and batching."""
-    per_rank = num_samples // world_size
-    return (per_rank // batch_size) // accumulate if per_rank else 0
-
-
-def ceil_div(a: int, b: int) -> int:
-    return math.ceil(a / b)

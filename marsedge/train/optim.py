@@ -78,8 +78,6 @@ def _sgd(groups, cfg):
 
 
 def _adamw(groups, cfg):
-    for g in groups:
-        g.pop("lars", None)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
 
 
@@ -95,11 +93,9 @@ OPTIMIZERS: dict[str, Callable[[list[dict], OptimConfig], torch.optim.Optimizer]
 
 
 def build_optimizer(named: Iterable[tuple[str, nn.Parameter]], cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(named, cfg)
-    if cfg.name == "sgd":
-        for g in groups:
-            g.pop("lars", None)
-    return OPTIMIZERS[cfg.name](groups, cfg)
+    """The configured optimiser over the trainable parameters (extra group keys such as `lars`
+    are kept by torch and ignored by SGD and AdamW)."""
+    return OPTIMIZERS[cfg.name](param_groups(named, cfg), cfg)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, cfg: OptimConfig) -> float:

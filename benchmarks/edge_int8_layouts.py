@@ -1,0 +1,116 @@
+"""Which INT8 layout does ONNX Runtime's CPU actually run faster? Measured, not assumed.
+
+    python benchmarks/edge_int8_layouts.py                       # random-init student, synthetic data
+    python benchmarks/edge_int8_layouts.py --onnx student.onnx --data runs/demo/data
+
+Quantizes one FP32 student ONNX with every recipe in `marsedge.edge.quantize.CPU_RECIPES` plus the
+nvidia-modelopt QDQ model (the TensorRT target, run here on CPU for reference), all calibrated on
+the same real frames, then times every model round-robin (medians; machine load hits all alike)
+and runs the accuracy gate of each against FP32. Results: benchmarks/results/edge_int8_layouts.json.
+The default recipe of `marsedge quantize --target cpu` is chosen from this table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--onnx", help="FP32 student ONNX (default: export a random-init student)")
+    ap.add_argument("--data", help="AI4Mars tree: calibration on train, gate on gold-min1")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--n", type=int, default=64, help="calibration frames")
+    ap.add_argument("--recipes", default=None, help="comma list (default: all, plus modelopt)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/edge_int8_layouts.json"))
+    args = ap.parse_args()
+
+    from marsedge.data.synthetic import SynthOptions, generate
+    from marsedge.edge.backends import OnnxBackend
+    from marsedge.edge.onnx_meta import read_onnx_metadata
+    from marsedge.edge.quantize import (
+        CPU_RECIPES,
+        accuracy_gate,
+        calibration_set,
+        frame_reader,
+        quantize_cpu,
+        quantize_tensorrt,
+    )
+    from marsedge.io import atomic_write_json
+
+    work = Path(tempfile.mkdtemp(prefix="int8_layouts_"))
+    if args.onnx:
+        fp32 = Path(args.onnx)
+    else:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from edge_latency import random_checkpoint
+
+        from marsedge.edge.export import export
+
+        ckpt = random_checkpoint(work / "student.pt", "mnv2_1.0", "deeplabv3plus", args.size, separable=True)
+        fp32, _ = export(ckpt, work / "student.onnx", verify_frames=1)
+    data = Path(args.data) if args.data else work / "ai4mars"
+    if not args.data:
+        generate(SynthOptions(str(data), "msl", n=44, size=args.size, seed=0, test_fraction=8 / 44,
+                              workers=1), progress=False)
+    spec = read_onnx_metadata(fp32).preprocess
+    calib = calibration_set(str(data), args.n, min_frames=8)
+    names = args.recipes.split(",") if args.recipes else [*CPU_RECIPES, "modelopt-qdq"]
+
+    models = {"fp32": fp32}
+    for name in names:
+        out = work / f"{name}.onnx"
+        start = time.perf_counter()
+        reader = frame_reader(calib, spec, "image")
+        if name == "modelopt-qdq":
+            quantize_tensorrt(fp32, out, reader, "max", dla=False)
+        else:
+            quantize_cpu(fp32, out, reader, "max", name)
+        print(f"{name}: quantized in {time.perf_counter() - start:.0f} s", flush=True)
+        models[name] = out
+
+    backends = {k: OnnxBackend(p, threads=args.threads, providers=["CPUExecutionProvider"])
+                for k, p in models.items()}
+    x = np.random.default_rng(0).random((1, spec.channels, spec.height, spec.width), dtype=np.float32)
+    times: dict[str, list[float]] = {k: [] for k in backends}
+    for b in backends.values():
+        b.infer(x)
+    for _ in range(args.rounds):
+        for key, b in backends.items():
+            start = time.perf_counter()
+            b.infer(x)
+            times[key].append(1000 * (time.perf_counter() - start))
+    ms = {k: float(np.median(v)) for k, v in times.items()}
+
+    rows = []
+    for name in names:
+        gate = accuracy_gate(fp32, models[name], str(data), "gold-min1", 1.0, args.threads)
+        rows.append({"recipe": name, "median_ms": round(ms[name], 2),
+                     "speedup_vs_fp32": round(ms["fp32"] / ms[name], 3),
+                     "miou_drop": gate["miou_drop"], "pixel_agreement": gate["pixel_agreement"]})
+    result = {"fp32_ms": round(ms["fp32"], 2), "threads": args.threads, "size": args.size,
+              "onnx": str(args.onnx or "random-init mnv2_1.0 + separable deeplabv3plus"),
+              "calibration_frames": len(calib.paths), "rows": rows}
+    atomic_write_json(args.out, result)
+    print(f"FP32 {ms['fp32']:.1f} ms")
+    for r in rows:
+        print(f"{r['recipe']:<24} {r['median_ms']:8.1f} ms  {r['speedup_vs_fp32']:5.2f}x  "
+              f"mIoU drop {r['miou_drop']:+.2f}  agreement {100 * r['pixel_agreement']:.2f}%")
+    print(json.dumps({"out": args.out}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

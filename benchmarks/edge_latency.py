@@ -1,0 +1,155 @@
+"""Edge latency benchmark: the ratios the edge issue asks for, measured in one run on this CPU.
+
+    python benchmarks/edge_latency.py                     # random-init models, synthetic data
+    python benchmarks/edge_latency.py --student runs/demo/student.pt --teacher runs/demo/teacher.pt \
+        --data runs/demo/data
+
+Ratios (all timings interleaved round-robin, medians, so machine load hits every model alike):
+  1. ONNX Runtime FP32 vs PyTorch eager FP32 (student)            aim >= 3x
+  2. ONNX Runtime INT8 (cpu target) vs FP32, and its mIoU drop     aim >= 1.5x, <= 1.0 point
+  3. edge-run end-to-end FPS vs the backend's own FPS (INT8)       aim >= 85%
+  4. student (ONNX Runtime INT8) vs teacher (PyTorch eager FP32)   aim >= 10x
+
+Without --student/--teacher the models are randomly initialised (latency does not depend on the
+weights); the INT8 accuracy figures are then meaningless for quality and are labelled so. Without
+--data a small synthetic AI4Mars tree is generated (calibration on its train split, gate on gold).
+Results: benchmarks/results/edge_latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def cpu_flags() -> list[str]:
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return []
+    lines = [line for line in text.splitlines() if line.startswith("Flags")]
+    flags = lines[0].split(":", 1)[1].split() if lines else []
+    return [f for f in flags if f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")]
+
+
+def random_checkpoint(path: Path, backbone: str, head: str, size: int, separable: bool) -> Path:
+    import torch
+
+    from marsedge.data.preprocess import PreprocessSpec
+    from marsedge.models.build import ModelConfig, build_model
+    from marsedge.models.checkpoints import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone=backbone, head=head, separable=separable)
+    return save_checkpoint(path, build_model(cfg).eval(), cfg, PreprocessSpec(size, size))
+
+
+def interleaved(fns: dict, rounds: int) -> dict[str, float]:
+    """Median ms of each callable, run round-robin after one warm-up call each."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append(1000 * (time.perf_counter() - start))
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--student", help="student checkpoint (default: random-init mnv2_1.0 + DeepLabv3+)")
+    ap.add_argument("--teacher", help="teacher checkpoint (default: random-init --teacher-backbone)")
+    ap.add_argument("--teacher-backbone", default="r50_1x_sk1")
+    ap.add_argument("--data", help="AI4Mars tree for calibration (train) and the INT8 gate (gold-min1)")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--frames", type=int, default=40, help="frames for the edge-run measurement")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/edge_latency.json"))
+    args = ap.parse_args()
+
+    import torch
+
+    from marsedge.data.synthetic import SynthOptions, generate
+    from marsedge.edge.backends import open_backend
+    from marsedge.edge.export import export
+    from marsedge.edge.quantize import QuantizeOptions, quantize_model
+    from marsedge.edge.run import main as edge_run
+    from marsedge.io import atomic_write_json
+
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="edge_latency_"))
+    trained = bool(args.student)
+    student_ckpt = Path(args.student) if args.student else random_checkpoint(
+        work / "student.pt", "mnv2_1.0", "deeplabv3plus", args.size, separable=True)
+    teacher_ckpt = Path(args.teacher) if args.teacher else random_checkpoint(
+        work / "teacher.pt", args.teacher_backbone, "deeplabv3", args.size, separable=False)
+    data = Path(args.data) if args.data else work / "ai4mars"
+    if not args.data:
+        generate(SynthOptions(str(data), "msl", n=44, size=args.size, seed=0, test_fraction=8 / 44,
+                              workers=1), progress=False)
+
+    fp32_onnx, verification = export(student_ckpt, work / "student.onnx", size=args.size, verify_frames=2)
+    options = QuantizeOptions(target="cpu", method="entropy", n=500, min_frames=32, threads=args.threads,
+                              force=True)
+    int8_onnx, record = quantize_model(fp32_onnx, str(data), None, None, options)
+
+    torch_b = open_backend(student_ckpt, threads=args.threads)
+    fp32_b = open_backend(fp32_onnx, threads=args.threads)
+    int8_b = open_backend(int8_onnx, threads=args.threads)
+    teacher_b = open_backend(teacher_ckpt, threads=args.threads)
+    x = np.random.default_rng(0).random((1, 1, args.size, args.size), dtype=np.float32)
+    ms = interleaved({"torch_fp32": lambda: torch_b.infer(x), "ort_fp32": lambda: fp32_b.infer(x),
+                      "ort_int8": lambda: int8_b.infer(x)}, args.rounds)
+    ms["teacher_torch_fp32"] = interleaved({"t": lambda: teacher_b.infer(x)}, max(2, args.rounds // 5))["t"]
+
+    frames = sorted((data / "msl/images/edr").iterdir())[: args.frames]
+    frame_dir = work / "frames"
+    frame_dir.mkdir()
+    for p in frames:
+        (frame_dir / p.name).write_bytes(p.read_bytes())
+    run_out = work / "edge_run"
+    edge_run([str(frame_dir), str(run_out), "--model", str(int8_onnx), "--threads", str(args.threads)])
+    summary = json.loads((run_out / "summary.json").read_text())
+
+    gate = record["gate"]
+    result = {
+        "cpu": platform.processor() or platform.machine(), "cpu_flags": cpu_flags(), "threads": args.threads,
+        "size": args.size, "student": str(args.student or "random-init mnv2_1.0 + separable deeplabv3plus"),
+        "teacher": str(args.teacher or f"random-init {args.teacher_backbone} + deeplabv3"),
+        "weights_trained": trained,
+        "median_ms": {k: round(v, 2) for k, v in ms.items()},
+        "ratios": {
+            "ort_fp32_vs_torch_fp32": round(ms["torch_fp32"] / ms["ort_fp32"], 3),
+            "ort_int8_vs_ort_fp32": round(ms["ort_fp32"] / ms["ort_int8"], 3),
+            "edge_run_fps_vs_backend_fps": round(summary["fps"] / summary["backend_fps"], 3),
+            "student_int8_vs_teacher_torch": round(ms["teacher_torch_fp32"] / ms["ort_int8"], 3),
+            "student_ort_fp32_vs_teacher_torch": round(ms["teacher_torch_fp32"] / ms["ort_fp32"], 3),
+        },
+        "int8_gate": {k: gate[k] for k in ("eval", "miou_fp32", "miou_int8", "miou_drop", "pixel_agreement")},
+        "int8_gate_meaningful": trained,
+        "export_verification": str(verification),
+        "edge_run": {"frames_ok": summary["frames_ok"], "fps": summary["fps"],
+                     "backend_fps": summary["backend_fps"], "frame_size": list(np.asarray(
+                         __import__("cv2").imread(str(frames[0]), 0).shape))},
+    }
+    atomic_write_json(args.out, result)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""`marsedge bench` and `marsedge report` (nothing heavy imported until a handler runs).
+
+    marsedge bench teacher.pt teacher.onnx student.int8.onnx --data DATA --split gold-min3 -o OUT
+    marsedge report OUT/results.json [BASELINE/results.json ...] -o report [--screenshot report.png]
+
+bench exits 0 when every model ran (ok or accuracy-failed) and 1 when any could not run; its
+results.json and report are written either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    bench = subparsers.add_parser("bench", help="latency + accuracy of models (.pt/.onnx/.engine) -> report",
+                                  description=__doc__.splitlines()[0])
+    bench.add_argument("models", nargs="+", metavar="MODEL", help=".pt, .onnx (FP32/INT8) or .engine files")
+    bench.add_argument("--data", required=True, help="AI4Mars-layout dataset root")
+    bench.add_argument("--split", default="gold-min3", help="labelled split (default gold-min3)")
+    bench.add_argument("--size", type=int, default=None,
+                       help="expected square input size; a model built for another size fails its row "
+                            "(default: each model's own preprocessing spec)")
+    bench.add_argument("--warmup", type=int, default=10, help="untimed frames first (default 10)")
+    how_long = bench.add_mutually_exclusive_group()
+    how_long.add_argument("--duration", type=float, default=10.0,
+                          help="timed seconds per model (default 10)")
+    how_long.add_argument("--iters", type=int, default=None,
+                          help="timed frames per model (instead of --duration)")
+    bench.add_argument("--threads", type=int, default=None, help="backend threads (default: the backend's)")
+    bench.add_argument("--backend", default=None, help="force a backend instead of choosing by file suffix")
+    bench.add_argument("--reference", default=None,
+                       help="model whose masks every other is compared with (default: per model, the first "
+                            "given model of the same architecture)")
+    bench.add_argument("--min-agreement", type=float, default=0.95,
+                       help="accuracy gate: pixel agreement with the reference (default 0.95)")
+    bench.add_argument("--min-miou", type=float, default=None,
+                       help="accuracy gate: mIoU floor (default none)")
+    bench.add_argument("--samples", type=int, default=4, help="frames in the sample strip (default 4)")
+    bench.add_argument("--timeout", type=float, default=1800.0, help="seconds per model before it fails")
+    bench.add_argument("--keep-masks", action="store_true", help="keep every model's masks in OUT/.masks")
+    bench.add_argument("-o", "--out", default="runs/bench", help="output folder (default runs/bench)")
+    bench.set_defaults(func=run_bench_command)
+
+    report = subparsers.add_parser("report", help="results.json files -> report.md + report.html",
+                                   description="the first file is this run; any others are baselines")
+    report.add_argument("results", nargs="+", metavar="RESULTS.json")
+    report.add_argument("-o", "--out", default="report", help="output folder (default report)")
+    report.add_argument("--latency-tol", type=float, default=0.10,
+                        help="regression when p50 grows by more than this fraction (default 0.10)")
+    report.add_argument("--miou-tol", type=float, default=0.01,
+                        help="regression when mIoU drops by more than this (default 0.01)")
+    report.add_argument("--screenshot", default=None, metavar="PNG",
+                        help="also save a headless-Chromium screenshot of report.html")
+    report.set_defaults(func=run_report_command)
+
+
+def summary_lines(results: dict) -> list[str]:
+    lines = [f"{'model':<28} {'backend':<12} {'precision':<9} {'p50 ms':>8} {'mIoU':>7}  status"]
+    for r in results["models"]:
+        p50 = f"{r['latency']['end_to_end']['p50']:.2f}" if r.get("latency") else "–"
+        miou = f"{r['accuracy']['metrics']['miou']:.4f}" if r.get("accuracy") else "–"
+        status = r["status"] + (f" ({r['reason']})" if r.get("reason") else "")
+        lines.append(f"{r['id']:<28} {r.get('backend') or '–':<12} {r.get('precision') or '–':<9} "
+                     f"{p50:>8} {miou:>7}  {status}")
+    return lines
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    from marsedge.bench import results as R
+    from marsedge.bench.report import write_report
+    from marsedge.bench.runner import BenchSettings, run_bench
+
+    settings = BenchSettings(
+        data=args.data, split=args.split, size=args.size, warmup=args.warmup,
+        iters=args.iters, duration=None if args.iters else args.duration, threads=args.threads,
+        backend=args.backend, reference=args.reference, min_agreement=args.min_agreement,
+        min_miou=args.min_miou, samples=args.samples, timeout=args.timeout, keep_masks=args.keep_masks)
+    out = Path(args.out)
+    results = run_bench(args.models, settings, out)
+    md, page = write_report([results], [out / "results.json"], out)
+    print("\n".join(summary_lines(results)))
+    print(f"wrote {out / 'results.json'}, {md}, {page}")
+    return 1 if any(r["status"] == R.STATUS_FAILED for r in results["models"]) else 0
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    from marsedge.bench.report import write_report
+    from marsedge.bench.results import load_results
+
+    sources = [Path(p) for p in args.results]
+    results = [load_results(p) for p in sources]
+    md, page = write_report(results, sources, args.out, args.latency_tol, args.miou_tol)
+    print(f"wrote {md}, {page}")
+    if args.screenshot:
+        from marsedge.bench.browser import screenshot
+
+        print(f"wrote {screenshot(page, args.screenshot)}")
+    return 0

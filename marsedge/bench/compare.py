@@ -1,0 +1,65 @@
+"""This run against a baseline run: deltas per model, and regressions marked.
+
+Rows are matched by id (the model file's name). A row regresses when it
+- got worse in status (ok -> accuracy-failed -> failed),
+- got slower: end-to-end p50 up by more than `latency_tol` (relative, default 10 %),
+- got less accurate: mIoU down by more than `miou_tol` (absolute, default 0.01).
+Latency deltas between different machines mean little: the report says when the CPUs differ.
+"""
+
+from __future__ import annotations
+
+from marsedge.bench import results as R
+
+_STATUS_RANK = {R.STATUS_OK: 0, R.STATUS_ACCURACY_FAILED: 1, R.STATUS_FAILED: 2}
+
+
+def _p50(row: dict) -> float | None:
+    return row["latency"]["end_to_end"]["p50"] if row.get("latency") else None
+
+
+def _miou(row: dict) -> float | None:
+    return row["accuracy"]["metrics"]["miou"] if row.get("accuracy") else None
+
+
+def compare_rows(current: dict, baseline: dict, latency_tol: float = 0.10, miou_tol: float = 0.01) -> dict:
+    """Deltas of one model between two runs and the list of regressions (empty when none)."""
+    regressions = []
+    if _STATUS_RANK[current["status"]] > _STATUS_RANK[baseline["status"]]:
+        regressions.append(f"status {baseline['status']} -> {current['status']}")
+    p50_now, p50_then = _p50(current), _p50(baseline)
+    latency_delta = None
+    if p50_now is not None and p50_then:
+        latency_delta = p50_now / p50_then - 1
+        if latency_delta > latency_tol:
+            regressions.append(f"p50 {p50_then:.2f} -> {p50_now:.2f} ms (+{latency_delta:.0%})")
+    miou_now, miou_then = _miou(current), _miou(baseline)
+    miou_delta = None
+    if miou_now is not None and miou_then is not None:
+        miou_delta = miou_now - miou_then
+        if miou_delta < -miou_tol:
+            regressions.append(f"mIoU {miou_then:.4f} -> {miou_now:.4f} ({miou_delta:+.4f})")
+    return {
+        "id": current["id"],
+        "status": (baseline["status"], current["status"]),
+        "p50_ms": (p50_then, p50_now),
+        "latency_delta": latency_delta,
+        "miou": (miou_then, miou_now),
+        "miou_delta": miou_delta,
+        "regressions": regressions,
+    }
+
+
+def compare_runs(current: dict, baseline: dict, latency_tol: float = 0.10, miou_tol: float = 0.01) -> dict:
+    """Every model of the current run against the same model in the baseline."""
+    base = {r["id"]: r for r in baseline["models"]}
+    rows = [compare_rows(r, base[r["id"]], latency_tol, miou_tol)
+            for r in current["models"] if r["id"] in base]
+    now_ids = {r["id"] for r in current["models"]}
+    return {
+        "rows": rows,
+        "only_current": [r["id"] for r in current["models"] if r["id"] not in base],
+        "only_baseline": [i for i in base if i not in now_ids],
+        "same_machine": current["environment"].get("cpu") == baseline["environment"].get("cpu"),
+        "regressions": sum(len(r["regressions"]) > 0 for r in rows),
+    }

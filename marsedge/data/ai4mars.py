@@ -1,0 +1,266 @@
+"""The AI4Mars release layout: list frames and labels by name, read them lazily as `Sample`s.
+
+    ai4mars-dataset-merged-0.1/          (later releases nest MSL under msl/ncam/ and add m2020/)
+      msl/images/edr/      <stem>.JPG             1024x1024 greyscale NAVCAM frame
+      msl/images/mxy/      <stem EDR->MXY>.png    rover mask, non-zero = rover (may be absent)
+      msl/images/rng-30m/  <stem EDR->RNG>.png    range mask, non-zero = beyond 30 m (may be absent)
+      msl/labels/train/    <stem>.png             crowd-merged label, 0..3, 255 = unlabelled
+      msl/labels/test/masked-gold-min{1,2,3}-100agree/<stem>_merged.png   expert gold sets
+      mer/images/<any>/    <stem>.JPG             MER NAVCAM frames
+      mer/labels/test/...  <stem>_merged.png      MER test labels
+      m2020/images/ncam/   <stem>.png|jpg         colour 1280x960, no rover or range masks
+      m2020/labels/NAV/    <stem>_merged<N>.png   crowd-merged label
+
+A label's image is its name minus `_merged...` with the image's extension; `EDR` -> `MXY` / `RNG`
+names its masks. Masks overwrite the label: rover -> class 4, range -> class 5 (range wins), or
+255 in the 4-class mode. Listing only reads folder entries, never a file: 16k frames list in well
+under a second, and each `Sample` is read when indexed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from marsedge.data.frames import read_frame
+from marsedge.errors import DataError
+from marsedge.terrain import BACKGROUND, IGNORE_INDEX, NUM_TERRAIN_CLASSES, ROVER
+
+MSL_EDR = "images/edr"
+MSL_MXY = "images/mxy"
+MSL_RNG = "images/rng-30m"
+MSL_TRAIN = "labels/train"
+MSL_CROWD = "labels/crowd"  # synthetic release only: <stem>/<labeler>.png, the input of merging
+GOLD_DIRS = {f"gold-min{k}": f"labels/test/masked-gold-min{k}-100agree" for k in (1, 2, 3)}
+M2020_IMAGES = "m2020/images/ncam"
+M2020_TRAIN = "m2020/labels/NAV"
+M2020_CROWD = "m2020/labels/crowd"
+MER_IMAGES = "mer/images"
+MER_TEST = "mer/labels/test"
+
+IMAGE_SUFFIXES = (".JPG", ".jpg", ".jpeg", ".JPEG", ".png", ".PNG")
+SPLITS = ("train", "gold-min1", "gold-min2", "gold-min3", "mer-test", "m2020-train", "unlabelled")
+_MERGED = re.compile(r"_merged[-_]?\d*$")
+_LABEL_VALUES = np.zeros(256, dtype=bool)
+_LABEL_VALUES[[*range(NUM_TERRAIN_CLASSES), IGNORE_INDEX]] = True
+
+
+@dataclass
+class Sample:
+    image: np.ndarray  # uint8 HxW (greyscale missions) or HxWx3 RGB (M2020)
+    label: np.ndarray | None  # uint8 HxW class ids (rover 4, range 5), 255 ignore; None if unlabelled
+    mission: str  # "msl", "m2020", "mer"
+    name: str
+
+
+@dataclass(frozen=True)
+class Item:
+    """Where one sample lives on disk. Nothing is read until `load_sample`."""
+
+    image: Path
+    label: Path | None
+    rover_mask: Path | None
+    range_mask: Path | None
+    mission: str
+    name: str
+
+
+def image_stem(label_path: str | Path) -> str:
+    """`X_merged.png` / `X_merged3.png` / `X.png` -> `X`."""
+    return _MERGED.sub("", Path(label_path).stem)
+
+
+def mask_stem(stem: str, kind: str) -> str:
+    """`NLA_..EDR_..` -> `NLA_..MXY_..` (kind "MXY") or `NLA_..RNG_..` (kind "RNG")."""
+    return stem.replace("EDR", kind, 1)
+
+
+def msl_root(root: str | Path) -> Path:
+    """`root/msl/ncam` in later releases, `root/msl` in the merged release 0.1."""
+    root = Path(root)
+    return root / "msl" / "ncam" if (root / "msl" / "ncam" / "images").is_dir() else root / "msl"
+
+
+def _index(
+    folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES, recursive: bool = False
+) -> dict[str, Path]:
+    """stem -> path for the files of a folder (names only; nothing is opened)."""
+    found: dict[str, Path] = {}
+    if not folder.is_dir():
+        return found
+    stack = [folder]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir() and recursive:
+                    stack.append(Path(entry.path))
+                elif entry.name.endswith(suffixes) and not entry.name.startswith("."):
+                    found.setdefault(entry.name.rsplit(".", 1)[0], Path(entry.path))
+    return dict(sorted(found.items()))
+
+
+def _labelled_items(
+    label_dir: Path, image_dir: Path, mission: str, masks_root: Path | None, recursive: bool = False
+) -> list[Item]:
+    if not label_dir.is_dir():
+        raise DataError(f"label folder not found: {label_dir}")
+    images = _index(image_dir, recursive=recursive)
+    rover = _index(masks_root / MSL_MXY, (".png",)) if masks_root else {}
+    far = _index(masks_root / MSL_RNG, (".png",)) if masks_root else {}
+    items = []
+    for label_stem, label_path in _index(label_dir, (".png",)).items():
+        stem = image_stem(label_stem)
+        if stem not in images:
+            raise DataError(f"label {label_path} has no image: looked for {image_dir / stem}.(JPG|png)")
+        items.append(
+            Item(
+                images[stem],
+                label_path,
+                rover.get(mask_stem(stem, "MXY")),
+                far.get(mask_stem(stem, "RNG")),
+                mission,
+                stem,
+            )
+        )
+    return items
+
+
+def label_folder(root: str | Path, split: str) -> Path:
+    """The folder holding a labelled split's label PNGs."""
+    root = Path(root)
+    if split == "train" or split in GOLD_DIRS:
+        return msl_root(root) / (MSL_TRAIN if split == "train" else GOLD_DIRS[split])
+    if split == "m2020-train":
+        return root / M2020_TRAIN
+    if split == "mer-test":
+        gold = root / MER_TEST / "masked-gold-min1-100agree"
+        return gold if gold.is_dir() else root / MER_TEST
+    raise DataError(f"split '{split}' has no label folder (labelled splits: {', '.join(SPLITS[:-1])})")
+
+
+def available_splits(root: str | Path) -> list[str]:
+    """The labelled splits whose label folder exists under root."""
+    return [s for s in SPLITS[:-1] if label_folder(root, s).is_dir()]
+
+
+def list_items(root: str | Path, split: str) -> list[Item]:
+    """The items of one split of an AI4Mars tree (see `SPLITS`), sorted by name."""
+    root = Path(root)
+    if split not in SPLITS:
+        raise DataError(f"unknown split '{split}' (valid: {', '.join(SPLITS)})")
+    if not root.is_dir():
+        raise DataError(f"dataset folder not found: {root}")
+    if split == "unlabelled":
+        return _unlabelled_items(root)
+    folder = label_folder(root, split)
+    if split == "m2020-train":
+        return _labelled_items(folder, root / M2020_IMAGES, "m2020", None)
+    if split == "mer-test":
+        return _labelled_items(folder, root / MER_IMAGES, "mer", None, recursive=True)
+    return _labelled_items(folder, msl_root(root) / MSL_EDR, "msl", msl_root(root))
+
+
+def _unlabelled_items(root: Path) -> list[Item]:
+    """Frames that no label names: MSL EDRs outside train and gold, M2020 frames outside NAV."""
+    msl = msl_root(root)
+    named = {image_stem(p) for d in (MSL_TRAIN, *GOLD_DIRS.values()) for p in _index(msl / d, (".png",))}
+    rover, far = _index(msl / MSL_MXY, (".png",)), _index(msl / MSL_RNG, (".png",))
+    items = [
+        Item(path, None, rover.get(mask_stem(stem, "MXY")), far.get(mask_stem(stem, "RNG")), "msl", stem)
+        for stem, path in _index(msl / MSL_EDR).items()
+        if stem not in named
+    ]
+    named = {image_stem(p) for p in _index(root / M2020_TRAIN, (".png",))}
+    items += [
+        Item(path, None, None, None, "m2020", stem)
+        for stem, path in _index(root / M2020_IMAGES).items()
+        if stem not in named
+    ]
+    return items
+
+
+def _read_mask(path: Path | None, shape: tuple[int, int]) -> np.ndarray | None:
+    if path is None:
+        return None
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if mask is None:
+        raise DataError(f"cannot read mask {path}")
+    mask = mask[..., 0] if mask.ndim == 3 else mask
+    if mask.shape != shape:
+        raise DataError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]}, its image is {shape[1]}x{shape[0]}")
+    return mask != 0
+
+
+def read_label(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """An AI4Mars label PNG: values 0..3 and 255, the size of its image (`shape`) when given."""
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if label is None:
+        raise DataError(f"cannot read label {path}")
+    if label.ndim == 3:  # some tools save grey PNGs as RGB; the class id is in every channel
+        label = label[..., 0]
+    if label.dtype != np.uint8:
+        raise DataError(f"label {path} is {label.dtype}; AI4Mars labels are 8-bit")
+    if shape is not None and label.shape != shape:
+        raise DataError(
+            f"label {path} is {label.shape[1]}x{label.shape[0]}, its image is {shape[1]}x{shape[0]}"
+        )
+    if not _LABEL_VALUES[label].all():
+        bad = int(label[~_LABEL_VALUES[label]][0])
+        raise DataError(f"label {path} has value {bad}; AI4Mars labels use 0..3 and 255")
+    return label
+
+
+def load_label(item: Item, shape: tuple[int, int] | None = None, four_class: bool = False) -> np.ndarray:
+    """An item's label with its masks folded in: rover -> 4, range -> 5 (range wins where both
+    apply), or both -> 255 in the 4-class mode. `shape` (the image's) is checked when given."""
+    if item.label is None:
+        raise DataError(f"{item.image} has no label")
+    label = read_label(item.label, shape)
+    shape = label.shape
+    rover = _read_mask(item.rover_mask, shape)
+    far = _read_mask(item.range_mask, shape)
+    if rover is not None:
+        label[rover] = IGNORE_INDEX if four_class else ROVER
+    if far is not None:
+        label[far] = IGNORE_INDEX if four_class else BACKGROUND
+    return label
+
+
+def load_sample(item: Item, four_class: bool = False) -> Sample:
+    """Read one item: the frame and, if it has one, its label with the masks folded in."""
+    image = read_frame(item.image)
+    label = None if item.label is None else load_label(item, image.shape[:2], four_class)
+    return Sample(image=image, label=label, mission=item.mission, name=item.name)
+
+
+class AI4MarsDataset:
+    """One split of an AI4Mars tree: `len()`, `[i] -> Sample` (read on access), `.items` (paths)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        four_class: bool = False,
+        items: list[Item] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.four_class = four_class
+        self.items = list_items(root, split) if items is None else list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Sample:
+        return load_sample(self.items[index], self.four_class)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __repr__(self) -> str:
+        return f"AI4MarsDataset({str(self.root)!r}, split={self.split!r}, {len(self)} items)"

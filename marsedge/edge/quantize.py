@@ -1,0 +1,366 @@
+"""FP32 ONNX -> INT8 ONNX, calibrated on real frames and gated on accuracy and speed.
+
+    marsedge quantize student.onnx --calib data/ai4mars --eval data/ai4mars --target cpu
+
+What the usual tools leave to luck, this module checks:
+
+- Calibration data are real frames (a folder, a glob, or an AI4Mars split) through THE
+  preprocessing; never random tensors. Fewer than `min_frames` (32) is refused, fewer than 500
+  warned about, and a calibration frame that is also in the evaluation split is refused.
+- `--target tensorrt`: nvidia-modelopt ONNX PTQ writes a QDQ model for TensorRT's explicit
+  quantization (the only INT8 path left in TensorRT 11, which dropped the implicit calibrators).
+  Non-quantized layers stay FP32 so the gate below can evaluate the model on ONNX Runtime CPU.
+- `--target cpu`: ONNX Runtime's own quantizer, in the layout its CPU kernels fuse. Measured on this
+  machine's Xeon (avx512_vnni, amx_int8; 2 threads) with MobileNetV2-DeepLabv3+ at 512x512:
+  a modelopt QDQ model ran 2.8x slower than FP32, and ORT's S8S8 QDQ model barely broke even,
+  because both leave QuantizeLinear/DequantizeLinear pairs around ops that have no fused INT8
+  kernel (depthwise convs, Resize) and ORT then runs convolution + requantize separately.
+  The QOperator format with U8 activations and per-channel S8 weights (QLinearConv,
+  QLinearAdd, QLinearConcat...) maps straight onto ORT's MLAS u8s8 GEMM/VNNI kernels, which is
+  also the path ARM dot-product (rover CPUs) takes; it was the fastest layout measured (see
+  `benchmarks/edge_latency.py`). The first conv (1 input channel: nothing to gain, most error)
+  and the classifier conv (logits feed argmax and the final Resize) stay FP32.
+- The gate: FP32 and INT8 are both evaluated on a held-out labelled split; mIoU drop, per-class IoU
+  drop and pixel agreement are printed and written into the model's metadata, and a drop above
+  the tolerance (1.0 mIoU point) fails unless forced. For the CPU target, INT8 vs FP32 latency is
+  measured too, and an INT8 model that is not faster is reported as such, not shipped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from marsedge.data.preprocess import PreprocessSpec, preprocess, resize_label
+from marsedge.edge.onnx_meta import QUANTIZATION, parse_props, set_props, sha256_file
+from marsedge.errors import ConfigError, DataError, MarsedgeError, ModelError
+from marsedge.io import atomic_write
+
+WARN_FRAMES = 500
+TARGETS = ("cpu", "tensorrt")
+METHODS = ("entropy", "max")
+
+
+class GateError(MarsedgeError):
+    """The quantized model lost more accuracy than allowed."""
+
+
+@dataclass
+class QuantizeOptions:
+    target: str = "cpu"
+    method: str = "entropy"
+    n: int = 500
+    min_frames: int = 32
+    tolerance: float = 1.0  # mIoU points
+    force: bool = False
+    dla: bool = False
+    threads: int | None = None
+    seed: int = 0
+    recipe: str = "qop-u8s8"  # CPU target: a key of CPU_RECIPES (DEFAULT_CPU_RECIPE)
+
+
+@dataclass
+class CalibrationSet:
+    source: str
+    paths: list[Path]
+    names: list[str] = field(default_factory=list)
+
+
+def _is_ai4mars(root: Path) -> bool:
+    return root.is_dir() and ((root / "msl").is_dir() or (root / "m2020").is_dir())
+
+
+def calibration_set(uri: str, n: int, min_frames: int, split: str = "train", seed: int = 0) -> CalibrationSet:
+    """Up to n real frames from a folder/glob or an AI4Mars split, spread evenly (seeded) over it."""
+    root = Path(uri)
+    if _is_ai4mars(root):
+        from marsedge.data.ai4mars import list_items
+
+        items = list_items(root, split)
+        paths, source = [it.image for it in items], f"{root} ({split})"
+    else:
+        from marsedge.data.frames import list_frames
+
+        paths, source = list_frames(uri), str(uri)
+    if len(paths) > n:
+        pick = np.sort(np.random.default_rng(seed).choice(len(paths), n, replace=False))
+        paths = [paths[i] for i in pick]
+    if len(paths) < min_frames:
+        raise DataError(f"{uri}: {len(paths)} calibration frames, at least {min_frames} are required "
+                        "(calibrating on too few frames clips real activations)")
+    if len(paths) < WARN_FRAMES:
+        warnings.warn(f"calibrating on {len(paths)} frames from {uri}; {WARN_FRAMES}+ recommended",
+                      stacklevel=2)
+    return CalibrationSet(source, list(paths), [Path(p).stem for p in paths])
+
+
+def check_disjoint(calib: CalibrationSet, eval_names: list[str]) -> None:
+    """Refuse calibration frames that are also evaluation frames (the gate would flatter INT8)."""
+    overlap = sorted(set(calib.names) & set(eval_names))
+    if overlap:
+        raise DataError(f"{len(overlap)} calibration frame(s) are in the evaluation split, e.g. "
+                        f"{overlap[0]}; calibrate on a disjoint split")
+
+
+def frame_reader(calib: CalibrationSet, spec: PreprocessSpec, input_name: str):
+    """An onnxruntime CalibrationDataReader that reads and preprocesses one frame at a time.
+
+    It also supports ONNX Runtime's strided calibration (`__len__` + `set_range`): the calibrator
+    then keeps only one stride of activations in memory and merges ranges/histograms stride by
+    stride, instead of holding every intermediate tensor of every frame (500 frames at 512x512
+    would need ~100 GiB)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    from marsedge.data.frames import read_frame
+
+    class FrameReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.set_range(0, len(calib.paths))
+
+        def __len__(self) -> int:
+            return len(calib.paths)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.paths = iter(calib.paths[start_index:end_index])
+
+        def get_next(self) -> dict | None:
+            path = next(self.paths, None)
+            if path is None:
+                return None
+            return {input_name: preprocess(read_frame(path), spec)[None]}
+
+        def rewind(self) -> None:
+            self.set_range(0, len(calib.paths))
+
+    return FrameReader()
+
+
+def calibration_stride(n: int, most: int = 16) -> int:
+    """The largest divisor of n not above `most` (ONNX Runtime wants strides that divide n)."""
+    return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
+
+
+# ---------------------------------------------------------------- the two quantizers
+
+
+@dataclass(frozen=True)
+class CpuRecipe:
+    """One ONNX Runtime static-quantization layout (`benchmarks/edge_int8_layouts.py` compares them)."""
+
+    format: str  # "QOperator" (QLinearConv & co.) or "QDQ" (QuantizeLinear/DequantizeLinear pairs)
+    activations: str  # "uint8" or "int8"
+    per_channel: bool = True
+    keep_ends_fp32: bool = True  # first conv (1 input channel) and classifier conv stay FP32
+    keep_depthwise_fp32: bool = False
+
+
+CPU_RECIPES = {
+    "qop-u8s8": CpuRecipe("QOperator", "uint8"),
+    "qop-u8s8-per-tensor": CpuRecipe("QOperator", "uint8", per_channel=False),
+    "qop-u8s8-all": CpuRecipe("QOperator", "uint8", keep_ends_fp32=False),
+    "qdq-u8s8": CpuRecipe("QDQ", "uint8"),
+    "qdq-s8s8": CpuRecipe("QDQ", "int8"),
+    "qdq-u8s8-no-depthwise": CpuRecipe("QDQ", "uint8", keep_depthwise_fp32=True),
+}
+DEFAULT_CPU_RECIPE = "qop-u8s8"
+
+
+def excluded_convs(model, recipe: CpuRecipe) -> list[str]:
+    """Conv nodes a recipe keeps in FP32: the ends and/or the depthwise convs."""
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    keep = []
+    if recipe.keep_ends_fp32 and convs:
+        keep += [convs[0].name, convs[-1].name]
+    if recipe.keep_depthwise_fp32:
+        keep += [n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    return list(dict.fromkeys(keep))
+
+
+def quantize_cpu(src: Path, dst: Path, reader, method: str, recipe: str = DEFAULT_CPU_RECIPE) -> dict:
+    """ONNX Runtime static quantization in one of the CPU_RECIPES layouts (see the module doc)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if recipe not in CPU_RECIPES:
+        raise ConfigError(f"unknown CPU recipe {recipe!r} (choose from {', '.join(CPU_RECIPES)})")
+    layout = CPU_RECIPES[recipe]
+    prepared = dst.with_name(f".{dst.stem}.pre.onnx")
+    try:
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        exclude = excluded_convs(onnx.load(str(prepared)), layout)
+        quantize_static(
+            str(prepared), str(dst), reader,
+            quant_format=QuantFormat.QOperator if layout.format == "QOperator" else QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8 if layout.activations == "uint8" else QuantType.QInt8,
+            weight_type=QuantType.QInt8, per_channel=layout.per_channel, nodes_to_exclude=exclude,
+            calibrate_method=CalibrationMethod.Entropy if method == "entropy" else CalibrationMethod.MinMax,
+            extra_options={"CalibStridedMinMax": calibration_stride(len(reader))},
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+    return {"tool": "onnxruntime.quantization", "recipe": recipe, "format": layout.format,
+            "activations": layout.activations,
+            "weights": "int8 " + ("per-channel" if layout.per_channel else "per-tensor"),
+            "excluded_nodes": exclude}
+
+
+def quantize_tensorrt(src: Path, dst: Path, reader, method: str, dla: bool) -> dict:
+    """nvidia-modelopt ONNX PTQ -> QDQ model for TensorRT explicit quantization."""
+    from modelopt.onnx.quantization import quantize
+
+    quantize(str(src), quantize_mode="int8", calibration_data_reader=reader,
+             calibration_method=method, calibration_eps=["cpu"], output_path=str(dst),
+             high_precision_dtype="fp32", target_dla=dla, log_level="WARNING",
+             calibrate_per_node=len(reader) > 64)  # bounded memory on big calibration sets
+    return {"tool": "nvidia-modelopt", "format": "QDQ", "activations": "int8", "weights": "int8",
+            "target_dla": dla}
+
+
+# ---------------------------------------------------------------- the gate
+
+
+def predictions(backend, image: np.ndarray) -> np.ndarray:
+    return backend.infer(preprocess(image, backend.spec)[None])[0].argmax(0).astype(np.uint8)
+
+
+def accuracy_gate(fp32_path: Path, int8_path: Path, eval_root: str, split: str, tolerance: float,
+                  threads: int | None = None) -> dict:
+    """Both models on a labelled split through THE preprocessing; labels resized (nearest) to the
+    model input. Returns the gate record stored in the model metadata."""
+    from marsedge.data.ai4mars import AI4MarsDataset
+    from marsedge.edge.backends import OnnxBackend
+    from marsedge.metrics import ConfusionMatrix
+
+    data = AI4MarsDataset(eval_root, split)
+    if len(data) == 0:
+        raise DataError(f"{eval_root}: evaluation split {split} is empty")
+    fp32 = OnnxBackend(fp32_path, threads=threads, providers=["CPUExecutionProvider"])
+    int8 = OnnxBackend(int8_path, threads=threads, providers=["CPUExecutionProvider"])
+    k = len(fp32.model_metadata.class_table)
+    cm32, cm8 = ConfusionMatrix(k), ConfusionMatrix(k)
+    agree = total = 0
+    for sample in data:
+        label = resize_label(sample.label, fp32.spec.height, fp32.spec.width)
+        p32, p8 = predictions(fp32, sample.image), predictions(int8, sample.image)
+        cm32.update(p32, label)
+        cm8.update(p8, label)
+        agree += int((p32 == p8).sum())
+        total += p32.size
+    m32, m8 = cm32.compute(), cm8.compute()
+    drop = {name: (None if m32["iou"][name] is None or m8["iou"][name] is None
+                   else round(100 * (m32["iou"][name] - m8["iou"][name]), 3)) for name in m32["iou"]}
+    miou_drop = 100 * (m32["miou"] - m8["miou"])
+    return {
+        "eval": f"{eval_root} ({split}, {len(data)} frames)",
+        "miou_fp32": round(100 * m32["miou"], 3), "miou_int8": round(100 * m8["miou"], 3),
+        "miou_drop": round(miou_drop, 3), "iou_drop": drop,
+        "pixel_agreement": round(agree / max(total, 1), 5),
+        "tolerance": tolerance, "passed": bool(miou_drop <= tolerance),
+    }
+
+
+def latency_ratio(fp32_path: Path, int8_path: Path, batch: np.ndarray, threads: int | None,
+                  rounds: int = 5) -> dict:
+    """Median FP32 and INT8 latency, runs interleaved so that load on the machine hits both alike."""
+    from marsedge.edge.backends import OnnxBackend
+
+    models = {"fp32": OnnxBackend(fp32_path, threads=threads, providers=["CPUExecutionProvider"]),
+              "int8": OnnxBackend(int8_path, threads=threads, providers=["CPUExecutionProvider"])}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for b in models.values():
+        b.infer(batch)  # warm-up
+    for _ in range(rounds):
+        for key, b in models.items():
+            start = time.perf_counter()
+            b.infer(batch)
+            times[key].append(time.perf_counter() - start)
+    ms = {k: 1000 * float(np.median(v)) for k, v in times.items()}
+    return {"fp32_ms": round(ms["fp32"], 2), "int8_ms": round(ms["int8"], 2),
+            "speedup": round(ms["fp32"] / ms["int8"], 3), "threads": threads}
+
+
+# ---------------------------------------------------------------- the command
+
+
+def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_root: str | None,
+                   options: QuantizeOptions, calib_split: str = "train",
+                   eval_split: str = "gold-min1") -> tuple[Path, dict]:
+    """Calibrate, quantize, gate; writes OUT (metadata included) only when the gate passes or is forced."""
+    import onnx
+
+    src = Path(src)
+    if options.target not in TARGETS:
+        raise ConfigError(f"--target must be one of {TARGETS}, got {options.target!r}")
+    if options.method not in METHODS:
+        raise ConfigError(f"--method must be one of {METHODS}, got {options.method!r}")
+    if options.dla and options.target != "tensorrt":
+        raise ConfigError("--dla applies to --target tensorrt only")
+    source_model = onnx.load(str(src))
+    meta = parse_props({p.key: p.value for p in source_model.metadata_props}, src)
+    if meta.quantization:
+        raise ModelError(f"{src} is already quantized; quantize the FP32 export")
+    out = Path(out) if out else src.with_name(f"{src.stem}.int8.onnx")
+    eval_root = eval_root or (calib if _is_ai4mars(Path(calib)) else None)
+    if eval_root is None:
+        raise ConfigError("the accuracy gate needs a labelled AI4Mars tree: pass --eval ROOT")
+
+    from marsedge.data.ai4mars import list_items
+
+    calib_set = calibration_set(calib, options.n, options.min_frames, calib_split, options.seed)
+    check_disjoint(calib_set, [it.name for it in list_items(eval_root, eval_split)])
+    reader = frame_reader(calib_set, meta.preprocess, source_model.graph.input[0].name)
+    print(f"calibrating on {len(calib_set.paths)} frames from {calib_set.source} ({options.method})")
+
+    tmp = out.with_name(f".{out.stem}.tmp.onnx")
+    try:
+        if options.target == "cpu":
+            how = quantize_cpu(src, tmp, reader, options.method, options.recipe)
+        else:
+            how = quantize_tensorrt(src, tmp, reader, options.method, options.dla)
+        gate = accuracy_gate(src, tmp, eval_root, eval_split, options.tolerance, options.threads)
+        record = {"precision": "int8", "target": options.target, "method": options.method, **how,
+                  "calibration": {"source": calib_set.source, "frames": len(calib_set.paths)},
+                  "source_onnx_sha256": sha256_file(src), "gate": gate}
+        if options.target == "cpu":
+            first = preprocess(_first_frame(calib_set), meta.preprocess)[None]
+            record["latency"] = latency_ratio(src, tmp, first, options.threads)
+        print(format_report(record))
+        if not gate["passed"] and not options.force:
+            raise GateError(f"{src}: INT8 loses {gate['miou_drop']:.2f} mIoU points (> {options.tolerance}); "
+                            "not written (use --force to keep it anyway)")
+        model = onnx.load(str(tmp))
+        set_props(model, {**meta.to_props(), QUANTIZATION: json.dumps(record)})
+        atomic_write(out, lambda p: onnx.save(model, str(p)))
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out, record
+
+
+def _first_frame(calib: CalibrationSet) -> np.ndarray:
+    from marsedge.data.frames import read_frame
+
+    return read_frame(calib.paths[0])
+
+
+def format_report(record: dict) -> str:
+    gate = record["gate"]
+    lines = [f"accuracy gate on {gate['eval']}:",
+             f"  mIoU FP32 {gate['miou_fp32']:.2f}  INT8 {gate['miou_int8']:.2f}  "
+             f"drop {gate['miou_drop']:+.2f} points (tolerance {gate['tolerance']})",
+             "  IoU drop per class: " + ", ".join(f"{k} {v:+.2f}" for k, v in gate["iou_drop"].items()
+                                                 if v is not None),
+             f"  pixel agreement FP32 vs INT8: {100 * gate['pixel_agreement']:.2f}%",
+             f"  {'PASSED' if gate['passed'] else 'FAILED'}"]
+    if "latency" in record:
+        lat = record["latency"]
+        verdict = "" if lat["speedup"] > 1.0 else "  WARNING: INT8 is not faster than FP32 here"
+        lines.append(f"latency (ONNX Runtime CPU, median): FP32 {lat['fp32_ms']:.1f} ms, INT8 "
+                     f"{lat['int8_ms']:.1f} ms, {lat['speedup']:.2f}x{verdict}")
+    return "\n".join(lines)
+

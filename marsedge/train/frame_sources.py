@@ -1,0 +1,89 @@
+"""Unlabelled frame sources for pretraining and clustering, mixed at chosen proportions.
+
+A source is an AI4Mars tree (its `unlabelled` split by default, optionally one mission) or any
+folder/glob of frames. Mixed-domain pretraining (the homogeneous-Mars paper, section 4.3)
+concatenates sources at the configured proportions and lets the loader shuffle them:
+
+    pretrain:
+      sources:
+        - {root: data/ai4mars, split: unlabelled, mission: msl, proportion: 0.5}
+        - {root: data/ai4mars, split: unlabelled, mission: m2020, proportion: 0.3}
+        - {root: /data/imagenet_subset, kind: folder, proportion: 0.2}
+      frames_per_epoch: 20000      # total; each source contributes proportion x total
+
+A source smaller than its share is sampled with replacement; a larger one without. The draw is
+seeded, so the same config gives the same frame list (and `marsedge cluster` sees the same frames).
+torch-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from marsedge.data.ai4mars import list_items
+from marsedge.data.frames import list_frames
+from marsedge.errors import ConfigError, DataError
+
+
+@dataclass
+class SourceConfig:
+    root: str = "data/ai4mars"
+    kind: Literal["ai4mars", "folder"] = "ai4mars"
+    split: str = "unlabelled"  # ai4mars only: any split; labels are not used
+    mission: str | None = None  # ai4mars only: keep one mission ("msl", "m2020", "mer")
+    proportion: float = 1.0  # share of frames_per_epoch (normalised over the sources)
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """One frame to read: its path and a name unique across sources (the cluster-file key)."""
+
+    path: Path
+    name: str
+    source: int
+
+
+def list_source(source: SourceConfig, index: int) -> list[FrameRef]:
+    """Every frame of one source, sorted by name."""
+    if source.kind == "ai4mars":
+        items = list_items(source.root, source.split)
+        if source.mission is not None:
+            items = [it for it in items if it.mission == source.mission]
+        refs = [FrameRef(Path(it.image), it.name, index) for it in items]
+    else:
+        root = Path(source.root)
+        refs = [FrameRef(p, p.relative_to(root).as_posix() if root.is_dir() else p.name, index)
+                for p in list_frames(source.root)]
+    if not refs:
+        detail = f" (mission {source.mission})" if source.mission else ""
+        raise DataError(f"pretrain source {source.root}{detail}: no frames found")
+    return sorted(refs, key=lambda r: r.name)
+
+
+def mix_sources(sources: list[SourceConfig], frames_per_epoch: int | None, seed: int) -> list[FrameRef]:
+    """The concatenated frame list: every frame of every source when frames_per_epoch is None (and
+    proportions are ignored), else round(share x frames_per_epoch) frames of each source."""
+    if not sources:
+        raise ConfigError("config key 'pretrain.sources' must list at least one source")
+    shares = np.array([s.proportion for s in sources], dtype=float)
+    if (shares < 0).any() or shares.sum() <= 0:
+        raise ConfigError("config key 'pretrain.sources[*].proportion' must be >= 0 with a positive sum")
+    lists = [list_source(s, i) for i, s in enumerate(sources)]
+    if frames_per_epoch is None:
+        return [ref for refs in lists for ref in refs]
+    rng = np.random.default_rng(seed)
+    mixed: list[FrameRef] = []
+    for refs, share in zip(lists, shares / shares.sum(), strict=True):
+        want = int(round(share * frames_per_epoch))
+        picks = rng.choice(len(refs), size=want, replace=want > len(refs))
+        mixed += [refs[i] for i in sorted(picks)]
+    return mixed
+
+
+def source_counts(frames: list[FrameRef], num_sources: int) -> list[int]:
+    """How many frames of the mix come from each source (for the run log)."""
+    return np.bincount([f.source for f in frames], minlength=num_sources).tolist()

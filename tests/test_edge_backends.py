@@ -1,0 +1,94 @@
+"""Backends and export: one contract, same outputs, self-describing models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from marsedge.data.preprocess import PreprocessSpec
+from marsedge.edge import export as export_module
+from marsedge.edge.backends import OnnxBackend, backend_for, open_backend
+from marsedge.errors import ModelError
+
+
+def _batch(spec: PreprocessSpec, n: int = 2) -> np.ndarray:
+    # smooth structured frames (a gradient plus blobs), not noise, so class decisions are stable
+    y, x = np.mgrid[0:spec.height, 0:spec.width] / spec.height
+    frames = [np.clip(0.3 + 0.4 * x + 0.2 * np.sin(6 * y + k), 0, 1) for k in range(n)]
+    return np.stack(frames)[:, None].astype(np.float32)
+
+
+def test_torch_and_onnx_backends_agree(edge_student):
+    ckpt, onnx_path = edge_student
+    torch_b = open_backend(ckpt, threads=1)
+    onnx_b = open_backend(onnx_path, threads=1)
+    assert (torch_b.name, onnx_b.name) == ("torch", "onnxruntime")
+    assert torch_b.spec == onnx_b.spec == PreprocessSpec(64, 64)
+    batch = _batch(onnx_b.spec, 3)  # a static batch-1 export still serves 3 frames
+    ref, out = torch_b.infer(batch), onnx_b.infer(batch)
+    assert out.shape == ref.shape == (3, 6, 64, 64) and out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)
+    assert (out.argmax(1) == ref.argmax(1)).mean() > 0.999
+
+
+def test_onnx_metadata_describes_the_model(edge_student):
+    ckpt, onnx_path = edge_student
+    backend = OnnxBackend(onnx_path)
+    meta = backend.metadata
+    assert [c["name"] for c in meta["class_table"]][:4] == ["soil", "bedrock", "sand", "big rock"]
+    assert meta["preprocess"] == {"height": 64, "width": 64, "channels": 1, "gain": 1.5}
+    assert meta["model_config"]["backbone"] == "mnv2_0.35"
+    from marsedge.edge.onnx_meta import sha256_file
+
+    assert meta["source_sha256"] == sha256_file(ckpt)
+    assert backend.precision == "fp32" and backend.providers[-1] == "CPUExecutionProvider"
+
+
+def test_wrong_input_shape_is_refused(edge_student):
+    backend = OnnxBackend(edge_student[1])
+    with pytest.raises(ModelError, match="expects N x 1x64x64"):
+        backend.infer(np.zeros((1, 1, 32, 32), np.float32))
+
+
+def test_backend_choice_by_suffix_and_errors(tmp_path):
+    assert backend_for("a/b.onnx") == "onnxruntime"
+    assert backend_for("m.engine") == "tensorrt"
+    assert backend_for("m.pt") == "torch"
+    assert backend_for("m.bin", "onnxruntime") == "onnxruntime"
+    with pytest.raises(ModelError, match="cannot tell the backend"):
+        backend_for("model.tflite")
+    with pytest.raises(ModelError, match="unknown backend"):
+        backend_for("m.onnx", "tvm")
+    with pytest.raises(ModelError, match="no such model file"):
+        open_backend(tmp_path / "missing.onnx")
+
+
+def test_onnx_without_marsedge_metadata_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Identity", ["x"], ["y"])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])
+    graph = helper.make_graph([node], "g", [x], [y])
+    path = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(ModelError, match="no marsedge metadata"):
+        OnnxBackend(path)
+
+
+def test_export_refuses_to_write_a_model_that_disagrees(edge_student, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_module, "MIN_AGREEMENT", 1.01)  # unreachable: every export "disagrees"
+    out = tmp_path / "x.onnx"
+    with pytest.raises(ModelError, match="disagrees with PyTorch"):
+        export_module.export(edge_student[0], out, verify_frames=1, simplify=False)
+    assert not out.exists()
+
+
+def test_export_dynamic_batch_and_size_override(edge_student, tmp_path):
+    out, result = export_module.export(edge_student[0], tmp_path / "d.onnx", size=96, dynamic_batch=True,
+                                       verify_frames=1, simplify=False)
+    backend = OnnxBackend(out)
+    assert backend.spec.size == (96, 96) and backend.static_batch is None
+    assert backend.infer(np.zeros((2, 1, 96, 96), np.float32)).shape == (2, 6, 96, 96)
+    assert result.argmax_agreement >= 0.999 and result.max_abs_error < 1e-3

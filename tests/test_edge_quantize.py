@@ -1,0 +1,107 @@
+"""INT8 quantization: real calibration frames only, disjoint from the gate's split, gated on accuracy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from marsedge.edge.backends import OnnxBackend
+from marsedge.edge.quantize import (
+    CalibrationSet,
+    GateError,
+    QuantizeOptions,
+    calibration_set,
+    check_disjoint,
+    quantize_model,
+)
+from marsedge.errors import ConfigError, DataError
+
+
+def test_too_few_calibration_frames_are_refused_and_few_warned(tiny_ai4mars):
+    with pytest.raises(DataError, match="16 calibration frames, at least 32"):
+        calibration_set(str(tiny_ai4mars), n=500, min_frames=32)
+    with pytest.warns(UserWarning, match="500\\+ recommended"):
+        calib = calibration_set(str(tiny_ai4mars), n=10, min_frames=8)
+    assert len(calib.paths) == 10 and all(p.suffix == ".JPG" for p in calib.paths)
+    again = calibration_set(str(tiny_ai4mars), n=10, min_frames=8)
+    assert again.paths == calib.paths  # seeded: the same frames every time
+
+
+def test_calibration_overlapping_the_eval_split_is_refused():
+    calib = CalibrationSet("x", [], ["NLA_1", "NLA_2"])
+    check_disjoint(calib, ["NLA_3"])
+    with pytest.raises(DataError, match="1 calibration frame.*NLA_2"):
+        check_disjoint(calib, ["NLA_2", "NLA_9"])
+
+
+def test_gold_split_as_calibration_is_refused(edge_student, tiny_ai4mars, tmp_path):
+    options = QuantizeOptions(n=100, min_frames=4)
+    with pytest.raises(DataError, match="in the evaluation split"):
+        quantize_model(edge_student[1], str(tiny_ai4mars), tmp_path / "q.onnx", None, options,
+                       calib_split="gold-min1", eval_split="gold-min1")
+
+
+def test_gate_needs_labels(edge_student, tiny_ai4mars, tmp_path):
+    with pytest.raises(ConfigError, match="--eval"):
+        quantize_model(edge_student[1], str(tiny_ai4mars / "msl/images/edr"), tmp_path / "q.onnx", None,
+                       QuantizeOptions(min_frames=4))
+
+
+@pytest.fixture(scope="module")
+def quantized(edge_student, tiny_ai4mars, tmp_path_factory):
+    src = tmp_path_factory.mktemp("q") / "student.onnx"
+    shutil.copy(edge_student[1], src)
+    options = QuantizeOptions(target="cpu", method="max", n=16, min_frames=8, threads=1)
+    with pytest.warns(UserWarning):
+        out, record = quantize_model(src, str(tiny_ai4mars), None, None, options)
+    return src, out, record
+
+
+def test_cpu_int8_model_records_its_gate(quantized):
+    src, out, record = quantized
+    assert out.name == "student.int8.onnx"
+    backend = OnnxBackend(out)
+    meta = backend.metadata["quantization"]
+    assert backend.precision == "int8" and meta == json.loads(json.dumps(record))
+    assert meta["format"] == "QOperator" and meta["calibration"]["frames"] == 16
+    gate = meta["gate"]
+    assert "gold-min1, 6 frames" in gate["eval"] and set(gate["iou_drop"]) >= {"soil", "sand"}
+    assert gate["miou_drop"] == pytest.approx(gate["miou_fp32"] - gate["miou_int8"], abs=1e-2)
+    assert 0.0 <= gate["pixel_agreement"] <= 1.0 and gate["passed"] == (gate["miou_drop"] <= 1.0)
+    assert meta["latency"]["fp32_ms"] > 0 and meta["latency"]["int8_ms"] > 0
+    # the INT8 graph really is integer arithmetic, and keeps the preprocessing spec of its source
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "QLinearConv" in ops
+    assert backend.spec == OnnxBackend(src).spec
+
+
+def test_int8_outputs_track_fp32(quantized):
+    src, out, _ = quantized
+    x = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(1, 1, 64, 64)
+    fp32, int8 = OnnxBackend(src).infer(x), OnnxBackend(out).infer(x)
+    scale = np.abs(fp32).max()
+    assert np.abs(fp32 - int8).max() < 0.25 * scale
+
+
+def test_failed_gate_writes_nothing_unless_forced(quantized, tiny_ai4mars, tmp_path):
+    src = quantized[0]
+    strict = QuantizeOptions(method="max", n=16, min_frames=8, tolerance=-100.0)  # impossible to meet
+    with pytest.warns(UserWarning), pytest.raises(GateError, match="not written"):
+        quantize_model(src, str(tiny_ai4mars), tmp_path / "a.onnx", None, strict)
+    assert not (tmp_path / "a.onnx").exists()
+    strict.force = True
+    with pytest.warns(UserWarning):
+        out, record = quantize_model(src, str(tiny_ai4mars), tmp_path / "b.onnx", None, strict)
+    assert out.exists() and record["gate"]["passed"] is False
+
+
+def test_quantizing_twice_is_refused(quantized, tiny_ai4mars):
+    from marsedge.errors import ModelError
+
+    with pytest.raises(ModelError, match="already quantized"):
+        quantize_model(quantized[1], str(tiny_ai4mars), None, None, QuantizeOptions(min_frames=4))

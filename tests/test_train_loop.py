@@ -1,0 +1,185 @@
+"""The shared training loop: DDP equals one process, accumulation equals a big batch, and a run
+that is interrupted (Ctrl-C or a crash) and resumed ends exactly where an uninterrupted run does.
+
+A tiny convnet on 16x16 in-memory frames keeps each run under a second; DDP is real
+torch.distributed with gloo on CPU, two processes started with torch.multiprocessing.spawn.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+from torch.utils.data import Dataset
+
+from marsedge.errors import ModelError
+from marsedge.models.build import ModelConfig
+from marsedge.models.checkpoints import load_checkpoint
+from marsedge.train.config import TrainConfig
+from marsedge.train.distributed import DistContext, init_distributed, shutdown_distributed
+from marsedge.train.evaluate import SegmentationEvaluator, build_eval_loader
+from marsedge.train.loop import Artifact, build_train_loader, fit
+from marsedge.train.losses import CrossEntropyLoss
+
+SIZE = 16
+
+
+class Frames(Dataset):
+    """Deterministic frames whose label is a threshold of the smoothed image (every pixel labelled,
+    so the pixel-mean loss of a half batch is exactly half the full batch's sum)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.rand(n, 1, SIZE, SIZE, generator=g)
+        smooth = nn.functional.avg_pool2d(self.images, 3, stride=1, padding=1)
+        self.labels = (smooth > 0.45).long() + (smooth > 0.55).long()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "label": self.labels[i, 0], "index": i}
+
+
+class TinyNet(nn.Module):
+    def __init__(self, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Dropout2d(dropout),
+                                  nn.Conv2d(8, 3, 1))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def ce_objective(model, batch, state):
+    loss = CrossEntropyLoss()(model(batch["image"]), batch["label"])
+    return loss, {}
+
+
+def make_cfg(tmp_path, name: str, **kw) -> TrainConfig:
+    cfg = TrainConfig(name=name, seed=3, epochs=kw.pop("epochs", 2), batch_size=kw.pop("batch_size", 8),
+                      accumulate=kw.pop("accumulate", 1), num_workers=0)
+    cfg.run.out_dir = str(tmp_path)
+    cfg.run.progress = False
+    cfg.run.log_every = 1
+    cfg.optim.lr = 0.1
+    cfg.optim.weight_decay = 1e-3
+    for key, value in kw.items():
+        setattr(cfg.run, key, value)
+    return cfg
+
+
+def run_fit(cfg, ctx, dropout=0.0, objective=ce_objective, resume=False, evaluate=True):
+    torch.manual_seed(0)
+    model = TinyNet(dropout)
+    loader = build_train_loader(Frames(32, seed=1), cfg, ctx)
+    evaluator = None
+    if evaluate:
+        test = build_eval_loader(Frames(8, seed=2), 4, ctx)
+        evaluator = SegmentationEvaluator({"test": test}, num_classes=3, confusion_png=False)
+    artifact = Artifact(model, ModelConfig(num_classes=3), cfg.data.preprocess)  # describes the file only
+    return fit(cfg, model, objective, loader, evaluator=evaluator, ctx=ctx, artifact=artifact, resume=resume)
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).state_dict
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, tmp_path) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    ctx = init_distributed("cpu")
+    try:
+        run_fit(make_cfg(tmp_path, "ddp", batch_size=4), ctx)
+    finally:
+        shutdown_distributed()
+
+
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    # one process, batch 8  vs  two gloo processes, batch 4 each: same samples in every step
+    single = run_fit(make_cfg(tmp_path, "single", batch_size=8), DistContext())
+    mp.spawn(_ddp_worker, args=(2, free_port(), tmp_path), nprocs=2, join=True)
+    a, b = weights(tmp_path / "single" / "last.pt"), weights(tmp_path / "ddp" / "last.pt")
+    assert single["step"] == 8  # 2 epochs x 32 frames / 8
+    for key in a:
+        # float32 all-reduce sums in another order: agreement to ~1e-6 relative; 1e-5 allowed
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5)
+    assert not torch.equal(a["body.0.weight"], TinyNet().body[0].weight)  # it did train
+
+
+def test_accumulation_matches_the_big_batch(tmp_path):
+    run_fit(make_cfg(tmp_path, "big", batch_size=8), DistContext(), evaluate=False)
+    run_fit(make_cfg(tmp_path, "acc", batch_size=4, accumulate=2), DistContext(), evaluate=False)
+    a, b = weights(tmp_path / "big" / "last.pt"), weights(tmp_path / "acc" / "last.pt")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+class FailAt:
+    """An objective that raises `error` at one optimiser step, as a Ctrl-C or crash would."""
+
+    def __init__(self, step: int, error: type[BaseException]) -> None:
+        self.step, self.error = step, error
+
+    def __call__(self, model, batch, state):
+        if state.step == self.step:
+            raise self.error("simulated")
+        return ce_objective(model, batch, state)
+
+
+def test_ctrl_c_then_resume_matches_an_uninterrupted_run(tmp_path):
+    shape = dict(epochs=3, accumulate=2, batch_size=4)
+    full = run_fit(make_cfg(tmp_path, "full", **shape), DistContext(), dropout=0.2)
+    cfg = make_cfg(tmp_path, "cut", **shape)
+    cut = run_fit(cfg, DistContext(), dropout=0.2, objective=FailAt(6, KeyboardInterrupt))  # mid-epoch 2
+    assert cut["interrupted"] and cut["step"] == 6
+    resumed = run_fit(cfg, DistContext(), dropout=0.2, resume=True)
+    assert resumed["step"] == full["step"] == 12
+    assert resumed["last_metrics"]["miou"] == full["last_metrics"]["miou"]
+    assert resumed["last_metrics"]["pixel_accuracy"] == full["last_metrics"]["pixel_accuracy"]
+    a, b = weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "cut" / "last.pt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # the logs read as one run: one eval record per epoch, steps increasing
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    evals = [line for line in lines if '"eval"' in line]
+    assert len(evals) == 3
+
+
+def test_crash_resumes_from_the_last_periodic_checkpoint(tmp_path):
+    full = run_fit(make_cfg(tmp_path, "full", epochs=2), DistContext(), dropout=0.2)
+    cfg = make_cfg(tmp_path, "crash", epochs=2, checkpoint_every=3)
+    with pytest.raises(RuntimeError, match="simulated"):
+        run_fit(cfg, DistContext(), dropout=0.2, objective=FailAt(7, RuntimeError))  # ckpt at 6, mid-epoch 2
+    assert load_checkpoint(tmp_path / "crash" / "last.pt").extra["train"]["step"] == 6
+    resumed = run_fit(cfg, DistContext(), dropout=0.2, resume=True)
+    assert resumed["last_metrics"]["miou"] == full["last_metrics"]["miou"]
+    a, b = weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "crash" / "last.pt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_best_checkpoint_and_early_stopping(tmp_path):
+    cfg = make_cfg(tmp_path, "early", epochs=30, early_stop_patience=2, early_stop_metric="miou")
+    cfg.optim.lr = 1e-6  # too small to improve: stops after patience evaluations without gain
+    result = run_fit(cfg, DistContext())
+    assert result["stopped_early"] and result["epoch"] < 30
+    best = load_checkpoint(tmp_path / "early" / "best.pt")
+    assert best.extra["train"]["epoch"] == result["best"]["epoch"]
+    assert (tmp_path / "early" / "config.yaml").is_file() and (tmp_path / "early" / "log.csv").is_file()
+
+
+def test_resume_without_a_checkpoint_fails_naming_the_file(tmp_path):
+    with pytest.raises(ModelError, match="last.pt"):
+        run_fit(make_cfg(tmp_path, "none"), DistContext(), resume=True)
