@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 from bench_support import numpy_logits, write_tiny_onnx
 
-from marsedge.bench.latency import StageTimes, latency_report, run_frame, summarize, time_frames
+from marsedge.bench.latency import (
+    StageTimes,
+    latency_report,
+    peak_rss_mb,
+    reset_peak_rss,
+    run_frame,
+    summarize,
+    time_frames,
+)
 from marsedge.data.preprocess import PreprocessSpec, preprocess
 
 
@@ -102,3 +112,14 @@ def test_time_frames_by_duration_stops(tiny_backend):
     times, seconds = time_frames(tiny_backend, frames, tiny_backend.spec, warmup=0, iters=None, duration=0.2)
     assert seconds >= 0.2 and len(times) >= 1
 
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak-RSS reset needs Linux /proc")
+def test_peak_rss_window_sees_an_allocation_after_the_reset():
+    baseline = reset_peak_rss()
+    block = np.ones(96 * 2**20, dtype=np.uint8)  # 96 MiB, every page touched
+    peak = peak_rss_mb()
+    del block
+    assert peak - baseline >= 90
+    after_reset = reset_peak_rss()
+    assert peak_rss_mb() - after_reset < 50  # the old peak is forgotten

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -121,7 +122,11 @@ def test_cli_bench_then_report(models, tiny_ai4mars, tmp_path, capsys):
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
     results = str(out / "results.json")
     assert main(["report", results, results, "-o", str(tmp_path / "rep")]) == 0
-    assert "Comparison with" in (tmp_path / "rep" / "report.md").read_text()
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "Comparison with" in text
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert any(link.startswith("samples/") for link in links)  # the strip came along from the run folder
+    assert all((tmp_path / "rep" / link).is_file() for link in links)
 
 
 def test_bench_imports_no_torch():
@@ -170,3 +175,11 @@ def test_unknown_reference_is_refused_before_running(models, tiny_ai4mars, tmp_p
     settings = BenchSettings(data=str(tiny_ai4mars), reference="nope.onnx")
     with pytest.raises(ConfigError, match="nope.onnx"):
         run_bench([str(models["ref"])], settings, tmp_path)
+
+
+def test_a_model_past_its_timeout_becomes_a_failed_row(models, tiny_ai4mars, tmp_path):
+    from marsedge.bench.runner import run_isolated
+
+    settings = BenchSettings(data=str(tiny_ai4mars), warmup=0, iters=None, duration=60.0, timeout=1.0)
+    row = run_isolated(str(models["ref"]), "ref.onnx", settings, str(tmp_path / "ref.npz"))
+    assert row["status"] == R.STATUS_FAILED and row["reason"] == "timed out after 1 s"

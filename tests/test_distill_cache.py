@@ -74,3 +74,16 @@ def test_file_sha256(tmp_path):
     path = tmp_path / "x.pt"
     path.write_bytes(b"abc")
     assert file_sha256(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_a_rewritten_frame_gets_a_new_cache_key(tmp_path):
+    import os
+
+    from marsedge.distill.data import frame_key
+
+    frame = tmp_path / "f.png"
+    frame.write_bytes(b"first")
+    before = frame_key(frame)
+    frame.write_bytes(b"second!")
+    os.utime(frame, ns=(1, 1))
+    assert frame_key(frame) != before and frame_key(frame) == frame_key(str(frame))

@@ -30,6 +30,12 @@ def test_too_few_calibration_frames_are_refused_and_few_warned(tiny_ai4mars):
     assert again.paths == calib.paths  # seeded: the same frames every time
 
 
+def test_calibration_runs_in_strides_that_divide_the_set():
+    from marsedge.edge.quantize import calibration_stride
+
+    assert [calibration_stride(n) for n in (36, 37, 500, 3)] == [4, 1, 4, 3]
+
+
 def test_calibration_overlapping_the_eval_split_is_refused():
     calib = CalibrationSet("x", [], ["NLA_1", "NLA_2"])
     check_disjoint(calib, ["NLA_3"])
@@ -105,3 +111,20 @@ def test_quantizing_twice_is_refused(quantized, tiny_ai4mars):
 
     with pytest.raises(ModelError, match="already quantized"):
         quantize_model(quantized[1], str(tiny_ai4mars), None, None, QuantizeOptions(min_frames=4))
+
+
+@pytest.mark.slow
+def test_tensorrt_target_writes_an_explicit_qdq_model(edge_student, tiny_ai4mars, tmp_path):
+    import onnx
+
+    src = tmp_path / "student.onnx"
+    shutil.copy(edge_student[1], src)
+    options = QuantizeOptions(target="tensorrt", method="max", n=8, min_frames=8, threads=1)
+    with pytest.warns(UserWarning):
+        out, record = quantize_model(src, str(tiny_ai4mars), None, None, options)
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
+    assert "QLinearConv" not in ops  # explicit QDQ for TensorRT, not ONNX Runtime's operators
+    assert record["tool"] == "nvidia-modelopt" and record["gate"]["eval"].startswith(str(tiny_ai4mars))
+    backend = OnnxBackend(out)  # metadata survived modelopt
+    assert backend.precision == "int8" and backend.spec.size == (64, 64)

@@ -66,7 +66,7 @@ def test_one_channel_input_builds_a_one_channel_first_conv():
 
 def test_sk_nets_use_the_deep_stem_and_resnet_d_shortcuts():
     sk = build_backbone("r50_0.5x_sk1")
-    assert [sk.stem.conv1.out_channels, sk.stem.conv2.out_channels, sk.stem.conv3.out_channels] == [16, 16, 32]
+    assert [conv.out_channels for conv in (sk.stem.conv1, sk.stem.conv2, sk.stem.conv3)] == [16, 16, 32]
     shortcut = sk.layer2[0].downsample
     assert isinstance(shortcut[0], ResNetDPool) and shortcut[1].stride == (1, 1)
     plain = build_backbone("r50_0.5x_sk0")

@@ -6,7 +6,14 @@ import torch
 
 from marsedge.data.preprocess import PreprocessSpec
 from marsedge.errors import ModelError
-from marsedge.models import ModelConfig, build_model, load_checkpoint, load_model, load_weights, save_checkpoint
+from marsedge.models import (
+    ModelConfig,
+    build_model,
+    load_checkpoint,
+    load_model,
+    load_weights,
+    save_checkpoint,
+)
 from marsedge.terrain import class_table
 
 CFG = ModelConfig("mnv2_0.35", "deeplabv3plus", output_stride=16, num_classes=6, head_channels=16,
@@ -20,7 +27,8 @@ def trained(tmp_path):
     model = build_model(CFG)
     model(torch.rand(4, 1, 64, 64))  # a training-mode pass moves the BN statistics off their defaults
     path = save_checkpoint(tmp_path / "student.pt", model, CFG, SPEC,
-                           extra={"epoch": 3, "miou": np.float32(0.5), "optimizer": {"step": torch.tensor(7)}})
+                           extra={"epoch": 3, "miou": np.float32(0.5),
+                                  "optimizer": {"step": torch.tensor(7)}})
     return model.eval(), path
 
 
@@ -101,3 +109,17 @@ def test_shape_mismatch_names_the_key(trained):
     seven_classes = build_model(ModelConfig(**{**CFG.to_dict(), "num_classes": 7}))
     with pytest.raises(ModelError, match=r"head\.classifier\.weight has shape \(6, 16, 1, 1\)"):
         load_weights(seven_classes, ckpt.state_dict)
+
+
+def test_colour_checkpoint_loads_into_a_grey_model_with_its_first_conv_summed(tmp_path):
+    torch.manual_seed(0)
+    colour_cfg = ModelConfig(**{**CFG.to_dict(), "in_channels": 3})
+    colour = build_model(colour_cfg)
+    colour(torch.rand(4, 3, 64, 64))
+    path = save_checkpoint(tmp_path / "colour.pt", colour, colour_cfg, PreprocessSpec(64, 64, channels=3))
+    grey = build_model(CFG)
+    report = load_weights(grey, load_checkpoint(path).state_dict, strict=True)
+    assert report.adapted == ["backbone.features.0.0.weight"]
+    image = torch.rand(2, 1, 64, 64)
+    expected = colour.eval()(image.repeat(1, 3, 1, 1))
+    torch.testing.assert_close(grey.eval()(image), expected, atol=1e-4, rtol=1e-4)

@@ -79,7 +79,8 @@ def test_simclr_v2_key_names_are_the_converters():
     """Pinned against Separius/SimCLRv2-Pytorch resnet.py: Stem / Blocks / Projection / SelectiveKernel."""
     sk = simclr_key_map(build_backbone("r50_0.25x_sk1", in_channels=3))
     theirs = set(sk.values())
-    for key in ["net.0.0.weight", "net.0.1.0.running_var", "net.0.2.weight", "net.0.4.weight", "net.0.5.0.bias",
+    for key in ["net.0.0.weight", "net.0.1.0.running_var", "net.0.2.weight", "net.0.4.weight",
+                "net.0.5.0.bias",
                 "net.1.blocks.0.projection.shortcut.2.weight", "net.1.blocks.0.projection.bn.0.weight",
                 "net.4.blocks.2.net.0.weight", "net.4.blocks.2.net.1.0.weight",
                 "net.4.blocks.2.net.2.main_conv.0.weight", "net.4.blocks.2.net.2.main_conv.1.0.running_mean",
@@ -87,9 +88,16 @@ def test_simclr_v2_key_names_are_the_converters():
                 "net.4.blocks.2.net.2.mixing_conv.2.weight", "net.4.blocks.2.net.3.weight",
                 "net.4.blocks.2.net.4.0.weight"]:
         assert key in theirs, key
+    pairs = {"stem.bn2.weight": "net.0.3.0.weight", "stem.conv3.weight": "net.0.4.weight",
+             "layer1.0.sk.fc2.weight": "net.1.blocks.0.net.2.mixing_conv.2.weight",
+             "layer1.0.sk.bn.running_var": "net.1.blocks.0.net.2.main_conv.1.0.running_var",
+             "layer3.4.bn3.bias": "net.3.blocks.4.net.4.0.bias",
+             "layer2.0.downsample.2.running_mean": "net.2.blocks.0.projection.bn.0.running_mean"}
+    assert {k: sk[k] for k in pairs} == pairs
     plain = set(simclr_key_map(build_backbone("r50_0.25x_sk0", in_channels=3)).values())
     for key in ["net.0.0.weight", "net.0.1.0.weight", "net.1.blocks.0.projection.shortcut.weight",
-                "net.3.blocks.5.net.2.weight", "net.3.blocks.5.net.3.0.weight", "net.3.blocks.5.net.5.0.weight"]:
+                "net.3.blocks.5.net.2.weight", "net.3.blocks.5.net.3.0.weight",
+                "net.3.blocks.5.net.5.0.weight"]:
         assert key in plain, key
 
 

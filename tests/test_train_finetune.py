@@ -27,12 +27,13 @@ DEMO = str(REPO / "configs" / "demo" / "teacher.yaml")
 
 def tiny_overrides(root, out, name="t") -> list[str]:
     return [f"data.root={root}", f"run.out_dir={out}", f"name={name}", "epochs=2", "batch_size=4",
-            "num_workers=0", "data.preprocess.height=64", "data.preprocess.width=64", "model.head_channels=16",
-            "run.progress=false", "run.log_every=1"]
+            "num_workers=0", "data.preprocess.height=64", "data.preprocess.width=64",
+            "model.head_channels=16", "run.progress=false", "run.log_every=1"]
 
 
 def test_train_py_writes_a_usable_run(tiny_ai4mars, tmp_path, capsys):
-    code = main(["--config", DEMO, *tiny_overrides(tiny_ai4mars, tmp_path), "loss.name=inverse_frequency_recall"])
+    overrides = tiny_overrides(tiny_ai4mars, tmp_path)
+    code = main(["--config", DEMO, *overrides, "loss.name=inverse_frequency_recall"])
     assert code == 0
     run = tmp_path / "t"
     assert "final test: pixel_accuracy" in capsys.readouterr().out
@@ -125,10 +126,20 @@ def test_init_from_our_checkpoint_loads_the_backbone_only(tmp_path):
 def test_torchrun_two_processes(tiny_ai4mars, tmp_path):
     """The real launcher: torchrun sets env://, gloo on CPU, only rank 0 writes."""
     torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = [str(torchrun), "--nproc_per_node=2", "--master_port=0", str(REPO / "train.py"), "--config", DEMO,
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", str(REPO / "train.py"), "--config", DEMO,
            *tiny_overrides(tiny_ai4mars, tmp_path, "ddp"), "epochs=1", "run.confusion_png=false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("final test:") == 1  # rank 0 only
     assert load_checkpoint(tmp_path / "ddp" / "best.pt").extra["train"]["world_size"] == 2
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "teacher").glob("*.yaml")) + [Path(DEMO)],
+                         ids=lambda p: p.name)
+def test_shipped_configs_load_and_name_zoo_models(path):
+    from marsedge.models.build import BACKBONES, HEADS
+
+    cfg = load_train_config(TrainConfig, path, [])
+    assert cfg.model.backbone in BACKBONES and cfg.model.head in HEADS
+    assert cfg.name == (path.stem if path.parent.name == "teacher" else "demo_teacher")  # runs/<name>

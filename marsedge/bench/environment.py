@@ -1,7 +1,9 @@
 """What machine a benchmark ran on: CPU, cores, threads, library versions, GPU and clocks.
 
-A latency figure means little without the machine beside it. On a Jetson the power mode matters as
-much as the model, and unlocked clocks (DVFS) make latency wander, so both are recorded with a hint.
+A latency figure means little without the machine beside it, nor on a machine busy with other work
+(the load average when the run started is kept, with a hint when it is high). On a Jetson the power
+mode matters as much as the model, and unlocked clocks (DVFS) make latency wander, so both are
+recorded with a hint.
 Nothing here imports torch or TensorRT: versions come from package metadata.
 """
 
@@ -29,6 +31,7 @@ def capture(threads: int | None = None) -> dict:
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "threads": threads,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "libraries": library_versions(),
         "gpus": gpu_info(),
         "jetson": jetson_info(),
@@ -99,6 +102,9 @@ def cpu_governor() -> str | None:
 def clock_hints(env: dict) -> list[str]:
     """Plain-language warnings that the clocks may have moved during the run."""
     hints = []
+    busy = load_hint(env.get("load_average"), env.get("cpu_affinity") or env.get("cpu_count"), "started")
+    if busy:
+        hints.append(busy)
     governor = cpu_governor()
     if governor and governor != "performance":
         hints.append(f"CPU governor is '{governor}', not 'performance': latency may vary with clocks")
@@ -111,6 +117,14 @@ def clock_hints(env: dict) -> list[str]:
             hints.append(f"GPU {gpu.get('name')}: SM clock {sm} MHz below its max {top} MHz when "
                          "captured (idle or not locked; `nvidia-smi -lgc` locks it)")
     return hints
+
+
+def load_hint(load: list[float] | None, cores: int | None, when: str) -> str | None:
+    """A warning when the 1-minute load average says other work shared the CPU."""
+    if load and cores and load[0] > 0.5 * cores:
+        return (f"machine busy when the run {when}: load average {load[0]:.1f} on {cores} cores; "
+                "latency is inflated by other work")
+    return None
 
 
 def device_memory_mb(pid: int | None = None) -> float | None:

@@ -13,11 +13,13 @@ reader can reproduce them from the raw times with `np.percentile`.
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -110,7 +112,28 @@ def latency_report(times: StageTimes, seconds: float, warmup: int) -> dict:
     }
 
 
+def _proc_status_mb(field: str) -> float | None:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    return None
+
+
+def reset_peak_rss() -> float:
+    """Start a new peak-RSS window (Linux: clear_refs 5 resets VmHWM) and return the current RSS (MiB).
+
+    Without it a child's peak would include what it inherited or briefly used while importing."""
+    with contextlib.suppress(OSError):  # not Linux, or not allowed: the peak covers the process life
+        Path("/proc/self/clear_refs").write_text("5")
+    current = _proc_status_mb("VmRSS")
+    return current if current is not None else peak_rss_mb()
+
+
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far (MiB). Linux reports KiB, macOS bytes."""
+    """Peak resident set size (MiB) since the last reset_peak_rss (Linux) or process start."""
+    peak = _proc_status_mb("VmHWM")
+    if peak is not None:
+        return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024

@@ -19,6 +19,7 @@ from marsedge.io import atomic_write_text, safe_join, safe_name
 from marsedge.metrics import plot_confusion
 
 FIRST_CLASS = "big rock"  # the hazard a rover cares most about leads the per-class tables
+FEW_FRAMES = 100  # below this many timed frames, p99 is little more than the maximum
 
 
 # --- formatting -----------------------------------------------------------------------------------
@@ -53,7 +54,9 @@ def results_table(rows: list[dict]) -> tuple:
         agree = acc.get("agreement")
         body.append([
             r["id"], r.get("backend") or "–", r.get("precision") or "–", status_text(r),
-            fmt(e2e.get("p50")), fmt(e2e.get("p90")), fmt(e2e.get("p99")), fmt(lat.get("throughput_fps"), 1),
+            fmt(e2e.get("p50")), fmt(e2e.get("p90")),
+            fmt(e2e.get("p99")) + ("*" if lat and lat["iters"] < FEW_FRAMES else ""),
+            fmt(lat.get("throughput_fps"), 1),
             fmt(metrics.get("miou"), 4), fmt(metrics.get("pixel_accuracy"), 4),
             fmt((metrics.get("iou") or {}).get(FIRST_CLASS), 4),
             f"{agree['value']:.4f} vs {agree['reference']}" if agree else "–",
@@ -103,6 +106,8 @@ def machine_blocks(env: dict) -> list[tuple]:
              f"{env.get('cpu_affinity')} usable, "
              f"threads asked: {env.get('threads') or 'backend default'})",
              f"OS: {env.get('os')}, Python {env.get('python')}",
+             "load average (1 min) at start / end: "
+             f"{_load(env.get('load_average'))} / {_load(env.get('load_average_end'))}",
              "libraries: " + ", ".join(f"{k} {v}" for k, v in env.get("libraries", {}).items())]
     for gpu in env.get("gpus") or []:
         items.append("GPU: " + ", ".join(f"{k} {v}" for k, v in gpu.items()))
@@ -112,6 +117,10 @@ def machine_blocks(env: dict) -> list[tuple]:
         items.append("Jetson: " + ", ".join(f"{k} {v}" for k, v in env["jetson"].items()))
     items += [f"hint: {h}" for h in env.get("hints", [])]
     return [("h2", "Machine"), ("list", items)]
+
+
+def _load(load: list[float] | None) -> str:
+    return "–" if not load else f"{load[0]:.2f}"
 
 
 def comparison_blocks(current: dict, baseline: dict, source: str, tolerances: dict) -> list[tuple]:
@@ -151,7 +160,8 @@ def build_blocks(results: list[dict], sources: list[Path], out: Path, tolerances
         ("h2", "Results"), results_table(rows),
         ("p", "Status: ok; accuracy-failed (ran, missed its gate: pixel agreement with its reference "
               f"≥ {s.get('min_agreement')}" + (f", mIoU ≥ {s['min_miou']}" if s.get("min_miou") else "")
-              + "); failed (could not run; the reason follows). Latency is end-to-end per frame."),
+              + "); failed (could not run; the reason follows). Latency is end-to-end per frame; "
+              f"* marks a p99 from fewer than {FEW_FRAMES} timed frames (about the maximum)."),
     ]
     blocks += machine_blocks(run["environment"])
     for i, base in enumerate(results[1:], start=1):

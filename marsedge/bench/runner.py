@@ -6,9 +6,10 @@ not take the other rows with it. The child loads the backend, times it, evaluate
 and writes its masks to OUT/.masks/<id>.npz; the parent then compares masks between models
 (pixel agreement with a reference), applies the gates and picks the sample frames.
 
-Memory figures per row: rss_baseline_mb is the child's peak before the model is opened (Python,
-numpy, OpenCV and the latency frames); rss_peak_mb the peak after the latency run (model load and
-inference included, accuracy evaluation not); rss_model_mb their difference. device_mb is the GPU
+Memory figures per row: rss_baseline_mb is the child's RSS just before the model is opened (Python,
+numpy, OpenCV and the latency frames); rss_peak_mb the peak from then to the end of the latency run
+(model load and inference included, accuracy evaluation not; on Linux the peak window is reset at
+the baseline); rss_model_mb their difference. device_mb is the GPU
 memory nvidia-smi lists for the child after the latency run (None without a GPU).
 """
 
@@ -29,11 +30,12 @@ import numpy as np
 
 from marsedge.bench import results as R
 from marsedge.bench.accuracy import agreement_block, evaluate, pixel_agreement
-from marsedge.bench.environment import capture, device_memory_mb
-from marsedge.bench.latency import latency_report, peak_rss_mb, time_frames
+from marsedge.bench.environment import capture, device_memory_mb, load_hint
+from marsedge.bench.latency import latency_report, peak_rss_mb, reset_peak_rss, time_frames
 from marsedge.bench.modelinfo import model_info
 from marsedge.errors import ConfigError, MarsedgeError, ModelError
 from marsedge.io import atomic_write_json, safe_join
+from marsedge.terrain import class_table
 
 LATENCY_FRAMES = 16  # distinct frames cycled through in the timed loop
 
@@ -48,12 +50,29 @@ class BenchSettings:
     duration: float | None = 10.0
     threads: int | None = None
     backend: str | None = None
-    reference: str | None = None  # a model path; None = per model, the first given of the same architecture
+    reference: str | None = None  # a model path or id; None: the first given of the same architecture
     min_agreement: float = 0.95
     min_miou: float | None = None
     samples: int = 4
     timeout: float = 1800.0
     keep_masks: bool = False
+
+
+# --- masks: each child writes its model's masks, the parent compares them ----------------------------
+
+def masks_file(masks_dir: Path, model_id: str) -> Path:
+    return safe_join(masks_dir, f"{model_id}.npz")
+
+
+def save_masks(path: str | Path, masks: dict[str, np.ndarray]) -> None:
+    """Masks by frame name in one .npz (names stored apart: a frame name need not be a valid key)."""
+    names = list(masks)
+    np.savez_compressed(path, names=np.array(names), **{f"m{i}": masks[n] for i, n in enumerate(names)})
+
+
+def load_masks(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {str(n): z[f"m{i}"] for i, n in enumerate(z["names"])}
 
 
 # --- the child (python -m marsedge.bench.runner) ----------------------------------------------------
@@ -66,7 +85,7 @@ def bench_model(path: str, model_id: str, settings: BenchSettings, masks_path: s
     dataset = AI4MarsDataset(settings.data, settings.split)
     frames = [dataset[i].image for i in range(min(len(dataset), LATENCY_FRAMES))]
     row = R.empty_row(model_id, path)
-    rss_baseline = peak_rss_mb()
+    rss_baseline = reset_peak_rss()
     backend = open_backend(path, backend=settings.backend, threads=settings.threads)
     try:
         spec = backend.spec
@@ -83,19 +102,12 @@ def bench_model(path: str, model_id: str, settings: BenchSettings, masks_path: s
         row["memory"] = {"rss_baseline_mb": rss_baseline, "rss_peak_mb": rss_peak,
                          "rss_model_mb": rss_peak - rss_baseline, "device_mb": device_memory_mb()}
         row.update(model_info(path, (spec.channels, spec.height, spec.width), backend))
-        table = backend.metadata.get("class_table")
-        names = [c["name"] for c in table] if table else None
-        num_classes = len(table) if table else None
-        if num_classes is None:
-            from marsedge.terrain import NUM_CLASSES
-
-            num_classes = NUM_CLASSES
-        samples = (dataset[i] for i in range(len(dataset)))
-        row["accuracy"], masks = evaluate(backend, samples, spec, num_classes, names)
+        table = backend.metadata.get("class_table") or class_table()
+        row["accuracy"], masks = evaluate(backend, iter(dataset), spec, len(table),
+                                          [c["name"] for c in table])
     finally:
         backend.close()
-    names = list(masks)
-    np.savez_compressed(masks_path, names=np.array(names), **{f"m{i}": masks[n] for i, n in enumerate(names)})
+    save_masks(masks_path, masks)
     row["status"] = R.STATUS_OK
     return row
 
@@ -166,15 +178,6 @@ def choose_reference(row: dict, rows: list[dict], explicit: str | None) -> dict 
     else:
         ref = next((r for r in candidates if r.get("model_config") == row["model_config"]), None)
     return None if ref is None or ref is row else ref
-
-
-def masks_file(masks_dir: Path, model_id: str) -> Path:
-    return safe_join(masks_dir, f"{model_id}.npz")
-
-
-def load_masks(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {str(n): z[f"m{i}"] for i, n in enumerate(z["names"])}
 
 
 def apply_gates(rows: list[dict], settings: BenchSettings, masks_dir: Path) -> None:
@@ -266,6 +269,11 @@ def run_bench(models: list[str], settings: BenchSettings, out: str | Path) -> di
         rows.append(run_isolated(str(path), model_id, settings, str(masks_file(masks_dir, model_id))))
     apply_gates(rows, settings, masks_dir)
     results["models"] = rows
+    env = results["environment"]
+    env["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    busy = load_hint(env["load_average_end"], env.get("cpu_affinity") or env.get("cpu_count"), "ended")
+    if busy:
+        env["hints"].append(busy)
     results["samples"] = render_samples(rows, settings, masks_dir, out)
     R.save_results(out / "results.json", results)
     if not settings.keep_masks:

@@ -157,7 +157,8 @@ def read_pds(path: Path) -> np.ndarray:
         warnings.simplefilter("always")
         try:
             data = pdr.read(str(path))
-            keys = [k for k in data if "IMAGE" in k.upper()]
+            names = list(data.keys())  # iterating a pdr.Data yields its objects, not their names
+            keys = [k for k in names if "IMAGE" in k.upper()]
             array = data[keys[0]] if keys else None
         except Exception as exc:  # pdr raises many types for bad products; report them as one
             raise FrameError(f"cannot read PDS product {path}: {type(exc).__name__}: {exc}") from None

@@ -192,7 +192,7 @@ def generate(opts: SynthOptions, progress: bool = True) -> dict:
             results.append(_render_star(job))
             bar.update()
     else:
-        with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
+        with mp.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
             for result in pool.imap_unordered(_render_star, jobs, chunksize=4):
                 results.append(result)
                 bar.update()

@@ -9,8 +9,9 @@ config refuses `cache_dir` together with augmentation (marsedge.distill.loop). F
 needs the teacher's intermediate maps, which are far too large to store, so it always runs the
 teacher live.
 
-Layout: one float16 `.npy` per frame (K,H,W), written atomically, named after the frame (made safe
-and suffixed with a hash of the raw name, so two names that sanitise alike do not collide), plus
+Layout: one float16 `.npy` per frame (K,H,W), written atomically, named after the frame's key
+(its image path, size and modification time: a rewritten frame is recomputed; the name is made safe
+and suffixed with a hash of the raw key, so two keys that sanitise alike do not collide), plus
 `manifest.json` holding the key: the teacher checkpoint's SHA-256, the preprocessing spec and the
 class count. A cache written for another teacher or another spec is refused, never reused.
 

@@ -5,11 +5,13 @@
 
 Unlabelled frames come from the same sources pretraining reads (marsedge.train.frame_sources: an
 AI4Mars tree's `unlabelled` split, or any folder/glob of frames, synthetic or real). They carry no
-label, so only the distillation terms learn from them. Every frame is named by its image path,
-which is also its key in the teacher-logit cache.
+label, so only the distillation terms learn from them. Every frame is named by its image path, size
+and modification time (`frame_key`), its key in the teacher-logit cache.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +25,13 @@ from marsedge.train.datasets import SegmentationFrames
 from marsedge.train.frame_sources import FrameRef
 
 from .cache import LogitCache
+
+
+def frame_key(path: str | Path) -> str:
+    """A frame's identity for the logit cache: its path, size and modification time, so a frame
+    rewritten on disk (new synthetic data at the same path) gets new teacher logits, not stale ones."""
+    stat = Path(path).stat()
+    return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 class UnlabelledFrames(Dataset):
@@ -62,9 +71,10 @@ class DistillFrames(Dataset):
         self.labelled = labelled
         self.unlabelled = unlabelled
         self.cache: LogitCache | None = None  # set once the cache is filled (marsedge.distill.loop)
-        self.names = [str(item.image) for item in labelled.source.items]
+        paths = [item.image for item in labelled.source.items]
         if unlabelled is not None:
-            self.names += [str(ref.path) for ref in unlabelled.frames]
+            paths += [ref.path for ref in unlabelled.frames]
+        self.names = [frame_key(p) for p in paths]
 
     def set_epoch(self, epoch: int) -> None:
         self.labelled.set_epoch(epoch)

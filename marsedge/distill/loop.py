@@ -259,7 +259,8 @@ def run(cfg: DistillConfig, resume: bool = False) -> dict:
         summary = fit(cfg, StudentWithAdapters(student, terms), DistillObjective(d, supervised, live_teacher),
                       loader, evaluator=evaluator, ctx=ctx, extra_state={"loss": supervised},
                       artifact=Artifact(student, cfg.model, cfg.data.preprocess), resume=resume)
-        exported = write_student(cfg, student, summary, teacher_sha256) if ctx.is_main else None
+        finished = ctx.is_main and not summary["interrupted"]
+        exported = write_student(cfg, student, summary, teacher_sha256) if finished else None
         if exported is not None:
             summary["student"] = str(exported)
             print(f"[{cfg.name}] student checkpoint for export: {exported}")

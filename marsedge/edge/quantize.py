@@ -111,7 +111,7 @@ def frame_reader(calib: CalibrationSet, spec: PreprocessSpec, input_name: str):
     """An onnxruntime CalibrationDataReader that reads and preprocesses one frame at a time.
 
     It also supports ONNX Runtime's strided calibration (`__len__` + `set_range`): the calibrator
-    then keeps only one stride of activations in memory and merges ranges/histograms stride by
+    then keeps only one stride (a few frames) of activations in memory and merges ranges/histograms stride by
     stride, instead of holding every intermediate tensor of every frame (500 frames at 512x512
     would need ~100 GiB)."""
     from onnxruntime.quantization import CalibrationDataReader
@@ -140,7 +140,7 @@ def frame_reader(calib: CalibrationSet, spec: PreprocessSpec, input_name: str):
     return FrameReader()
 
 
-def calibration_stride(n: int, most: int = 16) -> int:
+def calibration_stride(n: int, most: int = 4) -> int:
     """The largest divisor of n not above `most` (ONNX Runtime wants strides that divide n)."""
     return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
 
@@ -323,6 +323,9 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
             how = quantize_cpu(src, tmp, reader, options.method, options.recipe)
         else:
             how = quantize_tensorrt(src, tmp, reader, options.method, options.dla)
+        quantized = onnx.load(str(tmp))  # quantizers may drop metadata_props: put ours back
+        set_props(quantized, meta.to_props())
+        onnx.save(quantized, str(tmp))
         gate = accuracy_gate(src, tmp, eval_root, eval_split, options.tolerance, options.threads)
         record = {"precision": "int8", "target": options.target, "method": options.method, **how,
                   "calibration": {"source": calib_set.source, "frames": len(calib_set.paths)},
@@ -334,9 +337,8 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
         if not gate["passed"] and not options.force:
             raise GateError(f"{src}: INT8 loses {gate['miou_drop']:.2f} mIoU points (> {options.tolerance}); "
                             "not written (use --force to keep it anyway)")
-        model = onnx.load(str(tmp))
-        set_props(model, {**meta.to_props(), QUANTIZATION: json.dumps(record)})
-        atomic_write(out, lambda p: onnx.save(model, str(p)))
+        set_props(quantized, {QUANTIZATION: json.dumps(record)})
+        atomic_write(out, lambda p: onnx.save(quantized, str(p)))
     finally:
         tmp.unlink(missing_ok=True)
     return out, record

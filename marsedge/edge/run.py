@@ -50,6 +50,7 @@ VISUALS = ("overlay", "mask")
 MAX_ASPECT_CHANGE = 2.5  # a frame whose aspect ratio is this far from the model's is a wrong-size frame
 MIN_SIDE = 16
 MAX_RECORDED_FAILURES = 1000  # the summary lists this many failure reasons, then only counts
+RESERVOIR = 10_000  # latency samples kept per stage: exact percentiles up to this many frames
 _DONE = object()
 
 
@@ -119,6 +120,34 @@ def read_frames(source, spec: PreprocessSpec, out: queue.Queue, stop: threading.
             out.put(_DONE, timeout=1.0)
 
 
+class StageStats:
+    """Running mean plus a fixed-size uniform sample (reservoir sampling) for percentiles, so that
+    memory stays flat however long a camera run lasts."""
+
+    def __init__(self, size: int = RESERVOIR, seed: int = 0) -> None:
+        self.count, self.total = 0, 0.0
+        self.sample = np.empty(size, np.float64)
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, value: float) -> None:
+        if self.count < self.sample.size:
+            self.sample[self.count] = value
+        else:
+            slot = int(self.rng.integers(0, self.count + 1))
+            if slot < self.sample.size:
+                self.sample[slot] = value
+        self.count += 1
+        self.total += value
+
+    def summary(self) -> dict:
+        if not self.count:
+            return {}
+        kept = self.sample[: min(self.count, self.sample.size)]
+        p50, p90, p99 = np.percentile(kept, [50, 90, 99])
+        return {"mean": round(self.total / self.count, 3), "p50": round(float(p50), 3),
+                "p90": round(float(p90), 3), "p99": round(float(p99), 3)}
+
+
 class Writer:
     """Writer thread: masks, overlays, frames.jsonl lines, and the running statistics."""
 
@@ -129,7 +158,7 @@ class Writer:
         self.ok = 0
         self.failed = 0
         self.failures: list[dict] = []
-        self.stage_ms: dict[str, list[float]] = {}
+        self.stage_ms: dict[str, StageStats] = {}
         for sub in visuals:
             (root / f"{sub}s").mkdir(parents=True, exist_ok=True)
 
@@ -156,9 +185,8 @@ class Writer:
             append_jsonl(self.jsonl, {"frame": frame.name, "index": frame.index, "error": frame.error})
             return
         self.ok += 1
-        for stage, ms in frame.ms.items():
-            self.stage_ms.setdefault(stage, []).append(ms)
-        self.stage_ms.setdefault("total", []).append(sum(frame.ms.values()))
+        for stage, ms in {**frame.ms, "total": sum(frame.ms.values())}.items():
+            self.stage_ms.setdefault(stage, StageStats()).add(ms)
         append_jsonl(self.jsonl, {"frame": frame.name, "index": frame.index, **frame.record,
                                   "ms": {k: round(v, 3) for k, v in frame.ms.items()}})
 
@@ -179,29 +207,30 @@ class Writer:
             self.write(frame)
 
 
-def percentiles(values: list[float]) -> dict:
-    if not values:
-        return {}
-    v = np.asarray(values)
-    return {"mean": round(float(v.mean()), 3), "p50": round(float(np.percentile(v, 50)), 3),
-            "p90": round(float(np.percentile(v, 90)), 3), "p99": round(float(np.percentile(v, 99)), 3)}
+def process(backend, frame: Frame, table: list[dict], hazards: HazardConfig) -> None:
+    """Model, argmax, class fractions and hazards for one decoded frame (fills frame in place)."""
+    start = time.perf_counter()
+    try:
+        logits = backend.infer(frame.tensor)
+    except Exception as exc:  # a runtime's own error types (ORT Fail, TensorRT): log the frame, go on
+        frame.error = f"inference failed: {type(exc).__name__}: {str(exc)[:200]}"
+        return
+    frame.ms["infer"] = 1000 * (time.perf_counter() - start)
+    start = time.perf_counter()
+    frame.mask = logits[0].argmax(0).astype(np.uint8)
+    frame.record = {"classes": class_fractions(frame.mask, table),
+                    "hazards": assess(frame.mask, table, hazards)}
+    frame.ms["postprocess"] = 1000 * (time.perf_counter() - start)
+    frame.tensor = None
 
 
 def infer_frames(backend, hazards: HazardConfig, inbox: queue.Queue, outbox: queue.Queue,
                  stop: threading.Event) -> None:
-    """Main thread: the model and the postprocessing, for every frame the reader hands over."""
+    """Main thread: every frame the reader hands over, until the reader is done or a signal came."""
     table = backend.metadata["class_table"]
     while (frame := inbox.get()) is not _DONE:
         if frame.error is None:
-            start = time.perf_counter()
-            logits = backend.infer(frame.tensor)
-            frame.ms["infer"] = 1000 * (time.perf_counter() - start)
-            start = time.perf_counter()
-            frame.mask = logits[0].argmax(0).astype(np.uint8)
-            frame.record = {"classes": class_fractions(frame.mask, table),
-                            "hazards": assess(frame.mask, table, hazards)}
-            frame.ms["postprocess"] = 1000 * (time.perf_counter() - start)
-            frame.tensor = None
+            process(backend, frame, table, hazards)
         outbox.put(frame)
         if stop.is_set():
             break
@@ -254,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def make_summary(args, backend, writer: Writer, wall: float, caught: list[int]) -> dict:
-    infer_ms = writer.stage_ms.get("infer", [])
+    infer = writer.stage_ms.get("infer")
     return {
         "input": str(args.input), "model": str(args.model),
         "backend": {"name": backend.name, "precision": backend.precision,
@@ -263,9 +292,9 @@ def make_summary(args, backend, writer: Writer, wall: float, caught: list[int]) 
         "interrupted": bool(caught),
         "wall_seconds": round(wall, 3),
         "fps": round(writer.ok / wall, 3) if wall > 0 else None,
-        "backend_fps": round(1000 / float(np.mean(infer_ms)), 3) if infer_ms else None,
-        "latency_ms": percentiles(writer.stage_ms.get("total", [])),
-        "stages_ms": {k: percentiles(v) for k, v in writer.stage_ms.items() if k != "total"},
+        "backend_fps": round(1000 * infer.count / infer.total, 3) if infer and infer.total else None,
+        "latency_ms": writer.stage_ms["total"].summary() if "total" in writer.stage_ms else {},
+        "stages_ms": {k: v.summary() for k, v in writer.stage_ms.items() if k != "total"},
         "model_metadata": backend.metadata,
     }
 

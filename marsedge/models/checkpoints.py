@@ -12,7 +12,8 @@ with `torch.load(weights_only=True)` (no pickled code runs):
 
 Writes are atomic (marsedge.io.atomic_write): a crash mid-save leaves the previous file intact.
 Partial loads (`load_weights(..., part="backbone")`) report missing and unexpected keys; a tensor
-of the wrong shape fails naming the key.
+of the wrong shape fails naming the key, except the first conv of a colour checkpoint loaded into a
+greyscale model, which is summed over its input channels (and reported as adapted).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from marsedge.data.preprocess import PreprocessSpec
 from marsedge.errors import ModelError
 from marsedge.io import atomic_write
 from marsedge.models.build import ModelConfig, SegmentationModel, build_model
+from marsedge.models.importers import adapt_first_conv, first_conv_key
 from marsedge.terrain import class_table
 
 FORMAT_VERSION = 1
@@ -56,6 +58,7 @@ class LoadReport:
     loaded: list[str]
     missing: list[str]
     unexpected: list[str]
+    adapted: list[str] = field(default_factory=list)  # first conv summed 3 -> 1 channel (or split 1 -> 3)
 
     def __str__(self) -> str:
         return (f"loaded {len(self.loaded)} tensors; missing {len(self.missing)} {self.missing[:5]}; "
@@ -143,16 +146,29 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], part: st
     prefix = "" if part == "all" else f"{part}."
     expected = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
     given = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
+    adapted = _adapt_first_conv(model, given)
     for key, tensor in given.items():
         if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
             raise ModelError(f"{source}: {key} has shape {tuple(tensor.shape)}, the model expects "
                              f"{tuple(expected[key].shape)}")
     report = LoadReport(loaded=sorted(set(given) & set(expected)), missing=sorted(set(expected) - set(given)),
-                        unexpected=sorted(set(given) - set(expected)))
+                        unexpected=sorted(set(given) - set(expected)), adapted=adapted)
     if strict and (report.missing or report.unexpected):
         raise ModelError(f"{source}: keys do not match the model: {report}")
     model.load_state_dict({k: given[k] for k in report.loaded}, strict=False)
     return report
+
+
+def _adapt_first_conv(model: nn.Module, given: dict[str, torch.Tensor]) -> list[str]:
+    """Fit a colour checkpoint's first conv to a greyscale model (or back), in place in `given`."""
+    key = first_conv_key(model)
+    if key is None or key not in given:
+        return []
+    want, have = model.state_dict()[key].shape, given[key].shape
+    if have == want or (have[0], *have[2:]) != (want[0], *want[2:]):
+        return []
+    given[key] = adapt_first_conv(given[key], want[1])
+    return [key]
 
 
 def load_model(path: str | Path,

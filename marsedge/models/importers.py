@@ -41,12 +41,12 @@ _SIMCLR_STEM = {"conv1": "net.0.0", "bn1": "net.0.1.0", "conv2": "net.0.2", "bn2
                 "conv3": "net.0.4", "bn3": "net.0.5.0"}
 
 
-def first_conv_key(module: nn.Module) -> str:
-    """State-dict key of the first Conv2d's weight (the one that sees the image)."""
+def first_conv_key(module: nn.Module) -> str | None:
+    """State-dict key of the first Conv2d's weight (the one that sees the image); None without convs."""
     for name, sub in module.named_modules():
         if isinstance(sub, nn.Conv2d):
             return f"{name}.weight"
-    raise ModelError(f"{type(module).__name__} has no Conv2d")
+    return None
 
 
 def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
@@ -65,7 +65,7 @@ def _finish(state_dict: dict[str, torch.Tensor], backbone: nn.Module, source: st
     """Adapt the first conv, then check every key and shape against the backbone (names the key)."""
     state_dict = dict(state_dict)
     key = first_conv_key(backbone)
-    if key in state_dict:
+    if key is not None and key in state_dict:
         state_dict[key] = adapt_first_conv(state_dict[key], backbone.state_dict()[key].shape[1])
     expected = backbone.state_dict()
     for k in expected:  # checkpoints from older torch versions have no BN step counters

@@ -70,17 +70,27 @@ def build_class_folder(root: str | Path, out: str | Path, crop: int = 64, train_
     return counts
 
 
-def list_class_folder(folder: str | Path) -> tuple[list[Path], list[int], list[str]]:
-    """(image paths, class indices, class names) of a folder with one sub-folder per class."""
+def list_class_folder(folder: str | Path,
+                      classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
+    """(image paths, class indices, class names) of a folder with one sub-folder per class.
+
+    With `classes` (the training part's names) indices follow that list: a test part may lack a
+    class, but a class the training part never saw is an error.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"class folder not found: {folder}")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    if len(classes) < 2:
-        raise DataError(f"{folder}: needs at least two class sub-folders, found {classes}")
+    present = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if classes is None:
+        classes = present
+        if len(classes) < 2:
+            raise DataError(f"{folder}: needs at least two class sub-folders, found {classes}")
+    unknown = sorted(set(present) - set(classes))
+    if unknown:
+        raise DataError(f"{folder}: classes {unknown} do not appear in the training part {classes}")
     paths, targets = [], []
-    for index, name in enumerate(classes):
+    for name in present:
         files = list_frames(folder / name)
         paths += files
-        targets += [index] * len(files)
+        targets += [classes.index(name)] * len(files)
     return paths, targets, classes

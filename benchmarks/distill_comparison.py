@@ -1,0 +1,212 @@
+#!/usr/bin/env python
+"""Does distillation help the demo student? Scratch vs pixel KD vs channel-wise vs the teacher.
+
+    python benchmarks/distill_comparison.py                         # synthesise data, train the teacher
+    python benchmarks/distill_comparison.py --teacher runs/demo/demo_teacher/best.pt --data runs/demo/data
+
+Every student uses configs/demo/student.yaml with the same budget: the same labelled frames,
+optimiser, batch size, seed and number of optimiser steps. The distilled students may also see the
+data tree's unlabelled frames (one of the things distillation offers; `--no-unlabelled` turns it
+off, and the `labelled only` row isolates it); they then run fewer epochs over the larger set so
+that the step count stays that of the scratch student (the `epochs` column). Students are evaluated
+once, after the last epoch (`run.eval_every=0`), so no test frame selects a checkpoint. The teacher
+comes from the train.py API (configs/demo/teacher.yaml) unless `--teacher` is given.
+
+Writes OUT/distill_comparison.json and .md (mIoU, pixel accuracy, big-rock recall on the first
+gold set, params, MACs at the input size, wall time) and prints the table. The goal in the issue:
+distillation recovers at least half of the mIoU gap between the scratch student and the teacher,
+gap recovered = (mIoU_distilled - mIoU_scratch) / (mIoU_teacher - mIoU_scratch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from marsedge.config import from_dict, to_dict  # noqa: E402
+from marsedge.io import atomic_write_json, atomic_write_text  # noqa: E402
+
+BIG_ROCK = "big rock"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", help="trained demo teacher checkpoint (default: train one)")
+    p.add_argument("--data", help="AI4Mars-layout data tree (default: synthesise one under --work)")
+    p.add_argument("--work", default="runs/bench_distill", help="runs, cache and synthetic data go here")
+    p.add_argument("--out", default=str(REPO / "benchmarks/results"), help="where the table is written")
+    p.add_argument("--frames", type=int, default=120, help="labelled frames to synthesise (train + gold)")
+    p.add_argument("--unlabelled", type=int, default=120, help="unlabelled frames to synthesise")
+    p.add_argument("--epochs", type=int, default=8, help="student epochs (every student the same)")
+    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--cwd-weight", type=float, default=3.0)
+    p.add_argument("--cwd-tau", type=float, default=4.0)
+    p.add_argument("--no-unlabelled", action="store_true", help="distil on the labelled frames only")
+    p.add_argument("overrides", nargs="*", help="dotted overrides applied to every student config")
+    return p.parse_args(argv)
+
+
+def synthesise(root: Path, frames: int, unlabelled: int) -> Path:
+    from marsedge.data.synthetic import SynthOptions, generate
+
+    generate(SynthOptions(str(root), "msl", n=frames, size=128, seed=0, test_fraction=0.25,
+                          unlabelled=unlabelled), progress=True)
+    return root
+
+
+def train_teacher(data: Path, work: Path) -> Path:
+    from marsedge.train import finetune
+    from marsedge.train.config import TrainConfig, load_train_config
+
+    cfg = load_train_config(TrainConfig, REPO / "configs/demo/teacher.yaml",
+                            [f"data.root={data}", f"run.out_dir={work}", "name=teacher"])
+    finetune.run(cfg)
+    return work / "teacher" / "best.pt"
+
+
+def student_config(args: argparse.Namespace, data: Path, work: Path, teacher: Path, name: str, **distill):
+    from marsedge.distill.loop import DistillConfig
+    from marsedge.train.config import load_train_config
+
+    unlabelled = [] if args.no_unlabelled else [{"root": str(data), "split": "unlabelled"}]
+    overrides = [f"name={name}", f"data.root={data}", f"run.out_dir={work}", f"epochs={args.epochs}",
+                 "run.eval_every=0", f"distill.teacher={teacher}",
+                 f"distill.cache_dir={work / 'teacher_logits'}",
+                 f"distill.unlabelled={json.dumps(unlabelled)}", *args.overrides]
+    cfg = load_train_config(DistillConfig, REPO / "configs/demo/student.yaml", overrides)
+    for key, value in distill.items():
+        setattr(cfg.distill, key, value)
+    cfg.validate()
+    return cfg
+
+
+def equal_step_epochs(cfg, epochs: int) -> int:
+    """Epochs over labelled + unlabelled frames that take as many optimiser steps as `epochs` over
+    the labelled frames alone: the same compute budget, each frame seen fewer times."""
+    from marsedge.distill.loop import build_distill_set
+
+    frames = build_distill_set(cfg)
+    return max(1, round(epochs * len(frames.labelled) / len(frames)))
+
+
+def run_scratch(cfg) -> Path:
+    """The same student, data and budget through the plain finetune mode (no teacher at all)."""
+    from marsedge.train import finetune
+    from marsedge.train.config import TrainConfig
+
+    plain = to_dict(cfg)
+    plain.pop("distill")
+    plain["mode"] = "finetune"
+    finetune.run(from_dict(TrainConfig, plain))
+    return cfg.run_dir / "best.pt"
+
+
+def evaluate(checkpoint: Path, data: Path, split: str) -> dict:
+    import torch
+
+    from marsedge.bench.modelinfo import torch_info
+    from marsedge.data.ai4mars import AI4MarsDataset
+    from marsedge.data.preprocess import PreprocessSpec
+    from marsedge.metrics import segmentation_metrics
+    from marsedge.models.checkpoints import load_model
+    from marsedge.train.datasets import SegmentationFrames
+    from marsedge.train.distributed import DistContext
+    from marsedge.train.evaluate import build_eval_loader, confusion_matrix
+
+    model, ckpt = load_model(checkpoint)
+    spec = PreprocessSpec.from_dict(ckpt.preprocess)
+    loader = build_eval_loader(SegmentationFrames(AI4MarsDataset(data, split), spec), 16, DistContext())
+    with torch.no_grad():
+        matrix = confusion_matrix(model, loader, model.config.num_classes, DistContext())
+    metrics = segmentation_metrics(matrix)
+    info = torch_info(model, (spec.channels, spec.height, spec.width))
+    return {"miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"],
+            "big_rock_recall": metrics["recall"][BIG_ROCK], "params": info["params"], "macs": info["macs"],
+            "backbone": model.config.backbone, "frames": len(loader.dataset)}
+
+
+def timed(fn, *a):
+    start = time.perf_counter()
+    out = fn(*a)
+    return out, time.perf_counter() - start
+
+
+def table(rows: list[dict], split: str) -> str:
+    def fmt(v, spec):
+        return "n/a" if v is None else format(v, spec)
+
+    lines = [f"| model ({split}) | mIoU | pixel acc | big-rock recall | params | MACs | epochs | "
+             "gap recovered | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {fmt(r['miou'], '.4f')} | {fmt(r['pixel_accuracy'], '.4f')} | "
+                     f"{fmt(r['big_rock_recall'], '.4f')} | {r['params'] / 1e6:.3f} M | "
+                     f"{r['macs'] / 1e6:.1f} M | {r.get('epochs', '')} | "
+                     f"{fmt(r.get('gap_recovered'), '.2f')} | {fmt(r.get('wall_s'), '.0f')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = Path(args.work).resolve()
+    data = Path(args.data).resolve() if args.data else synthesise(work / "data", args.frames, args.unlabelled)
+    teacher_wall = None
+    if args.teacher:
+        teacher = Path(args.teacher).resolve()
+    else:
+        teacher, teacher_wall = timed(train_teacher, data, work)
+
+    from marsedge.distill.loop import run as distill
+
+    variants = {  # name -> distill section settings; None = no teacher (plain finetune)
+        "student, scratch": None,
+        f"student, pixel KD (T={args.temperature:g}), labelled only": dict(kd_weight=1.0, unlabelled=[]),
+        f"student, pixel KD (T={args.temperature:g})": dict(kd_weight=1.0),
+        f"student, channel-wise (tau={args.cwd_tau:g}, w={args.cwd_weight:g})":
+            dict(kd_weight=0.0, cwd_weight=args.cwd_weight),
+    }
+    if args.no_unlabelled:
+        variants.pop(f"student, pixel KD (T={args.temperature:g}), labelled only")
+    first_split = None
+    results = []
+    for i, (label, settings) in enumerate(variants.items()):
+        base = dict(temperature=args.temperature, cwd_tau=args.cwd_tau)
+        cfg = student_config(args, data, work, teacher, f"student_{i}", **base, **(settings or {}))
+        if settings is not None and cfg.distill.unlabelled:
+            cfg.epochs = equal_step_epochs(cfg, args.epochs)
+        first_split = cfg.data.test_splits[0]
+        if settings is None:
+            checkpoint, wall = timed(run_scratch, cfg)
+        else:
+            summary, wall = timed(distill, cfg)
+            checkpoint = Path(summary["student"])
+        results.append({"name": label, "wall_s": wall, "checkpoint": str(checkpoint), "epochs": cfg.epochs,
+                        "uses_unlabelled": settings is not None and bool(cfg.distill.unlabelled),
+                        **evaluate(checkpoint, data, first_split)})
+    results.append({"name": "teacher", "wall_s": teacher_wall, "checkpoint": str(teacher),
+                    **evaluate(teacher, data, first_split)})
+
+    scratch, top = results[0]["miou"], results[-1]["miou"]
+    for r in results[1:-1]:
+        r["gap_recovered"] = (r["miou"] - scratch) / (top - scratch) if top != scratch else None
+    text = table(results, first_split)
+    print(text)
+    out = Path(args.out)
+    meta = {"epochs": args.epochs, "data": str(data), "teacher": str(teacher), "argv": sys.argv[1:],
+            "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "goal": "gap_recovered >= 0.5"}
+    atomic_write_json(out / "distill_comparison.json", {"meta": meta, "split": first_split, "rows": results})
+    atomic_write_text(out / "distill_comparison.md", "# Distillation comparison (demo configs, CPU)\n\n"
+                      f"`{' '.join(['python benchmarks/distill_comparison.py', *sys.argv[1:]])}`\n\n{text}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
