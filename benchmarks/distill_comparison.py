@@ -7,10 +7,10 @@
 Every student uses configs/demo/student.yaml with the same budget: the same labelled frames,
 optimiser, batch size, seed and number of optimiser steps. The distilled students may also see the
 data tree's unlabelled frames (one of the things distillation offers; `--no-unlabelled` turns it
-off, and the `labelled only` row isolates it); they then run fewer epochs over the larger set so
-that the step count stays that of the scratch student (the `epochs` column). Students are evaluated
-once, after the last epoch (`run.eval_every=0`), so no test frame selects a checkpoint. The teacher
-comes from the train.py API (configs/demo/teacher.yaml) unless `--teacher` is given.
+off, and `--labelled-only-row` adds a pixel-KD row without them); they then run fewer epochs over
+the larger set so that the step count stays that of the scratch student (the `epochs` column).
+Students are evaluated once, after the last epoch (`run.eval_every=0`), so no test frame selects a
+checkpoint. The teacher comes from the train.py API (configs/demo/teacher.yaml) unless `--teacher`.
 
 Writes OUT/distill_comparison.json and .md (mIoU, pixel accuracy, big-rock recall on the first
 gold set, params, MACs at the input size, wall time) and prints the table. The goal in the issue:
@@ -46,10 +46,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=120, help="labelled frames to synthesise (train + gold)")
     p.add_argument("--unlabelled", type=int, default=120, help="unlabelled frames to synthesise")
     p.add_argument("--epochs", type=int, default=8, help="student epochs (every student the same)")
+    p.add_argument("--teacher-epochs", type=int, help="epochs of a teacher trained here (default: config)")
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--cwd-weight", type=float, default=3.0)
     p.add_argument("--cwd-tau", type=float, default=4.0)
     p.add_argument("--no-unlabelled", action="store_true", help="distil on the labelled frames only")
+    p.add_argument("--labelled-only-row", action="store_true",
+                   help="add pixel KD on the labelled frames only (isolates the unlabelled frames)")
     p.add_argument("overrides", nargs="*", help="dotted overrides applied to every student config")
     return p.parse_args(argv)
 
@@ -62,12 +65,13 @@ def synthesise(root: Path, frames: int, unlabelled: int) -> Path:
     return root
 
 
-def train_teacher(data: Path, work: Path) -> Path:
+def train_teacher(data: Path, work: Path, epochs: int | None) -> Path:
     from marsedge.train import finetune
     from marsedge.train.config import TrainConfig, load_train_config
 
-    cfg = load_train_config(TrainConfig, REPO / "configs/demo/teacher.yaml",
-                            [f"data.root={data}", f"run.out_dir={work}", "name=teacher"])
+    overrides = [f"data.root={data}", f"run.out_dir={work}", "name=teacher"]
+    overrides += [f"epochs={epochs}"] if epochs else []
+    cfg = load_train_config(TrainConfig, REPO / "configs/demo/teacher.yaml", overrides)
     finetune.run(cfg)
     return work / "teacher" / "best.pt"
 
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.teacher:
         teacher = Path(args.teacher).resolve()
     else:
-        teacher, teacher_wall = timed(train_teacher, data, work)
+        teacher, teacher_wall = timed(train_teacher, data, work, args.teacher_epochs)
 
     from marsedge.distill.loop import run as distill
 
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         f"student, channel-wise (tau={args.cwd_tau:g}, w={args.cwd_weight:g})":
             dict(kd_weight=0.0, cwd_weight=args.cwd_weight),
     }
-    if args.no_unlabelled:
+    if args.no_unlabelled or not args.labelled_only_row:
         variants.pop(f"student, pixel KD (T={args.temperature:g}), labelled only")
     first_split = None
     results = []

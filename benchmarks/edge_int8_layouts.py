@@ -34,6 +34,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--n", type=int, default=64, help="calibration frames")
     ap.add_argument("--recipes", default=None, help="comma list (default: all, plus modelopt)")
+    ap.add_argument("--work", default=None, help="working folder; models already quantized there are reused")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/edge_int8_layouts.json"))
     args = ap.parse_args()
 
@@ -50,7 +51,7 @@ def main() -> int:
     )
     from marsedge.io import atomic_write_json
 
-    work = Path(tempfile.mkdtemp(prefix="int8_layouts_"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="int8_layouts_"))
     if args.onnx:
         fp32 = Path(args.onnx)
     else:
@@ -60,9 +61,11 @@ def main() -> int:
         from marsedge.edge.export import export
 
         ckpt = random_checkpoint(work / "student.pt", "mnv2_1.0", "deeplabv3plus", args.size, separable=True)
-        fp32, _ = export(ckpt, work / "student.onnx", verify_frames=1)
+        fp32 = work / "student.onnx"
+        if not fp32.exists():
+            export(ckpt, fp32, verify_frames=1)
     data = Path(args.data) if args.data else work / "ai4mars"
-    if not args.data:
+    if not args.data and not data.exists():
         generate(SynthOptions(str(data), "msl", n=44, size=args.size, seed=0, test_fraction=8 / 44,
                               workers=1), progress=False)
     spec = read_onnx_metadata(fp32).preprocess
@@ -72,6 +75,9 @@ def main() -> int:
     models = {"fp32": fp32}
     for name in names:
         out = work / f"{name}.onnx"
+        models[name] = out
+        if out.exists():
+            continue
         start = time.perf_counter()
         reader = frame_reader(calib, spec, "image")
         if name == "modelopt-qdq":
@@ -79,7 +85,6 @@ def main() -> int:
         else:
             quantize_cpu(fp32, out, reader, "max", name)
         print(f"{name}: quantized in {time.perf_counter() - start:.0f} s", flush=True)
-        models[name] = out
 
     backends = {k: OnnxBackend(p, threads=args.threads, providers=["CPUExecutionProvider"])
                 for k, p in models.items()}

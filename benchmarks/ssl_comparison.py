@@ -4,7 +4,7 @@
 
 1. a synthetic AI4Mars tree (`marsedge data synth`): labelled MSL frames, gold test frames and
    unlabelled frames, 96 px;
-2. a classification folder cut from it (`marsedge class-folder`: 32 px crops by majority class);
+2. a classification folder cut from it (`marsedge class-folder`: 48 px crops by majority class);
 3. SimCLR pretraining of a narrow ResNet-18 (width 0.25, 64 px input) on the unlabelled + train
    frames (labels unused); `marsedge cluster` (k-means, K clusters) on its features; cluster-aware
    SimCLR from scratch with those clusters, same budget;
@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unlabelled", type=int, default=300)
     parser.add_argument("--size", type=int, default=96, help="synthetic frame size")
     parser.add_argument("--input", type=int, default=64, help="model input size")
-    parser.add_argument("--pretrain-epochs", type=int, default=6)
+    parser.add_argument("--crop", type=int, default=48, help="class-folder crop size (synthetic px)")
+    parser.add_argument("--pretrain-epochs", type=int, default=4)
     parser.add_argument("--finetune-epochs", type=int, default=40)
     parser.add_argument("--temperature", type=float, default=0.5)
     parser.add_argument("--k", type=int, default=6, help="clusters for cluster-aware SimCLR")
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     generate(SynthOptions(str(data), "msl", n=args.labelled, size=args.size, seed=args.seed,
                           test_fraction=0.2, unlabelled=args.unlabelled, workers=2), progress=False)
     print("2/6 classification folder")
-    crops = build_class_folder(data, folder, crop=32)
+    crops = build_class_folder(data, folder, crop=args.crop)
 
     print("3/6 pretraining")
     simclr = train(work, "simclr", pretrain_config(data, args))
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                   "labelled_frames": args.labelled, "unlabelled_frames": args.unlabelled,
                   "pretrain_frames": simclr["frames"], "pretrain_epochs": args.pretrain_epochs,
                   "temperature": args.temperature, "k": args.k, "cluster_sizes": clusters["sizes"],
-                  "class_folder_crops": crops, "finetune_epochs": args.finetune_epochs,
+                  "class_folder_crops": crops, "crop_px": args.crop, "finetune_epochs": args.finetune_epochs,
                   "finetune_labelled_frames": "1 % of the train split", "seed": args.seed,
                   "machine": f"{platform.processor() or platform.machine()}, CPU only"},
         "pretrain_seconds": {"SimCLR": simclr["seconds"], "cluster-aware SimCLR": aware["seconds"]},
@@ -185,7 +186,7 @@ def report(r: dict) -> str:
         f"{s['backbone']} at {s['input_px']} px; {s['pretrain_frames']} pretraining frames x "
         f"{s['pretrain_epochs']} epochs (temperature {s['temperature']}, K={s['k']}, cluster sizes "
         f"{s['cluster_sizes']}); total {r['total_seconds']} s on {s['machine']}.", "",
-        "## Linear evaluation (frozen backbone, 128-unit linear classifier on 32 px crops)", "",
+        f"## Linear evaluation (frozen backbone, 128-unit linear classifier on {s['crop_px']} px crops)", "",
         "| backbone | accuracy | balanced accuracy |", "|---|---|---|",
         *[f"| {k} | {v['accuracy']:.3f} | {v['balanced_accuracy']:.3f} |"
           for k, v in r["linear_eval"].items()],

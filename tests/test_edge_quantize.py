@@ -26,7 +26,8 @@ def test_too_few_calibration_frames_are_refused_and_few_warned(tiny_ai4mars):
     with pytest.warns(UserWarning, match="500\\+ recommended"):
         calib = calibration_set(str(tiny_ai4mars), n=10, min_frames=8)
     assert len(calib.paths) == 10 and all(p.suffix == ".JPG" for p in calib.paths)
-    again = calibration_set(str(tiny_ai4mars), n=10, min_frames=8)
+    with pytest.warns(UserWarning):
+        again = calibration_set(str(tiny_ai4mars), n=10, min_frames=8)
     assert again.paths == calib.paths  # seeded: the same frames every time
 
 
@@ -36,16 +37,25 @@ def test_calibration_runs_in_strides_that_divide_the_set():
     assert [calibration_stride(n) for n in (36, 37, 500, 3)] == [4, 1, 4, 3]
 
 
-def test_calibration_overlapping_the_eval_split_is_refused():
-    calib = CalibrationSet("x", [], ["NLA_1", "NLA_2"])
-    check_disjoint(calib, ["NLA_3"])
+def test_calibration_overlapping_the_eval_split_is_refused(tmp_path):
+    def frame(name: str, content: bytes):
+        (tmp_path / name).write_bytes(content)
+        return tmp_path / name
+
+    gold = [frame("NLA_3.JPG", b"gold three"), frame("NLA_2.JPG", b"gold two")]
+    calib = CalibrationSet("x", [frame("NLA_1.JPG", b"one"), frame("NLA_5.JPG", b"five")], ["NLA_1", "NLA_5"])
+    check_disjoint(calib, gold)
+    same_name = CalibrationSet("x", calib.paths, ["NLA_1", "NLA_2"])
     with pytest.raises(DataError, match="1 calibration frame.*NLA_2"):
-        check_disjoint(calib, ["NLA_2", "NLA_9"])
+        check_disjoint(same_name, gold)
+    renamed_copy = frame("copy.JPG", b"gold three")
+    with pytest.raises(DataError, match="copy \\(same content as NLA_3\\)"):
+        check_disjoint(CalibrationSet("x", [renamed_copy], ["copy"]), gold)
 
 
 def test_gold_split_as_calibration_is_refused(edge_student, tiny_ai4mars, tmp_path):
     options = QuantizeOptions(n=100, min_frames=4)
-    with pytest.raises(DataError, match="in the evaluation split"):
+    with pytest.warns(UserWarning), pytest.raises(DataError, match="in the evaluation split"):
         quantize_model(edge_student[1], str(tiny_ai4mars), tmp_path / "q.onnx", None, options,
                        calib_split="gold-min1", eval_split="gold-min1")
 
@@ -96,7 +106,7 @@ def test_int8_outputs_track_fp32(quantized):
 
 def test_failed_gate_writes_nothing_unless_forced(quantized, tiny_ai4mars, tmp_path):
     src = quantized[0]
-    strict = QuantizeOptions(method="max", n=16, min_frames=8, tolerance=-100.0)  # impossible to meet
+    strict = QuantizeOptions(method="max", n=8, min_frames=8, tolerance=-100.0)  # impossible to meet
     with pytest.warns(UserWarning), pytest.raises(GateError, match="not written"):
         quantize_model(src, str(tiny_ai4mars), tmp_path / "a.onnx", None, strict)
     assert not (tmp_path / "a.onnx").exists()

@@ -16,15 +16,18 @@ ROVER_PACKAGES = ["numpy", "opencv-python-headless", "onnxruntime", "pyyaml"]
 
 @pytest.fixture(scope="session")
 def rover_venv(tmp_path_factory) -> Path:
+    """A fresh venv (no system site-packages) with the rover packages and marsedge (--no-deps).
+    The test's own pip installs into it (`pip --python`), which spares the slow ensurepip step."""
     venv = tmp_path_factory.mktemp("rover") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
-    install = subprocess.run([str(py), "-m", "pip", "install", "-q", *ROVER_PACKAGES],
-                             capture_output=True, text=True, timeout=300)
+    pip = [sys.executable, "-m", "pip", "--python", str(py), "install", "-q"]
+    install = subprocess.run([*pip, *ROVER_PACKAGES], capture_output=True, text=True, timeout=300)
     if install.returncode != 0:
         pytest.skip(f"pip cannot install {ROVER_PACKAGES} here (offline?): {install.stderr.strip()[-300:]}")
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT)], check=True,
-                   capture_output=True, timeout=300)
+    editable = subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], capture_output=True, text=True,
+                              timeout=300)
+    assert editable.returncode == 0, editable.stderr[-500:]
     return py
 
 

@@ -106,3 +106,57 @@ def test_downsample_labels_is_nearest_and_keeps_ignore():
     small = downsample_labels(labels, (2, 2))
     assert small.tolist() == [[[0, 3], [255, 1]]]
     assert small.dtype == torch.long
+
+
+class _RecordingCE(torch.nn.Module):
+    def forward(self, logits, target):
+        self.target = target.clone()
+        return torch.nn.functional.cross_entropy(logits, target, ignore_index=255)
+
+
+class _FixedModel:
+    """Stands in for the loop's dispatcher: `model(x, method="forward_train") -> (logits, embed)`."""
+
+    def __init__(self, logits, embed):
+        self.logits, self.embed = logits, embed
+
+    def __call__(self, x, method="forward"):
+        return self.logits, self.embed
+
+
+def test_objective_pseudo_labels_reach_contrastive_term_only():
+    from types import SimpleNamespace
+
+    from marsedge.train.semisup import SemisupObjective, StageConfig
+
+    # 1 image, 2 classes, 2x2 pixels; pixel (0,0) labelled 0, the rest unlabelled but predicted
+    # class 1 with confidence ~1
+    logits = torch.tensor([[[[5.0, -9.0], [-9.0, -9.0]], [[-5.0, 9.0], [9.0, 9.0]]]], requires_grad=True)
+    labels = torch.tensor([[[0, 255], [255, 255]]])
+    embed = torch.randn(1, 3, 2, 2, requires_grad=True)
+    ce = _RecordingCE()
+    bank = ClassMemoryBank(num_classes=2, dim=3)
+    stages = [StageConfig("pseudo", 1, ce=True, contrastive_weight=0.5, pseudo=True)]
+    objective = SemisupObjective(stages, ce, ElementwiseContrastiveLoss(bank), threshold=0.9)
+    batch = {"image": None, "label": labels}
+    loss, logs = objective(_FixedModel(logits, embed), batch, SimpleNamespace(epoch=0))
+    assert ce.target.tolist() == labels.tolist()  # CE saw the real labels only
+    assert bank.filled.tolist() == [1, 1]  # the contrastive term saw class 1 via pseudo labels
+    assert logs["pseudo_pixels"] == pytest.approx(0.75)
+    loss.backward()
+    assert embed.grad is not None and logits.grad is not None
+
+
+def test_schedule_must_match_epochs_and_turn_something_on():
+    from marsedge.errors import ConfigError
+    from marsedge.train.semisup import SemisupConfig, StageConfig, _check_schedule
+
+    cfg = SemisupConfig(epochs=180)
+    _check_schedule(cfg)  # the paper's 60 + 60 + 60
+    cfg.epochs = 100
+    with pytest.raises(ConfigError, match="epochs"):
+        _check_schedule(cfg)
+    cfg = SemisupConfig(epochs=1)
+    cfg.semisup.stages = [StageConfig("x", 1, ce=False, contrastive_weight=0.0)]
+    with pytest.raises(ConfigError, match="stages"):
+        _check_schedule(cfg)

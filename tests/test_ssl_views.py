@@ -13,7 +13,8 @@ def test_random_resized_crop_box_respects_scale_and_ratio():
     rng = np.random.default_rng(0)
     for _ in range(200):
         top, left, h, w = random_resized_crop_box(100, 120, (0.2, 1.0), (3 / 4, 4 / 3), rng)
-        assert 0 <= top and top + h <= 100 and 0 <= left and left + w <= 120
+        assert top >= 0 and left >= 0
+        assert top + h <= 100 and left + w <= 120
         assert 0.2 * 12000 * 0.9 <= h * w <= 12000
         assert 3 / 4 * 0.9 <= w / h <= 4 / 3 * 1.1
 

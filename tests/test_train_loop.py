@@ -148,6 +148,7 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert resumed["step"] == full["step"] == 12
     assert resumed["last_metrics"]["miou"] == full["last_metrics"]["miou"]
     assert resumed["last_metrics"]["pixel_accuracy"] == full["last_metrics"]["pixel_accuracy"]
+    assert resumed["best"] == full["best"]
     a, b = weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "cut" / "last.pt")
     for key in a:
         assert torch.equal(a[key], b[key]), key
@@ -157,14 +158,17 @@ def test_ctrl_c_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert len(evals) == 3
 
 
-def test_crash_resumes_from_the_last_periodic_checkpoint(tmp_path):
+@pytest.mark.parametrize("every, fail_at, saved_at", [(3, 7, 6), (0, 5, 4)], ids=["periodic", "epoch-end"])
+def test_crash_resumes_from_the_last_checkpoint(tmp_path, every, fail_at, saved_at):
+    # 4 steps per epoch: a periodic checkpoint mid-epoch 2, or the one written at the end of epoch 1
     full = run_fit(make_cfg(tmp_path, "full", epochs=2), DistContext(), dropout=0.2)
-    cfg = make_cfg(tmp_path, "crash", epochs=2, checkpoint_every=3)
+    cfg = make_cfg(tmp_path, "crash", epochs=2, checkpoint_every=every)
     with pytest.raises(RuntimeError, match="simulated"):
-        run_fit(cfg, DistContext(), dropout=0.2, objective=FailAt(7, RuntimeError))  # ckpt at 6, mid-epoch 2
-    assert load_checkpoint(tmp_path / "crash" / "last.pt").extra["train"]["step"] == 6
+        run_fit(cfg, DistContext(), dropout=0.2, objective=FailAt(fail_at, RuntimeError))
+    assert load_checkpoint(tmp_path / "crash" / "last.pt").extra["train"]["step"] == saved_at
     resumed = run_fit(cfg, DistContext(), dropout=0.2, resume=True)
     assert resumed["last_metrics"]["miou"] == full["last_metrics"]["miou"]
+    assert resumed["best"] == full["best"]  # early-stopping state survives the crash too
     a, b = weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "crash" / "last.pt")
     for key in a:
         assert torch.equal(a[key], b[key]), key

@@ -71,8 +71,10 @@ class Item:
 
 
 def image_stem(label_path: str | Path) -> str:
-    """`X_merged.png` / `X_merged3.png` / `X.png` -> `X`."""
-    return _MERGED.sub("", Path(label_path).stem)
+    """`X_merged.png` / `X_merged3.png` / `X.png` / `X` -> `X` (string work: called 16k times)."""
+    name = os.path.basename(str(label_path))
+    stem, suffix = os.path.splitext(name)
+    return _MERGED.sub("", stem if suffix.lower() in (".png", ".jpg", ".jpeg") else name)
 
 
 def mask_stem(stem: str, kind: str) -> str:
@@ -88,20 +90,27 @@ def msl_root(root: str | Path) -> Path:
 
 def _index(
     folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES, recursive: bool = False
-) -> dict[str, Path]:
-    """stem -> path for the files of a folder (names only; nothing is opened)."""
-    found: dict[str, Path] = {}
+) -> dict[str, str]:
+    """stem -> path (a str: 16k Path objects would cost more than the listing) of a folder's files.
+
+    Names only; nothing is opened.
+    """
+    found: dict[str, str] = {}
     if not folder.is_dir():
         return found
-    stack = [folder]
+    stack = [str(folder)]
     while stack:
         with os.scandir(stack.pop()) as entries:
             for entry in entries:
-                if entry.is_dir() and recursive:
-                    stack.append(Path(entry.path))
+                if recursive and entry.is_dir():
+                    stack.append(entry.path)
                 elif entry.name.endswith(suffixes) and not entry.name.startswith("."):
-                    found.setdefault(entry.name.rsplit(".", 1)[0], Path(entry.path))
+                    found.setdefault(entry.name.rsplit(".", 1)[0], entry.path)
     return dict(sorted(found.items()))
+
+
+def _path(path: str | None) -> Path | None:
+    return None if path is None else Path(path)
 
 
 def _labelled_items(
@@ -117,15 +126,9 @@ def _labelled_items(
         stem = image_stem(label_stem)
         if stem not in images:
             raise DataError(f"label {label_path} has no image: looked for {image_dir / stem}.(JPG|png)")
+        rover_mask, range_mask = rover.get(mask_stem(stem, "MXY")), far.get(mask_stem(stem, "RNG"))
         items.append(
-            Item(
-                images[stem],
-                label_path,
-                rover.get(mask_stem(stem, "MXY")),
-                far.get(mask_stem(stem, "RNG")),
-                mission,
-                stem,
-            )
+            Item(Path(images[stem]), Path(label_path), _path(rover_mask), _path(range_mask), mission, stem)
         )
     return items
 
@@ -171,13 +174,20 @@ def _unlabelled_items(root: Path) -> list[Item]:
     named = {image_stem(p) for d in (MSL_TRAIN, *GOLD_DIRS.values()) for p in _index(msl / d, (".png",))}
     rover, far = _index(msl / MSL_MXY, (".png",)), _index(msl / MSL_RNG, (".png",))
     items = [
-        Item(path, None, rover.get(mask_stem(stem, "MXY")), far.get(mask_stem(stem, "RNG")), "msl", stem)
+        Item(
+            Path(path),
+            None,
+            _path(rover.get(mask_stem(stem, "MXY"))),
+            _path(far.get(mask_stem(stem, "RNG"))),
+            "msl",
+            stem,
+        )
         for stem, path in _index(msl / MSL_EDR).items()
         if stem not in named
     ]
     named = {image_stem(p) for p in _index(root / M2020_TRAIN, (".png",))}
     items += [
-        Item(path, None, None, None, "m2020", stem)
+        Item(Path(path), None, None, None, "m2020", stem)
         for stem, path in _index(root / M2020_IMAGES).items()
         if stem not in named
     ]

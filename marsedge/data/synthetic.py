@@ -28,7 +28,6 @@ complete when its image exists (written last, atomically), so an interrupted run
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import time
@@ -221,8 +220,3 @@ def summary_line(summary: dict) -> str:
         f"{summary['options']['mission']} frames in {summary['seconds']:.1f} s "
         f"({summary['workers']} workers, {summary['resumed']} resumed)"
     )
-
-
-def read_summary(root: str | Path, mission: str) -> dict | None:
-    path = Path(root) / f"synth-{mission}.json"
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -2,13 +2,14 @@
 
 One call, `render_scene(rng, height, width, look)`, draws one frame and its pixel truth:
 
-- geometry: a pinhole camera ~1.9 m above a ground plane, pitched down, slightly rolled; every
-  pixel below the horizon gets its ground point (X, Z) in metres and its range;
+- geometry (`synthetic_geometry.Camera`): a pinhole camera ~1.9 m above a ground plane, pitched
+  down, slightly rolled; every pixel below the horizon gets its ground point (X, Z) in metres
+  and its range;
 - terrain classes on the ground: two smooth random fields split the visible ground (< 30 m) into
   bedrock, sand and soil with per-frame fractions drawn around the mission's mix;
 - textures in ground coordinates (so they shrink with distance, as in a real perspective view),
   built from value-noise octaves that fade out where one pixel covers more than a period
-  (anti-aliasing): soil = fine grain + pebbles, bedrock = plates with cracks and layering,
+  (anti-aliasing): soil = fine grain + pebbles, bedrock = Voronoi plates with cracks and layering,
   sand = ripples shaded by the sun and otherwise smooth;
 - big rocks (class 3, sparse) and small rocks (labelled as the ground beneath them: labelers
   ignore rocks under 50 cm) are ray-traced ellipsoid clusters with Lambert shading and cast
@@ -31,9 +32,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from marsedge.data.synthetic_geometry import CAMERA_HEIGHT_M, Camera, Noise
 from marsedge.terrain import BACKGROUND, BEDROCK, BIG_ROCK, ROVER, SAND, SOIL
 
-CAMERA_HEIGHT_M = 1.9
 LABEL_RANGE_M = 30.0  # AI4Mars: features beyond 30 m are masked, not labelled
 
 
@@ -62,119 +63,6 @@ class Scene:
     truth: np.ndarray  # uint8 HxW: 0..3 terrain, 4 rover, 5 beyond 30 m / sky
     rover: np.ndarray  # bool HxW
     far: np.ndarray  # bool HxW, range > 30 m or above the horizon
-
-
-@dataclass
-class Camera:
-    """Pinhole camera at (0, CAMERA_HEIGHT_M, 0) looking along +Z, pitched down, rolled."""
-
-    f: float
-    cx: float
-    cy: float
-    pitch: float
-    roll: float
-
-    def rays(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """World ray directions (dx, dy, dz) per pixel, not normalised."""
-        u = (np.arange(width, dtype=np.float32) - self.cx) / self.f
-        v = (np.arange(height, dtype=np.float32) - self.cy) / self.f
-        x, y = np.meshgrid(u, v)
-        cr, sr = math.cos(self.roll), math.sin(self.roll)
-        x, y = x * cr - y * sr, x * sr + y * cr
-        cp, sp = math.cos(self.pitch), math.sin(self.pitch)
-        return x, -(y * cp + sp), cp - y * sp
-
-    def project(
-        self, X: np.ndarray, Y: np.ndarray, Z: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """World points -> pixel (u, v) and depth along the optical axis."""
-        cp, sp = math.cos(self.pitch), math.sin(self.pitch)
-        dy = Y - CAMERA_HEIGHT_M
-        yc = -dy * cp - Z * sp
-        zc = np.maximum(-dy * sp + Z * cp, 1e-3)
-        x, y = X / zc, yc / zc
-        cr, sr = math.cos(self.roll), math.sin(self.roll)
-        x, y = x * cr + y * sr, -x * sr + y * cr
-        return x * self.f + self.cx, y * self.f + self.cy, zc
-
-
-class Noise:
-    """Value-noise octaves evaluated at ground coordinates with cv2.remap (fast bicubic lookup)."""
-
-    SIZE = 128
-
-    def __init__(self, rng: np.random.Generator, footprint: np.ndarray) -> None:
-        self.rng = rng
-        self.tables = [rng.random((self.SIZE, self.SIZE), dtype=np.float32) for _ in range(4)]
-        self.half_inv_footprint = (0.5 / np.maximum(footprint, 1e-6)).astype(np.float32)
-
-    def _wrap(self, coord: np.ndarray) -> np.ndarray:
-        """coord mod SIZE, in place (np.mod is ten times slower on float32)."""
-        whole = coord * np.float32(1.0 / self.SIZE)
-        np.floor(whole, out=whole)
-        whole *= -self.SIZE
-        coord += whole
-        return coord
-
-    def at(self, X: np.ndarray, Z: np.ndarray, freq: float, fade: bool = True) -> np.ndarray:
-        """One octave in [-0.5, 0.5], faded to 0 where a pixel covers more than a third of a period."""
-        rng = self.rng
-        table = self.tables[int(rng.integers(len(self.tables)))]
-        a = rng.uniform(0, 2 * math.pi)
-        c, s = np.float32(math.cos(a) * freq), np.float32(math.sin(a) * freq)
-        ox, oz = (np.float32(v) for v in rng.uniform(0, self.SIZE, 2))
-        mx = self._wrap(c * X - s * Z + ox)
-        my = self._wrap(s * X + c * Z + oz)
-        value = cv2.remap(table, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_WRAP)
-        value -= np.float32(0.5)
-        if fade and X.shape == self.half_inv_footprint.shape:
-            weight = self.half_inv_footprint * np.float32(1.0 / freq) - np.float32(0.5)
-            value *= np.clip(weight, 0.0, 1.0, out=weight)
-        return value
-
-    def plates(self, X: np.ndarray, Z: np.ndarray, plate_m: float) -> tuple[np.ndarray, np.ndarray]:
-        """Voronoi plates about `plate_m` wide: (per-plate value in [-0.5, 0.5], distance to the
-        nearest plate edge in metres). Built on a seamless 3x3-tiled table, looked up with remap."""
-        size, cells = self.SIZE, 180
-        seeds = self.rng.uniform(0, size, (cells, 2))
-        tiled = np.concatenate([seeds + (dx * size, dy * size) for dy in range(3) for dx in range(3)])
-        ij = np.minimum(tiled.astype(np.int32), 3 * size - 1)
-        canvas = np.ones((3 * size, 3 * size), np.uint8)
-        canvas[ij[:, 1], ij[:, 0]] = 0
-        _, nearest = cv2.distanceTransformWithLabels(canvas, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
-        lut = np.zeros(int(nearest.max()) + 1, np.int32)
-        lut[nearest[ij[:, 1], ij[:, 0]]] = np.arange(len(tiled)) % cells
-        cell = lut[nearest]
-        edge = np.zeros_like(canvas)
-        edge[:, 1:] |= (cell[:, 1:] != cell[:, :-1]).astype(np.uint8)
-        edge[1:, :] |= (cell[1:, :] != cell[:-1, :]).astype(np.uint8)
-        edge_dist = cv2.distanceTransform(1 - edge, cv2.DIST_L2, 5)[size : 2 * size, size : 2 * size]
-        values = self.rng.uniform(-0.5, 0.5, cells).astype(np.float32)[cell[size : 2 * size, size : 2 * size]]
-        px_per_m = np.float32(np.sqrt(size * size / cells) / plate_m)
-        a = self.rng.uniform(0, 2 * math.pi)
-        c, s = np.float32(math.cos(a)) * px_per_m, np.float32(math.sin(a)) * px_per_m
-        mx = self._wrap(c * X - s * Z)
-        my = self._wrap(s * X + c * Z)
-        value = cv2.remap(values, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_WRAP)
-        dist = cv2.remap(edge_dist, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
-        return value, dist / px_per_m
-
-    def fbm(
-        self, X: np.ndarray, Z: np.ndarray, freq: float, octaves: int, gain: float = 0.5, coarse: int = 1
-    ) -> np.ndarray:
-        """Sum of octaves at freq, 2 freq, ...; about unit range. `coarse` evaluates a smooth field
-        on every coarse-th pixel and resizes it up (low frequencies need no full-resolution lookup)."""
-        if coarse > 1:
-            small = self.fbm(X[::coarse, ::coarse], Z[::coarse, ::coarse], freq, octaves, gain)
-            return cv2.resize(small, (X.shape[1], X.shape[0]), interpolation=cv2.INTER_LINEAR)
-        total = np.zeros_like(X)
-        amp, norm = 1.0, 0.0
-        for k in range(octaves):
-            total += np.float32(amp) * self.at(X, Z, freq * 2**k)
-            norm += amp
-            amp *= gain
-        total *= np.float32(2.0 / norm)
-        return total
 
 
 def _classes_on_ground(noise, X, Z, near, look, rng) -> np.ndarray:
@@ -224,7 +112,7 @@ def _ground_radiance(noise, X, Z, fp, classes, albedo, sun, rng) -> np.ndarray:
     )
     layering = rng.uniform(0.0, 0.12) * layers * np.clip(0.1 / np.maximum(fp, 1e-3), 0, 1)
     bedrock = albedo[BEDROCK] * (
-        1 + rng.uniform(0.3, 0.6) * plate_value + 0.15 * grain + layering + 0.1 * medium
+        1 + rng.uniform(0.15, 0.45) * plate_value + 0.15 * grain + layering + 0.1 * medium
     )
     bedrock *= 1 - rng.uniform(0.4, 0.7) * cracks
     # sand: ripples lit from the sun's side, smooth otherwise
@@ -288,7 +176,7 @@ def _draw_rocks(cam, rays, depth, radiance, truth, X, Z, sun, rocks, albedo, noi
             inside &= np.isfinite(depth[v0:v1, u0:u1])
             radiance[v0:v1, u0:u1][inside] *= shade
     dx, dy, dz = rays
-    origin = np.array([0.0, 1.9, 0.0], dtype=np.float32)
+    origin = np.array([0.0, CAMERA_HEIGHT_M, 0.0], dtype=np.float32)
     for parts, label in sorted(rocks, key=lambda r: -float(np.hypot(*r[0][0][0][[0, 2]]))):
         rock_albedo = albedo[BIG_ROCK] * rng.uniform(0.85, 1.15)
         for centre, radii, yaw in parts:
@@ -462,7 +350,8 @@ def _camera(rng, radiance, truth, look) -> np.ndarray:
     light = (1 + g[0] * xn + g[1] * yn) * (1 - rng.uniform(0, 0.35) * (xn * xn + yn * yn) * 2)
     x = np.clip(radiance * light * rng.uniform(0.75, 1.3), 0, 1) ** rng.uniform(0.8, 1.25)
     if look.colour:
-        tint = np.array([1.0, 0.8, 0.62]) * rng.uniform(0.9, 1.1, 3)
+        warmth = rng.uniform(-1, 1)  # white balance varies along the butterscotch axis only
+        tint = np.array([1.0, 0.8 - 0.06 * warmth, 0.62 - 0.1 * warmth]) * rng.uniform(0.92, 1.08)
         per_class = tint * (1 + rng.uniform(-0.03, 0.03, (6, 3)))
         x = x[..., None] * per_class[np.minimum(truth, 5)].astype(np.float32)
     sigma = rng.uniform(0.0, 1.1) * max(height, width) / 512

@@ -286,14 +286,14 @@ def _train(run: _Run, objective: Objective, loader: DataLoader, evaluator: Evalu
             metrics = _maybe_evaluate(run, evaluator, final=not finished or epoch_number >= cfg.epochs)
             if finished:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            _save(run, "last.pt")
-            if metrics:
-                summary["last_metrics"] = metrics
-                if _is_best(run, metrics, epoch_number):
-                    _save(run, "best.pt")
-                if run.early.should_stop:
-                    summary["stopped_early"] = True
-                    break
+            improved = bool(metrics) and _is_best(run, metrics, epoch_number)
+            summary["last_metrics"] = metrics or summary["last_metrics"]
+            _save(run, "last.pt")  # after the early-stopping update, so a resume carries it
+            if improved:
+                _save(run, "best.pt")
+            if run.early.should_stop:
+                summary["stopped_early"] = True
+                break
         if evaluator is None:
             _save(run, "best.pt")  # nothing to select on: the final weights are the result
     except KeyboardInterrupt:

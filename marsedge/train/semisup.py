@@ -14,7 +14,9 @@ Three parts, each its own class or function:
   real labels are never overridden. They join the contrastive term only, never the CE term.
 
 `SemisupObjective` adds `weight` (0.001) x the contrastive term to cross-entropy, following the
-three-stage schedule in the config (contrastive only, joint, joint + pseudo labels).
+three-stage schedule in the config (contrastive only, joint, joint + pseudo labels). The mode
+(`run`) trains `SemisupModel` (the segmentation model plus a contrastive head) through the shared
+loop; the memory bank is checkpointed with the run, and best.pt is a plain segmentation model.
 """
 
 from __future__ import annotations
@@ -233,10 +235,10 @@ class SemisupObjective:
         logits, embed = model(batch["image"], method="forward_train")
         labels = batch["label"]
         logs: dict[str, float] = {}
-        loss = logits.sum() * 0.0  # keeps every term's graph optional
+        terms = []  # at least one term is on in every stage (checked with the config)
         if stage.ce:
             ce = self.ce_loss(logits, labels)
-            loss = loss + ce
+            terms.append(ce)
             logs["ce"] = float(ce.detach())
         if stage.contrastive_weight:
             target = pseudo_labels(logits.detach(), labels, self.threshold) if stage.pseudo else labels
@@ -244,9 +246,9 @@ class SemisupObjective:
                 added = (labels == IGNORE_INDEX) & (target != IGNORE_INDEX)
                 logs["pseudo_pixels"] = float(added.float().mean())
             con = self.contrastive(embed.float(), downsample_labels(target, tuple(embed.shape[-2:])))
-            loss = loss + stage.contrastive_weight * con
+            terms.append(stage.contrastive_weight * con)
             logs["contrastive"] = float(con.detach())
-        return loss, logs
+        return sum(terms[1:], terms[0]), logs
 
 
 class _BlankLabels:
