@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import cv2
@@ -99,8 +100,9 @@ def test_run_frame_mask_matches_numpy(tiny_backend):
 def test_time_frames_counts_iterations_and_warmup(tiny_backend):
     frames = [np.full((32, 32), v, np.uint8) for v in (10, 120, 250)]
     before = tiny_backend.calls
-    times, seconds = time_frames(tiny_backend, frames, tiny_backend.spec, warmup=4, iters=25, duration=None)
-    assert len(times) == 25
+    times, seconds, warmed = time_frames(tiny_backend, frames, tiny_backend.spec, warmup=4, iters=25,
+                                         duration=None)
+    assert len(times) == 25 and warmed == 4
     assert tiny_backend.calls - before == 29  # warm-up frames are run but not timed
     assert seconds > 0
     report = latency_report(times, seconds, 4)
@@ -109,8 +111,23 @@ def test_time_frames_counts_iterations_and_warmup(tiny_backend):
 
 def test_time_frames_by_duration_stops(tiny_backend):
     frames = [np.zeros((32, 32), np.uint8)]
-    times, seconds = time_frames(tiny_backend, frames, tiny_backend.spec, warmup=0, iters=None, duration=0.2)
-    assert seconds >= 0.2 and len(times) >= 1
+    times, seconds, warmed = time_frames(tiny_backend, frames, tiny_backend.spec, warmup=0, iters=None,
+                                         duration=0.2)
+    assert seconds >= 0.2 and len(times) >= 1 and warmed == 0
+
+
+class SlowBackend(OrtBackend):
+    def infer(self, batch):
+        time.sleep(0.05)
+        return super().infer(batch)
+
+
+def test_warmup_is_capped_by_the_duration(tiny_backend, tmp_path):
+    slow = SlowBackend(write_tiny_onnx(tmp_path / "slow.onnx", size=32), 32)
+    frames = [np.zeros((32, 32), np.uint8)]
+    times, seconds, warmed = time_frames(slow, frames, slow.spec, warmup=100, iters=None, duration=0.2)
+    assert 1 <= warmed <= 6  # 100 asked, but 0.2 s of warm-up at 50 ms a frame is about 4
+    assert 1 <= len(times) <= 6
 
 
 

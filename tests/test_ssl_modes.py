@@ -39,7 +39,7 @@ pretrain:
   sources:
     - {{root: {tiny_ai4mars}, split: train, proportion: 0.75}}
     - {{root: {tiny_ai4mars}, split: m2020-train, proportion: 0.25}}
-  frames_per_epoch: 16
+  frames_per_epoch: 8
 """)
     overrides = COMMON + [f"run.out_dir={out}"]
     assert main(["train", "--config", str(cfg), *overrides]) == 0
@@ -65,8 +65,8 @@ def test_mixed_sources_follow_proportions(simclr_run):
     _, cfg_path, overrides = simclr_run
     cfg = load_train_config(PretrainConfig, cfg_path, overrides)
     frames = pretrain_frames(cfg)
-    assert len(frames) == 16
-    assert sum(f.source == 0 for f in frames) == 12 and sum(f.source == 1 for f in frames) == 4
+    assert len(frames) == 8
+    assert sum(f.source == 0 for f in frames) == 6 and sum(f.source == 1 for f in frames) == 2
 
 
 def test_cluster_then_cluster_aware_pretraining(simclr_run, tiny_ai4mars, tmp_path):
@@ -117,7 +117,7 @@ mode: semisup
 name: semi
 epochs: 3
 batch_size: 4
-data: {{root: {tiny_ai4mars}, test_splits: [gold-min1], max_train: 8}}
+data: {{root: {tiny_ai4mars}, test_splits: [gold-min1], max_train: 4, max_test: 2}}
 optim: {{name: sgd, lr: 0.01, schedule: poly}}
 semisup:
   queue_length: 4

@@ -187,3 +187,17 @@ def test_best_checkpoint_and_early_stopping(tmp_path):
 def test_resume_without_a_checkpoint_fails_naming_the_file(tmp_path):
     with pytest.raises(ModelError, match="last.pt"):
         run_fit(make_cfg(tmp_path, "none"), DistContext(), resume=True)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "lars"])
+def test_resume_is_exact_for_every_optimizer(tmp_path, optimizer):
+    full_cfg, cut_cfg = make_cfg(tmp_path, "full"), make_cfg(tmp_path, "cut")
+    for cfg in (full_cfg, cut_cfg):
+        cfg.optim.name, cfg.optim.lr, cfg.optim.warmup_epochs = optimizer, 0.01, 0.5
+    run_fit(full_cfg, DistContext(), evaluate=False)
+    cut = run_fit(cut_cfg, DistContext(), objective=FailAt(5, KeyboardInterrupt), evaluate=False)
+    assert cut["interrupted"]
+    run_fit(cut_cfg, DistContext(), resume=True, evaluate=False)
+    a, b = weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "cut" / "last.pt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

@@ -22,7 +22,8 @@ def register(subparsers) -> None:
     bench.add_argument("--size", type=int, default=None,
                        help="expected square input size; a model built for another size fails its row "
                             "(default: each model's own preprocessing spec)")
-    bench.add_argument("--warmup", type=int, default=10, help="untimed frames first (default 10)")
+    bench.add_argument("--warmup", type=int, default=10,
+                       help="untimed frames first (default 10; with --duration, at most that many seconds)")
     how_long = bench.add_mutually_exclusive_group()
     how_long.add_argument("--duration", type=float, default=10.0,
                           help="timed seconds per model (default 10)")

@@ -76,15 +76,22 @@ def run_frame(backend, frame: np.ndarray, spec: PreprocessSpec,
 
 
 def time_frames(backend, frames: Sequence[np.ndarray], spec: PreprocessSpec, warmup: int = 10,
-                iters: int | None = None, duration: float | None = 10.0) -> tuple[StageTimes, float]:
+                iters: int | None = None, duration: float | None = 10.0) -> tuple[StageTimes, float, int]:
     """Warm up, then time frames until `iters` frames or `duration` seconds (whichever is given;
-    `iters` wins when both are). Returns the stage times and the wall seconds of the timed part."""
+    `iters` wins when both are). In duration mode the warm-up also stops after `duration` seconds
+    (a model at seconds per frame needs no ten warm-up frames). Returns the stage times, the wall
+    seconds of the timed part and the warm-up frames run."""
     if not frames:
         raise ValueError("no frames to time")
     if iters is None and duration is None:
         raise ValueError("give iters or duration")
-    for i in range(warmup):
-        run_frame(backend, frames[i % len(frames)], spec)
+    start = time.perf_counter()
+    warmed = 0
+    while warmed < warmup:
+        run_frame(backend, frames[warmed % len(frames)], spec)
+        warmed += 1
+        if iters is None and time.perf_counter() - start >= duration:
+            break
     times = StageTimes()
     start = time.perf_counter()
     i = 0
@@ -96,7 +103,7 @@ def time_frames(backend, frames: Sequence[np.ndarray], spec: PreprocessSpec, war
                 break
         elif time.perf_counter() - start >= duration:
             break
-    return times, time.perf_counter() - start
+    return times, time.perf_counter() - start, warmed
 
 
 def latency_report(times: StageTimes, seconds: float, warmup: int) -> dict:

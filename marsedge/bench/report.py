@@ -155,8 +155,9 @@ def build_blocks(results: list[dict], sources: list[Path], out: Path, tolerances
     blocks = [
         ("h1", "marsedge benchmark report"),
         ("p", f"Run {run['created']}: {len(rows)} model(s) on split {d['split']} of {d['root']} "
-              f"({d['frames']} frames); batch 1, {s.get('warmup')} warm-up frames then {timing} per model, "
-              f"input size {s.get('size') or 'each model’s own'}; each model measured in its own process."),
+              f"({d['frames']} frames); batch 1, up to {s.get('warmup')} warm-up frames then {timing} per "
+              f"model, input size {s.get('size') or 'each model’s own'}; each model measured in its own "
+              "process."),
         ("h2", "Results"), results_table(rows),
         ("p", "Status: ok; accuracy-failed (ran, missed its gate: pixel agreement with its reference "
               f"≥ {s.get('min_agreement')}" + (f", mIoU ≥ {s['min_miou']}" if s.get("min_miou") else "")

@@ -95,9 +95,9 @@ def bench_model(path: str, model_id: str, settings: BenchSettings, masks_path: s
         row.update(backend=backend.name, precision=backend.precision,
                    model_config=backend.metadata.get("model_config"),
                    input=[spec.channels, spec.height, spec.width])
-        times, seconds = time_frames(backend, frames, spec, settings.warmup, settings.iters,
-                                     settings.duration)
-        row["latency"] = latency_report(times, seconds, settings.warmup)
+        times, seconds, warmed = time_frames(backend, frames, spec, settings.warmup, settings.iters,
+                                             settings.duration)
+        row["latency"] = latency_report(times, seconds, warmed)
         rss_peak = peak_rss_mb()
         row["memory"] = {"rss_baseline_mb": rss_baseline, "rss_peak_mb": rss_peak,
                          "rss_model_mb": rss_peak - rss_baseline, "device_mb": device_memory_mb()}

@@ -10,16 +10,18 @@ What the usual tools leave to luck, this module checks:
 - `--target tensorrt`: nvidia-modelopt ONNX PTQ writes a QDQ model for TensorRT's explicit
   quantization (the only INT8 path left in TensorRT 11, which dropped the implicit calibrators).
   Non-quantized layers stay FP32 so the gate below can evaluate the model on ONNX Runtime CPU.
-- `--target cpu`: ONNX Runtime's own quantizer, in the layout its CPU kernels fuse. Measured on this
-  machine's Xeon (avx512_vnni, amx_int8; 2 threads) with MobileNetV2-DeepLabv3+ at 512x512:
-  a modelopt QDQ model ran 2.8x slower than FP32, and ORT's S8S8 QDQ model barely broke even,
-  because both leave QuantizeLinear/DequantizeLinear pairs around ops that have no fused INT8
-  kernel (depthwise convs, Resize) and ORT then runs convolution + requantize separately.
-  The QOperator format with U8 activations and per-channel S8 weights (QLinearConv,
-  QLinearAdd, QLinearConcat...) maps straight onto ORT's MLAS u8s8 GEMM/VNNI kernels, which is
-  also the path ARM dot-product (rover CPUs) takes; it was the fastest layout measured (see
-  `benchmarks/edge_latency.py`). The first conv (1 input channel: nothing to gain, most error)
-  and the classifier conv (logits feed argmax and the final Resize) stay FP32.
+- `--target cpu`: ONNX Runtime's own quantizer, in the layout its CPU kernels fuse. Measured with
+  `benchmarks/edge_int8_layouts.py` (MobileNetV2-1.0 + separable DeepLabv3+, 512x512, 2 threads,
+  Xeon with avx512_vnni/amx_int8, runs interleaved): FP32 911 ms; QOperator U8S8 per-channel 556 ms
+  (1.64x); QDQ U8S8 542 ms (1.68x); QDQ S8S8 1026 ms (0.89x: slower than FP32); QDQ U8S8 with the
+  depthwise convs left FP32 973 ms (0.94x); modelopt's QDQ (the TensorRT model) 1823 ms (0.50x).
+  What decides it is uint8 activations (our reading of it): MLAS's x86 VNNI/AMX GEMMs are u8 x s8,
+  S8 activations (modelopt, S8S8) miss them, and every FP32 island (excluded depthwise convs) adds
+  a Dequantize/Quantize pair per layer. QOperator and QDQ U8S8 are
+  equal here (ORT fuses QDQ U8S8 into the same QLinearConv); QOperator is the default because its
+  integer operators are explicit in the file and do not depend on a fusion pass of the runtime. The
+  first conv (1 input channel: nothing to gain, most error) and the classifier conv (logits feed
+  argmax and the final Resize) stay FP32 at ~5% of the speed-up.
 - The gate: FP32 and INT8 are both evaluated on a held-out labelled split; mIoU drop, per-class IoU
   drop and pixel agreement are printed and written into the model's metadata, and a drop above
   the tolerance (1.0 mIoU point) fails unless forced. For the CPU target, INT8 vs FP32 latency is

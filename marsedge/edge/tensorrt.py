@@ -227,9 +227,7 @@ def build_engine(onnx_path: str | Path, options: BuildOptions, out: str | Path |
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     cache = None
     if options.timing_cache:
-        blob = Path(options.timing_cache).read_bytes() if Path(options.timing_cache).is_file() else b""
-        cache = config.create_timing_cache(blob)
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        cache = _timing_cache(config, Path(options.timing_cache))
 
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
@@ -259,6 +257,21 @@ def build_engine(onnx_path: str | Path, options: BuildOptions, out: str | Path |
     }
     atomic_write_json(sidecar_path(out), sidecar)
     return out
+
+
+def _timing_cache(config, path: Path):
+    """Load a timing cache (tactic timings: rebuilds take seconds, not minutes); a cache from another
+    TensorRT version or GPU is not trusted: start a fresh one and say so."""
+    blob = path.read_bytes() if path.is_file() else b""
+    try:
+        cache = config.create_timing_cache(blob)
+        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+            raise ValueError("rejected by this TensorRT")
+    except (RuntimeError, TypeError, ValueError) as exc:
+        print(f"timing cache {path} not usable here ({exc}); starting a new one")
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
 
 
 def _onnx_props(onnx_path: Path) -> dict[str, str]:
