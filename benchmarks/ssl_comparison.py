@@ -22,6 +22,7 @@ they show the pipeline works and how the variants compare here, not what they do
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from pathlib import Path
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data, folder = work / "synth", work / "classes"
-    start = time.perf_counter()
+    start, load_start = time.perf_counter(), os.getloadavg()[0]
     print("1/6 synthetic data")
     generate(SynthOptions(str(data), "msl", n=args.labelled, size=args.size, seed=args.seed,
                           test_fraction=0.2, unlabelled=args.unlabelled, workers=2), progress=False)
@@ -168,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                   "temperature": args.temperature, "k": args.k, "cluster_sizes": clusters["sizes"],
                   "class_folder_crops": crops, "crop_px": args.crop, "finetune_epochs": args.finetune_epochs,
                   "finetune_labelled_frames": "1 % of the train split", "seed": args.seed,
-                  "machine": f"{platform.processor() or platform.machine()}, CPU only"},
+                  "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, no GPU",
+                  # other work on the machine slows every step: the 1-minute load at start and end
+                  "load_average": [round(load_start, 1), round(os.getloadavg()[0], 1)]},
         "pretrain_seconds": {"SimCLR": simclr["seconds"], "cluster-aware SimCLR": aware["seconds"]},
         "linear_eval": linear, "finetune_1pct": finetune, "fn_rate": fn,
         "total_seconds": round(time.perf_counter() - start, 1),
@@ -185,7 +188,8 @@ def report(r: dict) -> str:
         "# Learning from unlabelled frames: synthetic CPU comparison", "",
         f"{s['backbone']} at {s['input_px']} px; {s['pretrain_frames']} pretraining frames x "
         f"{s['pretrain_epochs']} epochs (temperature {s['temperature']}, K={s['k']}, cluster sizes "
-        f"{s['cluster_sizes']}); total {r['total_seconds']} s on {s['machine']}.", "",
+        f"{s['cluster_sizes']}); total {r['total_seconds']} s on {s['machine']} "
+        f"(load average {s['load_average'][0]} at start, {s['load_average'][1]} at end).", "",
         f"## Linear evaluation (frozen backbone, 128-unit linear classifier on {s['crop_px']} px crops)", "",
         "| backbone | accuracy | balanced accuracy |", "|---|---|---|",
         *[f"| {k} | {v['accuracy']:.3f} | {v['balanced_accuracy']:.3f} |"

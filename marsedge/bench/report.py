@@ -15,6 +15,7 @@ from pathlib import Path
 
 from marsedge.bench import plots
 from marsedge.bench.compare import compare_runs
+from marsedge.errors import DataError
 from marsedge.io import atomic_write_text, safe_join, safe_name
 from marsedge.metrics import plot_confusion
 
@@ -138,7 +139,7 @@ def comparison_blocks(current: dict, baseline: dict, source: str, tolerances: di
         body.append([c["id"], f"{c['status'][0]} -> {c['status'][1]}",
                      f"{fmt(c['p50_ms'][0])} -> {fmt(c['p50_ms'][1])}", fmt(c["latency_delta"], pct=True),
                      f"{fmt(c['miou'][0], 4)} -> {fmt(c['miou'][1], 4)}",
-                     fmt(c["miou_delta"], 4) if c["miou_delta"] is None else f"{c['miou_delta']:+.4f}", mark])
+                     "–" if c["miou_delta"] is None else f"{c['miou_delta']:+.4f}", mark])
     blocks.append(("table", ["model", "status", "p50 ms", "Δ latency", "mIoU", "Δ mIoU", "verdict"], body))
     if cmp["only_current"] or cmp["only_baseline"]:
         blocks.append(("p", f"Only in this run: {', '.join(cmp['only_current']) or 'none'}. "
@@ -195,6 +196,8 @@ def build_blocks(results: list[dict], sources: list[Path], out: Path, tolerances
 
 
 def copy_beside(src: Path, dst: Path) -> Path:
+    if not src.is_file():
+        raise DataError(f"{src}: sample image named in the results file is missing (keep OUT/samples/)")
     if src.resolve() != dst.resolve():
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
