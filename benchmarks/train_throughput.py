@@ -121,9 +121,10 @@ def main() -> None:
         "bf16_img_s": step_throughput(demo.model, size, batch, args.cpu_steps, cpu, "bf16", False),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.data or synth_data(Path(tmp), n=48, size=1024)
-        results["cpu_demo_teacher"]["loader_img_s"] = loader_throughput(root, size, batch, args.workers, 6)
+        root = args.data or synth_data(Path(tmp), n=32, size=1024)
+        results["cpu_demo_teacher"]["loader_img_s"] = loader_throughput(root, size, batch, args.workers, 3)
         results["cpu_demo_teacher"]["loader_workers"] = args.workers
+        results["loader_frames"] = str(args.data) if args.data else "synthetic 1024 px MSL frames"
         if torch.cuda.is_available():
             results["gpu"] = gpu_results(args, root)
         else:
@@ -155,7 +156,7 @@ def write(results: dict) -> None:
     c, g = results["cpu_demo_teacher"], results["gpu"]
     rows = [(f"CPU {c['model']} fp32 eager, {c['input']}", f"{c['fp32_img_s']:.1f}"),
             ("CPU same, bf16 autocast", f"{c['bf16_img_s']:.1f}"),
-            (f"CPU loader: 1024 px frames, augment + preprocess, {c['loader_workers']} workers",
+            (f"CPU loader ({results['loader_frames']}), augment + preprocess, {c['loader_workers']} workers",
              f"{c['loader_img_s']:.1f}")]
     if isinstance(g, dict):
         rows += [(f"GPU {g['device']}: {g['model']} fp32 eager, {g['input']}",

@@ -41,7 +41,7 @@ def test_folder_with_broken_frames(edge_student, frames_dir, tmp_path, capsys):
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_ok"] == 5 and summary["frames_failed"] == 4
-    assert sorted(f["frame"] for f in summary["failures"]) == ["corrupt.jpg", "empty.png", "sliver.png",
+    assert sorted(f["name"] for f in summary["failures"]) == ["corrupt.jpg", "empty.png", "sliver.png",
                                                                "truncated.jpg"]
     assert summary["backend"]["name"] == "onnxruntime" and summary["fps"] > 0
     assert set(summary["latency_ms"]) == {"mean", "p50", "p90", "p99"}
@@ -112,4 +112,21 @@ def test_sigterm_finishes_flushes_and_writes_the_summary(edge_student, frames_di
     assert summary["interrupted"] is True and summary["frames_ok"] >= 8
     lines = jsonl.read_text().splitlines()
     assert len(lines) == summary["frames_ok"]  # every finished frame was flushed, no partial line
-    assert all(json.loads(line)["frame"] for line in lines)
+    assert all(json.loads(line)["name"] for line in lines)
+
+
+def test_stage_stats_stay_bounded_and_keep_the_mean():
+    from marsedge.edge.run import StageStats
+
+    stats = StageStats(size=100)
+    values = np.random.default_rng(1).exponential(10.0, 5000)
+    for v in values:
+        stats.add(float(v))
+    assert stats.sample.size == 100 and stats.count == 5000
+    s = stats.summary()
+    assert s["mean"] == pytest.approx(values.mean(), abs=1e-3)  # exact (rounded to 3 decimals)
+    assert s["p50"] == pytest.approx(np.median(values), rel=0.35)  # a uniform sample of 100
+    exact = StageStats(size=100)
+    for v in values[:50]:
+        exact.add(float(v))
+    assert exact.summary()["p90"] == pytest.approx(np.percentile(values[:50], 90), abs=1e-3)

@@ -143,3 +143,18 @@ def test_shipped_configs_load_and_name_zoo_models(path):
     cfg = load_train_config(TrainConfig, path, [])
     assert cfg.model.backbone in BACKBONES and cfg.model.head in HEADS
     assert cfg.name == (path.stem if path.parent.name == "teacher" else "demo_teacher")  # runs/<name>
+
+
+def test_init_from_a_torchvision_state_dict(tmp_path):
+    cfg = ModelConfig(backbone="r18_0.25x_sk0", head="deeplabv3", head_channels=16)
+    torch.manual_seed(1)
+    source = build_model(cfg).backbone.state_dict()
+    # torchvision names: no `stem.` prefix, plus a classifier that the import drops
+    foreign = {k.removeprefix("stem."): v for k, v in source.items()}
+    foreign["fc.weight"] = torch.zeros(10, 128)
+    torch.save(foreign, tmp_path / "tv.pth")
+    torch.manual_seed(2)
+    target = build_model(cfg)
+    initialise(target, InitConfig(checkpoint=str(tmp_path / "tv.pth"), format="torchvision"))
+    for key, value in source.items():
+        assert torch.equal(target.backbone.state_dict()[key], value), key

@@ -173,28 +173,30 @@ class CpuRecipe:
     format: str  # "QOperator" (QLinearConv & co.) or "QDQ" (QuantizeLinear/DequantizeLinear pairs)
     activations: str  # "uint8" or "int8"
     per_channel: bool = True
-    keep_ends_fp32: bool = True  # first conv (1 input channel) and classifier conv stay FP32
-    keep_depthwise_fp32: bool = False
+    fp32_convs: tuple[str, ...] = ("last",)  # convs kept FP32: "first", "last", "depthwise"
 
 
 CPU_RECIPES = {
     "qop-u8s8": CpuRecipe("QOperator", "uint8"),
-    "qop-u8s8-per-tensor": CpuRecipe("QOperator", "uint8", per_channel=False),
-    "qop-u8s8-all": CpuRecipe("QOperator", "uint8", keep_ends_fp32=False),
-    "qdq-u8s8": CpuRecipe("QDQ", "uint8"),
-    "qdq-s8s8": CpuRecipe("QDQ", "int8"),
-    "qdq-u8s8-no-depthwise": CpuRecipe("QDQ", "uint8", keep_depthwise_fp32=True),
+    "qop-u8s8-fp32-ends": CpuRecipe("QOperator", "uint8", fp32_convs=("first", "last")),
+    "qop-u8s8-all": CpuRecipe("QOperator", "uint8", fp32_convs=()),
+    "qop-u8s8-per-tensor": CpuRecipe("QOperator", "uint8", per_channel=False, fp32_convs=("first", "last")),
+    "qdq-u8s8": CpuRecipe("QDQ", "uint8", fp32_convs=("first", "last")),
+    "qdq-s8s8": CpuRecipe("QDQ", "int8", fp32_convs=("first", "last")),
+    "qdq-u8s8-no-depthwise": CpuRecipe("QDQ", "uint8", fp32_convs=("first", "last", "depthwise")),
 }
 DEFAULT_CPU_RECIPE = "qop-u8s8"
 
 
 def excluded_convs(model, recipe: CpuRecipe) -> list[str]:
-    """Conv nodes a recipe keeps in FP32: the ends and/or the depthwise convs."""
+    """Names of the Conv nodes a recipe keeps in FP32."""
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     keep = []
-    if recipe.keep_ends_fp32 and convs:
-        keep += [convs[0].name, convs[-1].name]
-    if recipe.keep_depthwise_fp32:
+    if "first" in recipe.fp32_convs and convs:
+        keep.append(convs[0].name)
+    if "last" in recipe.fp32_convs and convs:
+        keep.append(convs[-1].name)
+    if "depthwise" in recipe.fp32_convs:
         keep += [n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
     return list(dict.fromkeys(keep))
 

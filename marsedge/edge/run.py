@@ -8,17 +8,18 @@ PDS3/PDS4 products included). OUTPUT gets:
 
     masks/<frame>.png       class ids at the frame's own size (nearest), 255-free
     overlays/<frame>.jpg    class colours blended over the frame (--alpha)
-    frames.jsonl            one line per frame: class fractions, hazards, per-stage milliseconds
+    frames.jsonl            one line per frame: name, class fractions, hazards, per-stage milliseconds
                             (decode, preprocess, infer, postprocess, write), or the error
     summary.json            frames ok/failed (with reasons), latency mean/p50/p90/p99, FPS,
                             backend, model metadata; written at the end, also after Ctrl-C
 
 It is a pipeline, not a loop (like jetson-inference's segnet camera path): a reader thread decodes
 and preprocesses, the main thread runs the model and the postprocessing, a writer thread encodes
-and writes; bounded queues between them keep memory flat on endless camera runs, and the backend
-is never idle waiting for disk. A bad frame (corrupt, empty, truncated, wrong size) costs one log
-line and one summary entry, never the run. SIGINT/SIGTERM finish the frame in hand, flush, write
-the summary and exit 128+signal. Exit 1 when setup fails or every frame failed.
+and writes; bounded queues between them (and a fixed-size latency sample, `StageStats`) keep memory
+flat on endless camera runs, and the backend is never idle waiting for disk. A bad frame (corrupt,
+empty, truncated, wrong size) costs one log line and one summary entry, never the run.
+SIGINT/SIGTERM finish the frame in hand, flush, write the summary and exit 128+signal. Exit 1 when
+setup fails or every frame failed.
 
 Needs only numpy, OpenCV, ONNX Runtime (and TensorRT for engines): no torch.
 """
@@ -180,14 +181,14 @@ class Writer:
         if frame.error is not None:
             self.failed += 1
             if len(self.failures) < MAX_RECORDED_FAILURES:
-                self.failures.append({"frame": frame.name, "reason": frame.error})
+                self.failures.append({"name": frame.name, "reason": frame.error})
             print(f"skipped {frame.name}: {frame.error}", file=sys.stderr, flush=True)
-            append_jsonl(self.jsonl, {"frame": frame.name, "index": frame.index, "error": frame.error})
+            append_jsonl(self.jsonl, {"name": frame.name, "index": frame.index, "error": frame.error})
             return
         self.ok += 1
         for stage, ms in {**frame.ms, "total": sum(frame.ms.values())}.items():
             self.stage_ms.setdefault(stage, StageStats()).add(ms)
-        append_jsonl(self.jsonl, {"frame": frame.name, "index": frame.index, **frame.record,
+        append_jsonl(self.jsonl, {"name": frame.name, "index": frame.index, **frame.record,
                                   "ms": {k: round(v, 3) for k, v in frame.ms.items()}})
 
     def _write_outputs(self, frame: Frame) -> None:
