@@ -59,7 +59,7 @@ class DistillSection:
     # Frames without labels added to the distillation set (only the KD terms learn from them):
     # sources as in pretraining, e.g. [{root: data/ai4mars, split: unlabelled}, {root: DIR, kind: folder}]
     unlabelled: list[SourceConfig] = field(default_factory=list)
-    unlabelled_frames: int | None = None  # total drawn from the sources by proportion; null: all of them
+    unlabelled_frames: int | None = None  # at most this many, drawn by proportion; null: all of them
     # Teacher logits cached on disk for un-augmented frames (see marsedge.distill.cache); needs
     # data.augment.enabled false. null: the teacher runs live on every batch.
     cache_dir: str | None = None
@@ -189,7 +189,10 @@ def build_distill_set(cfg: DistillConfig) -> DistillFrames:
     labelled = SegmentationFrames(training_set(cfg.data, cfg.seed), spec, augment, cfg.seed)
     unlabelled = None
     if cfg.distill.unlabelled:
-        refs = mix_sources(cfg.distill.unlabelled, cfg.distill.unlabelled_frames, cfg.seed)
+        refs = mix_sources(cfg.distill.unlabelled, None, cfg.seed)
+        cap = cfg.distill.unlabelled_frames
+        if cap is not None and cap < len(refs):  # a seeded draw by proportion (as pretraining)
+            refs = mix_sources(cfg.distill.unlabelled, cap, cfg.seed)
         unlabelled = UnlabelledFrames(refs, spec, augment, cfg.seed)
     return DistillFrames(labelled, unlabelled)
 
