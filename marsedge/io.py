@@ -6,6 +6,7 @@ written to a temporary file in the same folder and renamed into place (rename is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -55,6 +56,15 @@ def append_jsonl(path: str | Path, record: dict) -> None:
     with path.open("a") as f:
         f.write(json.dumps(record, default=str) + "\n")
         f.flush()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (teacher checkpoints and engines can be ~1 GiB)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

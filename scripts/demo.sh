@@ -11,25 +11,25 @@ ME="$PY -m marsedge"
 DATA=$DEMO/data
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 SECONDS=0
+resume_if_started() { [ -f "$1/last.pt" ] && echo --resume || true; }  # a finished run resumes to a no-op
 step() { printf '\n=== [%3ds] %s\n' "$SECONDS" "$*"; }
 
 step "1/7 synthetic NAVCAM data (AI4Mars layout) -> $DATA"
 if [ ! -f "$DATA/stats.json" ]; then
-  $ME data synth --out "$DATA" --mission msl --n 300 --size 256 --seed 0 --test-fraction 0.1 --unlabelled 60
-  $ME data synth --out "$DATA" --mission m2020 --n 60 --size 256 --seed 0
-  $ME data merge-labels "$DATA/msl/labels/crowd" --out "$DATA/msl/labels/train"
+  $ME data synth --out "$DATA" --mission msl --n 360 --size 192 --seed 0 --test-fraction 0.1 --unlabelled 60 --quiet
+  $ME data synth --out "$DATA" --mission m2020 --n 60 --size 256 --seed 0 --quiet
+  $ME data merge-labels "$DATA/msl/labels/crowd" --out "$DATA/msl/labels/train" --quiet
   $ME data stats "$DATA"
 fi
 
 step "2/7 train the demo teacher (configs/demo/teacher.yaml)"
-[ -f "$DEMO/demo_teacher/best.pt" ] && [ ! -f "$DEMO/demo_teacher/last.pt.resume" ] || \
-  $PY train.py --config configs/demo/teacher.yaml data.root="$DATA" run.out_dir="$DEMO" --resume
+$PY train.py --config configs/demo/teacher.yaml data.root="$DATA" run.out_dir="$DEMO" \
+  $(resume_if_started "$DEMO/demo_teacher")
 
 step "3/7 distill the demo student (configs/demo/student.yaml)"
-[ -f "$DEMO/demo_student/student.pt" ] || \
-  $PY distill.py --config configs/demo/student.yaml data.root="$DATA" run.out_dir="$DEMO" \
+$PY distill.py --config configs/demo/student.yaml data.root="$DATA" run.out_dir="$DEMO" \
     distill.teacher="$DEMO/demo_teacher/best.pt" distill.cache_dir="$DEMO/teacher_logits" \
-    "distill.unlabelled=[{root: $DATA, split: unlabelled}]" --resume
+    "distill.unlabelled=[{root: $DATA, split: unlabelled}]" $(resume_if_started "$DEMO/demo_student")
 
 step "4-5/7 export, quantize (INT8, CPU), edge-run over frames with broken files mixed in"
 PY=$PY bash scripts/edge_demo.sh "$DEMO/demo_student/student.pt" "$DATA" "$DEMO/edge"

@@ -18,7 +18,8 @@ mkdir -p "$OUT"
 FRAMES="$OUT/frames"
 rm -rf "$FRAMES" && mkdir -p "$FRAMES"
 cp "$DATA"/msl/images/edr/* "$FRAMES/"
-first=$(ls "$FRAMES" | head -n 1)
+frames=("$FRAMES"/*)
+first=$(basename "${frames[0]}")  # (not `ls | head`: under pipefail its SIGPIPE fails the script)
 printf 'this is not a JPEG' > "$FRAMES/corrupt.JPG"
 : > "$FRAMES/empty.png"
 size=$(wc -c < "$FRAMES/$first")

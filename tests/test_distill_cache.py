@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from marsedge.data.preprocess import PreprocessSpec
-from marsedge.distill.cache import LogitCache, file_sha256, fill_cache
+from marsedge.distill.cache import LogitCache, fill_cache
 from marsedge.errors import DataError, ModelError
+from marsedge.io import sha256_file
 
 SPEC = PreprocessSpec(height=8, width=8)
 
@@ -70,10 +71,10 @@ def test_fill_computes_only_missing_frames(tmp_path):
     assert fill_cache(cache, names, load, teacher, progress=False) == 0
 
 
-def test_file_sha256(tmp_path):
+def test_sha256_file(tmp_path):
     path = tmp_path / "x.pt"
     path.write_bytes(b"abc")
-    assert file_sha256(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert sha256_file(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 
 def test_a_rewritten_frame_gets_a_new_cache_key(tmp_path):

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from marsedge.data.preprocess import PreprocessSpec
-from marsedge.distill.cache import LogitCache, file_sha256
+from marsedge.distill.cache import LogitCache
 from marsedge.distill.cli import main
+from marsedge.io import sha256_file
 from marsedge.models.build import ModelConfig, build_model
 from marsedge.models.checkpoints import load_model, save_checkpoint
 from marsedge.terrain import class_table
@@ -65,7 +66,7 @@ def test_distill_writes_an_exportable_student_and_reuses_the_cache(tiny_ai4mars,
 def test_a_cache_of_another_teacher_is_refused(tiny_ai4mars, tmp_path, capsys):
     first = save_teacher(tmp_path / "first.pt", seed=0)
     other = save_teacher(tmp_path / "other.pt", seed=1)
-    LogitCache(tmp_path / "cache", file_sha256(first), SPEC, 6)  # a cache the first teacher wrote
+    LogitCache(tmp_path / "cache", sha256_file(first), SPEC, 6)  # a cache the first teacher wrote
     assert main(args(tiny_ai4mars, tmp_path, other)) == 1
     err = capsys.readouterr().err
     assert "stale" in err and "teacher_sha256" in err

@@ -38,7 +38,7 @@ def test_onnx_metadata_describes_the_model(edge_student):
     assert [c["name"] for c in meta["class_table"]][:4] == ["soil", "bedrock", "sand", "big rock"]
     assert meta["preprocess"] == {"height": 64, "width": 64, "channels": 1, "gain": 1.5}
     assert meta["model_config"]["backbone"] == "mnv2_0.35"
-    from marsedge.edge.onnx_meta import sha256_file
+    from marsedge.io import sha256_file
 
     assert meta["source_sha256"] == sha256_file(ckpt)
     assert backend.precision == "fp32" and backend.providers[-1] == "CPUExecutionProvider"

@@ -21,7 +21,7 @@ def _engine_with_sidecar(folder, onnx_bytes=b"onnx-v1", **overrides):
     onnx.write_bytes(onnx_bytes)
     engine = engine_path(onnx, "int8")
     engine.write_bytes(b"plan")
-    from marsedge.edge.onnx_meta import sha256_file
+    from marsedge.io import sha256_file
 
     info = {"tensorrt": HERE.tensorrt, "gpu": HERE.gpu, "compute_capability": HERE.compute_capability,
             "precision": "int8", "dla_core": None, "onnx": onnx.name, "onnx_sha256": sha256_file(onnx)}

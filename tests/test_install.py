@@ -25,5 +25,6 @@ def test_torch_free_modules_do_not_import_torch(module):
 def test_cli_help_and_usage_error_exit_codes():
     ok = subprocess.run([sys.executable, "-m", "marsedge", "--help"], capture_output=True, text=True)
     assert ok.returncode == 0 and "COMMAND" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "marsedge", "no-such-command"], capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "marsedge", "no-such-command"],
+                         capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr

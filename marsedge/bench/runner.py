@@ -241,7 +241,7 @@ def render_samples(rows: list[dict], settings: BenchSettings, masks_dir: Path, o
         masks = [(model_id, m[name]) for model_id, m in models if name in m]
         image = safe_join(out / "samples", f"{why}-{name}.png")
         sample_strip(sample.image, sample.label, masks, image, title=f"{name} ({why} frame)")
-        samples.append({"name": name, "why": why, "image": str(image.relative_to(out))})
+        samples.append({"name": name, "why": why, "image": str(image.relative_to(out.resolve()))})
     return samples
 
 

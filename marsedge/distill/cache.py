@@ -35,13 +35,6 @@ from marsedge.io import atomic_write, atomic_write_json, safe_name
 MANIFEST = "manifest.json"
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, read in chunks (teacher checkpoints are ~1 GiB)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class LogitCache:

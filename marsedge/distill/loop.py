@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from marsedge.errors import ConfigError
+from marsedge.io import sha256_file
 from marsedge.models.build import ModelConfig, build_model
 from marsedge.train.config import TrainConfig
 from marsedge.train.datasets import SegmentationFrames, training_set
@@ -39,7 +40,7 @@ from marsedge.train.finetune import build_evaluator, build_loss_for, initialise
 from marsedge.train.frame_sources import SourceConfig, mix_sources
 from marsedge.train.loop import Artifact, build_train_loader, fit
 
-from .cache import LogitCache, file_sha256, fill_cache
+from .cache import LogitCache, fill_cache
 from .data import DistillFrames, UnlabelledFrames
 from .losses import ChannelWiseLoss, FeatureLoss, PixelKDLoss
 from .teacher import FrozenTeacher, stage_channels
@@ -236,7 +237,7 @@ def run(cfg: DistillConfig, resume: bool = False) -> dict:
     ctx = init_distributed(cfg.run.device)
     try:
         d = cfg.distill
-        teacher_sha256 = file_sha256(d.teacher)
+        teacher_sha256 = sha256_file(d.teacher)
         teacher = FrozenTeacher.from_checkpoint(d.teacher, ctx.device, d.teacher_precision)
         teacher.check_student_input(cfg.data.preprocess, cfg.model.num_classes)
         frames = build_distill_set(cfg)

@@ -21,8 +21,9 @@ from typing import Protocol
 import numpy as np
 
 from marsedge.data.preprocess import PreprocessSpec
-from marsedge.edge.onnx_meta import ModelMetadata, from_checkpoint_fields, parse_props, sha256_file
+from marsedge.edge.onnx_meta import ModelMetadata, from_checkpoint_fields, parse_props
 from marsedge.errors import ModelError
+from marsedge.io import sha256_file
 
 # Preference order; ONNX Runtime builds list only the providers they were compiled with.
 ONNX_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from marsedge.data.preprocess import PreprocessSpec, preprocess
-from marsedge.edge.onnx_meta import from_checkpoint_fields, set_props, sha256_file
+from marsedge.edge.onnx_meta import from_checkpoint_fields, set_props
 from marsedge.errors import ModelError
-from marsedge.io import atomic_write_bytes
+from marsedge.io import atomic_write_bytes, sha256_file
 
 MIN_AGREEMENT = 0.999
 DEFAULT_OPSET = 17

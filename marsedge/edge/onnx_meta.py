@@ -14,7 +14,6 @@ Reading needs only ONNX Runtime (the rover); writing needs the `onnx` package (t
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,10 +130,3 @@ def set_props(model: Any, props: dict[str, str]) -> None:
         model.metadata_props.add(key=key, value=value)
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks (engines and checkpoints can be large)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

@@ -39,9 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from marsedge.data.preprocess import PreprocessSpec, preprocess, resize_label
-from marsedge.edge.onnx_meta import QUANTIZATION, parse_props, set_props, sha256_file
+from marsedge.edge.onnx_meta import QUANTIZATION, parse_props, set_props
 from marsedge.errors import ConfigError, DataError, MarsedgeError, ModelError
-from marsedge.io import atomic_write
+from marsedge.io import atomic_write, sha256_file
 
 WARN_FRAMES = 500
 TARGETS = ("cpu", "tensorrt")

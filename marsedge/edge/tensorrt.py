@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from marsedge.edge.onnx_meta import ModelMetadata, parse_props, sha256_file
+from marsedge.edge.onnx_meta import ModelMetadata, parse_props
 from marsedge.errors import ModelError
-from marsedge.io import atomic_write_bytes, atomic_write_json
+from marsedge.io import atomic_write_bytes, atomic_write_json, sha256_file
 
 PRECISIONS = ("fp32", "fp16", "int8")
 SIDECAR_FORMAT = 1
