@@ -22,6 +22,13 @@ def test_torch_free_modules_do_not_import_torch(module):
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0, f"{module} imported torch"
 
 
+def test_building_the_cli_imports_no_torch():
+    # `marsedge --help` registers every area's subcommands; the rover computer has no torch
+    code = ("import sys; from marsedge.cli import build_parser; build_parser(); "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
 def test_cli_help_and_usage_error_exit_codes():
     ok = subprocess.run([sys.executable, "-m", "marsedge", "--help"], capture_output=True, text=True)
     assert ok.returncode == 0 and "COMMAND" in ok.stdout
