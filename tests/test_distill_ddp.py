@@ -4,12 +4,11 @@ and an interrupted run resumes to the same weights. Tiny conv nets keep it fast.
 
 from __future__ import annotations
 
-import os
-import socket
 from types import SimpleNamespace
 
 import torch
 import torch.multiprocessing as mp
+from ddp_support import free_port, set_rank_env
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -96,15 +95,9 @@ def trained(path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path).extra["train"]["model"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _ddp_worker(rank: int, world: int, port: int, tmp_path) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    set_rank_env(rank, world, port)
     torch.set_num_threads(1)
     ctx = init_distributed("cpu")
     try:

@@ -2,12 +2,12 @@
 batch, and the well-known pitfall (gathering without gradient, keeping only the local slice live)
 does not: so the test can tell the two apart."""
 
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from ddp_support import free_port
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -90,17 +90,12 @@ def _worker(rank, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     """{mode: [rank0 result, rank1 result]} from one real 2-process gloo run."""
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD, join=True)
     return {
         mode: [torch.load(out / f"{mode}_rank{r}.pt", weights_only=True) for r in range(WORLD)]
         for mode in MODES

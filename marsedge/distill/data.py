@@ -21,7 +21,7 @@ from marsedge.data.augment import JointAugmentConfig, geometric, photometric, sa
 from marsedge.data.frames import read_frame
 from marsedge.data.preprocess import PreprocessSpec, preprocess
 from marsedge.terrain import IGNORE_INDEX
-from marsedge.train.datasets import SegmentationFrames
+from marsedge.train.datasets import LabelledThenUnlabelled, SegmentationFrames
 from marsedge.train.frame_sources import FrameRef
 
 from .cache import LogitCache
@@ -64,31 +64,20 @@ class UnlabelledFrames(Dataset):
         return {"image": torch.from_numpy(np.ascontiguousarray(x)), "label": label, "index": index}
 
 
-class DistillFrames(Dataset):
+class DistillFrames(LabelledThenUnlabelled):
     """Labelled frames, then unlabelled ones; with a cache, each item also carries the teacher's logits."""
 
     def __init__(self, labelled: SegmentationFrames, unlabelled: UnlabelledFrames | None = None) -> None:
-        self.labelled = labelled
-        self.unlabelled = unlabelled
+        super().__init__(labelled, unlabelled)
         self.cache: LogitCache | None = None  # set once the cache is filled (marsedge.distill.loop)
         paths = [item.image for item in labelled.source.items]
         if unlabelled is not None:
             paths += [ref.path for ref in unlabelled.frames]
         self.names = [frame_key(p) for p in paths]
 
-    def set_epoch(self, epoch: int) -> None:
-        self.labelled.set_epoch(epoch)
-        if self.unlabelled is not None:
-            self.unlabelled.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
     def frame(self, index: int) -> dict:
         """Item `index` without cached logits (what the teacher sees when filling the cache)."""
-        n = len(self.labelled)
-        item = self.labelled[index] if index < n else self.unlabelled[index - n]
-        return {**item, "index": index, "labelled": index < n}
+        return super().__getitem__(index)
 
     def __getitem__(self, index: int) -> dict:
         item = self.frame(index)

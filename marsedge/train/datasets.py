@@ -26,6 +26,34 @@ from marsedge.io import atomic_write_json
 from marsedge.train.config import DataConfig
 
 
+class LabelledThenUnlabelled(Dataset):
+    """A labelled set followed by an optional unlabelled one (semi-supervised training, distillation).
+
+    Items gain `index` (their position in this set) and `labelled`; `set_epoch` reaches both parts.
+    """
+
+    def __init__(self, labelled: Dataset, unlabelled: Dataset | None = None) -> None:
+        self.labelled = labelled
+        self.unlabelled = unlabelled
+
+    @property
+    def n_labelled(self) -> int:
+        return len(self.labelled)
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in (self.labelled, self.unlabelled):
+            if part is not None:
+                part.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return self.n_labelled + (len(self.unlabelled) if self.unlabelled is not None else 0)
+
+    def __getitem__(self, index: int) -> dict:
+        n = self.n_labelled
+        item = self.labelled[index] if index < n else self.unlabelled[index - n]
+        return {**item, "index": index, "labelled": index < n}
+
+
 class SegmentationFrames(Dataset):
     """Labelled AI4Mars frames as training/evaluation tensors (augmentation off when `augment` is None)."""
 

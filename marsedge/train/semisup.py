@@ -266,29 +266,9 @@ class _BlankLabels:
         return sample
 
 
-class SemisupFrames(torch.utils.data.Dataset):
-    """Labelled frames, then unlabelled ones; items carry `labelled` (bool)."""
-
-    def __init__(self, labelled, unlabelled=None) -> None:
-        self.parts = [p for p in (labelled, unlabelled) if p is not None]
-        self.n_labelled = len(labelled)
-
-    def set_epoch(self, epoch: int) -> None:
-        for part in self.parts:
-            part.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return sum(len(p) for p in self.parts)
-
-    def __getitem__(self, index: int) -> dict:
-        labelled = index < self.n_labelled
-        item = self.parts[0][index] if labelled else self.parts[1][index - self.n_labelled]
-        return {**item, "index": index, "labelled": labelled}
-
-
-def _training_frames(cfg: SemisupConfig) -> SemisupFrames:
+def _training_frames(cfg: SemisupConfig):
     from marsedge.data.ai4mars import AI4MarsDataset
-    from marsedge.train.datasets import SegmentationFrames, training_set
+    from marsedge.train.datasets import LabelledThenUnlabelled, SegmentationFrames, training_set
 
     spec, augment = cfg.data.preprocess, cfg.data.augment
     labelled = SegmentationFrames(training_set(cfg.data, cfg.seed), spec, augment, cfg.seed)
@@ -299,7 +279,7 @@ def _training_frames(cfg: SemisupConfig) -> SemisupFrames:
             source = AI4MarsDataset(cfg.data.root, cfg.semisup.unlabelled_split, cfg.data.four_class,
                                     items=source.items[: cfg.semisup.max_unlabelled])
         unlabelled = SegmentationFrames(_BlankLabels(source), spec, augment, cfg.seed + 1)
-    return SemisupFrames(labelled, unlabelled)
+    return LabelledThenUnlabelled(labelled, unlabelled)
 
 
 def _check_schedule(cfg: SemisupConfig) -> None:
@@ -332,7 +312,7 @@ def run(cfg: SemisupConfig, resume: bool = False) -> dict:
         model = SemisupModel(build_model(cfg.model), cfg.semisup.embed_dim)
         origin = initialise(model.segmentation, cfg.init)
         bank = ClassMemoryBank(cfg.model.num_classes, cfg.semisup.embed_dim, cfg.semisup.queue_length)
-        ce_loss = build_loss_for(cfg, frames.parts[0], ctx)
+        ce_loss = build_loss_for(cfg, frames.labelled, ctx)
         objective = SemisupObjective(cfg.semisup.stages, ce_loss,
                                      ElementwiseContrastiveLoss(bank, cfg.semisup.temperature),
                                      cfg.semisup.pseudo_threshold)
