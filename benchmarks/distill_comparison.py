@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--cwd-weight", type=float, default=3.0)
     p.add_argument("--cwd-tau", type=float, default=4.0)
+    p.add_argument("--cached", action="store_true",
+                   help="students see un-augmented frames and the teacher's cached logits (the demo's "
+                        "setting) instead of augmented frames with the teacher run live on the same view")
     p.add_argument("--no-unlabelled", action="store_true", help="distil on the labelled frames only")
     p.add_argument("--labelled-only-row", action="store_true",
                    help="add pixel KD on the labelled frames only (isolates the unlabelled frames)")
@@ -78,7 +81,7 @@ def train_teacher(data: Path, work: Path, epochs: int | None) -> Path:
 
 def student_config(args: argparse.Namespace, data: Path, work: Path, teacher: Path, name: str, **distill):
     from marsedge.distill.loop import DistillConfig
-    from marsedge.train.config import load_train_config
+    from marsedge.train.config import TrainConfig, load_train_config
 
     unlabelled = [] if args.no_unlabelled else [{"root": str(data), "split": "unlabelled"}]
     overrides = [f"name={name}", f"data.root={data}", f"run.out_dir={work}", f"epochs={args.epochs}",
@@ -88,6 +91,9 @@ def student_config(args: argparse.Namespace, data: Path, work: Path, teacher: Pa
     cfg = load_train_config(DistillConfig, REPO / "configs/demo/student.yaml", overrides)
     for key, value in distill.items():
         setattr(cfg.distill, key, value)
+    if not args.cached:  # every student sees the teacher's augmentation; KD targets come from that view
+        cfg.data.augment = load_train_config(TrainConfig, REPO / "configs/demo/teacher.yaml", []).data.augment
+        cfg.distill.cache_dir = None
     cfg.validate()
     return cfg
 

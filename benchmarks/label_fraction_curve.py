@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -117,7 +118,8 @@ def main() -> None:
         baseline = intensity_baseline(demo)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "label_fraction_curve.json").write_text(
-        json.dumps({"test_split": TEST, "runs": rows, "intensity_baseline": baseline}, indent=2) + "\n")
+        json.dumps({"command": "python benchmarks/label_fraction_curve.py " + " ".join(sys.argv[1:]),
+                    "test_split": TEST, "runs": rows, "intensity_baseline": baseline}, indent=2) + "\n")
     plot(rows, baseline, RESULTS / "label_fraction_curve.png")
     for r in rows:
         print(f"{100 * r['fraction']:5.1f}% ({r['frames']:3d} frames, {r['steps']} steps): "

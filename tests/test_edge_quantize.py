@@ -114,6 +114,27 @@ def test_failed_gate_writes_nothing_unless_forced(quantized, tiny_ai4mars, tmp_p
     with pytest.warns(UserWarning):
         out, record = quantize_model(src, str(tiny_ai4mars), tmp_path / "b.onnx", None, strict)
     assert out.exists() and record["gate"]["passed"] is False
+    # auto tried the fast layout, then the one with the first and classifier convs in FP32, and
+    # (both failing) kept the latter
+    assert [t["recipe"] for t in record["tried"]] == ["qop-u8s8-all", "qop-u8s8"]
+    assert record["recipe"] == "qop-u8s8" and len(record["excluded_nodes"]) == 2
+
+
+def test_auto_recipe_keeps_the_fastest_layout_that_passes(quantized, tiny_ai4mars, tmp_path):
+    import onnx
+
+    lenient = QuantizeOptions(method="max", n=8, min_frames=8, tolerance=100.0)
+    with pytest.warns(UserWarning):
+        out, record = quantize_model(quantized[0], str(tiny_ai4mars), tmp_path / "c.onnx", None, lenient)
+    assert record["recipe"] == "qop-u8s8-all" and [t["recipe"] for t in record["tried"]] == ["qop-u8s8-all"]
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert "Conv" not in ops and "QLinearConv" in ops  # every conv integer, the first and last too
+
+
+def test_unknown_recipe_fails_before_calibration(quantized, tiny_ai4mars, tmp_path):
+    with pytest.raises(ConfigError, match="--recipe must be auto or one of"):
+        quantize_model(quantized[0], str(tiny_ai4mars), tmp_path / "d.onnx", None,
+                       QuantizeOptions(min_frames=4, recipe="qop-fast"))
 
 
 def test_quantizing_twice_is_refused(quantized, tiny_ai4mars):

@@ -38,8 +38,9 @@ def register(subparsers) -> None:
     q.add_argument("--method", choices=("entropy", "max"), default="entropy")
     q.add_argument("--target", choices=("cpu", "tensorrt"), default="cpu")
     q.add_argument("--dla", action="store_true", help="TensorRT target: quantize for DLA")
-    q.add_argument("--recipe", default="qop-u8s8",
-                   help="CPU target: ONNX Runtime layout (marsedge.edge.quantize.CPU_RECIPES)")
+    q.add_argument("--recipe", default="auto",
+                   help="CPU target: ONNX Runtime layout, a key of marsedge.edge.quantize.CPU_RECIPES, or "
+                        "auto: the fastest that passes the gate (default)")
     q.add_argument("--tolerance", type=float, default=1.0, help="max mIoU drop in points")
     q.add_argument("--threads", type=int, default=None)
     q.add_argument("--force", action="store_true", help="write the model even if the gate fails")
