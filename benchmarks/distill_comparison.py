@@ -45,8 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(REPO / "benchmarks/results"), help="where the table is written")
     p.add_argument("--frames", type=int, default=120, help="labelled frames to synthesise (train + gold)")
     p.add_argument("--unlabelled", type=int, default=120, help="unlabelled frames to synthesise")
+    p.add_argument("--frame-size", type=int, default=128, help="synthetic frame size (px)")
+    p.add_argument("--seed", type=int, default=0, help="synthetic dataset seed")
     p.add_argument("--epochs", type=int, default=8, help="student epochs (every student the same)")
     p.add_argument("--teacher-epochs", type=int, help="epochs of a teacher trained here (default: config)")
+    p.add_argument("--teacher-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override of configs/demo/teacher.yaml for a teacher trained here (repeatable), "
+                        "e.g. model.backbone=r18_0.5x_sk0")
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--cwd-weight", type=float, default=3.0)
     p.add_argument("--cwd-tau", type=float, default=4.0)
@@ -60,23 +65,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def synthesise(root: Path, frames: int, unlabelled: int) -> Path:
+def synthesise(root: Path, args: argparse.Namespace) -> Path:
     from marsedge.data.synthetic import SynthOptions, generate
 
-    generate(SynthOptions(str(root), "msl", n=frames, size=128, seed=0, test_fraction=0.25,
-                          unlabelled=unlabelled), progress=True)
+    generate(SynthOptions(str(root), "msl", n=args.frames, size=args.frame_size, seed=args.seed,
+                          test_fraction=0.25, unlabelled=args.unlabelled), progress=True)
     return root
 
 
-def train_teacher(data: Path, work: Path, epochs: int | None) -> Path:
+def train_teacher(data: Path, work: Path, args: argparse.Namespace) -> Path:
+    """The demo teacher config with --teacher-set overrides; its last epoch is the teacher (the best
+    one would be chosen on the test split this benchmark scores on)."""
     from marsedge.train import finetune
     from marsedge.train.config import TrainConfig, load_train_config
 
-    overrides = [f"data.root={data}", f"run.out_dir={work}", "name=teacher"]
-    overrides += [f"epochs={epochs}"] if epochs else []
+    overrides = [*args.teacher_set, f"data.root={data}", f"run.out_dir={work}", "name=teacher"]
+    overrides += [f"epochs={args.teacher_epochs}"] if args.teacher_epochs else []
     cfg = load_train_config(TrainConfig, REPO / "configs/demo/teacher.yaml", overrides)
     finetune.run(cfg)
-    return work / "teacher" / "best.pt"
+    return work / "teacher" / "last.pt"
 
 
 def student_config(args: argparse.Namespace, data: Path, work: Path, teacher: Path, name: str, **distill):
@@ -166,12 +173,12 @@ def table(rows: list[dict], split: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     work = Path(args.work).resolve()
-    data = Path(args.data).resolve() if args.data else synthesise(work / "data", args.frames, args.unlabelled)
+    data = Path(args.data).resolve() if args.data else synthesise(work / "data", args)
     teacher_wall = None
     if args.teacher:
         teacher = Path(args.teacher).resolve()
     else:
-        teacher, teacher_wall = timed(train_teacher, data, work, args.teacher_epochs)
+        teacher, teacher_wall = timed(train_teacher, data, work, args)
 
     from marsedge.distill.loop import run as distill
 

@@ -72,7 +72,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--student", help="student checkpoint (default: random-init mnv2_1.0 + DeepLabv3+)")
     ap.add_argument("--teacher", help="teacher checkpoint (default: random-init --teacher-backbone)")
-    ap.add_argument("--teacher-backbone", default="r50_1x_sk1")
+    ap.add_argument("--teacher-backbone", default="r101_2x_sk1", help="the mission's teacher by default")
     ap.add_argument("--data", help="AI4Mars tree for calibration (train) and the INT8 gate (gold-min1)")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
@@ -118,6 +118,9 @@ def main() -> int:
     ms["teacher_torch_fp32"] = interleaved({"t": lambda: teacher_b.infer(x)}, max(2, args.rounds // 5))["t"]
 
     frames = sorted((data / "msl/images/edr").iterdir())[: args.frames]
+    from marsedge.data.frames import read_frame
+
+    frame_shape = list(read_frame(frames[0]).shape)  # what edge-run decodes (--data may not be --frame-size)
     frame_dir = work / "frames"
     frame_dir.mkdir()
     for p in frames:
@@ -140,11 +143,12 @@ def main() -> int:
             "student_int8_vs_teacher_torch": round(ms["teacher_torch_fp32"] / ms["ort_int8"], 3),
             "student_ort_fp32_vs_teacher_torch": round(ms["teacher_torch_fp32"] / ms["ort_fp32"], 3),
         },
+        "int8_recipe": record.get("recipe"), "int8_tried": record.get("tried"),
         "int8_gate": {k: gate[k] for k in ("eval", "miou_fp32", "miou_int8", "miou_drop", "pixel_agreement")},
         "int8_gate_meaningful": trained,
         "export_verification": str(verification),
         "edge_run": {"frames_ok": summary["frames_ok"], "fps": summary["fps"],
-                     "backend_fps": summary["backend_fps"], "frame_size": args.frame_size},
+                     "backend_fps": summary["backend_fps"], "frame_shape": frame_shape},
     }
     atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2))

@@ -135,14 +135,18 @@ def test_torchrun_two_processes(tiny_ai4mars, tmp_path):
     assert load_checkpoint(tmp_path / "ddp" / "best.pt").extra["train"]["world_size"] == 2
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs" / "teacher").glob("*.yaml")) + [Path(DEMO)],
-                         ids=lambda p: p.name)
+EDGE_STUDENT = REPO / "configs" / "demo" / "edge_student_512.yaml"
+SHIPPED = [*sorted((REPO / "configs" / "teacher").glob("*.yaml")), Path(DEMO), EDGE_STUDENT]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_configs_load_and_name_zoo_models(path):
     from marsedge.models.build import BACKBONES, HEADS
 
     cfg = load_train_config(TrainConfig, path, [])
     assert cfg.model.backbone in BACKBONES and cfg.model.head in HEADS
-    assert cfg.name == (path.stem if path.parent.name == "teacher" else "demo_teacher")  # runs/<name>
+    names = {Path(DEMO): "demo_teacher", EDGE_STUDENT: "edge_student_256"}
+    assert cfg.name == names.get(path, path.stem)  # runs/<name>
 
 
 def test_init_from_a_torchvision_state_dict(tmp_path):
