@@ -150,12 +150,34 @@ def test_tensorrt_target_writes_an_explicit_qdq_model(edge_student, tiny_ai4mars
 
     src = tmp_path / "student.onnx"
     shutil.copy(edge_student[1], src)
+    from onnxruntime.quantization.calibrate import HistogramCollector, MinMaxCalibrater
+
+    ort_own = (MinMaxCalibrater.compute_data, HistogramCollector.collect_value)
     options = QuantizeOptions(target="tensorrt", method="max", n=8, min_frames=8, threads=1)
     with pytest.warns(UserWarning):
         out, record = quantize_model(src, str(tiny_ai4mars), None, None, options)
+    # modelopt monkeypatches these for the whole process; they must be ORT's own again afterwards
+    assert (MinMaxCalibrater.compute_data, HistogramCollector.collect_value) == ort_own
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
     assert "QLinearConv" not in ops  # explicit QDQ for TensorRT, not ONNX Runtime's operators
     assert record["tool"] == "nvidia-modelopt" and record["gate"]["eval"].startswith(str(tiny_ai4mars))
     backend = OnnxBackend(out)  # metadata survived modelopt
     assert backend.precision == "int8" and backend.spec.size == (64, 64)
+
+
+def test_a_corrupt_calibration_frame_is_named_and_skipped(quantized, tiny_ai4mars, tmp_path):
+    from marsedge.data.ai4mars import list_items
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for item in list_items(tiny_ai4mars, "train")[:8]:
+        shutil.copy(item.image, calib / item.image.name)
+    (calib / "NLA_broken.JPG").write_bytes(b"not a jpeg at all")
+    options = QuantizeOptions(method="max", n=100, min_frames=8, recipe="qop-u8s8", force=True)
+    with pytest.warns(UserWarning, match="calibration frame skipped: .*NLA_broken.JPG"):
+        out, record = quantize_model(quantized[0], str(calib), tmp_path / "e.onnx", str(tiny_ai4mars),
+                                     options)
+    skipped = record["calibration"]["skipped"]
+    assert out.exists() and record["calibration"]["frames"] == 8
+    assert len(skipped) == 1 and "NLA_broken.JPG" in skipped[0]

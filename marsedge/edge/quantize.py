@@ -35,6 +35,8 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +75,7 @@ class CalibrationSet:
     source: str
     paths: list[Path]
     names: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # unreadable frames, one "path: reason" each
 
 
 def _is_ai4mars(root: Path) -> bool:
@@ -139,10 +142,14 @@ def frame_reader(calib: CalibrationSet, spec: PreprocessSpec, input_name: str):
             self.paths = iter(calib.paths[start_index:end_index])
 
         def get_next(self) -> dict | None:
-            path = next(self.paths, None)
-            if path is None:
-                return None
-            return {input_name: preprocess(read_frame(path), spec)[None]}
+            for path in self.paths:  # a corrupt frame is named and skipped, as edge-run does
+                try:
+                    return {input_name: preprocess(read_frame(path), spec)[None]}
+                except DataError as exc:
+                    if str(exc) not in calib.skipped:  # (the calibrator may read a frame twice)
+                        calib.skipped.append(str(exc))
+                        warnings.warn(f"calibration frame skipped: {exc}", stacklevel=2)
+            return None
 
         def rewind(self) -> None:
             self.set_range(0, len(calib.paths))
@@ -235,14 +242,39 @@ def quantize_cpu(src: Path, dst: Path, reader, method: str, recipe: str = DEFAUL
             "excluded_nodes": exclude}
 
 
+@contextmanager
+def _ort_quantization_restored() -> Iterator[None]:
+    """Undo nvidia-modelopt's monkeypatching of ONNX Runtime's quantization afterwards.
+
+    modelopt replaces methods of ORT's calibrators and quantizers for the whole process
+    (modelopt.onnx.quantization.ort_patching.patch_ort_modules); a later `--target cpu`
+    quantization in the same process then crashes inside ORT's QLinearConv quantizer. Every
+    attribute of the patched owners is put back as it was (and any added one removed)."""
+    from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer
+
+    owners = [calibrate, calibrate.CalibraterBase, calibrate.MinMaxCalibrater, calibrate.HistogramCalibrater,
+              calibrate.HistogramCollector, qdq_quantizer.QDQQuantizer, base_quantizer.BaseQuantizer]
+    saved = [(owner, dict(vars(owner))) for owner in owners]
+    try:
+        yield
+    finally:
+        for owner, before in saved:
+            for name in set(vars(owner)) - set(before):
+                delattr(owner, name)
+            for name, value in before.items():
+                if vars(owner).get(name) is not value:
+                    setattr(owner, name, value)
+
+
 def quantize_tensorrt(src: Path, dst: Path, reader, method: str, dla: bool) -> dict:
     """nvidia-modelopt ONNX PTQ -> QDQ model for TensorRT explicit quantization."""
     from modelopt.onnx.quantization import quantize
 
-    quantize(str(src), quantize_mode="int8", calibration_data_reader=reader,
-             calibration_method=method, calibration_eps=["cpu"], output_path=str(dst),
-             high_precision_dtype="fp32", target_dla=dla, log_level="WARNING",
-             calibrate_per_node=len(reader) > 64)  # bounded memory on big calibration sets
+    with _ort_quantization_restored():
+        quantize(str(src), quantize_mode="int8", calibration_data_reader=reader,
+                 calibration_method=method, calibration_eps=["cpu"], output_path=str(dst),
+                 high_precision_dtype="fp32", target_dla=dla, log_level="WARNING",
+                 calibrate_per_node=len(reader) > 64)  # bounded memory on big calibration sets
     keep_metadata(src, dst)
     return {"tool": "nvidia-modelopt", "format": "QDQ", "activations": "int8", "weights": "int8",
             "target_dla": dla}
@@ -352,8 +384,13 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
         else:
             how = quantize_tensorrt(src, tmp, reader, options.method, options.dla)
             gate = accuracy_gate(src, tmp, eval_root, eval_split, options.tolerance, options.threads)
+        if len(calib_set.paths) - len(calib_set.skipped) < options.min_frames:
+            raise DataError(f"{calib}: {len(calib_set.skipped)} unreadable calibration frames leave fewer "
+                            f"than {options.min_frames}")
         record = {"precision": "int8", "target": options.target, "method": options.method, **how,
-                  "calibration": {"source": calib_set.source, "frames": len(calib_set.paths)},
+                  "calibration": {"source": calib_set.source,
+                                  "frames": len(calib_set.paths) - len(calib_set.skipped),
+                                  "skipped": calib_set.skipped},
                   "source_onnx_sha256": sha256_file(src), "gate": gate}
         if options.target == "cpu":
             first = preprocess(_first_frame(calib_set), meta.preprocess)[None]
@@ -392,7 +429,12 @@ def _quantize_cpu_gated(src: Path, tmp: Path, reader, options: QuantizeOptions, 
 def _first_frame(calib: CalibrationSet) -> np.ndarray:
     from marsedge.data.frames import read_frame
 
-    return read_frame(calib.paths[0])
+    for path in calib.paths:
+        try:
+            return read_frame(path)
+        except DataError:
+            continue
+    raise DataError(f"{calib.source}: no calibration frame could be read")
 
 
 def format_report(record: dict) -> str:
