@@ -5,7 +5,7 @@
 
 Quantizes one FP32 student ONNX with every recipe in `marsedge.edge.quantize.CPU_RECIPES` plus the
 nvidia-modelopt QDQ model (the TensorRT target, run here on CPU for reference), all calibrated on
-the same real frames, then times every model round-robin (medians; machine load hits all alike)
+the same real frames, then times every model in alternating blocks (medians; machine load hits all alike)
 and runs the accuracy gate of each against FP32. Results: benchmarks/results/edge_int8_layouts.json.
 The default recipe of `marsedge quantize --target cpu` is chosen from this table.
 """
@@ -31,13 +31,14 @@ def main() -> int:
     ap.add_argument("--data", help="AI4Mars tree: calibration on train, gate on gold-min1")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--blocks", type=int, default=3, help="alternating timing blocks of 4 runs per model")
     ap.add_argument("--n", type=int, default=64, help="calibration frames")
     ap.add_argument("--recipes", default=None, help="comma list (default: all, plus modelopt)")
     ap.add_argument("--work", default=None, help="working folder; models already quantized there are reused")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/edge_int8_layouts.json"))
     args = ap.parse_args()
 
+    from marsedge.bench.latency import alternating_medians
     from marsedge.data.synthetic import SynthOptions, generate
     from marsedge.edge.backends import OnnxBackend
     from marsedge.edge.onnx_meta import read_onnx_metadata
@@ -89,15 +90,7 @@ def main() -> int:
     backends = {k: OnnxBackend(p, threads=args.threads, providers=["CPUExecutionProvider"])
                 for k, p in models.items()}
     x = np.random.default_rng(0).random((1, spec.channels, spec.height, spec.width), dtype=np.float32)
-    times: dict[str, list[float]] = {k: [] for k in backends}
-    for b in backends.values():
-        b.infer(x)
-    for _ in range(args.rounds):
-        for key, b in backends.items():
-            start = time.perf_counter()
-            b.infer(x)
-            times[key].append(1000 * (time.perf_counter() - start))
-    ms = {k: float(np.median(v)) for k, v in times.items()}
+    ms = alternating_medians({k: (lambda b=b: b.infer(x)) for k, b in backends.items()}, blocks=args.blocks)
 
     rows = []
     for name in names:

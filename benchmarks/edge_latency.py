@@ -4,7 +4,7 @@
     python benchmarks/edge_latency.py --student runs/demo/student.pt --teacher runs/demo/teacher.pt \
         --data runs/demo/data
 
-Ratios (all timings interleaved round-robin, medians, so machine load hits every model alike):
+Ratios (medians of alternating blocks, marsedge.bench.latency.alternating_medians):
   1. ONNX Runtime FP32 vs PyTorch eager FP32 (student)            aim >= 3x
   2. ONNX Runtime INT8 (cpu target) vs FP32, and its mIoU drop     aim >= 1.5x, <= 1.0 point
   3. edge-run end-to-end FPS vs the backend's own FPS (INT8)       aim >= 85%
@@ -24,7 +24,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -55,19 +54,6 @@ def random_checkpoint(path: Path, backbone: str, head: str, size: int, separable
     return save_checkpoint(path, build_model(cfg).eval(), cfg, PreprocessSpec(size, size))
 
 
-def interleaved(fns: dict, rounds: int) -> dict[str, float]:
-    """Median ms of each callable, run round-robin after one warm-up call each."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for key, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[key].append(1000 * (time.perf_counter() - start))
-    return {k: float(np.median(v)) for k, v in times.items()}
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--student", help="student checkpoint (default: random-init mnv2_1.0 + DeepLabv3+)")
@@ -76,7 +62,9 @@ def main() -> int:
     ap.add_argument("--data", help="AI4Mars tree for calibration (train) and the INT8 gate (gold-min1)")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--blocks", type=int, default=4, help="alternating timing blocks of 4 runs per model")
+    ap.add_argument("--int8", help="reuse DIR/student.int8.onnx, quantized earlier from DIR/student.onnx "
+                    "(skips export, calibration and the gate)")
     ap.add_argument("--frames", type=int, default=40, help="frames for the edge-run measurement")
     ap.add_argument("--frame-size", type=int, default=1024, help="synthetic NAVCAM frame size (MSL: 1024)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/edge_latency.json"))
@@ -84,12 +72,14 @@ def main() -> int:
 
     import torch
 
+    from marsedge.bench.latency import alternating_medians
     from marsedge.data.synthetic import SynthOptions, generate
     from marsedge.edge.backends import open_backend
     from marsedge.edge.export import export
+    from marsedge.edge.onnx_meta import read_onnx_metadata
     from marsedge.edge.quantize import QuantizeOptions, quantize_model
     from marsedge.edge.run import main as edge_run
-    from marsedge.io import atomic_write_json
+    from marsedge.io import atomic_write_json, sha256_file
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="edge_latency_"))
@@ -103,19 +93,27 @@ def main() -> int:
         generate(SynthOptions(str(data), "msl", n=44, size=args.frame_size, seed=0, test_fraction=8 / 44,
                               workers=1), progress=False)
 
-    fp32_onnx, verification = export(student_ckpt, work / "student.onnx", size=args.size, verify_frames=2)
-    options = QuantizeOptions(target="cpu", method="entropy", n=500, min_frames=32, threads=args.threads,
-                              force=True)
-    int8_onnx, record = quantize_model(fp32_onnx, str(data), None, None, options)
+    if args.int8:  # reuse a `marsedge quantize` model of this very export (its gate is in its metadata)
+        fp32_onnx, int8_onnx = Path(args.int8).with_name("student.onnx"), Path(args.int8)
+        record = read_onnx_metadata(int8_onnx).quantization or {}
+        if record.get("source_onnx_sha256") != sha256_file(fp32_onnx):
+            raise SystemExit(f"{int8_onnx}: not quantized from {fp32_onnx} (source sha256 differs)")
+        verification = "reused export " + str(fp32_onnx)
+    else:
+        fp32_onnx, verification = export(student_ckpt, work / "student.onnx", size=args.size, verify_frames=2)
+        options = QuantizeOptions(target="cpu", method="entropy", n=500, min_frames=32, threads=args.threads,
+                                  force=True)
+        int8_onnx, record = quantize_model(fp32_onnx, str(data), None, None, options)
 
     torch_b = open_backend(student_ckpt, threads=args.threads)
     fp32_b = open_backend(fp32_onnx, threads=args.threads)
     int8_b = open_backend(int8_onnx, threads=args.threads)
     teacher_b = open_backend(teacher_ckpt, threads=args.threads)
     x = np.random.default_rng(0).random((1, 1, args.size, args.size), dtype=np.float32)
-    ms = interleaved({"torch_fp32": lambda: torch_b.infer(x), "ort_fp32": lambda: fp32_b.infer(x),
-                      "ort_int8": lambda: int8_b.infer(x)}, args.rounds)
-    ms["teacher_torch_fp32"] = interleaved({"t": lambda: teacher_b.infer(x)}, max(2, args.rounds // 5))["t"]
+    ms = alternating_medians({"torch_fp32": lambda: torch_b.infer(x), "ort_fp32": lambda: fp32_b.infer(x),
+                              "ort_int8": lambda: int8_b.infer(x)}, blocks=args.blocks)
+    teacher_ms = alternating_medians({"t": lambda: teacher_b.infer(x)}, blocks=1, per_block=2)
+    ms["teacher_torch_fp32"] = teacher_ms["t"]
 
     frames = sorted((data / "msl/images/edr").iterdir())[: args.frames]
     from marsedge.data.frames import read_frame

@@ -12,6 +12,7 @@ from bench_support import numpy_logits, write_tiny_onnx
 
 from marsedge.bench.latency import (
     StageTimes,
+    alternating_medians,
     latency_report,
     peak_rss_mb,
     reset_peak_rss,
@@ -140,3 +141,22 @@ def test_peak_rss_window_sees_an_allocation_after_the_reset():
     assert peak - baseline >= 90
     after_reset = reset_peak_rss()
     assert peak_rss_mb() - after_reset < 50  # the old peak is forgotten
+
+
+def test_alternating_medians_time_blocks_after_a_settle_call():
+    """A model called right after another one pays a switch penalty (the other runtime's threads
+    still spin); the settle call absorbs it, so each median is the model's own steady cost."""
+    now = [0.0]
+    calls: list[str] = []
+
+    def model(name: str, cost_s: float):
+        def run() -> None:
+            switched = bool(calls) and calls[-1] != name
+            now[0] += cost_s + (0.050 if switched else 0.0)
+            calls.append(name)
+        return run
+
+    ms = alternating_medians({"fp32": model("fp32", 0.010), "int8": model("int8", 0.004)}, blocks=3,
+                             per_block=4, clock=lambda: now[0])
+    assert ms == pytest.approx({"fp32": 10.0, "int8": 4.0})
+    assert calls == (["fp32"] * 5 + ["int8"] * 5) * 3  # blocks alternate; 1 settle + 4 timed each

@@ -33,7 +33,6 @@ What the usual tools leave to luck, this module checks:
 from __future__ import annotations
 
 import json
-import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -324,21 +323,14 @@ def accuracy_gate(fp32_path: Path, int8_path: Path, eval_root: str, split: str, 
 
 
 def latency_ratio(fp32_path: Path, int8_path: Path, batch: np.ndarray, threads: int | None,
-                  rounds: int = 5) -> dict:
-    """Median FP32 and INT8 latency, runs interleaved so that load on the machine hits both alike."""
+                  blocks: int = 3) -> dict:
+    """Median FP32 and INT8 latency, measured in alternating blocks (marsedge.bench.latency)."""
+    from marsedge.bench.latency import alternating_medians
     from marsedge.edge.backends import OnnxBackend
 
     models = {"fp32": OnnxBackend(fp32_path, threads=threads, providers=["CPUExecutionProvider"]),
               "int8": OnnxBackend(int8_path, threads=threads, providers=["CPUExecutionProvider"])}
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for b in models.values():
-        b.infer(batch)  # warm-up
-    for _ in range(rounds):
-        for key, b in models.items():
-            start = time.perf_counter()
-            b.infer(batch)
-            times[key].append(time.perf_counter() - start)
-    ms = {k: 1000 * float(np.median(v)) for k, v in times.items()}
+    ms = alternating_medians({k: (lambda b=b: b.infer(batch)) for k, b in models.items()}, blocks=blocks)
     return {"fp32_ms": round(ms["fp32"], 2), "int8_ms": round(ms["int8"], 2),
             "speedup": round(ms["fp32"] / ms["int8"], 3), "threads": threads}
 
