@@ -10,7 +10,19 @@ data tree's unlabelled frames (one of the things distillation offers; `--no-unla
 off, and `--labelled-only-row` adds a pixel-KD row without them); they then run fewer epochs over
 the larger set so that the step count stays that of the scratch student (the `epochs` column).
 Students are evaluated once, after the last epoch (`run.eval_every=0`), so no test frame selects a
-checkpoint. The teacher comes from the train.py API (configs/demo/teacher.yaml) unless `--teacher`.
+checkpoint. The teacher comes from the train.py API (configs/demo/teacher.yaml with `--teacher-set`
+overrides, its last epoch) unless `--teacher`. Every student trains on the teacher config's
+augmentation, and the distilled ones get the live teacher's logits for the same augmented view
+(consistent teaching); `--cached` instead uses un-augmented frames and the teacher-logit cache, as
+`make demo` does.
+
+The committed result (benchmarks/results/distill_comparison.md) came from
+
+    marsedge data synth --out DATA --mission msl --n 560 --size 192 --seed 1 --test-fraction 0.25 \
+        --unlabelled 420
+    python train.py --config configs/demo/teacher.yaml data.root=DATA run.out_dir=RUNS name=teacher_big \
+        model.backbone=r18_0.5x_sk0 model.head_channels=128 epochs=40
+    python benchmarks/distill_comparison.py --teacher RUNS/teacher_big/last.pt --data DATA --epochs 40
 
 Writes OUT/distill_comparison.json and .md (mIoU, pixel accuracy, big-rock recall on the first
 gold set, params, MACs at the input size, wall time) and prints the table. The goal in the issue:
