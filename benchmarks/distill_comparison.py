@@ -126,7 +126,7 @@ def equal_step_epochs(cfg, epochs: int) -> int:
     return max(1, round(epochs * len(frames.labelled) / len(frames)))
 
 
-def run_scratch(cfg) -> Path:
+def run_scratch(cfg, resume: bool) -> Path:
     """The same student, data and budget through the plain finetune mode (no teacher at all)."""
     from marsedge.train import finetune
     from marsedge.train.config import TrainConfig
@@ -134,7 +134,7 @@ def run_scratch(cfg) -> Path:
     plain = to_dict(cfg)
     plain.pop("distill")
     plain["mode"] = "finetune"
-    finetune.run(from_dict(TrainConfig, plain))
+    finetune.run(from_dict(TrainConfig, plain), resume=resume)
     return cfg.run_dir / "best.pt"
 
 
@@ -211,10 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         if settings is not None and cfg.distill.unlabelled:
             cfg.epochs = equal_step_epochs(cfg, args.epochs)
         first_split = cfg.data.test_splits[0]
+        resume = (cfg.run_dir / "last.pt").exists()  # a rerun continues (or reuses) each student's run
+        if resume:
+            print(f"[{cfg.name}] resuming {cfg.run_dir / 'last.pt'} (wall s then counts this part only)")
         if settings is None:
-            checkpoint, wall = timed(run_scratch, cfg)
+            checkpoint, wall = timed(run_scratch, cfg, resume)
         else:
-            summary, wall = timed(distill, cfg)
+            summary, wall = timed(distill, cfg, resume)
             checkpoint = Path(summary["student"])
         results.append({"name": label, "wall_s": wall, "checkpoint": str(checkpoint), "epochs": cfg.epochs,
                         "uses_unlabelled": settings is not None and bool(cfg.distill.unlabelled),
