@@ -151,13 +151,17 @@ def test_tensorrt_target_writes_an_explicit_qdq_model(edge_student, tiny_ai4mars
     src = tmp_path / "student.onnx"
     shutil.copy(edge_student[1], src)
     from onnxruntime.quantization.calibrate import HistogramCollector, MinMaxCalibrater
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    ort_own = (MinMaxCalibrater.compute_data, HistogramCollector.collect_value)
+    ort_own = (MinMaxCalibrater.compute_data, HistogramCollector.collect_value, dict(QLinearOpsRegistry),
+               dict(QDQRegistry))
+    assert "Concat" in QLinearOpsRegistry  # modelopt deletes it (and more) from ORT's registries
     options = QuantizeOptions(target="tensorrt", method="max", n=8, min_frames=8, threads=1)
     with pytest.warns(UserWarning):
         out, record = quantize_model(src, str(tiny_ai4mars), None, None, options)
-    # modelopt monkeypatches these for the whole process; they must be ORT's own again afterwards
-    assert (MinMaxCalibrater.compute_data, HistogramCollector.collect_value) == ort_own
+    # modelopt patches these for the whole process; they must be ORT's own again afterwards
+    assert (MinMaxCalibrater.compute_data, HistogramCollector.collect_value, dict(QLinearOpsRegistry),
+            dict(QDQRegistry)) == ort_own
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
     assert "QLinearConv" not in ops  # explicit QDQ for TensorRT, not ONNX Runtime's operators

@@ -246,14 +246,19 @@ def _ort_quantization_restored() -> Iterator[None]:
     """Undo nvidia-modelopt's monkeypatching of ONNX Runtime's quantization afterwards.
 
     modelopt replaces methods of ORT's calibrators and quantizers for the whole process
-    (modelopt.onnx.quantization.ort_patching.patch_ort_modules); a later `--target cpu`
-    quantization in the same process then crashes inside ORT's QLinearConv quantizer. Every
-    attribute of the patched owners is put back as it was (and any added one removed)."""
-    from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer
+    (modelopt.onnx.quantization.ort_patching.patch_ort_modules), and edits ORT's operator
+    registries in place (ort_utils.configure_ort: Concat, Relu, Transpose... deleted from the
+    QOperator/QDQ registries). A later `--target cpu` quantization in the same process then crashes
+    inside ORT's QLinearConv quantizer, or silently leaves Concat in float. Every attribute of the
+    patched owners is put back as it was (any added one removed), and every registry's contents."""
+    from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer, registry
 
     owners = [calibrate, calibrate.CalibraterBase, calibrate.MinMaxCalibrater, calibrate.HistogramCalibrater,
               calibrate.HistogramCollector, qdq_quantizer.QDQQuantizer, base_quantizer.BaseQuantizer]
+    tables = [registry.CommonOpsRegistry, registry.IntegerOpsRegistry, registry.QLinearOpsRegistry,
+              registry.QDQRegistry]
     saved = [(owner, dict(vars(owner))) for owner in owners]
+    saved_tables = [(table, dict(table)) for table in tables]
     try:
         yield
     finally:
@@ -263,6 +268,9 @@ def _ort_quantization_restored() -> Iterator[None]:
             for name, value in before.items():
                 if vars(owner).get(name) is not value:
                     setattr(owner, name, value)
+        for table, before in saved_tables:
+            table.clear()
+            table.update(before)
 
 
 def quantize_tensorrt(src: Path, dst: Path, reader, method: str, dla: bool) -> dict:
