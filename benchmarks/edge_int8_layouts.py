@@ -41,10 +41,10 @@ def main() -> int:
     from marsedge.bench.latency import alternating_medians
     from marsedge.data.synthetic import SynthOptions, generate
     from marsedge.edge.backends import OnnxBackend
+    from marsedge.edge.gate import accuracy_gate, gate_reference
     from marsedge.edge.onnx_meta import read_onnx_metadata
     from marsedge.edge.quantize import (
         CPU_RECIPES,
-        accuracy_gate,
         calibration_set,
         frame_reader,
         quantize_cpu,
@@ -93,8 +93,9 @@ def main() -> int:
     ms = alternating_medians({k: (lambda b=b: b.infer(x)) for k, b in backends.items()}, blocks=args.blocks)
 
     rows = []
+    reference = gate_reference(fp32, str(data), "gold-min1", args.threads)
     for name in names:
-        gate = accuracy_gate(fp32, models[name], str(data), "gold-min1", 1.0, args.threads)
+        gate = accuracy_gate(reference, models[name], 1.0, args.threads)
         rows.append({"recipe": name, "median_ms": round(ms[name], 2),
                      "speedup_vs_fp32": round(ms["fp32"] / ms[name], 3),
                      "miou_drop": gate["miou_drop"], "pixel_agreement": gate["pixel_agreement"]})

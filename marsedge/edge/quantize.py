@@ -24,10 +24,11 @@ What the usual tools leave to luck, this module checks:
   two too (`qop-u8s8-all`) was ~10% faster in every run, so the default recipe, `auto`, tries
   `qop-u8s8-all` first and falls back to `qop-u8s8` only when the faster model fails the gate;
   every attempt is recorded in the metadata (`tried`).
-- The gate: FP32 and INT8 are both evaluated on a held-out labelled split; mIoU drop, per-class IoU
-  drop and pixel agreement are printed and written into the model's metadata, and a drop above
-  the tolerance (1.0 mIoU point) fails unless forced. For the CPU target, INT8 vs FP32 latency is
-  measured too, and an INT8 model that is not faster is reported as such, not shipped silently.
+- The gate (marsedge.edge.gate): FP32 and INT8 are both evaluated on a held-out labelled split;
+  mIoU drop, per-class IoU drop and pixel agreement are printed and written into the model's
+  metadata, and a drop above the tolerance (1.0 mIoU point) fails unless forced. For the CPU
+  target, INT8 vs FP32 latency is measured too, and an INT8 model that is not faster is reported as
+  such, not shipped silently.
 """
 
 from __future__ import annotations
@@ -41,18 +42,15 @@ from pathlib import Path
 
 import numpy as np
 
-from marsedge.data.preprocess import PreprocessSpec, preprocess, resize_label
+from marsedge.data.preprocess import PreprocessSpec, preprocess
+from marsedge.edge.gate import GateError, accuracy_gate, format_report, gate_reference, latency_ratio
 from marsedge.edge.onnx_meta import QUANTIZATION, parse_props, set_props
-from marsedge.errors import ConfigError, DataError, MarsedgeError, ModelError
+from marsedge.errors import ConfigError, DataError, ModelError
 from marsedge.io import atomic_write, sha256_file
 
 WARN_FRAMES = 500
 TARGETS = ("cpu", "tensorrt")
 METHODS = ("entropy", "max")
-
-
-class GateError(MarsedgeError):
-    """The quantized model lost more accuracy than allowed."""
 
 
 @dataclass
@@ -75,6 +73,11 @@ class CalibrationSet:
     paths: list[Path]
     names: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # unreadable frames, one "path: reason" each
+
+    @property
+    def usable(self) -> int:
+        """Frames the calibration could read (known once it has run)."""
+        return len(self.paths) - len(self.skipped)
 
 
 def _is_ai4mars(root: Path) -> bool:
@@ -287,62 +290,6 @@ def quantize_tensorrt(src: Path, dst: Path, reader, method: str, dla: bool) -> d
             "target_dla": dla}
 
 
-# ---------------------------------------------------------------- the gate
-
-
-def predictions(backend, image: np.ndarray) -> np.ndarray:
-    return backend.infer(preprocess(image, backend.spec)[None])[0].argmax(0).astype(np.uint8)
-
-
-def accuracy_gate(fp32_path: Path, int8_path: Path, eval_root: str, split: str, tolerance: float,
-                  threads: int | None = None) -> dict:
-    """Both models on a labelled split through THE preprocessing; labels resized (nearest) to the
-    model input. Returns the gate record stored in the model metadata."""
-    from marsedge.data.ai4mars import AI4MarsDataset
-    from marsedge.edge.backends import OnnxBackend
-    from marsedge.metrics import ConfusionMatrix
-
-    data = AI4MarsDataset(eval_root, split)
-    if len(data) == 0:
-        raise DataError(f"{eval_root}: evaluation split {split} is empty")
-    fp32 = OnnxBackend(fp32_path, threads=threads, providers=["CPUExecutionProvider"])
-    int8 = OnnxBackend(int8_path, threads=threads, providers=["CPUExecutionProvider"])
-    k = len(fp32.model_metadata.class_table)
-    cm32, cm8 = ConfusionMatrix(k), ConfusionMatrix(k)
-    agree = total = 0
-    for sample in data:
-        label = resize_label(sample.label, fp32.spec.height, fp32.spec.width)
-        p32, p8 = predictions(fp32, sample.image), predictions(int8, sample.image)
-        cm32.update(p32, label)
-        cm8.update(p8, label)
-        agree += int((p32 == p8).sum())
-        total += p32.size
-    m32, m8 = cm32.compute(), cm8.compute()
-    drop = {name: (None if m32["iou"][name] is None or m8["iou"][name] is None
-                   else round(100 * (m32["iou"][name] - m8["iou"][name]), 3)) for name in m32["iou"]}
-    miou_drop = 100 * (m32["miou"] - m8["miou"])
-    return {
-        "eval": f"{eval_root} ({split}, {len(data)} frames)",
-        "miou_fp32": round(100 * m32["miou"], 3), "miou_int8": round(100 * m8["miou"], 3),
-        "miou_drop": round(miou_drop, 3), "iou_drop": drop,
-        "pixel_agreement": round(agree / max(total, 1), 5),
-        "tolerance": tolerance, "passed": bool(miou_drop <= tolerance),
-    }
-
-
-def latency_ratio(fp32_path: Path, int8_path: Path, batch: np.ndarray, threads: int | None,
-                  blocks: int = 3) -> dict:
-    """Median FP32 and INT8 latency, measured in alternating blocks (marsedge.bench.latency)."""
-    from marsedge.bench.latency import alternating_medians
-    from marsedge.edge.backends import OnnxBackend
-
-    models = {"fp32": OnnxBackend(fp32_path, threads=threads, providers=["CPUExecutionProvider"]),
-              "int8": OnnxBackend(int8_path, threads=threads, providers=["CPUExecutionProvider"])}
-    ms = alternating_medians({k: (lambda b=b: b.infer(batch)) for k, b in models.items()}, blocks=blocks)
-    return {"fp32_ms": round(ms["fp32"], 2), "int8_ms": round(ms["int8"], 2),
-            "speedup": round(ms["fp32"] / ms["int8"], 3), "threads": threads}
-
-
 # ---------------------------------------------------------------- the command
 
 
@@ -380,16 +327,14 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
     tmp = out.with_name(f".{out.stem}.tmp.onnx")
     try:
         if options.target == "cpu":
-            how, gate = _quantize_cpu_gated(src, tmp, reader, options, eval_root, eval_split)
+            how, gate = _quantize_cpu_gated(src, tmp, reader, options, calib_set, eval_root, eval_split)
         else:
             how = quantize_tensorrt(src, tmp, reader, options.method, options.dla)
-            gate = accuracy_gate(src, tmp, eval_root, eval_split, options.tolerance, options.threads)
-        if len(calib_set.paths) - len(calib_set.skipped) < options.min_frames:
-            raise DataError(f"{calib}: {len(calib_set.skipped)} unreadable calibration frames leave fewer "
-                            f"than {options.min_frames}")
+            _check_usable(calib_set, options.min_frames)
+            reference = gate_reference(src, eval_root, eval_split, options.threads)
+            gate = accuracy_gate(reference, tmp, options.tolerance, options.threads)
         record = {"precision": "int8", "target": options.target, "method": options.method, **how,
-                  "calibration": {"source": calib_set.source,
-                                  "frames": len(calib_set.paths) - len(calib_set.skipped),
+                  "calibration": {"source": calib_set.source, "frames": calib_set.usable,
                                   "skipped": calib_set.skipped},
                   "source_onnx_sha256": sha256_file(src), "gate": gate}
         if options.target == "cpu":
@@ -407,16 +352,27 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
     return out, record
 
 
-def _quantize_cpu_gated(src: Path, tmp: Path, reader, options: QuantizeOptions, eval_root: str,
-                        eval_split: str) -> tuple[dict, dict]:
+def _check_usable(calib: CalibrationSet, min_frames: int) -> None:
+    """After the first calibration pass (which names the unreadable frames): enough were read?"""
+    if calib.usable < min_frames:
+        raise DataError(f"{calib.source}: {len(calib.skipped)} unreadable calibration frames leave fewer "
+                        f"than {min_frames}")
+
+
+def _quantize_cpu_gated(src: Path, tmp: Path, reader, options: QuantizeOptions, calib: CalibrationSet,
+                        eval_root: str, eval_split: str) -> tuple[dict, dict]:
     """Quantize with `options.recipe`, or with each AUTO_CPU_RECIPES layout in turn (fastest first)
     until one passes the gate. Leaves the chosen model at `tmp`: the first that passed, else (all
     failed) the last one tried, which keeps the most layers FP32. Every attempt goes into `tried`."""
     recipes = AUTO_CPU_RECIPES if options.recipe == "auto" else (options.recipe,)
     tried = []
+    reference = None
     for recipe in recipes:
         how = quantize_cpu(src, tmp, reader, options.method, recipe)
-        gate = accuracy_gate(src, tmp, eval_root, eval_split, options.tolerance, options.threads)
+        if reference is None:
+            _check_usable(calib, options.min_frames)
+            reference = gate_reference(src, eval_root, eval_split, options.threads)
+        gate = accuracy_gate(reference, tmp, options.tolerance, options.threads)
         tried.append({"recipe": recipe, "miou_drop": gate["miou_drop"], "passed": gate["passed"]})
         if gate["passed"]:
             break
@@ -435,21 +391,3 @@ def _first_frame(calib: CalibrationSet) -> np.ndarray:
         except DataError:
             continue
     raise DataError(f"{calib.source}: no calibration frame could be read")
-
-
-def format_report(record: dict) -> str:
-    gate = record["gate"]
-    lines = [f"{record.get('recipe', record['tool'])}: accuracy gate on {gate['eval']}:",
-             f"  mIoU FP32 {gate['miou_fp32']:.2f}  INT8 {gate['miou_int8']:.2f}  "
-             f"drop {gate['miou_drop']:+.2f} points (tolerance {gate['tolerance']})",
-             "  IoU drop per class: " + ", ".join(f"{k} {v:+.2f}" for k, v in gate["iou_drop"].items()
-                                                 if v is not None),
-             f"  pixel agreement FP32 vs INT8: {100 * gate['pixel_agreement']:.2f}%",
-             f"  {'PASSED' if gate['passed'] else 'FAILED'}"]
-    if "latency" in record:
-        lat = record["latency"]
-        verdict = "" if lat["speedup"] > 1.0 else "  WARNING: INT8 is not faster than FP32 here"
-        lines.append(f"latency (ONNX Runtime CPU, median): FP32 {lat['fp32_ms']:.1f} ms, INT8 "
-                     f"{lat['int8_ms']:.1f} ms, {lat['speedup']:.2f}x{verdict}")
-    return "\n".join(lines)
-
