@@ -123,13 +123,12 @@ class SlowBackend(OrtBackend):
         return super().infer(batch)
 
 
-def test_warmup_is_capped_by_the_duration(tiny_backend, tmp_path):
+def test_warmup_is_capped_by_the_duration(tmp_path):
     slow = SlowBackend(write_tiny_onnx(tmp_path / "slow.onnx", size=32), 32)
     frames = [np.zeros((32, 32), np.uint8)]
     times, seconds, warmed = time_frames(slow, frames, slow.spec, warmup=100, iters=None, duration=0.2)
     assert 1 <= warmed <= 6  # 100 asked, but 0.2 s of warm-up at 50 ms a frame is about 4
     assert 1 <= len(times) <= 6
-
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak-RSS reset needs Linux /proc")

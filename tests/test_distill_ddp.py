@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import torch
 import torch.multiprocessing as mp
-from ddp_support import free_port, set_rank_env
+from ddp_support import FailAt, ddp_worker, free_port
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -23,7 +23,7 @@ from marsedge.distill.loop import (
 from marsedge.distill.teacher import FrozenTeacher, stage_channels
 from marsedge.models.build import ModelConfig
 from marsedge.models.checkpoints import load_checkpoint
-from marsedge.train.distributed import DistContext, init_distributed, shutdown_distributed
+from marsedge.train.distributed import DistContext
 from marsedge.train.loop import Artifact, build_train_loader, fit
 from marsedge.train.losses import CrossEntropyLoss
 
@@ -63,31 +63,25 @@ class Frames(Dataset):
         return {"image": self.images[i], "label": self.labels[i], "index": i}
 
 
-class StopAt:
-    """The distillation objective, with a Ctrl-C at one optimiser step."""
-
-    def __init__(self, objective, step: int) -> None:
-        self.objective, self.step = objective, step
-
-    def __call__(self, model, batch, state):
-        if state.step == self.step:
-            raise KeyboardInterrupt
-        return self.objective(model, batch, state)
+def initial_models(ctx: DistContext) -> tuple[FrozenTeacher, StudentWithAdapters]:
+    """The seeded teacher and the untrained student with its adapters, the same in every run."""
+    torch.manual_seed(0)
+    teacher = FrozenTeacher(TinySeg(8), SPEC, ctx.device)
+    student = TinySeg(4)
+    terms = build_terms(DistillSection(**SECTION), stage_channels(student, 1), teacher.channels, 3)
+    return teacher, StudentWithAdapters(student, terms)
 
 
 def run(tmp_path, name: str, ctx: DistContext, batch_size: int, resume=False, stop_at=None) -> dict:
     cfg = DistillConfig(name=name, seed=0, epochs=2, batch_size=batch_size, num_workers=0)
     cfg.run.out_dir, cfg.run.progress, cfg.optim.lr = str(tmp_path), False, 0.1
     cfg.distill = DistillSection(**SECTION)
-    torch.manual_seed(0)
-    teacher = FrozenTeacher(TinySeg(8), SPEC, ctx.device)
-    student = TinySeg(4)
-    terms = build_terms(cfg.distill, stage_channels(student, 1), teacher.channels, 3)
+    teacher, model = initial_models(ctx)
     objective = DistillObjective(cfg.distill, CrossEntropyLoss(), teacher)
     if stop_at is not None:
-        objective = StopAt(objective, stop_at)
-    return fit(cfg, StudentWithAdapters(student, terms), objective, build_train_loader(Frames(), cfg, ctx),
-               ctx=ctx, artifact=Artifact(student, ModelConfig(num_classes=3), SPEC), resume=resume)
+        objective = FailAt(objective, stop_at)
+    return fit(cfg, model, objective, build_train_loader(Frames(), cfg, ctx),
+               ctx=ctx, artifact=Artifact(model.student, ModelConfig(num_classes=3), SPEC), resume=resume)
 
 
 def trained(path) -> dict[str, torch.Tensor]:
@@ -95,23 +89,18 @@ def trained(path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path).extra["train"]["model"]
 
 
-
-def _ddp_worker(rank: int, world: int, port: int, tmp_path) -> None:
-    set_rank_env(rank, world, port)
-    torch.set_num_threads(1)
-    ctx = init_distributed("cpu")
-    try:
-        run(tmp_path, "ddp", ctx, batch_size=4)
-    finally:
-        shutdown_distributed()
+def _ddp_train(ctx, tmp_path) -> None:
+    run(tmp_path, "ddp", ctx, batch_size=4)
 
 
 def test_ddp_trains_student_and_adapters_like_one_process(tmp_path):
     single = run(tmp_path, "single", DistContext(), batch_size=8)
-    mp.spawn(_ddp_worker, args=(2, free_port(), tmp_path), nprocs=2, join=True)
+    mp.spawn(ddp_worker, args=(2, free_port(), _ddp_train, tmp_path), nprocs=2, join=True)
     a, b = trained(tmp_path / "single" / "last.pt"), trained(tmp_path / "ddp" / "last.pt")
     assert single["step"] == 4
-    assert any(k.startswith("terms.feature.adapters") for k in a)
+    start = initial_models(DistContext())[1].state_dict()
+    adapters = [k for k in a if k.startswith("terms.feature.adapters")]
+    assert adapters and all(not torch.equal(a[k], start[k]) for k in adapters)  # the adapters trained
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5)
 

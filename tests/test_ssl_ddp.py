@@ -2,7 +2,6 @@
 batch, and the well-known pitfall (gathering without gradient, keeping only the local slice live)
 does not: so the test can tell the two apart."""
 
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -88,7 +87,6 @@ def _worker(rank, port, out_dir):
             torch.save(result, f"{out_dir}/{mode}_rank{rank}.pt")
     finally:
         dist.destroy_process_group()
-
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.multiprocessing as mp
-from ddp_support import free_port, set_rank_env
+from ddp_support import FailAt, ddp_worker, free_port
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -18,7 +18,7 @@ from marsedge.errors import ModelError
 from marsedge.models.build import ModelConfig
 from marsedge.models.checkpoints import load_checkpoint
 from marsedge.train.config import TrainConfig
-from marsedge.train.distributed import DistContext, init_distributed, shutdown_distributed
+from marsedge.train.distributed import DistContext
 from marsedge.train.evaluate import SegmentationEvaluator, build_eval_loader
 from marsedge.train.loop import Artifact, build_train_loader, fit
 from marsedge.train.losses import CrossEntropyLoss
@@ -87,21 +87,14 @@ def weights(path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path).state_dict
 
 
-
-def _ddp_worker(rank: int, world: int, port: int, tmp_path) -> None:
-    set_rank_env(rank, world, port)
-    torch.set_num_threads(1)
-    ctx = init_distributed("cpu")
-    try:
-        run_fit(make_cfg(tmp_path, "ddp", batch_size=4), ctx)
-    finally:
-        shutdown_distributed()
+def _ddp_train(ctx, tmp_path) -> None:
+    run_fit(make_cfg(tmp_path, "ddp", batch_size=4), ctx)
 
 
 def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     # one process, batch 8  vs  two gloo processes, batch 4 each: same samples in every step
     single = run_fit(make_cfg(tmp_path, "single", batch_size=8), DistContext())
-    mp.spawn(_ddp_worker, args=(2, free_port(), tmp_path), nprocs=2, join=True)
+    mp.spawn(ddp_worker, args=(2, free_port(), _ddp_train, tmp_path), nprocs=2, join=True)
     a, b = weights(tmp_path / "single" / "last.pt"), weights(tmp_path / "ddp" / "last.pt")
     assert single["step"] == 8  # 2 epochs x 32 frames / 8
     for key in a:
@@ -118,23 +111,11 @@ def test_accumulation_matches_the_big_batch(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
-class FailAt:
-    """An objective that raises `error` at one optimiser step, as a Ctrl-C or crash would."""
-
-    def __init__(self, step: int, error: type[BaseException]) -> None:
-        self.step, self.error = step, error
-
-    def __call__(self, model, batch, state):
-        if state.step == self.step:
-            raise self.error("simulated")
-        return ce_objective(model, batch, state)
-
-
 def test_ctrl_c_then_resume_matches_an_uninterrupted_run(tmp_path):
     shape = dict(epochs=3, accumulate=2, batch_size=4)
     full = run_fit(make_cfg(tmp_path, "full", **shape), DistContext(), dropout=0.2)
     cfg = make_cfg(tmp_path, "cut", **shape)
-    cut = run_fit(cfg, DistContext(), dropout=0.2, objective=FailAt(6, KeyboardInterrupt))  # mid-epoch 2
+    cut = run_fit(cfg, DistContext(), dropout=0.2, objective=FailAt(ce_objective, 6))  # mid-epoch 2
     assert cut["interrupted"] and cut["step"] == 6
     resumed = run_fit(cfg, DistContext(), dropout=0.2, resume=True)
     assert resumed["step"] == full["step"] == 12
@@ -156,7 +137,7 @@ def test_crash_resumes_from_the_last_checkpoint(tmp_path, every, fail_at, saved_
     full = run_fit(make_cfg(tmp_path, "full", epochs=2), DistContext(), dropout=0.2)
     cfg = make_cfg(tmp_path, "crash", epochs=2, checkpoint_every=every)
     with pytest.raises(RuntimeError, match="simulated"):
-        run_fit(cfg, DistContext(), dropout=0.2, objective=FailAt(fail_at, RuntimeError))
+        run_fit(cfg, DistContext(), dropout=0.2, objective=FailAt(ce_objective, fail_at, RuntimeError))
     assert load_checkpoint(tmp_path / "crash" / "last.pt").extra["train"]["step"] == saved_at
     resumed = run_fit(cfg, DistContext(), dropout=0.2, resume=True)
     assert resumed["last_metrics"]["miou"] == full["last_metrics"]["miou"]
@@ -187,7 +168,7 @@ def test_resume_is_exact_for_every_optimizer(tmp_path, optimizer):
     for cfg in (full_cfg, cut_cfg):
         cfg.optim.name, cfg.optim.lr, cfg.optim.warmup_epochs = optimizer, 0.01, 0.5
     run_fit(full_cfg, DistContext(), evaluate=False)
-    cut = run_fit(cut_cfg, DistContext(), objective=FailAt(5, KeyboardInterrupt), evaluate=False)
+    cut = run_fit(cut_cfg, DistContext(), objective=FailAt(ce_objective, 5), evaluate=False)
     assert cut["interrupted"]
     run_fit(cut_cfg, DistContext(), resume=True, evaluate=False)
     a, b = weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "cut" / "last.pt")

@@ -35,8 +35,6 @@ from marsedge.io import atomic_write, atomic_write_json, safe_name
 MANIFEST = "manifest.json"
 
 
-
-
 class LogitCache:
     """Teacher logits per frame on disk, keyed by (teacher checkpoint hash, preprocessing spec, frame)."""
 
