@@ -139,7 +139,6 @@ def run_scratch(cfg, resume: bool) -> Path:
 
 
 def evaluate(checkpoint: Path, data: Path, split: str) -> dict:
-    import torch
 
     from marsedge.bench.modelinfo import torch_info
     from marsedge.data.ai4mars import AI4MarsDataset
@@ -153,8 +152,7 @@ def evaluate(checkpoint: Path, data: Path, split: str) -> dict:
     model, ckpt = load_model(checkpoint)
     spec = PreprocessSpec.from_dict(ckpt.preprocess)
     loader = build_eval_loader(SegmentationFrames(AI4MarsDataset(data, split), spec), 16, DistContext())
-    with torch.no_grad():
-        matrix = confusion_matrix(model, loader, model.config.num_classes, DistContext())
+    matrix = confusion_matrix(model, loader, model.config.num_classes, DistContext())  # (no_grad inside)
     metrics = segmentation_metrics(matrix)
     info = torch_info(model, (spec.channels, spec.height, spec.width))
     return {"miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"],

@@ -38,8 +38,10 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/edge_int8_layouts.json"))
     args = ap.parse_args()
 
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from edge_latency import random_checkpoint, synthetic_gate_tree
+
     from marsedge.bench.latency import alternating_medians
-    from marsedge.data.synthetic import SynthOptions, generate
     from marsedge.edge.backends import OnnxBackend
     from marsedge.edge.gate import accuracy_gate, gate_reference
     from marsedge.edge.onnx_meta import read_onnx_metadata
@@ -56,19 +58,15 @@ def main() -> int:
     if args.onnx:
         fp32 = Path(args.onnx)
     else:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from edge_latency import random_checkpoint
-
         from marsedge.edge.export import export
 
-        ckpt = random_checkpoint(work / "student.pt", "mnv2_1.0", "deeplabv3plus", args.size, separable=True)
         fp32 = work / "student.onnx"
         if not fp32.exists():
-            export(ckpt, fp32, verify_frames=1)
+            student = random_checkpoint(work / "student.pt", "mnv2_1.0", "deeplabv3plus", args.size, True)
+            export(student, fp32, verify_frames=1)
     data = Path(args.data) if args.data else work / "ai4mars"
     if not args.data and not data.exists():
-        generate(SynthOptions(str(data), "msl", n=44, size=args.size, seed=0, test_fraction=8 / 44,
-                              workers=1), progress=False)
+        synthetic_gate_tree(data, args.size)
     spec = read_onnx_metadata(fp32).preprocess
     calib = calibration_set(str(data), args.n, min_frames=8)
     names = args.recipes.split(",") if args.recipes else [*CPU_RECIPES, "modelopt-qdq"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,15 @@ def random_checkpoint(path: Path, backbone: str, head: str, size: int, separable
     return save_checkpoint(path, build_model(cfg).eval(), cfg, PreprocessSpec(size, size))
 
 
+def synthetic_gate_tree(root: Path, frame_size: int) -> Path:
+    """44 procedural MSL frames in the AI4Mars layout: 36 to calibrate on, 8 gold frames for the gate."""
+    from marsedge.data.synthetic import SynthOptions, generate
+
+    generate(SynthOptions(str(root), "msl", n=44, size=frame_size, seed=0, test_fraction=8 / 44, workers=1),
+             progress=False)
+    return root
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--student", help="student checkpoint (default: random-init mnv2_1.0 + DeepLabv3+)")
@@ -63,7 +71,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--blocks", type=int, default=4, help="alternating timing blocks of 4 runs per model")
-    ap.add_argument("--int8", help="reuse DIR/student.int8.onnx, quantized earlier from DIR/student.onnx "
+    ap.add_argument("--int8", help="reuse this INT8 ONNX, quantized earlier from student.onnx beside it "
                     "(skips export, calibration and the gate)")
     ap.add_argument("--frames", type=int, default=40, help="frames for the edge-run measurement")
     ap.add_argument("--frame-size", type=int, default=1024, help="synthetic NAVCAM frame size (MSL: 1024)")
@@ -72,8 +80,9 @@ def main() -> int:
 
     import torch
 
+    from marsedge.bench.environment import cpu_model
     from marsedge.bench.latency import alternating_medians
-    from marsedge.data.synthetic import SynthOptions, generate
+    from marsedge.data.frames import read_frame
     from marsedge.edge.backends import open_backend
     from marsedge.edge.export import export
     from marsedge.edge.onnx_meta import read_onnx_metadata
@@ -88,10 +97,7 @@ def main() -> int:
         work / "student.pt", "mnv2_1.0", "deeplabv3plus", args.size, separable=True)
     teacher_ckpt = Path(args.teacher) if args.teacher else random_checkpoint(
         work / "teacher.pt", args.teacher_backbone, "deeplabv3", args.size, separable=False)
-    data = Path(args.data) if args.data else work / "ai4mars"
-    if not args.data:
-        generate(SynthOptions(str(data), "msl", n=44, size=args.frame_size, seed=0, test_fraction=8 / 44,
-                              workers=1), progress=False)
+    data = Path(args.data) if args.data else synthetic_gate_tree(work / "ai4mars", args.frame_size)
 
     if args.int8:  # reuse a `marsedge quantize` model of this very export (its gate is in its metadata)
         fp32_onnx, int8_onnx = Path(args.int8).with_name("student.onnx"), Path(args.int8)
@@ -112,12 +118,9 @@ def main() -> int:
     x = np.random.default_rng(0).random((1, 1, args.size, args.size), dtype=np.float32)
     ms = alternating_medians({"torch_fp32": lambda: torch_b.infer(x), "ort_fp32": lambda: fp32_b.infer(x),
                               "ort_int8": lambda: int8_b.infer(x)}, blocks=args.blocks)
-    teacher_ms = alternating_medians({"t": lambda: teacher_b.infer(x)}, blocks=1, per_block=2)
-    ms["teacher_torch_fp32"] = teacher_ms["t"]
+    ms |= alternating_medians({"teacher_torch_fp32": lambda: teacher_b.infer(x)}, blocks=1, per_block=2)
 
     frames = sorted((data / "msl/images/edr").iterdir())[: args.frames]
-    from marsedge.data.frames import read_frame
-
     frame_shape = list(read_frame(frames[0]).shape)  # what edge-run decodes (--data may not be --frame-size)
     frame_dir = work / "frames"
     frame_dir.mkdir()
@@ -129,7 +132,7 @@ def main() -> int:
 
     gate = record["gate"]
     result = {
-        "cpu": platform.processor() or platform.machine(), "cpu_flags": cpu_flags(), "threads": args.threads,
+        "cpu": cpu_model(), "cpu_flags": cpu_flags(), "threads": args.threads,
         "size": args.size, "student": str(args.student or "random-init mnv2_1.0 + separable deeplabv3plus"),
         "teacher": str(args.teacher or f"random-init {args.teacher_backbone} + deeplabv3"),
         "weights_trained": trained,

@@ -15,7 +15,6 @@ Writes benchmarks/results/label_fraction_curve.{json,png}.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import numpy as np
 
 from marsedge.data.ai4mars import AI4MarsDataset
 from marsedge.data.preprocess import preprocess, resize_label
+from marsedge.io import atomic_write_json
 from marsedge.metrics import ConfusionMatrix
 from marsedge.train.config import TrainConfig, load_train_config
 from marsedge.train.datasets import training_set
@@ -116,10 +116,9 @@ def main() -> None:
         rows = [train_fraction(base, f, args.steps, Path(tmp) / "runs") for f in FRACTIONS]
         demo = load_train_config(TrainConfig, REPO / "configs" / "demo" / "teacher.yaml", base)
         baseline = intensity_baseline(demo)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "label_fraction_curve.json").write_text(
-        json.dumps({"command": "python benchmarks/label_fraction_curve.py " + " ".join(sys.argv[1:]),
-                    "test_split": TEST, "runs": rows, "intensity_baseline": baseline}, indent=2) + "\n")
+    atomic_write_json(RESULTS / "label_fraction_curve.json",
+                      {"command": "python benchmarks/label_fraction_curve.py " + " ".join(sys.argv[1:]),
+                       "test_split": TEST, "runs": rows, "intensity_baseline": baseline})
     plot(rows, baseline, RESULTS / "label_fraction_curve.png")
     for r in rows:
         print(f"{100 * r['fraction']:5.1f}% ({r['frames']:3d} frames, {r['steps']} steps): "

@@ -19,7 +19,6 @@ Writes benchmarks/results/train_throughput.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 from marsedge.data.preprocess import PreprocessSpec
+from marsedge.io import atomic_write_json, atomic_write_text
 from marsedge.models.build import ModelConfig, build_model, count_parameters
 from marsedge.train.config import TrainConfig, load_train_config
 from marsedge.train.datasets import SegmentationFrames, training_set
@@ -151,8 +151,7 @@ def gpu_results(args, root: Path) -> dict:
 
 
 def write(results: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "train_throughput.json").write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_json(RESULTS / "train_throughput.json", results)
     c, g = results["cpu_demo_teacher"], results["gpu"]
     rows = [(f"CPU {c['model']} fp32 eager, {c['input']}", f"{c['fp32_img_s']:.1f}"),
             ("CPU same, bf16 autocast", f"{c['bf16_img_s']:.1f}"),
@@ -170,7 +169,7 @@ def write(results: dict) -> None:
     if not isinstance(g, dict):
         lines += ["", f"GPU: {g}"]
     text = "\n".join(lines) + "\n"
-    (RESULTS / "train_throughput.md").write_text(text)
+    atomic_write_text(RESULTS / "train_throughput.md", text)
     print(text)
 
 

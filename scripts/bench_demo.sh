@@ -19,7 +19,7 @@ status=0
     "$EDGE/student.int8.onnx" --data "$DATA" --split "${SPLIT:-gold-min3}" \
     --duration "${DURATION:-3}" --warmup 10 -o "$OUT" || status=$?
 
-if command -v chromium >/dev/null 2>&1; then
+if "$PY" -c 'import sys; from marsedge.bench.browser import find_chromium; sys.exit(find_chromium() is None)'; then
   "$PY" -m marsedge report "$OUT/results.json" -o "$OUT" --screenshot "$OUT/screenshot.png"
 else
   echo "no chromium: report written without a screenshot (scripts/install_chromium.sh)"
