@@ -31,13 +31,23 @@ def capture(threads: int | None = None) -> dict:
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "threads": threads,
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
         "libraries": library_versions(),
         "gpus": gpu_info(),
         "jetson": jetson_info(),
     }
     env["hints"] = clock_hints(env)
     return env
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the OS has none)."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def usable_cores(env: dict) -> int | None:
+    """Cores this process may run on, from a `capture()` record."""
+    return env.get("cpu_affinity") or env.get("cpu_count")
 
 
 def cpu_model() -> str:
@@ -102,7 +112,7 @@ def cpu_governor() -> str | None:
 def clock_hints(env: dict) -> list[str]:
     """Plain-language warnings that the clocks may have moved during the run."""
     hints = []
-    busy = load_hint(env.get("load_average"), env.get("cpu_affinity") or env.get("cpu_count"), "started")
+    busy = load_hint(env.get("load_average"), usable_cores(env), "started")
     if busy:
         hints.append(busy)
     governor = cpu_governor()

@@ -29,6 +29,14 @@ def _save(fig, path: str | Path) -> Path:
     return atomic_write_and_close(fig, path)
 
 
+def _log_x(ax, values: list[float]) -> bool:
+    """Log x axis when the values span more than 20x (a torch row 100x slower would hide the rest)."""
+    log = bool(values) and min(values) > 0 and max(values) / min(values) > 20
+    if log:
+        ax.set_xscale("log")
+    return log
+
+
 def atomic_write_and_close(fig, path: str | Path) -> Path:
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     _pyplot().close(fig)
@@ -53,10 +61,7 @@ def latency_bars(rows: list[dict], path: str | Path) -> Path:
                 xerr=[np.zeros_like(p50), np.maximum(p99 - p50, 0)], capsize=3, error_kw={"elinewidth": 1})
     ax.set_yticks(y, [r["id"] for r in rows])
     ax.invert_yaxis()
-    p50s = [r["latency"]["backend_only"]["p50"] for r in rows]
-    log = min(p50s) > 0 and max(p50s) / min(p50s) > 20  # a torch row 100x slower would hide the rest
-    if log:
-        ax.set_xscale("log")
+    log = _log_x(ax, [r["latency"]["backend_only"]["p50"] for r in rows])
     ax.set_xlabel("latency per frame, ms" + (", log scale" if log else "") + " (whisker: p50 to p99)")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
@@ -90,10 +95,8 @@ def accuracy_latency(rows: list[dict], path: str | Path) -> Path:
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="#4c72b0",
                 drawstyle="steps-post", label="Pareto front")
         ax.legend(fontsize=8)
-    xs = [p[0] for p in points]
-    if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
-        ax.set_xscale("log")
-    ax.set_xlabel("end-to-end latency p50, ms" + (" (log scale)" if ax.get_xscale() == "log" else ""))
+    log = _log_x(ax, [p[0] for p in points])
+    ax.set_xlabel("end-to-end latency p50, ms" + (" (log scale)" if log else ""))
     ax.set_ylabel("mIoU")
     ax.grid(alpha=0.3)
     return _save(fig, path)

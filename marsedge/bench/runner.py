@@ -30,7 +30,7 @@ import numpy as np
 
 from marsedge.bench import results as R
 from marsedge.bench.accuracy import agreement_block, evaluate, pixel_agreement
-from marsedge.bench.environment import capture, device_memory_mb, load_hint
+from marsedge.bench.environment import capture, device_memory_mb, load_average, load_hint, usable_cores
 from marsedge.bench.latency import latency_report, peak_rss_mb, reset_peak_rss, time_frames
 from marsedge.bench.modelinfo import model_info
 from marsedge.errors import ConfigError, MarsedgeError, ModelError
@@ -270,8 +270,8 @@ def run_bench(models: list[str], settings: BenchSettings, out: str | Path) -> di
     apply_gates(rows, settings, masks_dir)
     results["models"] = rows
     env = results["environment"]
-    env["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    busy = load_hint(env["load_average_end"], env.get("cpu_affinity") or env.get("cpu_count"), "ended")
+    env["load_average_end"] = load_average()
+    busy = load_hint(env["load_average_end"], usable_cores(env), "ended")
     if busy:
         env["hints"].append(busy)
     results["samples"] = render_samples(rows, settings, masks_dir, out)

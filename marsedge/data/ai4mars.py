@@ -44,6 +44,7 @@ MER_IMAGES = "mer/images"
 MER_TEST = "mer/labels/test"
 
 IMAGE_SUFFIXES = (".JPG", ".jpg", ".jpeg", ".JPEG", ".png", ".PNG")
+_IMAGE_EXTS = frozenset(s.lower() for s in IMAGE_SUFFIXES)
 SPLITS = ("train", "gold-min1", "gold-min2", "gold-min3", "mer-test", "m2020-train", "unlabelled")
 _MERGED = re.compile(r"_merged[-_]?\d*$")
 _LABEL_VALUES = np.zeros(256, dtype=bool)
@@ -74,7 +75,7 @@ def image_stem(label_path: str | Path) -> str:
     """`X_merged.png` / `X_merged3.png` / `X.png` / `X` -> `X` (string work: called 16k times)."""
     name = os.path.basename(str(label_path))
     stem, suffix = os.path.splitext(name)
-    return _MERGED.sub("", stem if suffix.lower() in (".png", ".jpg", ".jpeg") else name)
+    return _MERGED.sub("", stem if suffix.lower() in _IMAGE_EXTS else name)
 
 
 def mask_stem(stem: str, kind: str) -> str:

@@ -11,6 +11,7 @@ and modification time (`frame_key`), its key in the teacher-logit cache.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -70,10 +71,14 @@ class DistillFrames(LabelledThenUnlabelled):
     def __init__(self, labelled: SegmentationFrames, unlabelled: UnlabelledFrames | None = None) -> None:
         super().__init__(labelled, unlabelled)
         self.cache: LogitCache | None = None  # set once the cache is filled (marsedge.distill.loop)
-        paths = [item.image for item in labelled.source.items]
-        if unlabelled is not None:
-            paths += [ref.path for ref in unlabelled.frames]
-        self.names = [frame_key(p) for p in paths]
+
+    @functools.cached_property
+    def names(self) -> list[str]:
+        """Cache keys of every frame, in dataset order (a stat per frame: only runs with a cache ask)."""
+        paths = [item.image for item in self.labelled.source.items]
+        if self.unlabelled is not None:
+            paths += [ref.path for ref in self.unlabelled.frames]
+        return [frame_key(p) for p in paths]
 
     def frame(self, index: int) -> dict:
         """Item `index` without cached logits (what the teacher sees when filling the cache)."""

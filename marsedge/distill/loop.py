@@ -190,10 +190,8 @@ def build_distill_set(cfg: DistillConfig) -> DistillFrames:
     labelled = SegmentationFrames(training_set(cfg.data, cfg.seed), spec, augment, cfg.seed)
     unlabelled = None
     if cfg.distill.unlabelled:
-        refs = mix_sources(cfg.distill.unlabelled, None, cfg.seed)
-        cap = cfg.distill.unlabelled_frames
-        if cap is not None and cap < len(refs):  # a seeded draw by proportion (as pretraining)
-            refs = mix_sources(cfg.distill.unlabelled, cap, cfg.seed)
+        # at most `unlabelled_frames`: a seeded draw by proportion (as pretraining) when there are more
+        refs = mix_sources(cfg.distill.unlabelled, cfg.distill.unlabelled_frames, cfg.seed, at_most=True)
         unlabelled = UnlabelledFrames(refs, spec, augment, cfg.seed)
     return DistillFrames(labelled, unlabelled)
 
@@ -237,7 +235,8 @@ def run(cfg: DistillConfig, resume: bool = False) -> dict:
     ctx = init_distributed(cfg.run.device)
     try:
         d = cfg.distill
-        teacher_sha256 = sha256_file(d.teacher)
+        # the cache key (every rank) and the student's provenance (rank 0): a big teacher is read once each
+        teacher_sha256 = sha256_file(d.teacher) if (d.cache_dir or ctx.is_main) else ""
         teacher = FrozenTeacher.from_checkpoint(d.teacher, ctx.device, d.teacher_precision)
         teacher.check_student_input(cfg.data.preprocess, cfg.model.num_classes)
         frames = build_distill_set(cfg)

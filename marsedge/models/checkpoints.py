@@ -146,7 +146,7 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], part: st
     prefix = "" if part == "all" else f"{part}."
     expected = {k: v for k, v in model.state_dict().items() if k.startswith(prefix)}
     given = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
-    adapted = _adapt_first_conv(model, given)
+    adapted = _adapt_first_conv(model, given, expected)
     for key, tensor in given.items():
         if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
             raise ModelError(f"{source}: {key} has shape {tuple(tensor.shape)}, the model expects "
@@ -159,12 +159,13 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], part: st
     return report
 
 
-def _adapt_first_conv(model: nn.Module, given: dict[str, torch.Tensor]) -> list[str]:
+def _adapt_first_conv(model: nn.Module, given: dict[str, torch.Tensor],
+                      expected: dict[str, torch.Tensor]) -> list[str]:
     """Fit a colour checkpoint's first conv to a greyscale model (or back), in place in `given`."""
     key = first_conv_key(model)
-    if key is None or key not in given:
+    if key is None or key not in given or key not in expected:
         return []
-    want, have = model.state_dict()[key].shape, given[key].shape
+    want, have = expected[key].shape, given[key].shape
     if have == want or (have[0], *have[2:]) != (want[0], *want[2:]):
         return []
     given[key] = adapt_first_conv(given[key], want[1])

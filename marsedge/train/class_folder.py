@@ -85,8 +85,7 @@ def list_class_folder(folder: str | Path,
         classes = present
         if len(classes) < 2:
             raise DataError(f"{folder}: needs at least two class sub-folders, found {classes}")
-    unknown = sorted(set(present) - set(classes))
-    if unknown:
+    elif unknown := sorted(set(present) - set(classes)):
         raise DataError(f"{folder}: classes {unknown} do not appear in the training part {classes}")
     paths, targets = [], []
     for name in present:

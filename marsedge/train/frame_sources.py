@@ -64,16 +64,18 @@ def list_source(source: SourceConfig, index: int) -> list[FrameRef]:
     return sorted(refs, key=lambda r: r.name)
 
 
-def mix_sources(sources: list[SourceConfig], frames_per_epoch: int | None, seed: int) -> list[FrameRef]:
+def mix_sources(sources: list[SourceConfig], frames_per_epoch: int | None, seed: int,
+                at_most: bool = False) -> list[FrameRef]:
     """The concatenated frame list: every frame of every source when frames_per_epoch is None (and
-    proportions are ignored), else round(share x frames_per_epoch) frames of each source."""
+    proportions are ignored), else round(share x frames_per_epoch) frames of each source. With
+    `at_most`, frames_per_epoch is a cap: when the sources hold no more than that, every frame."""
     if not sources:
         raise ConfigError("config key 'pretrain.sources' must list at least one source")
     shares = np.array([s.proportion for s in sources], dtype=float)
     if (shares < 0).any() or shares.sum() <= 0:
         raise ConfigError("config key 'pretrain.sources[*].proportion' must be >= 0 with a positive sum")
     lists = [list_source(s, i) for i, s in enumerate(sources)]
-    if frames_per_epoch is None:
+    if frames_per_epoch is None or (at_most and frames_per_epoch >= sum(map(len, lists))):
         return [ref for refs in lists for ref in refs]
     rng = np.random.default_rng(seed)
     mixed: list[FrameRef] = []

@@ -116,11 +116,10 @@ class AccuracyEvaluator:
         return {"accuracy": float(correct.mean()), "balanced_accuracy": float(np.mean(recalls))}
 
 
-def precompute(cfg: LinearEvalConfig, part: str, device: torch.device,
+def precompute(cfg: LinearEvalConfig, backbone: nn.Module, part: str, device: torch.device,
                classes: list[str] | None = None) -> tuple[np.ndarray, list[int], list[str]]:
     """Features of FOLDER/<part> with the frozen backbone, computed once per run."""
     paths, targets, classes = list_class_folder(Path(cfg.linear_eval.folder) / part, classes)
-    backbone, _ = load_backbone(cfg.init.checkpoint, cfg.model, cfg.seed)
     feats = extract_features(backbone, len(paths), frames_reader(paths), cfg.data.preprocess,
                              cfg.linear_eval.feature_batch_size, device, progress=f"{part} features")
     return feats, targets, classes
@@ -138,8 +137,9 @@ def run(cfg: LinearEvalConfig, resume: bool = False) -> dict:
 
 
 def _run(cfg: LinearEvalConfig, ctx, resume: bool) -> dict:
-    train_x, train_y, classes = precompute(cfg, "train", ctx.device)
-    test_x, test_y, _ = precompute(cfg, "test", ctx.device, classes)
+    backbone, _ = load_backbone(cfg.init.checkpoint, cfg.model, cfg.seed)
+    train_x, train_y, classes = precompute(cfg, backbone, "train", ctx.device)
+    test_x, test_y, _ = precompute(cfg, backbone, "test", ctx.device, classes)
     keep = stratified_fraction(train_y, cfg.linear_eval.label_fraction, cfg.seed)
     train_set = FeatureSet(train_x[keep], [train_y[i] for i in keep])
     torch.manual_seed(cfg.seed)

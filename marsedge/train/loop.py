@@ -287,7 +287,8 @@ def _train(run: _Run, objective: Objective, loader: DataLoader, evaluator: Evalu
             if finished:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             improved = bool(metrics) and _is_best(run, metrics, epoch_number)
-            summary["last_metrics"] = metrics or summary["last_metrics"]
+            if metrics:
+                summary["last_metrics"] = metrics
             _save(run, "last.pt")  # after the early-stopping update, so a resume carries it
             if improved:
                 _save(run, "best.pt")

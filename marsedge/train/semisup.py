@@ -248,7 +248,7 @@ class SemisupObjective:
             con = self.contrastive(embed.float(), downsample_labels(target, tuple(embed.shape[-2:])))
             terms.append(stage.contrastive_weight * con)
             logs["contrastive"] = float(con.detach())
-        return sum(terms[1:], terms[0]), logs
+        return sum(terms), logs
 
 
 class _BlankLabels:
