@@ -16,16 +16,19 @@ augmentation, and the distilled ones get the live teacher's logits for the same 
 (consistent teaching); `--cached` instead uses un-augmented frames and the teacher-logit cache, as
 `make demo` does.
 
-The committed result (benchmarks/results/distill_comparison.md) came from
+The committed results (benchmarks/results/distill_comparison*.md) came from
 
     marsedge data synth --out DATA --mission msl --n 560 --size 192 --seed 1 --test-fraction 0.25 \
         --unlabelled 420
-    python train.py --config configs/demo/teacher.yaml data.root=DATA run.out_dir=RUNS name=teacher_big \
-        model.backbone=r18_0.5x_sk0 model.head_channels=128 epochs=40
-    python benchmarks/distill_comparison.py --teacher RUNS/teacher_big/last.pt --data DATA --epochs 40
+    python train.py --config configs/demo/teacher.yaml data.root=DATA run.out_dir=RUNS name=teacher_v3 \
+        model.backbone=r18_0.5x_sk0 model.head=deeplabv3plus model.head_channels=128 epochs=40
+    python benchmarks/distill_comparison.py --teacher RUNS/teacher_v3/last.pt --data DATA --epochs 12
+    python benchmarks/distill_comparison.py --teacher RUNS/teacher_v3/last.pt --data DATA --epochs 20 \
+        --feature-pairs low=low,layer2=layer2,layer3=layer3 --stem distill_comparison_20ep
 
-Writes OUT/distill_comparison.json and .md (mIoU, pixel accuracy, big-rock recall on the first
-gold set, params, MACs at the input size, wall time) and prints the table. The goal in the issue:
+Writes OUT/STEM.json and .md (STEM is `--stem`, default distill_comparison: mIoU, pixel accuracy,
+big-rock recall on the first gold set, params, MACs at the input size, wall time) and prints the
+table. `--feature-pairs` adds a row with pixel KD plus feature distillation. The goal in the issue:
 distillation recovers at least half of the mIoU gap between the scratch student and the teacher,
 gap recovered = (mIoU_distilled - mIoU_scratch) / (mIoU_teacher - mIoU_scratch).
 """
@@ -67,6 +70,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--cwd-weight", type=float, default=3.0)
     p.add_argument("--cwd-tau", type=float, default=4.0)
+    p.add_argument("--cwd-pairs", default="", metavar="S=T,...",
+                   help="the channel-wise row also distils these student=teacher stage maps, e.g. head=head")
+    p.add_argument("--feature-pairs", default="", metavar="S=T,...",
+                   help="add a row: pixel KD plus feature distillation (FitNets) of these student=teacher "
+                        "stages, e.g. low=low,layer2=layer2,layer3=layer3")
+    p.add_argument("--feature-weight", type=float, default=2.0)
+    p.add_argument("--stem", default="distill_comparison", help="file name of the written table (no suffix)")
     p.add_argument("--cached", action="store_true",
                    help="students see un-augmented frames and the teacher's cached logits (the demo's "
                         "setting) instead of augmented frames with the teacher run live on the same view")
@@ -192,15 +202,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from marsedge.distill.loop import run as distill
 
+    cwd_pairs = parse_pairs("--cwd-pairs", args.cwd_pairs) if args.cwd_pairs else {}
+    cwd_maps = f"; logits + {', '.join(cwd_pairs)}" if cwd_pairs else ""
     variants = {  # name -> distill section settings; None = no teacher (plain finetune)
         "student, scratch": None,
         f"student, pixel KD (T={args.temperature:g}), labelled only": dict(kd_weight=1.0, unlabelled=[]),
         f"student, pixel KD (T={args.temperature:g})": dict(kd_weight=1.0),
-        f"student, channel-wise (tau={args.cwd_tau:g}, w={args.cwd_weight:g})":
-            dict(kd_weight=0.0, cwd_weight=args.cwd_weight),
+        f"student, channel-wise (tau={args.cwd_tau:g}, w={args.cwd_weight:g}{cwd_maps})":
+            dict(kd_weight=0.0, cwd_weight=args.cwd_weight, cwd_pairs=cwd_pairs),
     }
     if args.no_unlabelled or not args.labelled_only_row:
         variants.pop(f"student, pixel KD (T={args.temperature:g}), labelled only")
+    if args.feature_pairs:
+        pairs = parse_pairs("--feature-pairs", args.feature_pairs)
+        label = f"student, pixel KD + features ({', '.join(pairs)}; w={args.feature_weight:g})"
+        variants[label] = dict(kd_weight=1.0, feature_weight=args.feature_weight, feature_pairs=pairs)
     first_split = None
     results = []
     for i, (label, settings) in enumerate(variants.items()):
@@ -226,8 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     add_gap_recovered(results)
     text = table(results, first_split)
     print(text)
-    write_results(Path(args.out), results, first_split, args, data, teacher)
+    write_results(Path(args.out) / args.stem, results, first_split, args, data, teacher)
     return 0
+
+
+def parse_pairs(option: str, text: str) -> dict[str, str]:
+    """'low=low,layer3=layer3' -> {'low': 'low', 'layer3': 'layer3'} (student stage -> teacher stage)."""
+    pairs = dict(item.split("=", 1) for item in text.split(",") if "=" in item)
+    if not pairs or len(pairs) != len(text.split(",")):
+        raise SystemExit(f"{option}: expected STUDENT=TEACHER[,...], got {text!r}")
+    return pairs
 
 
 def add_gap_recovered(results: list[dict]) -> None:
@@ -238,16 +262,16 @@ def add_gap_recovered(results: list[dict]) -> None:
         r["gap_recovered"] = (r["miou"] - scratch) / (top - scratch) if top > scratch else None
 
 
-def write_results(out: Path, results: list[dict], first_split: str, args: argparse.Namespace, data: Path,
+def write_results(stem: Path, results: list[dict], first_split: str, args: argparse.Namespace, data: Path,
                   teacher: Path) -> None:
     meta = {"epochs": args.epochs, "data": str(data), "teacher": str(teacher), "argv": sys.argv[1:],
             "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
             "goal": "gap_recovered >= 0.5"}
-    atomic_write_json(out / "distill_comparison.json", {"meta": meta, "split": first_split, "rows": results})
+    atomic_write_json(stem.with_suffix(".json"), {"meta": meta, "split": first_split, "rows": results})
     note = ("" if results[-1]["miou"] > results[0]["miou"] else
             "\nThe teacher is not better than the scratch student here, so there is no gap to recover "
             "(gap recovered: n/a).\n")
-    atomic_write_text(out / "distill_comparison.md", "# Distillation comparison (demo configs, CPU)\n\n"
+    atomic_write_text(stem.with_suffix(".md"), "# Distillation comparison (demo configs, CPU)\n\n"
                       f"`{' '.join(['python benchmarks/distill_comparison.py', *sys.argv[1:]])}`\n\n"
                       f"{table(results, first_split)}\n{note}")
 

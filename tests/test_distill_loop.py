@@ -155,3 +155,47 @@ def test_teacher_resizes_a_student_input_of_another_size(teacher_ckpt):
     teacher = FrozenTeacher.from_checkpoint(teacher_ckpt, torch.device("cpu"))
     logits, _ = teacher(torch.rand(2, 1, 48, 48))
     assert logits.shape == (2, 6, 48, 48) and logits.dtype == torch.float32
+
+
+def test_channel_wise_maps_average_with_the_logits_and_train_their_adapters(tmp_path, teacher_ckpt):
+    """cwd_pairs adds channel-wise distillation of stage maps: the cwd term is the mean of the logits'
+    and every map's ChannelWiseLoss (through its 1x1 adapter), and those adapters are trained."""
+    teacher = FrozenTeacher.from_checkpoint(teacher_ckpt, torch.device("cpu"))
+    torch.manual_seed(4)
+    student = build_model(TINY)
+    section = DistillSection(gt_weight=0.0, kd_weight=0.0, cwd_weight=1.0, cwd_pairs={"head": "low"})
+    terms = build_terms(section, stage_channels(student, 1), teacher.channels, 6)
+    adapter = terms["cwd_maps"]["head"].adapter  # student head 16 ch -> teacher low 8 ch: a 1x1 conv
+    assert isinstance(adapter, torch.nn.Conv2d) and (adapter.in_channels, adapter.out_channels) == (16, 8)
+    wrapper = StudentWithAdapters(student, terms).eval()  # eval: no dropout between the two forwards
+    batch = {"image": Frames().images[:2], "label": Frames().labels[:2]}
+    state = type("State", (), {"model": wrapper})()
+
+    def call(x, method="forward"):  # what the loop hands objectives: any method of the module by name
+        return getattr(wrapper, method)(x)
+
+    loss, logs = DistillObjective(section, CrossEntropyLoss(), teacher)(call, batch, state)
+    with torch.no_grad():
+        logits, feats = student.forward_features(batch["image"])
+        t_logits, t_feats = teacher(batch["image"], with_features=True)
+        on_map = terms["cwd_maps"]["head"](feats["head"], t_feats["low"])
+        expected = (terms["cwd"](logits, t_logits) + on_map) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert logs["loss_cwd"] == pytest.approx(expected.item(), rel=1e-5)
+
+    cfg = make_cfg(tmp_path, kd_weight=0.0, cwd_weight=1.0, cwd_pairs={"head": "low"})
+    before = copy.deepcopy(adapter.weight)
+    ctx = DistContext()
+    fit(cfg, wrapper, DistillObjective(cfg.distill, CrossEntropyLoss(), teacher),
+        build_train_loader(Frames(), cfg, ctx), ctx=ctx, artifact=Artifact(student, cfg.model, SPEC))
+    assert not torch.equal(adapter.weight, before), "the map adapter did not learn"
+
+
+def test_channel_wise_map_configs_that_cannot_work_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="cwd_weight > 0"):
+        make_cfg(tmp_path, cwd_pairs={"head": "head"}).validate()
+    cfg = make_cfg(tmp_path, cwd_weight=1.0, cwd_pairs={"head": "head"}, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="live teacher"):
+        cfg.validate()
+    with pytest.raises(ConfigError, match="cwd_pairs.head.*teacher has no stage 'nope'"):
+        build_terms(DistillSection(cwd_weight=1.0, cwd_pairs={"head": "nope"}), {"head": 16}, {"head": 16}, 6)

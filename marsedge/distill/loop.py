@@ -14,7 +14,8 @@ supplies what is specific to distillation:
       L = w_gt * L_gt(student, label) + w_kd * L_kd + w_cwd * L_cwd + w_feat * L_feat
 
   where L_gt is `loss.name` of the training config (cross-entropy with 255 ignored, or one of the
-  class-balanced losses of marsedge.train.losses) on labelled pixels only, and the distillation
+  class-balanced losses of marsedge.train.losses) on labelled pixels only, L_cwd is channel-wise
+  distillation of the logits (averaged with that of the `cwd_pairs` maps), and the distillation
   terms (marsedge.distill.losses) compare with the teacher on every frame, labelled or not.
   The teacher's logits come from the batch (`teacher_logits`, read from the logit cache) when
   present, from a live forward of the frozen teacher otherwise.
@@ -55,6 +56,9 @@ class DistillSection:
     temperature: float = 4.0
     cwd_weight: float = 0.0  # channel-wise distillation of the logits
     cwd_tau: float = 4.0
+    # channel-wise distillation also of these maps (student stage -> teacher stage), through a learned
+    # 1x1 adapter where the channel counts differ; the cwd term is then the mean over logits and maps
+    cwd_pairs: dict[str, str] = field(default_factory=dict)
     feature_weight: float = 0.0  # feature distillation on `feature_pairs`
     feature_pairs: dict[str, str] = field(default_factory=dict)  # student stage -> teacher stage
     # Frames without labels added to the distillation set (only the KD terms learn from them):
@@ -103,9 +107,17 @@ class DistillConfig(TrainConfig):
                 "config key 'distill.cache_dir': cached teacher logits belong to un-augmented frames; "
                 "set data.augment.enabled=false or drop the cache (the teacher then runs live)"
             )
-        if d.cache_dir and d.feature_weight > 0:
-            raise ConfigError("config key 'distill.cache_dir': feature distillation needs the live teacher "
-                              "(its stage maps are not cached); set feature_weight=0 or drop the cache")
+        if d.cwd_pairs and d.cwd_weight <= 0:
+            raise ConfigError("config key 'distill.cwd_pairs' needs cwd_weight > 0")
+        if d.cache_dir and self.uses_stage_maps:
+            raise ConfigError("config key 'distill.cache_dir': feature and channel-wise map distillation "
+                              "need the live teacher (its stage maps are not cached); set feature_weight=0 "
+                              "and cwd_pairs={} or drop the cache")
+
+    @property
+    def uses_stage_maps(self) -> bool:
+        """Whether a loss compares intermediate maps (not only logits) of student and teacher."""
+        return self.distill.feature_weight > 0 or bool(self.distill.cwd_pairs)
 
 
 class StudentWithAdapters(nn.Module):
@@ -131,16 +143,27 @@ def build_terms(section: DistillSection, student_channels: dict[str, int],
         terms["kd"] = PixelKDLoss(section.temperature)
     if section.cwd_weight > 0:
         terms["cwd"] = ChannelWiseLoss(section.cwd_tau, num_classes, num_classes)
+        if section.cwd_pairs:
+            check_stage_pairs("cwd_pairs", section.cwd_pairs, student_channels, teacher_channels)
+            terms["cwd_maps"] = nn.ModuleDict({
+                s: ChannelWiseLoss(section.cwd_tau, student_channels[s], teacher_channels[t])
+                for s, t in section.cwd_pairs.items()})
     if section.feature_weight > 0:
-        for s, t in section.feature_pairs.items():
-            if s not in student_channels:
-                raise ConfigError(f"config key 'distill.feature_pairs.{s}': the student has no stage {s!r} "
-                                  f"(stages: {', '.join(student_channels)})")
-            if t not in teacher_channels:
-                raise ConfigError(f"config key 'distill.feature_pairs.{s}': the teacher has no stage {t!r} "
-                                  f"(stages: {', '.join(teacher_channels)})")
+        check_stage_pairs("feature_pairs", section.feature_pairs, student_channels, teacher_channels)
         terms["feature"] = FeatureLoss(section.feature_pairs, student_channels, teacher_channels)
     return terms
+
+
+def check_stage_pairs(key: str, pairs: dict[str, str], student_channels: dict[str, int],
+                      teacher_channels: dict[str, int]) -> None:
+    """Every (student stage, teacher stage) pair names maps the two models have."""
+    for s, t in pairs.items():
+        if s not in student_channels:
+            raise ConfigError(f"config key 'distill.{key}.{s}': the student has no stage {s!r} "
+                              f"(stages: {', '.join(student_channels)})")
+        if t not in teacher_channels:
+            raise ConfigError(f"config key 'distill.{key}.{s}': the teacher has no stage {t!r} "
+                              f"(stages: {', '.join(teacher_channels)})")
 
 
 class DistillObjective:
@@ -151,6 +174,7 @@ class DistillObjective:
                         "feature": section.feature_weight}
         self.supervised = supervised
         self.teacher = teacher
+        self.cwd_pairs = dict(section.cwd_pairs)
 
     def _teacher_outputs(self, batch: dict, with_features: bool) -> tuple[torch.Tensor, dict]:
         if "teacher_logits" in batch and not with_features:
@@ -161,7 +185,7 @@ class DistillObjective:
 
     def __call__(self, model: nn.Module, batch: dict, state) -> tuple[torch.Tensor, dict[str, float]]:
         terms: nn.ModuleDict = state.model.terms  # the plain module's losses (adapters are trained)
-        with_features = "feature" in terms
+        with_features = "feature" in terms or "cwd_maps" in terms
         if with_features:
             logits, feats = model(batch["image"], method="forward_features")
         else:
@@ -174,8 +198,10 @@ class DistillObjective:
             if "kd" in terms:
                 values["kd"] = terms["kd"](logits, t_logits)
             if "cwd" in terms:
-                values["cwd"] = terms["cwd"](logits, t_logits)
-            if with_features:
+                parts = [terms["cwd"](logits, t_logits)]
+                parts += [terms["cwd_maps"][s](feats[s], t_feats[t]) for s, t in self.cwd_pairs.items()]
+                values["cwd"] = torch.stack(parts).mean()
+            if "feature" in terms:
                 values["feature"] = terms["feature"](feats, t_feats)
         loss = sum(self.weights[name] * value for name, value in values.items())
         return loss, {f"loss_{name}": float(value.detach()) for name, value in values.items()}
@@ -248,7 +274,7 @@ def run(cfg: DistillConfig, resume: bool = False) -> dict:
         student = build_model(cfg.model)
         origin = initialise(student, cfg.init)
         supervised = build_loss_for(cfg, frames.labelled, ctx)
-        student_channels = stage_channels(student, cfg.model.in_channels) if d.feature_weight > 0 else {}
+        student_channels = stage_channels(student, cfg.model.in_channels) if cfg.uses_stage_maps else {}
         terms = build_terms(d, student_channels, teacher.channels, cfg.model.num_classes)
         # with every target cached and no feature term, the teacher leaves memory before training
         live_teacher = None if d.cache_dir else teacher
