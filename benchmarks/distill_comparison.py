@@ -204,15 +204,13 @@ def main(argv: list[str] | None = None) -> int:
 
     cwd_pairs = parse_pairs("--cwd-pairs", args.cwd_pairs) if args.cwd_pairs else {}
     cwd_maps = f"; logits + {', '.join(cwd_pairs)}" if cwd_pairs else ""
-    variants = {  # name -> distill section settings; None = no teacher (plain finetune)
-        "student, scratch": None,
-        f"student, pixel KD (T={args.temperature:g}), labelled only": dict(kd_weight=1.0, unlabelled=[]),
-        f"student, pixel KD (T={args.temperature:g})": dict(kd_weight=1.0),
-        f"student, channel-wise (tau={args.cwd_tau:g}, w={args.cwd_weight:g}{cwd_maps})":
-            dict(kd_weight=0.0, cwd_weight=args.cwd_weight, cwd_pairs=cwd_pairs),
-    }
-    if args.no_unlabelled or not args.labelled_only_row:
-        variants.pop(f"student, pixel KD (T={args.temperature:g}), labelled only")
+    variants: dict[str, dict | None] = {"student, scratch": None}  # None = no teacher (plain finetune)
+    if args.labelled_only_row and not args.no_unlabelled:
+        variants[f"student, pixel KD (T={args.temperature:g}), labelled only"] = dict(kd_weight=1.0,
+                                                                                     unlabelled=[])
+    variants[f"student, pixel KD (T={args.temperature:g})"] = dict(kd_weight=1.0)
+    variants[f"student, channel-wise (tau={args.cwd_tau:g}, w={args.cwd_weight:g}{cwd_maps})"] = dict(
+        kd_weight=0.0, cwd_weight=args.cwd_weight, cwd_pairs=cwd_pairs)
     if args.feature_pairs:
         pairs = parse_pairs("--feature-pairs", args.feature_pairs)
         label = f"student, pixel KD + features ({', '.join(pairs)}; w={args.feature_weight:g})"

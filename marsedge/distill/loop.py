@@ -70,6 +70,11 @@ class DistillSection:
     cache_dir: str | None = None
     cache_batch_size: int = 8
 
+    @property
+    def uses_stage_maps(self) -> bool:
+        """Whether a loss compares intermediate maps (not only logits) of student and teacher."""
+        return self.feature_weight > 0 or (self.cwd_weight > 0 and bool(self.cwd_pairs))
+
 
 @dataclass
 class DistillConfig(TrainConfig):
@@ -109,15 +114,10 @@ class DistillConfig(TrainConfig):
             )
         if d.cwd_pairs and d.cwd_weight <= 0:
             raise ConfigError("config key 'distill.cwd_pairs' needs cwd_weight > 0")
-        if d.cache_dir and self.uses_stage_maps:
+        if d.cache_dir and d.uses_stage_maps:
             raise ConfigError("config key 'distill.cache_dir': feature and channel-wise map distillation "
                               "need the live teacher (its stage maps are not cached); set feature_weight=0 "
                               "and cwd_pairs={} or drop the cache")
-
-    @property
-    def uses_stage_maps(self) -> bool:
-        """Whether a loss compares intermediate maps (not only logits) of student and teacher."""
-        return self.distill.feature_weight > 0 or bool(self.distill.cwd_pairs)
 
 
 class StudentWithAdapters(nn.Module):
@@ -175,6 +175,7 @@ class DistillObjective:
         self.supervised = supervised
         self.teacher = teacher
         self.cwd_pairs = dict(section.cwd_pairs)
+        self.with_features = section.uses_stage_maps
 
     def _teacher_outputs(self, batch: dict, with_features: bool) -> tuple[torch.Tensor, dict]:
         if "teacher_logits" in batch and not with_features:
@@ -185,7 +186,7 @@ class DistillObjective:
 
     def __call__(self, model: nn.Module, batch: dict, state) -> tuple[torch.Tensor, dict[str, float]]:
         terms: nn.ModuleDict = state.model.terms  # the plain module's losses (adapters are trained)
-        with_features = "feature" in terms or "cwd_maps" in terms
+        with_features = self.with_features
         if with_features:
             logits, feats = model(batch["image"], method="forward_features")
         else:
@@ -274,7 +275,7 @@ def run(cfg: DistillConfig, resume: bool = False) -> dict:
         student = build_model(cfg.model)
         origin = initialise(student, cfg.init)
         supervised = build_loss_for(cfg, frames.labelled, ctx)
-        student_channels = stage_channels(student, cfg.model.in_channels) if cfg.uses_stage_maps else {}
+        student_channels = stage_channels(student, cfg.model.in_channels) if d.uses_stage_maps else {}
         terms = build_terms(d, student_channels, teacher.channels, cfg.model.num_classes)
         # with every target cached and no feature term, the teacher leaves memory before training
         live_teacher = None if d.cache_dir else teacher
