@@ -23,13 +23,16 @@ def ddp_worker(rank: int, world: int, port: int, train, *args) -> None:
     (a module-level function, so that spawn can pickle it)."""
     import torch
 
-    from marsedge.train.distributed import init_distributed, shutdown_distributed
+    from marsedge.train.distributed import barrier, init_distributed, shutdown_distributed
 
     set_rank_env(rank, world, port)
     torch.set_num_threads(1)
     ctx = init_distributed("cpu")
     try:
         train(ctx, *args)
+        # every rank done before any tears down: rank 0 hosts the rendezvous store, and in one CI run
+        # rank 0 aborted (SIGABRT) in teardown, likely while rank 1 was still finishing
+        barrier(ctx)
     finally:
         shutdown_distributed()
 
