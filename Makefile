@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean-demo
+.PHONY: demo test lint venv clean-demo gpu-check
 
 venv: $(STAMP)
 
@@ -27,3 +27,8 @@ demo: $(STAMP)
 
 clean-demo:
 	rm -rf runs/demo
+
+# The GPU paths on whatever NVIDIA machine this is (Jetson, workstation, H100/H200): no install, no
+# download; the venv's Python if there is one, else the machine's own. No GPU: one line, exit 0.
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/gpu_check.py

@@ -5,6 +5,7 @@ Extras are split by where the code runs:
   deploy  workstation export/quantize: onnx, onnxscript, nvidia-modelopt (its ONNX needs named
           one by one, because `nvidia-modelopt[onnx]` pulls onnxruntime-gpu next to onnxruntime)
   train   torch and what training needs; on the project's CPU machines torch is 2.13.0 (Makefile)
+  openvino  the OpenVINO backend (`--backend openvino`), beside ONNX Runtime (issue 19)
   bench   plots for reports
   dev     tests and lint
 """
@@ -25,8 +26,9 @@ DEPLOY = [
     "cppimport",  # likewise (modelopt.onnx.quantization.extensions)
 ]
 TRAIN = ["torch>=2.4", "matplotlib>=3.7", "scikit-learn>=1.3", "safetensors>=0.4"]
+OPENVINO = ["openvino>=2024.0"]  # 2026.4.1 measured; pip check clean next to [deploy] and [train]
 BENCH = ["matplotlib>=3.7"]
-DEV = ["pytest>=8", "pytest-timeout", "ruff>=0.6"]
+DEV = ["pytest>=8", "pytest-timeout", "ruff>=0.6", "hypothesis>=6.100"]
 
 setup(
     name="marsedge",
@@ -41,9 +43,10 @@ setup(
         "edge": EDGE,
         "deploy": EDGE + DEPLOY,
         "train": EDGE + TRAIN,
+        "openvino": EDGE + OPENVINO,
         "bench": EDGE + BENCH,
         "dev": DEV,
-        "all": EDGE + DEPLOY + TRAIN + BENCH + DEV,
+        "all": EDGE + DEPLOY + TRAIN + OPENVINO + BENCH + DEV,
     },
     entry_points={
         "console_scripts": [

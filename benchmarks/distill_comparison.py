@@ -98,18 +98,18 @@ def synthesise(root: Path, args: argparse.Namespace) -> Path:
 def train_teacher(data: Path, work: Path, args: argparse.Namespace) -> Path:
     """The demo teacher config with --teacher-set overrides; its last epoch is the teacher (the best
     one would be chosen on the test split this benchmark scores on)."""
-    from marsedge.train import finetune
     from marsedge.train.config import TrainConfig, load_train_config
+    from marsedge.train.modes import resolve_mode
 
     overrides = [*args.teacher_set, f"data.root={data}", f"run.out_dir={work}", "name=teacher"]
     overrides += [f"epochs={args.teacher_epochs}"] if args.teacher_epochs else []
     cfg = load_train_config(TrainConfig, REPO / "configs/demo/teacher.yaml", overrides)
-    finetune.run(cfg)
+    resolve_mode("finetune").run(cfg)
     return work / "teacher" / "last.pt"
 
 
 def student_config(args: argparse.Namespace, data: Path, work: Path, teacher: Path, name: str, **distill):
-    from marsedge.distill.loop import DistillConfig
+    from marsedge.distill.config import DistillConfig
     from marsedge.train.config import TrainConfig, load_train_config
 
     unlabelled = [] if args.no_unlabelled else [{"root": str(data), "split": "unlabelled"}]
@@ -130,7 +130,7 @@ def student_config(args: argparse.Namespace, data: Path, work: Path, teacher: Pa
 def equal_step_epochs(cfg, epochs: int) -> int:
     """Epochs over labelled + unlabelled frames that take as many optimiser steps as `epochs` over
     the labelled frames alone: the same compute budget, each frame seen fewer times."""
-    from marsedge.distill.loop import build_distill_set
+    from marsedge.distill.data import build_distill_set
 
     frames = build_distill_set(cfg)
     return max(1, round(epochs * len(frames.labelled) / len(frames)))
@@ -138,13 +138,13 @@ def equal_step_epochs(cfg, epochs: int) -> int:
 
 def run_scratch(cfg, resume: bool) -> Path:
     """The same student, data and budget through the plain finetune mode (no teacher at all)."""
-    from marsedge.train import finetune
     from marsedge.train.config import TrainConfig
+    from marsedge.train.modes import resolve_mode
 
     plain = to_dict(cfg)
     plain.pop("distill")
     plain["mode"] = "finetune"
-    finetune.run(from_dict(TrainConfig, plain), resume=resume)
+    resolve_mode("finetune").run(from_dict(TrainConfig, plain), resume=resume)
     return cfg.run_dir / "best.pt"
 
 
@@ -155,9 +155,8 @@ def evaluate(checkpoint: Path, data: Path, split: str) -> dict:
     from marsedge.data.preprocess import PreprocessSpec
     from marsedge.metrics import segmentation_metrics
     from marsedge.models.checkpoints import load_model
-    from marsedge.train.datasets import SegmentationFrames
-    from marsedge.train.distributed import DistContext
-    from marsedge.train.evaluate import build_eval_loader, confusion_matrix
+    from marsedge.train.engine.distributed import DistContext
+    from marsedge.train.supervised import SegmentationFrames, build_eval_loader, confusion_matrix
 
     model, ckpt = load_model(checkpoint)
     spec = PreprocessSpec.from_dict(ckpt.preprocess)
@@ -200,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         teacher, teacher_wall = timed(train_teacher, data, work, args)
 
-    from marsedge.distill.loop import run as distill
+    from marsedge.train.modes import resolve_mode
+
+    distill = resolve_mode("distill").run
 
     cwd_pairs = parse_pairs("--cwd-pairs", args.cwd_pairs) if args.cwd_pairs else {}
     cwd_maps = f"; logits + {', '.join(cwd_pairs)}" if cwd_pairs else ""

@@ -5,7 +5,8 @@
 
 Quantizes one FP32 student ONNX with every recipe in `marsedge.edge.quantize.CPU_RECIPES` plus the
 nvidia-modelopt QDQ model (the TensorRT target, run here on CPU for reference), all calibrated on
-the same real frames, then times every model in alternating blocks (medians; machine load hits all alike)
+the same real frames (one ORT calibration shared by every recipe), then times every model in
+alternating blocks (medians; machine load hits all alike)
 and runs the accuracy gate of each against FP32. Results: benchmarks/results/edge_int8_layouts.json.
 The default recipe of `marsedge quantize --target cpu` is chosen from this table.
 """
@@ -28,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--onnx", help="FP32 student ONNX (default: export a random-init student)")
-    ap.add_argument("--data", help="AI4Mars tree: calibration on train, gate on gold-min1")
+    ap.add_argument("--data", help="AI4Mars tree: calibration on train minus val, gate on val")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--blocks", type=int, default=3, help="alternating timing blocks of 4 runs per model")
@@ -41,18 +42,13 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from edge_latency import random_checkpoint, synthetic_gate_tree
 
-    from marsedge.bench.latency import alternating_medians
     from marsedge.edge.backends import OnnxBackend
+    from marsedge.edge.calibration import calibration_set
     from marsedge.edge.gate import accuracy_gate, gate_reference
     from marsedge.edge.onnx_meta import read_onnx_metadata
-    from marsedge.edge.quantize import (
-        CPU_RECIPES,
-        calibration_set,
-        frame_reader,
-        quantize_cpu,
-        quantize_tensorrt,
-    )
+    from marsedge.edge.quantize import CPU_RECIPES, QUANTIZERS, QuantizeJob, QuantizeOptions
     from marsedge.io import atomic_write_json
+    from marsedge.timing import alternating_medians
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="int8_layouts_"))
     if args.onnx:
@@ -68,21 +64,20 @@ def main() -> int:
     if not args.data and not data.exists():
         synthetic_gate_tree(data, args.size)
     spec = read_onnx_metadata(fp32).preprocess
-    calib = calibration_set(str(data), args.n, min_frames=8)
+    calib = calibration_set(str(data), args.n, min_frames=8, split="train-val")
     names = args.recipes.split(",") if args.recipes else [*CPU_RECIPES, "modelopt-qdq"]
 
-    models = {"fp32": fp32}
+    models, shared = {"fp32": fp32}, {"workdir": work}  # one calibration, shared by every recipe
     for name in names:
         out = work / f"{name}.onnx"
         models[name] = out
         if out.exists():
             continue
         start = time.perf_counter()
-        reader = frame_reader(calib, spec, "image")
-        if name == "modelopt-qdq":
-            quantize_tensorrt(fp32, out, reader, "max", dla=False)
-        else:
-            quantize_cpu(fp32, out, reader, "max", name)
+        target, recipe = ("tensorrt", "modelopt-int8") if name == "modelopt-qdq" else ("cpu", name)
+        options = QuantizeOptions(target=target, method="max")
+        job = QuantizeJob(fp32, out, calib, spec, "image", options, shared)
+        QUANTIZERS[target].quantize(job, recipe)
         print(f"{name}: quantized in {time.perf_counter() - start:.0f} s", flush=True)
 
     backends = {k: OnnxBackend(p, threads=args.threads, providers=["CPUExecutionProvider"])
@@ -91,7 +86,7 @@ def main() -> int:
     ms = alternating_medians({k: (lambda b=b: b.infer(x)) for k, b in backends.items()}, blocks=args.blocks)
 
     rows = []
-    reference = gate_reference(fp32, str(data), "gold-min1", args.threads)
+    reference = gate_reference(fp32, str(data), "val", args.threads)
     for name in names:
         gate = accuracy_gate(reference, models[name], 1.0, args.threads)
         rows.append({"recipe": name, "median_ms": round(ms[name], 2),

@@ -4,7 +4,7 @@
     python benchmarks/edge_latency.py --student runs/demo/student.pt --teacher runs/demo/teacher.pt \
         --data runs/demo/data
 
-Ratios (medians of alternating blocks, marsedge.bench.latency.alternating_medians):
+Ratios (medians of alternating blocks, marsedge.timing.alternating_medians):
   1. ONNX Runtime FP32 vs PyTorch eager FP32 (student)            aim >= 3x
   2. ONNX Runtime INT8 (cpu target) vs FP32, and its mIoU drop     aim >= 1.5x, <= 1.0 point
   3. edge-run end-to-end FPS vs the backend's own FPS (INT8)       aim >= 85%
@@ -14,6 +14,15 @@ Without --student/--teacher the models are randomly initialised (latency does no
 weights); the INT8 accuracy figures are then meaningless for quality and are labelled so. Without
 --data a small synthetic AI4Mars tree is generated (calibration on its train split, gate on gold).
 Results: benchmarks/results/edge_latency.json.
+
+    python benchmarks/edge_latency.py --writer-study --model student.int8.onnx --frames FRAMES_DIR
+
+The writer study (issue 19, "edge-run at its backend's speed"): cv2.imencode / blend / postprocess
+micro-benchmarks on a 512 px frame and its mask, then rounds of, alternately, a backend-only child
+process (nothing else in it) and edge-run child processes with each change undone or added
+(`STUDY_VARIANTS`: the patches reproduce the behaviour before the change), each ratio taken
+against the backend-only run next to it, with the load average (uptime) beside each figure.
+Results: benchmarks/results/edge_writer_study.json.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+DEFAULT_OUT = str(ROOT / "benchmarks/results/edge_latency.json")
+STUDY_OUT = ROOT / "benchmarks/results/edge_writer_study.json"
 
 
 def cpu_flags() -> list[str]:
@@ -75,13 +86,23 @@ def main() -> int:
                     "(skips export, calibration and the gate)")
     ap.add_argument("--frames", type=int, default=40, help="frames for the edge-run measurement")
     ap.add_argument("--frame-size", type=int, default=1024, help="synthetic NAVCAM frame size (MSL: 1024)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/edge_latency.json"))
+    ap.add_argument("--frames-dir", help="--writer-study: folder of frames for edge-run")
+    ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--writer-study", action="store_true", help="the edge-run writer study (see above)")
+    ap.add_argument("--model", help="--writer-study: the ONNX model edge-run runs")
+    ap.add_argument("--rounds", type=int, default=2, help="--writer-study: rounds over every variant")
     args = ap.parse_args()
+    if args.writer_study:
+        from writer_study import study
+
+        if not (args.model and args.frames_dir):
+            raise SystemExit("--writer-study needs --model and --frames-dir")
+        return study(Path(args.model), Path(args.frames_dir), args.threads, args.rounds,
+                     Path(args.out if args.out != DEFAULT_OUT else STUDY_OUT))
 
     import torch
 
     from marsedge.bench.environment import cpu_model
-    from marsedge.bench.latency import alternating_medians
     from marsedge.data.frames import read_frame
     from marsedge.edge.backends import open_backend
     from marsedge.edge.export import export
@@ -89,6 +110,7 @@ def main() -> int:
     from marsedge.edge.quantize import QuantizeOptions, quantize_model
     from marsedge.edge.run import main as edge_run
     from marsedge.io import atomic_write_json, sha256_file
+    from marsedge.timing import alternating_medians
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="edge_latency_"))
@@ -140,7 +162,7 @@ def main() -> int:
         "ratios": {
             "ort_fp32_vs_torch_fp32": round(ms["torch_fp32"] / ms["ort_fp32"], 3),
             "ort_int8_vs_ort_fp32": round(ms["ort_fp32"] / ms["ort_int8"], 3),
-            "edge_run_fps_vs_backend_fps": round(summary["fps"] / summary["backend_fps"], 3),
+            "edge_run_fps_vs_backend_fps": summary["fps_vs_backend"],  # backend unloaded, after the run
             "student_int8_vs_teacher_torch": round(ms["teacher_torch_fp32"] / ms["ort_int8"], 3),
             "student_ort_fp32_vs_teacher_torch": round(ms["teacher_torch_fp32"] / ms["ort_fp32"], 3),
         },
@@ -149,7 +171,9 @@ def main() -> int:
         "int8_gate_meaningful": trained,
         "export_verification": str(verification),
         "edge_run": {"frames_ok": summary["frames_ok"], "fps": summary["fps"],
-                     "backend_fps": summary["backend_fps"], "frame_shape": frame_shape},
+                     "backend_fps": summary["backend_fps"],
+                     "backend_fps_in_pipeline": summary["backend_fps_in_pipeline"],
+                     "frame_shape": frame_shape},
     }
     atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2))

@@ -3,7 +3,7 @@
     python benchmarks/label_fraction_curve.py [--data DIR] [--steps 120]
 
 The demo teacher (configs/demo/teacher.yaml: narrow ResNet-18 + DeepLabv3, 128 px) is finetuned
-from scratch through train.py's own code path (`marsedge.train.finetune.run`) on seeded, stratified
+from scratch through train.py's own code path (mode `finetune`) on seeded, stratified
 label fractions of one synthetic AI4Mars tree. Every fraction gets the same number of optimiser
 steps (the small sets cycle more epochs), so the curve shows the effect of labels, not of compute.
 An intensity baseline (each preprocessed grey level -> the commonest training class at that level,
@@ -28,7 +28,7 @@ from marsedge.data.preprocess import preprocess, resize_label
 from marsedge.io import atomic_write_json
 from marsedge.metrics import ConfusionMatrix
 from marsedge.train.config import TrainConfig, load_train_config
-from marsedge.train.datasets import training_set
+from marsedge.train.supervised import training_set
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -55,8 +55,9 @@ def intensity_baseline(cfg: TrainConfig, bins: int = 32) -> dict:
 
 
 def train_fraction(base: list[str], fraction: float, steps: int, out: Path) -> dict:
-    from marsedge.train.finetune import run
+    from marsedge.train.modes import resolve_mode
 
+    run = resolve_mode("finetune").run
     demo = REPO / "configs" / "demo" / "teacher.yaml"
     probe = load_train_config(TrainConfig, demo, [*base, f"data.label_fraction={fraction}"])
     frames = len(training_set(probe.data, probe.seed))

@@ -38,18 +38,18 @@ TINY = {"model": {"backbone": BACKBONE, "head": "deeplabv3plus", "head_channels"
 
 def train(work: Path, name: str, config: dict) -> dict:
     """Run one `marsedge train` config through its mode's module; returns the loop's summary."""
-    from marsedge.train.cli import resolve_mode
     from marsedge.train.config import load_train_config
+    from marsedge.train.modes import resolve_mode
 
     path = work / "configs" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     run = {"out_dir": str(work / "runs"), "device": "cpu", "progress": False, "log_every": 5, "eval_every": 0}
     full = {**TINY, **config, "name": name, "run": {**run, **config.get("run", {})}}
     path.write_text(yaml.safe_dump(full, sort_keys=False))
-    module = resolve_mode(full["mode"])
-    cfg = load_train_config(module.CONFIG, path, [])
+    mode = resolve_mode(full["mode"])
+    cfg = load_train_config(mode.config, path, [])
     start = time.perf_counter()
-    summary = module.run(cfg)
+    summary = mode.run(cfg)
     summary["seconds"] = round(time.perf_counter() - start, 1)
     print(f"  {name}: {summary['seconds']} s")
     return summary
@@ -86,7 +86,7 @@ def finetune_config(data: Path, args, checkpoint: str | None, seed: int) -> dict
 
 
 def fn_rate_section(out: Path) -> dict:
-    from marsedge.train.fn_rate import expected_fn_rate, parse_distribution, plot_figure6, simulate_fn_rate
+    from marsedge.ssl.fn_rate import expected_fn_rate, parse_distribution, plot_figure6, simulate_fn_rate
 
     rows = {}
     for preset in ("curiosity", "imagenet"):
@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from marsedge.data.synthetic import SynthOptions, generate
-    from marsedge.train.class_folder import build_class_folder
-    from marsedge.train.cluster import cluster_frames
+    from marsedge.ssl.class_folder import build_class_folder
+    from marsedge.ssl.cluster import cluster_frames
     from marsedge.train.frame_sources import SourceConfig, mix_sources
 
     work, out = Path(args.work), Path(args.out)

@@ -4,7 +4,7 @@
     python benchmarks/train_throughput.py --gpu-steps 30       # + GPU: r101_2x_sk1 + deeplabv3 at 512 px
 
 What it measures, each in this one run so that ratios compare like with like:
-- the training step of the loop (`marsedge.train.loop`: forward under autocast, loss, backward,
+- the training step of the loop (`marsedge.train.engine.loop`: forward under autocast, loss, backward,
   optimiser step) on batches already in memory, in images/s:
     CPU  demo teacher (configs/demo/teacher.yaml), fp32 eager and bf16 autocast;
     GPU  r101_2x_sk1 + deeplabv3 at 512 px, fp32 eager vs bf16 autocast + channels_last
@@ -30,11 +30,11 @@ from marsedge.data.preprocess import PreprocessSpec
 from marsedge.io import atomic_write_json, atomic_write_text
 from marsedge.models.build import ModelConfig, build_model, count_parameters
 from marsedge.train.config import TrainConfig, load_train_config
-from marsedge.train.datasets import SegmentationFrames, training_set
-from marsedge.train.distributed import DistContext
-from marsedge.train.loop import autocast_context, build_train_loader
+from marsedge.train.engine.distributed import DistContext
+from marsedge.train.engine.loop import autocast_context, build_train_loader
+from marsedge.train.engine.optim import build_optimizer
 from marsedge.train.losses import CrossEntropyLoss
-from marsedge.train.optim import build_optimizer
+from marsedge.train.supervised import SegmentationFrames, training_set
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

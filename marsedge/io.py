@@ -84,3 +84,39 @@ def safe_join(root: str | Path, name: str) -> Path:
     if root != out.parent:
         raise DataError(f"output name {name!r} would escape {root}")
     return out
+
+
+_MAX_COMPONENT = 120  # characters kept of one mapped path component (filesystems allow 255 bytes)
+
+
+def safe_relpath(rel: str) -> str:
+    """A relative path from data -> a relative output path that cannot escape, collide or overflow.
+
+    Subfolders and the extension are kept (`sol1/x.png` -> `sol1/x.png`); `..`, `.` and empty
+    components are dropped and unsafe characters mapped to `_`. Whenever the mapping changed
+    anything, `~` and a hash of the original path are appended, so `a b.png` and `a_b.png` (or two
+    non-ASCII names) never meet: a mapped name carries a `~`, which an unmapped one cannot.
+    """
+    text = str(rel)
+    parts = [p for p in re.split(r"[\\/]+", text) if p not in ("", ".", "..")]
+    mapped = [(_UNSAFE.sub("_", p).lstrip(".") or "_")[:_MAX_COMPONENT] for p in parts] or ["frame"]
+    out = "/".join(mapped)
+    if out != text:
+        out += "~" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return out
+
+
+def guarded_path(root: str | Path, rel: str) -> Path:
+    """`root / rel` for an already safe `rel`, refused (DataError) when any existing component on the
+    way, the file itself included, is a symlink or not a folder: something planted in an output
+    folder must not redirect a write outside it."""
+    root = Path(root)
+    path = root
+    parts = Path(rel).parts
+    for i, part in enumerate(parts):
+        path = path / part
+        if path.is_symlink():
+            raise DataError(f"output path {path} is a symbolic link; refusing to write through it")
+        if i < len(parts) - 1 and path.exists() and not path.is_dir():
+            raise DataError(f"output path {path} is not a folder")
+    return path

@@ -59,7 +59,10 @@ def segmentation_metrics(matrix: np.ndarray, class_names=None) -> dict:
     IoU_c = TP / (TP + FP + FN); recall_c = TP / (TP + FN); precision_c = TP / (TP + FP)
     F1_c = 2 P R / (P + R) = 2 TP / (2 TP + FP + FN);
     mIoU, macro F1, MAcc (mean recall) over present classes;
-    FAcc (frequency-weighted accuracy) = sum_c freq_c * recall_c, freq_c = truth pixels of c / total.
+    FW-IoU = sum_c freq_c * IoU_c, freq_c = truth pixels of c / all labelled pixels: the
+    semi-supervised paper's "FACC" (86-89% beside ACC 92-94% in its Table 9). `facc` is kept as an
+    alias of `fwiou` so old report columns keep their key; it is not sum_c freq_c * recall_c, which
+    is pixel accuracy by algebra (sum_c TP_c / total).
     A class is present when it occurs in the truth or the prediction; absent classes are NaN.
     """
     m = np.asarray(matrix, dtype=np.float64)
@@ -77,6 +80,8 @@ def segmentation_metrics(matrix: np.ndarray, class_names=None) -> dict:
     # predicted but never true (where P or R alone is undefined), NaN only for an absent class.
     f1 = _safe_div(2 * tp, truth + predicted)
     freq = truth / total if total > 0 else np.zeros(k)
+    # a class with truth pixels always has an IoU; one without has freq 0, so NaN IoU adds nothing
+    fwiou = float(np.sum(freq * np.nan_to_num(iou))) if total > 0 else float("nan")
 
     def mean(v: np.ndarray) -> float:
         v = v[~np.isnan(v)]
@@ -90,7 +95,8 @@ def segmentation_metrics(matrix: np.ndarray, class_names=None) -> dict:
         "miou": mean(iou),
         "macro_f1": mean(f1),
         "macc": mean(recall),
-        "facc": float(np.nansum(freq * np.nan_to_num(recall))) if total > 0 else float("nan"),
+        "fwiou": fwiou,
+        "facc": fwiou,  # alias: the papers' FACC is the frequency-weighted IoU
         "iou": per_class(iou),
         "recall": per_class(recall),
         "precision": per_class(precision),

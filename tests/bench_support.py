@@ -1,7 +1,8 @@
 """Small real inputs for the bench tests: a hand-built ONNX segmenter and results rows from real maths.
 
-The ONNX model is one 1x1 convolution (1 channel -> 6 class logits, logits_k = w_k * x + b_k) with
-marsedge metadata, so ONNX Runtime runs it for real and a test can compute its masks with numpy.
+The ONNX model is one 1x1 convolution (1 channel -> K class logits, logits_k = w_k * x + b_k; K = 6,
+or fewer for a model of fewer classes) with marsedge metadata, so ONNX Runtime runs it for real and
+a test can compute its masks with numpy.
 """
 
 from __future__ import annotations
@@ -29,15 +30,16 @@ def write_tiny_onnx(path: str | Path, size: int = 64, weights=WEIGHTS, biases=BI
 
     from marsedge.edge.onnx_meta import ModelMetadata, set_props
 
+    k = len(weights)  # classes: the first k of the project's table (4: terrain only)
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, size, size])
-    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 6, size, size])
-    w = numpy_helper.from_array(np.asarray(weights, np.float32).reshape(6, 1, 1, 1), "w")
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", k, size, size])
+    w = numpy_helper.from_array(np.asarray(weights, np.float32).reshape(k, 1, 1, 1), "w")
     b = numpy_helper.from_array(np.asarray(biases, np.float32), "b")
     conv = helper.make_node("Conv", ["image", "w", "b"], ["logits"])
     graph = helper.make_graph([conv], "tiny", [x], [y], [w, b])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
-    meta = ModelMetadata(class_table(), PreprocessSpec(size, size, 1, 1.5),
+    meta = ModelMetadata(class_table(k), PreprocessSpec(size, size, 1, 1.5),
                          model_config or {"backbone": "tiny-conv", "head": "none"})
     set_props(model, meta.to_props())
     onnx.save(model, str(path))

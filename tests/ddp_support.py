@@ -23,7 +23,7 @@ def ddp_worker(rank: int, world: int, port: int, train, *args) -> None:
     (a module-level function, so that spawn can pickle it)."""
     import torch
 
-    from marsedge.train.distributed import barrier, init_distributed, shutdown_distributed
+    from marsedge.train.engine.distributed import barrier, init_distributed, shutdown_distributed
 
     set_rank_env(rank, world, port)
     torch.set_num_threads(1)

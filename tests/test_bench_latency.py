@@ -12,7 +12,6 @@ from bench_support import numpy_logits, write_tiny_onnx
 
 from marsedge.bench.latency import (
     StageTimes,
-    alternating_medians,
     latency_report,
     peak_rss_mb,
     reset_peak_rss,
@@ -21,6 +20,7 @@ from marsedge.bench.latency import (
     time_frames,
 )
 from marsedge.data.preprocess import PreprocessSpec, preprocess
+from marsedge.timing import alternating_medians
 
 
 def test_percentiles_hand_worked():

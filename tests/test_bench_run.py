@@ -12,11 +12,11 @@ import pytest
 from bench_support import BIASES, WEIGHTS, numpy_logits, write_tiny_onnx
 
 from marsedge.bench import results as R
-from marsedge.bench.accuracy import logits_to_mask
 from marsedge.bench.runner import BenchSettings, pick_sample_frames, run_bench
 from marsedge.cli import main
 from marsedge.data.ai4mars import AI4MarsDataset
 from marsedge.data.preprocess import PreprocessSpec, preprocess
+from marsedge.edge.predict import logits_to_mask
 from marsedge.metrics import ConfusionMatrix
 
 SIZE = 32

@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from marsedge.config import apply_overrides, from_dict, load_config, to_dict
+from marsedge.config import apply_overrides, from_dict, read_yaml, to_dict
 from marsedge.errors import ConfigError
 
 
@@ -61,6 +61,12 @@ def test_valid_values_are_converted():
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
     assert cfg.resume is None and cfg.sizes == [64, 96] and cfg.epochs == 10
     assert from_dict(Experiment, to_dict(cfg)) == cfg
+
+
+def load_config(cls, path, overrides=()):
+    """A config file (or the defaults) with dotted overrides, the way every loader composes them."""
+    data = read_yaml(path) if path is not None else {}
+    return from_dict(cls, apply_overrides(data, list(overrides)))
 
 
 def test_yaml_file_with_dotted_overrides(tmp_path):

@@ -167,8 +167,8 @@ def test_listing_is_lazy_and_reading_reports_the_frame(tmp_path):
 
 
 def test_unknown_split_and_missing_root(tmp_path):
-    with pytest.raises(DataError, match="unknown split 'val'"):
-        list_items(tmp_path, "val")
+    with pytest.raises(DataError, match="unknown split 'validation'"):
+        list_items(tmp_path, "validation")
     with pytest.raises(DataError, match="dataset folder not found"):
         list_items(tmp_path / "nope", "train")
     with pytest.raises(DataError, match="label folder not found"):

@@ -13,18 +13,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from marsedge.data.preprocess import PreprocessSpec
-from marsedge.distill.loop import (
-    DistillConfig,
-    DistillObjective,
-    DistillSection,
-    StudentWithAdapters,
-    build_terms,
-)
+from marsedge.distill.config import DistillConfig, DistillSection
+from marsedge.distill.objective import DistillObjective, StudentWithAdapters, build_terms
 from marsedge.distill.teacher import FrozenTeacher, stage_channels
 from marsedge.models.build import ModelConfig
 from marsedge.models.checkpoints import load_checkpoint
-from marsedge.train.distributed import DistContext
-from marsedge.train.loop import Artifact, build_train_loader, fit
+from marsedge.train.engine.distributed import DistContext
+from marsedge.train.engine.loop import build_train_loader, fit
+from marsedge.train.engine.state import Artifact
 from marsedge.train.losses import CrossEntropyLoss
 
 SIZE = 16

@@ -10,19 +10,15 @@ import torch
 from torch.utils.data import Dataset
 
 from marsedge.data.preprocess import PreprocessSpec
-from marsedge.distill.loop import (
-    DistillConfig,
-    DistillObjective,
-    DistillSection,
-    StudentWithAdapters,
-    build_terms,
-)
+from marsedge.distill.config import DistillConfig, DistillSection
+from marsedge.distill.objective import DistillObjective, StudentWithAdapters, build_terms
 from marsedge.distill.teacher import FrozenTeacher, stage_channels
 from marsedge.errors import ConfigError, ModelError
 from marsedge.models.build import ModelConfig, build_model
 from marsedge.models.checkpoints import save_checkpoint
-from marsedge.train.distributed import DistContext
-from marsedge.train.loop import Artifact, build_train_loader, fit
+from marsedge.train.engine.distributed import DistContext
+from marsedge.train.engine.loop import build_train_loader, fit
+from marsedge.train.engine.state import Artifact
 from marsedge.train.losses import CrossEntropyLoss
 
 SIZE = 32

@@ -36,7 +36,9 @@ def test_onnx_metadata_describes_the_model(edge_student):
     backend = OnnxBackend(onnx_path)
     meta = backend.metadata
     assert [c["name"] for c in meta["class_table"]][:4] == ["soil", "bedrock", "sand", "big rock"]
-    assert meta["preprocess"] == {"height": 64, "width": 64, "channels": 1, "gain": 1.5}
+    assert meta["preprocess"] == {"height": 64, "width": 64, "channels": 1, "gain": 1.5,
+                                  "bit_depth_mapping": "linear", "percentile_low": 0.5,
+                                  "percentile_high": 99.5, "colour_to_grey": "bt601"}
     assert meta["model_config"]["backbone"] == "mnv2_0.35"
     from marsedge.io import sha256_file
 
@@ -85,10 +87,46 @@ def test_export_refuses_to_write_a_model_that_disagrees(edge_student, tmp_path, 
     assert not out.exists()
 
 
-def test_export_dynamic_batch_and_size_override(edge_student, tmp_path):
+def test_export_dynamic_batch_and_size_override(edge_student, tmp_path, capsys):
     out, result = export_module.export(edge_student[0], tmp_path / "d.onnx", size=96, dynamic_batch=True,
                                        verify_frames=1, simplify=False)
     backend = OnnxBackend(out)
-    assert backend.spec.size == (96, 96) and backend.static_batch is None
+    assert backend.spec.size == (96, 96) and backend.engine_batch is None
     assert backend.infer(np.zeros((2, 1, 96, 96), np.float32)).shape == (2, 6, 96, 96)
     assert result.argmax_agreement >= 0.999 and result.max_abs_error < 1e-3
+    # another size than the trained one is stated and recorded, not a silent replacement
+    assert backend.model_metadata.trained_size == [64, 64] and backend.metadata["trained_size"] == [64, 64]
+    assert "trained at 64x64" in capsys.readouterr().out
+    assert OnnxBackend(edge_student[1]).model_metadata.trained_size is None
+
+
+def test_base_backend_checks_input_once_and_splits_to_the_fixed_batch(tmp_path):
+    from marsedge.edge.backends import BaseBackend
+    from marsedge.edge.onnx_meta import ModelMetadata
+    from marsedge.terrain import class_table
+
+    class Fixed(BaseBackend):  # a batch-2 model whose logits echo the frame index
+        name = "fixed"
+
+        def __init__(self) -> None:
+            self.path = tmp_path / "fixed.model"
+            self.model_metadata = ModelMetadata(class_table(), PreprocessSpec(8, 8))
+            self.engine_batch = 2
+            self.calls = []
+
+        def infer_impl(self, batch):
+            assert batch.dtype == np.float32 and batch.flags.c_contiguous
+            self.calls.append(batch.shape[0])
+            return np.repeat(batch[:, :1], 6, axis=1)
+
+    backend = Fixed()
+    frames = np.arange(5, dtype=np.float64)[:, None, None, None] * np.ones((5, 1, 8, 8))
+    out = backend.infer(frames)
+    assert backend.calls == [2, 2, 2] and out.shape == (5, 6, 8, 8)  # the short last chunk padded
+    assert np.array_equal(out[:, 0, 0, 0], np.arange(5))
+    assert backend.spec == PreprocessSpec(8, 8) and backend.metadata["preprocess"]["height"] == 8
+    with pytest.raises(ModelError, match="fixed.model: expects preprocessed float32 input.*uint8"):
+        backend.infer(np.zeros((1, 1, 8, 8), np.uint8))
+    with pytest.raises(ModelError, match="fixed.model: expects N x 1x8x8 input"):
+        backend.infer(np.zeros((1, 3, 8, 8), np.float32))
+    assert backend.calls == [2, 2, 2]  # refused before the model ran

@@ -1,15 +1,25 @@
-"""Hazards in the traverse corridor: geometry, fractions, flags, config errors."""
+"""Hazards in the traverse corridor: geometry, fractions, flags, the model's classes, config errors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from marsedge.edge.hazards import HazardConfig, assess, class_fractions, corridor_mask, load_hazard_config
+from marsedge.edge.hazards import (
+    HazardConfig,
+    HazardRules,
+    class_fractions,
+    corridor_mask,
+    load_hazard_config,
+)
 from marsedge.errors import ConfigError
 from marsedge.terrain import BACKGROUND, BIG_ROCK, ROVER, SAND, SOIL, class_table
 
 TABLE = class_table()
+
+
+def assess(mask, table, cfg):
+    return HazardRules.for_model(cfg, table).assess(mask)
 
 
 def test_corridor_is_a_trapezoid_at_the_bottom():
@@ -63,3 +73,51 @@ def test_config_errors_name_the_key(tmp_path):
     good = tmp_path / "g.yaml"
     good.write_text("hazards:\n  max_sand: 0.1\n")
     assert load_hazard_config(good).max_sand == 0.1
+
+
+def test_a_broken_hazard_file_is_one_config_error(tmp_path):
+    broken = tmp_path / "h.yaml"
+    broken.write_text("hazards:\n  max_sand: [0.1\n")
+    with pytest.raises(ConfigError, match=r"h\.yaml: not valid YAML") as caught:
+        load_hazard_config(broken)
+    assert "\n" not in str(caught.value) and caught.value.exit_code == 2
+    with pytest.raises(ConfigError, match="config file not found.*nope.yaml"):
+        load_hazard_config(tmp_path / "nope.yaml")
+    listed = tmp_path / "l.yaml"
+    listed.write_text("- 0.1\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_hazard_config(listed)
+
+
+def test_a_four_class_model_judges_every_rule_like_the_six_class_one():
+    cfg = HazardConfig(max_big_rock=0.1)
+    mask = np.full((64, 64), SOIL, np.uint8)
+    mask[40:] = BIG_ROCK
+    four = HazardRules.for_model(cfg, class_table(4))
+    assert four.skipped == {} and four.notes() == []
+    assert four.assess(mask) == assess(mask, TABLE, cfg) and four.assess(mask)["flags"] == ["big_rock"]
+
+
+def test_a_rule_whose_class_the_model_lacks_is_skipped_or_refused():
+    # a 3-class model of its own table: no sand; ids are the model's, not the project's
+    table = [{"id": i, "name": n, "colour": [i, i, i]} for i, n in enumerate(("soil", "big rock", "sky"))]
+    rules = HazardRules.for_model(HazardConfig(max_big_rock=0.1), table)
+    assert rules.skipped == {"sand": "sand"}
+    assert rules.notes() == ["hazard rule sand skipped: the model has no class 'sand' "
+                             "(hazards.missing_class: error refuses such a model)"]
+    assert rules.describe() == {"rules": {"big_rock": {"class": "big rock", "limit": 0.1}},
+                                "skipped": {"sand": "sand"}}
+    mask = np.zeros((64, 64), np.uint8)
+    mask[32:48] = 1  # big rock under this model's id 1 (the project's id 1 is bedrock)
+    mask[48:] = 2  # sky is not ground
+    result = rules.assess(mask)
+    corridor = corridor_mask(64, 64, rules.config)
+    assert result["corridor_terrain_pixels"] == int((corridor & (mask < 2)).sum())
+    assert result["big_rock"] == pytest.approx((corridor & (mask == 1)).sum() / (corridor & (mask < 2)).sum(),
+                                               abs=1e-4)
+    assert result["sand"] is None and result["flags"] == ["big_rock"]
+    with pytest.raises(ConfigError, match=r"hazards.max_sand: the model has no class 'sand' "
+                                          r"\(its classes: soil, big rock, sky\)"):
+        HazardRules.for_model(HazardConfig(missing_class="error"), table)
+    with pytest.raises(ConfigError, match="hazards.missing_class must be one of skip, error"):
+        HazardConfig(missing_class="ignore")

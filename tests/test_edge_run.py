@@ -17,7 +17,9 @@ import pytest
 from marsedge.data.frames import read_frame
 from marsedge.data.preprocess import preprocess
 from marsedge.edge.backends import open_backend
-from marsedge.edge.run import Frame, Writer, main
+from marsedge.edge.pipeline import Frame
+from marsedge.edge.run import main
+from marsedge.edge.sinks import Writer
 from marsedge.terrain import class_table
 
 
@@ -67,7 +69,7 @@ def test_masks_are_the_models_argmax_at_frame_size(edge_student, frames_dir, tmp
     backend = open_backend(edge_student[1])
     expected = backend.infer(preprocess(image, backend.spec)[None])[0].argmax(0).astype(np.uint8)
     expected = cv2.resize(expected, image.shape[::-1][:2], interpolation=cv2.INTER_NEAREST)
-    written = cv2.imread(str(out / "masks" / f"{frame_path.stem}.png"), cv2.IMREAD_UNCHANGED)
+    written = cv2.imread(str(out / "masks" / f"{frame_path.name}.png"), cv2.IMREAD_UNCHANGED)  # ext. kept
     assert written.shape == image.shape[:2]
     np.testing.assert_array_equal(written, expected)
 
@@ -85,7 +87,8 @@ def test_every_frame_failing_or_bad_setup_exits_non_zero(edge_student, tmp_path,
 
 def test_frame_names_never_escape_the_output_folder(tmp_path):
     writer = Writer(tmp_path / "out", {"mask", "overlay"}, 0.5, class_table())
-    frame = Frame(0, "../../escape.png", image=np.zeros((20, 20), np.uint8), mask=np.zeros((8, 8), np.uint8))
+    frame = Frame(0, "../../escape.png", image=np.zeros((20, 20), np.uint8),
+                  mask=np.zeros((20, 20), np.uint8))
     writer.write(frame)
     assert writer.ok == 1
     written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.png"))
@@ -116,7 +119,7 @@ def test_sigterm_finishes_flushes_and_writes_the_summary(edge_student, frames_di
 
 
 def test_stage_stats_stay_bounded_and_keep_the_mean():
-    from marsedge.edge.run import StageStats
+    from marsedge.edge.pipeline import StageStats
 
     stats = StageStats(size=100)
     values = np.random.default_rng(1).exponential(10.0, 5000)

@@ -29,7 +29,25 @@ def test_metrics_by_hand():
     assert m["precision"] == pytest.approx({"a": 2 / 3, "b": 1 / 2, "c": 1 / 2})
     assert m["macc"] == pytest.approx((2 / 3 + 1 / 2 + 1 / 2) / 3)
     assert m["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 1 / 2) / 3)
-    assert m["facc"] == pytest.approx(3 / 7 * 2 / 3 + 2 / 7 * 1 / 2 + 2 / 7 * 1 / 2)
+    # FW-IoU: freq (3/7, 2/7, 2/7) times IoU (1/2, 1/3, 1/3) = 9/42 + 4/42 + 4/42
+    assert m["fwiou"] == pytest.approx(17 / 42)
+    assert m["facc"] == m["fwiou"]
+
+
+def test_fwiou_by_hand_differs_from_pixel_accuracy():
+    # truth rows, prediction columns; class c is never true but predicted once
+    matrix = np.array([[6, 2, 0],
+                       [1, 3, 1],
+                       [0, 0, 0]])
+    # 13 labelled pixels; truth 8, 5, 0; predicted 7, 5, 1; TP 6, 3, 0
+    # IoU a = 6 / (8 + 7 - 6) = 2/3, b = 3 / (5 + 5 - 3) = 3/7, c = 0 / (0 + 1 - 0) = 0
+    # freq = 8/13, 5/13, 0 -> FW-IoU = 16/39 + 15/91 = 157/273 (~0.575); pixel accuracy 9/13 (~0.692)
+    m = segmentation_metrics(matrix, ["a", "b", "c"])
+    assert m["iou"] == pytest.approx({"a": 2 / 3, "b": 3 / 7, "c": 0.0})
+    assert m["fwiou"] == pytest.approx(157 / 273)
+    assert m["facc"] == pytest.approx(157 / 273)
+    assert m["pixel_accuracy"] == pytest.approx(9 / 13)
+    assert abs(m["fwiou"] - m["pixel_accuracy"]) > 0.1
 
 
 def test_absent_classes_are_excluded_from_the_means():
@@ -88,6 +106,7 @@ def test_bad_input_is_refused():
 def test_empty_matrix_gives_nan_not_errors():
     m = ConfusionMatrix(3).compute()
     assert np.isnan(m["pixel_accuracy"]) and np.isnan(m["miou"]) and m["pixels"] == 0
+    assert np.isnan(m["fwiou"]) and np.isnan(m["facc"])
 
 
 def test_plot_confusion_rows_normalised(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -27,13 +28,15 @@ def test_deterministic_and_float32():
         (GREY, 3, (3, 48, 80)),
         (COLOUR, 1, (1, 48, 80)),
         (COLOUR, 3, (3, 48, 80)),
+        (GREY[:, :, None], 3, (3, 48, 80)),
     ],
 )
 def test_shapes_for_grey_and_colour(image, channels, shape):
     out = preprocess(image, PreprocessSpec(48, 80, channels=channels))
     assert out.shape == shape and out.min() >= 0.0 and out.max() <= 1.0
-    if image.ndim == 2 and channels == 3:  # grey replicated into three equal channels
+    if (image.ndim == 2 or image.shape[2] == 1) and channels == 3:  # grey: three equal channels
         np.testing.assert_array_equal(out[0], out[2])
+        np.testing.assert_array_equal(out[0], preprocess(GREY, PreprocessSpec(48, 80))[0])
 
 
 def test_gain_scales_and_clips():
@@ -84,3 +87,59 @@ def test_bad_frames_are_frame_errors():
         preprocess(np.zeros((0, 0), np.uint8), PreprocessSpec(8, 8))
     with pytest.raises(FrameError, match="dtype"):
         preprocess(np.zeros((4, 4), np.int64), PreprocessSpec(4, 4))
+
+
+OLD_SPEC = {"height": 48, "width": 80, "channels": 1, "gain": 1.5}  # a spec dict from before the mapping
+
+
+def test_old_spec_dicts_load_with_todays_behaviour():
+    spec = PreprocessSpec.from_dict(OLD_SPEC)
+    assert spec.bit_depth_mapping == "linear" and spec.colour_to_grey == "bt601"
+    reference = np.clip(
+        cv2.resize(cv2.cvtColor(COLOUR, cv2.COLOR_RGB2GRAY), (80, 48), interpolation=cv2.INTER_AREA)
+        / np.float32(255)
+        * np.float32(1.5),
+        0,
+        1,
+    )
+    np.testing.assert_array_equal(preprocess(COLOUR, spec)[0], reference.astype(np.float32))
+    full = PreprocessSpec(
+        64, 64, bit_depth_mapping="percentile", percentile_low=2, percentile_high=98, colour_to_grey="bt709"
+    )
+    assert PreprocessSpec.from_dict(full.to_dict()) == full
+    with pytest.raises(ConfigError, match="unknown preprocess key.*stretch"):
+        PreprocessSpec.from_dict({**OLD_SPEC, "stretch": 1})
+
+
+def test_percentile_stretch_maps_the_named_percentiles_to_0_and_1():
+    dark = np.tile(np.arange(20, 120, dtype=np.uint8), (4, 1))  # a dark frame, values 20..119
+    linear = preprocess(dark, PreprocessSpec(4, 100, gain=1.0))[0]
+    assert linear.max() == pytest.approx(119 / 255)
+    spec = PreprocessSpec(
+        4, 100, gain=1.0, bit_depth_mapping="percentile", percentile_low=0, percentile_high=100
+    )
+    stretched = preprocess(dark, spec)[0]
+    assert stretched.min() == 0.0 and stretched.max() == 1.0
+    np.testing.assert_allclose(stretched[0], (np.arange(100)) / 99, atol=1e-6)
+    clipped = preprocess(dark, PreprocessSpec(4, 100, gain=1.0, bit_depth_mapping="percentile"))[0]
+    assert (clipped == 0).sum() >= 1 and (clipped == 1).sum() >= 1  # 0.5/99.5 percentiles clip the ends
+    flat = preprocess(
+        np.full((4, 4), 77, np.uint8), PreprocessSpec(4, 4, gain=1.0, bit_depth_mapping="percentile")
+    )
+    np.testing.assert_allclose(flat, 77 / 255)
+    with pytest.raises(ConfigError, match="bit_depth_mapping"):
+        PreprocessSpec(8, 8, bit_depth_mapping="log")
+    with pytest.raises(ConfigError, match="percentile_low/percentile_high"):
+        PreprocessSpec(8, 8, percentile_low=60, percentile_high=50)
+
+
+def test_named_luminance_for_grey_models_on_colour_frames():
+    rgb = np.zeros((1, 1, 3), np.uint8)
+    rgb[..., 0] = 200  # pure red
+    assert int(to_grey(rgb, "bt601")[0, 0]) == round(0.299 * 200)
+    assert int(to_grey(rgb, "bt709")[0, 0]) == round(0.2126 * 200)
+    assert int(to_grey(rgb, "mean")[0, 0]) == round(200 / 3)
+    out = preprocess(rgb, PreprocessSpec(1, 1, gain=1.0, colour_to_grey="bt709"))
+    assert out[0, 0, 0] == pytest.approx(round(0.2126 * 200) / 255)
+    with pytest.raises(ConfigError, match="colour_to_grey"):
+        PreprocessSpec(8, 8, colour_to_grey="lab")

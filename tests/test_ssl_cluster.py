@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from marsedge.errors import ConfigError, DataError
-from marsedge.train.cluster import kmeans
-from marsedge.train.pretrain import load_clusters
+from marsedge.ssl.cluster import kmeans, load_clusters
 
 
 def test_kmeans_recovers_separated_directions():

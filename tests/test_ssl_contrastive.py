@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from marsedge.train.contrastive import ClusterAwareNTXentLoss, NTXentLoss
+from marsedge.ssl.contrastive import ClusterAwareNTXentLoss, NTXentLoss
 
 
 def test_nt_xent_matches_hand_computed_four_view_example():

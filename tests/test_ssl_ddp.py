@@ -10,7 +10,7 @@ from ddp_support import free_port
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from marsedge.train.contrastive import ClusterAwareNTXentLoss, NTXentLoss
+from marsedge.ssl.contrastive import ClusterAwareNTXentLoss, NTXentLoss
 
 WORLD = 2
 N_PER_RANK = 3

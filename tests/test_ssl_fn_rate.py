@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from marsedge.errors import ConfigError
-from marsedge.train.fn_rate import (
+from marsedge.ssl.fn_rate import (
     balanced,
     batch_fn_rates,
     curiosity_like_distribution,

@@ -60,7 +60,7 @@ def test_pretrain_checkpoint_feeds_finetuning(simclr_run):
 
 
 def test_mixed_sources_follow_proportions(simclr_run):
-    from marsedge.train.pretrain import PretrainConfig, pretrain_frames
+    from marsedge.train.modes.pretrain import PretrainConfig, pretrain_frames
 
     _, cfg_path, overrides = simclr_run
     cfg = load_train_config(PretrainConfig, cfg_path, overrides)
@@ -81,11 +81,12 @@ def test_cluster_then_cluster_aware_pretraining(simclr_run, tiny_ai4mars, tmp_pa
     assert main(["train", "--config", str(cfg_path), *aware]) == 0
     assert (out / "aware" / "best.pt").is_file()
     # a K that does not match the file is refused before training
-    from marsedge.train.pretrain import PretrainConfig, run
+    from marsedge.train.modes import resolve_mode
+    from marsedge.train.modes.pretrain import PretrainConfig
 
     bad = load_train_config(PretrainConfig, cfg_path, aware[:-1] + ["pretrain.num_clusters=5"])
     with pytest.raises(ConfigError, match="num_clusters"):
-        run(bad)
+        resolve_mode("pretrain").run(bad)
 
 
 def test_class_folder_and_linear_eval(simclr_run, tiny_ai4mars, tmp_path):

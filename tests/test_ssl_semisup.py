@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from marsedge.train.semisup import (
+from marsedge.ssl.elementwise import (
     ClassMemoryBank,
     ElementwiseContrastiveLoss,
     downsample_labels,
@@ -72,12 +72,13 @@ def test_elementwise_loss_matches_eq7_by_hand():
     features = torch.tensor([[[[1.0, -3.0]], [[1.0, 2.0]]]])
     labels = torch.tensor([[[0, 255]]])
     loss = loss_fn(features, labels)
-    # the push added unit(1,1) to class 0's queue: prototype 0 = mean(unit(1,0), unit(1,1))
-    p0 = (unit(1, 0) + unit(1, 1)) / 2
+    # scored against the bank as it was (prototype 0 = unit(1,0)); the push of unit(1,1) comes after
+    p0 = unit(1, 0)
     f = unit(1, 1)
     s0 = float(f @ p0 / p0.norm()) / 0.5
     s1 = float(f @ unit(0, 1)) / 0.5
     assert loss.item() == pytest.approx(-math.log(math.exp(s0) / (math.exp(s0) + math.exp(s1))), rel=1e-5)
+    torch.testing.assert_close(bank.queue[0, 1], unit(1, 1))
 
 
 def test_elementwise_loss_is_zero_with_graph_when_nothing_labelled():
@@ -127,7 +128,7 @@ class _FixedModel:
 def test_objective_pseudo_labels_reach_contrastive_term_only():
     from types import SimpleNamespace
 
-    from marsedge.train.semisup import SemisupObjective, StageConfig
+    from marsedge.train.modes.semisup import SemisupObjective, StageConfig
 
     # 1 image, 2 classes, 2x2 pixels; pixel (0,0) labelled 0, the rest unlabelled but predicted
     # class 1 with confidence ~1
@@ -149,14 +150,14 @@ def test_objective_pseudo_labels_reach_contrastive_term_only():
 
 def test_schedule_must_match_epochs_and_turn_something_on():
     from marsedge.errors import ConfigError
-    from marsedge.train.semisup import SemisupConfig, StageConfig, _check_schedule
+    from marsedge.train.modes.semisup import SemisupConfig, StageConfig
 
     cfg = SemisupConfig(epochs=180)
-    _check_schedule(cfg)  # the paper's 60 + 60 + 60
+    cfg.validate()  # the paper's 60 + 60 + 60
     cfg.epochs = 100
     with pytest.raises(ConfigError, match="epochs"):
-        _check_schedule(cfg)
+        cfg.validate()
     cfg = SemisupConfig(epochs=1)
     cfg.semisup.stages = [StageConfig("x", 1, ce=False, contrastive_weight=0.0)]
     with pytest.raises(ConfigError, match="stages"):
-        _check_schedule(cfg)
+        cfg.validate()

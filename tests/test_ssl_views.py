@@ -6,7 +6,7 @@ import pytest
 from marsedge.data.preprocess import PreprocessSpec
 from marsedge.data.views import ContrastiveViewConfig, contrastive_view, random_resized_crop_box, view_rng
 from marsedge.errors import DataError
-from marsedge.train.class_folder import crop_class, list_class_folder
+from marsedge.ssl.class_folder import crop_class, list_class_folder
 
 
 def test_random_resized_crop_box_respects_scale_and_ratio():

@@ -9,7 +9,7 @@ import torch
 from marsedge.data.ai4mars import AI4MarsDataset
 from marsedge.data.augment import JointAugmentConfig, geometric, hflip, photometric, sample_rng, scale_crop
 from marsedge.data.preprocess import PreprocessSpec, preprocess, resize_label
-from marsedge.train.datasets import SegmentationFrames
+from marsedge.train.supervised import SegmentationFrames
 
 
 def coded_frame(h=40, w=60):

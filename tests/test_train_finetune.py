@@ -18,8 +18,7 @@ from marsedge.models.build import ModelConfig, build_model
 from marsedge.models.checkpoints import load_checkpoint, load_model, save_checkpoint
 from marsedge.train.cli import main
 from marsedge.train.config import DataConfig, InitConfig, TrainConfig, load_train_config
-from marsedge.train.datasets import class_frequencies, training_set
-from marsedge.train.finetune import initialise
+from marsedge.train.supervised import class_frequencies, initialise, training_set
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = str(REPO / "configs" / "demo" / "teacher.yaml")
@@ -38,13 +37,20 @@ def test_train_py_writes_a_usable_run(tiny_ai4mars, tmp_path, capsys):
     run = tmp_path / "t"
     assert "final test: pixel_accuracy" in capsys.readouterr().out
     model, ckpt = load_model(run / "best.pt")  # weights_only load, model rebuilt from its config
-    assert ckpt.preprocess == {"height": 64, "width": 64, "channels": 1, "gain": 1.5}
+    assert ckpt.preprocess == {"height": 64, "width": 64, "channels": 1, "gain": 1.5,
+                               "bit_depth_mapping": "linear", "percentile_low": 0.5,
+                               "percentile_high": 99.5, "colour_to_grey": "bt601"}
     assert [c["name"] for c in ckpt.class_table][:4] == ["soil", "bedrock", "sand", "big rock"]
     assert model(torch.rand(1, 1, 64, 64)).shape == (1, 6, 64, 64)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if r["kind"] == "eval"]
     assert [r["epoch"] for r in evals] == [1, 2]
-    assert 0.0 <= evals[-1]["miou"] <= 1.0 and "gold-min3/iou" in evals[-1]
+    # selection evaluates val only; the test splits are scored once, at the end, with best.pt
+    assert 0.0 <= evals[-1]["miou"] <= 1.0 and "val/iou" in evals[-1] and "gold-min3/iou" not in evals[-1]
+    tests = json.loads((run / "test_metrics.json").read_text())
+    assert "gold-min3/iou" in tests["metrics"] and [r["kind"] for r in records].count("test") == 1
+    selected = load_checkpoint(run / "best.pt").extra["selected_on"]
+    assert selected == tests["selected_on"] and selected["split"] == "val" and selected["metric"] == "miou"
     assert (run / "confusion_gold-min1.png").stat().st_size > 0
     # the recall loss's running counts are checkpointed for an exact resume
     assert "tp" in load_checkpoint(run / "last.pt").extra["train"]["extra_state"]["loss"]
@@ -88,7 +94,7 @@ def test_training_set_composition(tiny_ai4mars):
                        mixed_cap=8)
     missions = [item.mission for item in training_set(mixed, seed=0).items]
     assert missions.count("m2020") == 4 and missions.count("msl") == 4
-    tenth = DataConfig(root=str(tiny_ai4mars), label_fraction=0.25)
+    tenth = DataConfig(root=str(tiny_ai4mars), label_fraction=0.25, val_fraction=0.0)  # no val held out
     assert len(training_set(tenth, seed=0)) == 4  # 25% of the 16 MSL training frames
     assert training_set(tenth, seed=0).items == training_set(tenth, seed=0).items  # seeded
 

@@ -18,10 +18,11 @@ from marsedge.errors import ModelError
 from marsedge.models.build import ModelConfig
 from marsedge.models.checkpoints import load_checkpoint
 from marsedge.train.config import TrainConfig
-from marsedge.train.distributed import DistContext
-from marsedge.train.evaluate import SegmentationEvaluator, build_eval_loader
-from marsedge.train.loop import Artifact, build_train_loader, fit
+from marsedge.train.engine.distributed import DistContext
+from marsedge.train.engine.loop import build_train_loader, fit
+from marsedge.train.engine.state import Artifact
 from marsedge.train.losses import CrossEntropyLoss
+from marsedge.train.supervised import SegmentationEvaluator, build_eval_loader
 
 SIZE = 16
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from marsedge.train.config import OptimConfig
-from marsedge.train.optim import LARS, build_optimizer, build_scheduler, lr_factor, param_groups
+from marsedge.train.engine.optim import LARS, build_optimizer, build_scheduler, lr_factor, param_groups
 
 
 def small_net():

@@ -42,7 +42,7 @@ def register(subparsers) -> None:
     bench.add_argument("--timeout", type=float, default=1800.0, help="seconds per model before it fails")
     bench.add_argument("--keep-masks", action="store_true", help="keep every model's masks in OUT/.masks")
     bench.add_argument("-o", "--out", default="runs/bench", help="output folder (default runs/bench)")
-    bench.set_defaults(func=run_bench_command)
+    bench.set_defaults(func=run_bench)
 
     report = subparsers.add_parser("report", help="results.json files -> report.md + report.html",
                                    description="the first file is this run; any others are baselines")
@@ -54,7 +54,7 @@ def register(subparsers) -> None:
                         help="regression when mIoU drops by more than this (default 0.01)")
     report.add_argument("--screenshot", default=None, metavar="PNG",
                         help="also save a headless-Chromium screenshot of report.html")
-    report.set_defaults(func=run_report_command)
+    report.set_defaults(func=run_report)
 
 
 def summary_lines(results: dict) -> list[str]:
@@ -68,25 +68,25 @@ def summary_lines(results: dict) -> list[str]:
     return lines
 
 
-def run_bench_command(args: argparse.Namespace) -> int:
+def run_bench(args: argparse.Namespace) -> int:
     from marsedge.bench import results as R
+    from marsedge.bench import runner
     from marsedge.bench.report import write_report
-    from marsedge.bench.runner import BenchSettings, run_bench
 
-    settings = BenchSettings(
+    settings = runner.BenchSettings(
         data=args.data, split=args.split, size=args.size, warmup=args.warmup,
         iters=args.iters, duration=None if args.iters else args.duration, threads=args.threads,
         backend=args.backend, reference=args.reference, min_agreement=args.min_agreement,
         min_miou=args.min_miou, samples=args.samples, timeout=args.timeout, keep_masks=args.keep_masks)
     out = Path(args.out)
-    results = run_bench(args.models, settings, out)
+    results = runner.run_bench(args.models, settings, out)
     md, page = write_report([results], [out / "results.json"], out)
     print("\n".join(summary_lines(results)))
     print(f"wrote {out / 'results.json'}, {md}, {page}")
     return 1 if any(r["status"] == R.STATUS_FAILED for r in results["models"]) else 0
 
 
-def run_report_command(args: argparse.Namespace) -> int:
+def run_report(args: argparse.Namespace) -> int:
     from marsedge.bench.report import write_report
     from marsedge.bench.results import load_results
 

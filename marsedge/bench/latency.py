@@ -4,7 +4,7 @@ One timed iteration is what the rover does with one frame, batch 1:
 
     preprocess   uint8 frame -> float32 1xCxHxW        (marsedge.data.preprocess, THE preprocessing)
     infer        backend.infer(batch) -> logits         ("backend-only" latency)
-    postprocess  argmax + nearest resize to the frame   (marsedge.bench.accuracy.logits_to_mask)
+    postprocess  argmax + nearest resize to the frame   (marsedge.edge.predict.logits_to_mask)
 
 "End-to-end" is the sum of the three for the same frame. Frames cycle through the given list so
 caches see real, varying images. Percentiles use numpy's default linear interpolation, so a
@@ -17,14 +17,14 @@ import contextlib
 import resource
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from marsedge.bench.accuracy import logits_to_mask
 from marsedge.data.preprocess import PreprocessSpec, preprocess
+from marsedge.edge.predict import logits_to_mask
 
 STAGES = ("preprocess", "infer", "postprocess")
 PERCENTILES = (50, 90, 99)
@@ -41,28 +41,6 @@ def summarize(samples_ms: Sequence[float]) -> dict:
     out["min"] = float(x.min())
     out["max"] = float(x.max())
     return out
-
-
-def alternating_medians(fns: dict[str, Callable[[], object]], blocks: int = 4, per_block: int = 4,
-                        clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Median milliseconds of each callable, measured in alternating blocks.
-
-    Each block runs one callable `per_block` times in a row after one untimed "settle" call, and
-    the blocks cycle through the callables `blocks` times, so slow drifts of machine load hit
-    every model alike. Not a strict round-robin of single calls: ONNX Runtime's and OpenMP's thread
-    pools spin-wait for a while after a run, and on a small CPU the spinning threads of the model
-    that just ran steal the cores of the next one (measured on 2 cores: the INT8 student looked
-    65 ms round-robin and 39 ms alone). A rover runs one model at a time; so does this.
-    """
-    times: dict[str, list[float]] = {key: [] for key in fns}
-    for _ in range(blocks):
-        for key, fn in fns.items():
-            fn()  # settle: warm-up, and the previous model's threads stop spinning
-            for _ in range(per_block):
-                start = clock()
-                fn()
-                times[key].append(1000 * (clock() - start))
-    return {key: float(np.median(v)) for key, v in times.items()}
 
 
 @dataclass

@@ -95,7 +95,7 @@ def class_table(rows: list[dict], order: list[str]) -> tuple:
 
 
 def metrics_table(rows: list[dict]) -> tuple:
-    head = ["model", "pixel accuracy", "mIoU", "macro F1", "MAcc", "FAcc", "labelled pixels"]
+    head = ["model", "pixel accuracy", "mIoU", "macro F1", "MAcc", "FW-IoU (FACC)", "labelled pixels"]
     body = [[r["id"]] + [fmt(r["accuracy"]["metrics"][k], 4) for k in ("pixel_accuracy", "miou", "macro_f1",
                                                                        "macc", "facc")]
             + [str(r["accuracy"]["metrics"]["pixels"])] for r in rows if r.get("accuracy")]

@@ -23,19 +23,19 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from marsedge.bench import results as R
-from marsedge.bench.accuracy import agreement_block, evaluate, pixel_agreement
+from marsedge.bench.accuracy import agreement_block, evaluate
 from marsedge.bench.environment import capture, device_memory_mb, load_average, load_hint, usable_cores
 from marsedge.bench.latency import latency_report, peak_rss_mb, reset_peak_rss, time_frames
 from marsedge.bench.modelinfo import model_info
+from marsedge.edge.predict import pixel_agreement
 from marsedge.errors import ConfigError, MarsedgeError, ModelError
 from marsedge.io import atomic_write_json, safe_join
-from marsedge.terrain import class_table
 
 LATENCY_FRAMES = 16  # distinct frames cycled through in the timed loop
 
@@ -102,9 +102,7 @@ def bench_model(path: str, model_id: str, settings: BenchSettings, masks_path: s
         row["memory"] = {"rss_baseline_mb": rss_baseline, "rss_peak_mb": rss_peak,
                          "rss_model_mb": rss_peak - rss_baseline, "device_mb": device_memory_mb()}
         row.update(model_info(path, (spec.channels, spec.height, spec.width), backend))
-        table = backend.metadata.get("class_table") or class_table()
-        row["accuracy"], masks = evaluate(backend, iter(dataset), spec, len(table),
-                                          [c["name"] for c in table])
+        row["accuracy"], masks = evaluate(backend, iter(dataset))
     finally:
         backend.close()
     save_masks(masks_path, masks)
@@ -154,6 +152,14 @@ def run_isolated(path: str, model_id: str, settings: BenchSettings, masks_path: 
 
 
 # --- the parent -----------------------------------------------------------------------------------
+
+def split_backend(model: str) -> tuple[str, str | None]:
+    """`MODEL@BACKEND` (e.g. student.qdq.onnx@openvino): rows for one file on several backends."""
+    from marsedge.edge.backends import BACKENDS
+
+    path, sep, name = model.rpartition("@")
+    return (path, name) if sep and name in BACKENDS else (model, None)
+
 
 def model_ids(paths: list[str]) -> list[str]:
     """Unique, readable row ids: the file name, suffixed -2, -3 ... when a name repeats."""
@@ -262,11 +268,14 @@ def run_bench(models: list[str], settings: BenchSettings, out: str | Path) -> di
     results = R.new_results(capture(settings.threads), {**asdict(settings), "models": list(models)},
                             {"root": str(settings.data), "split": settings.split, "frames": len(dataset)})
     rows = []
-    for path, model_id in tqdm(list(zip(models, model_ids(models), strict=True)), desc="bench", unit="model"):
+    for model, model_id in tqdm(list(zip(models, model_ids(models), strict=True)), desc="bench",
+                                unit="model"):
+        path, backend = split_backend(model)
         if not Path(path).is_file():
             rows.append(R.failed_row(model_id, path, f"model file {path} not found"))
             continue
-        rows.append(run_isolated(str(path), model_id, settings, str(masks_file(masks_dir, model_id))))
+        rows.append(run_isolated(str(path), model_id, replace(settings, backend=backend or settings.backend),
+                                 str(masks_file(masks_dir, model_id))))
     apply_gates(rows, settings, masks_dir)
     results["models"] = rows
     env = results["environment"]

@@ -3,6 +3,7 @@
 marsedge data synth --out DIR --mission msl --n 300 --size 256 --seed 0
 marsedge data merge-labels DIR/msl/labels/crowd --out DIR/msl/labels/train
 marsedge data stats DIR --chart DIR/composition.png
+marsedge data synth-classes --out DIR --n 600 --size 96 --seed 0 --unlabelled 300
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ def register(subparsers) -> None:
     )
     synth.add_argument(
         "--mission",
-        choices=["msl", "m2020"],
+        choices=["msl", "m2020", "mer"],
         default="msl",
-        help="msl: greyscale SxS with masks; m2020: colour 4:3, no masks (default msl)",
+        help="msl: greyscale SxS with masks; m2020: colour 4:3, no masks; mer: greyscale "
+        "(--release 0.6 only) (default msl)",
     )
     synth.add_argument("--n", type=int, default=100, help="labelled frames (train + test, default 100)")
     synth.add_argument(
@@ -59,6 +61,16 @@ def register(subparsers) -> None:
         help="crowd labels per train frame, drawn in [MIN, MAX] (default 5 9)",
     )
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
+    synth.add_argument(
+        "--release",
+        choices=["0.1", "0.6"],
+        default="0.1",
+        help="0.1: the merged 0.1 layout (default, unchanged); 0.6: msl/ncam/, real-style names, "
+        "MER and M2020 test sets, label_keys.json",
+    )
+    synth.add_argument(
+        "--pds", type=int, default=0, metavar="N", help="also write PDS3 + PDS4 copies of N frames (DIR/pds/)"
+    )
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=run_synth)
 
@@ -98,6 +110,26 @@ def register(subparsers) -> None:
     stats.add_argument("--four-class", action="store_true", help="masks as unlabelled instead of classes 4/5")
     stats.set_defaults(func=run_stats)
 
+    classes = sub.add_parser(
+        "synth-classes",
+        help="write synthetic Curiosity image classes in the MSL surface (v2.1) layout",
+        description="Procedural, class-imbalanced Curiosity-like image classes with sol-ordered "
+        "train/val/test splits, in the msl-labeled-data-set-v2.1 layout (marsedge.data.synthetic_classes).",
+    )
+    classes.add_argument("--out", required=True, help="folder to write (an interrupted run resumes)")
+    classes.add_argument("--n", type=int, default=600, help="labelled images (default 600)")
+    classes.add_argument("--size", type=int, default=96, help="image side in pixels (default 96)")
+    classes.add_argument("--seed", type=int, default=0, help="dataset seed (same seed, same files)")
+    classes.add_argument("--val-fraction", type=float, default=0.1, help="share in val (default 0.1)")
+    classes.add_argument(
+        "--test-fraction", type=float, default=0.2, help="share in test, the last sols (default 0.2)"
+    )
+    classes.add_argument(
+        "--unlabelled", type=int, default=0, help="extra images without a label, in OUT/unlabelled/"
+    )
+    classes.add_argument("--quiet", action="store_true", help="no progress bar")
+    classes.set_defaults(func=run_synth_classes)
+
 
 def run_synth(args: argparse.Namespace) -> int:
     from marsedge.data.synthetic import SynthOptions, generate, summary_line
@@ -112,6 +144,8 @@ def run_synth(args: argparse.Namespace) -> int:
         unlabelled=args.unlabelled,
         labelers=tuple(args.labelers),
         workers=args.workers,
+        release=args.release,
+        pds=args.pds,
     )
     summary = generate(opts, progress=not args.quiet)
     print(summary_line(summary))
@@ -153,4 +187,19 @@ def run_stats(args: argparse.Namespace) -> int:
     if stats["splits"]:
         chart = plot_composition(stats, Path(args.chart) if args.chart else root / "composition.png")
         print(f"chart: {chart}  numbers: {json_path}")
+    return 0
+
+
+def run_synth_classes(args: argparse.Namespace) -> int:
+    from marsedge.data.msl_surface import describe
+    from marsedge.data.synthetic_classes import ClassSynthOptions, generate_classes
+
+    opts = ClassSynthOptions(out=args.out, n=args.n, size=args.size, seed=args.seed,
+                             val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                             unlabelled=args.unlabelled)
+    summary = generate_classes(opts, progress=not args.quiet)
+    for split, info in describe(summary["root"]).items():
+        print(f"{split}: {info['images']} images, sols {info['sols']}, per class {info['per_class']}")
+    print(f"{len(summary['classes'])} classes, {summary['unlabelled']} unlabelled, in {summary['root']} "
+          f"({summary['seconds']} s)")
     return 0

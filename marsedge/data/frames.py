@@ -3,225 +3,193 @@
 `read_frame(path)` returns uint8 HxW (grey) or HxWx3 (RGB) for any registered suffix:
 
 - JPG/PNG/TIFF/BMP through OpenCV; 16-bit PNGs are scaled by their significant bits (the PNG
-  `sBIT` chunk) when declared, else by 16 bits;
-- PDS3 `.IMG` with an attached label, detached `.LBL`, and PDS4 `.xml` labels through `pdr`.
+  `sBIT` chunk) when declared, else by 16 bits (`marsedge.data.readers`);
+- PDS3 `.IMG` with an attached label, detached `.LBL`, and PDS4 `.xml` labels (`marsedge.data.pds`).
   MSL NAVCAM EDRs hold 12-bit samples in 16-bit words: the sample depth comes from the label
   (PDS3 `SAMPLE_BIT_MASK`, PDS4 `img:sample_bit_mask` / `img:sample_bits`), never from a constant.
 
-A corrupt, truncated or empty file raises `FrameError` naming the path. Readers live in a registry
-by suffix (`READERS`); add one with `@register_reader(".ext")`.
+Bounded: a frame over the pixel limit (`readers.DEFAULT_MAX_PIXELS`, 64 MP; `$MARSEDGE_MAX_PIXELS`
+or `max_pixels=`) is refused from its header before decoding. `read_frame` raises nothing but
+`FrameError` naming the path: whatever a decoder raises (cv2.error, OSError, ValueError,
+MemoryError, ...) is turned into one. Readers live in a registry by suffix (`READERS`); add one
+with `@register_reader(".ext")` (a reader is `fn(path, max_pixels) -> array`).
 
 `iter_frames(uri)` walks a file, folder, glob, video (`.mp4`, `.avi`, ...) or camera
 (`/dev/videoN`) and yields `(name, frame)` or `(name, FrameError)`, so a long run logs a bad frame
-and keeps going. This is what `edge-run` reads its input with.
+and keeps going. `name` is the path relative to the folder (a glob: to its fixed leading folders).
+Entries of a folder or glob that carry a frame suffix but cannot be read as files (FIFOs, sockets,
+symlink loops, dangling links, unreadable entries) are yielded in order as `(name, FrameError)`
+saying why they were skipped (`scan_frames` lists them). This is what `edge-run` reads with.
 """
 
 from __future__ import annotations
 
 import glob
+import os
 import re
-import struct
-import warnings
-from collections.abc import Callable, Iterator
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from marsedge.data import pds  # noqa: F401  (registers the PDS readers)
+from marsedge.data.readers import (  # noqa: F401  (re-exported: the public frame API)
+    DEFAULT_MAX_PIXELS,
+    MAX_PIXELS_ENV,
+    READERS,
+    check_pixels,
+    max_pixels,
+    register_reader,
+    scale_to_uint8,
+)
 from marsedge.errors import FrameError
 
-Reader = Callable[[Path], np.ndarray]
-READERS: dict[str, Reader] = {}
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 _CAMERA = re.compile(r"^/dev/video(\d+)$")
 
 
-def register_reader(*suffixes: str) -> Callable[[Reader], Reader]:
-    def add(fn: Reader) -> Reader:
-        for suffix in suffixes:
-            READERS[suffix.lower()] = fn
-        return fn
-
-    return add
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def scale_to_uint8(array: np.ndarray, bits: int | None = None) -> np.ndarray:
-    """Integer samples of `bits` significant bits -> uint8 (full range of `bits` -> 0..255).
-
-    `bits` defaults to the dtype's width. Floats are taken as 0..1.
-    """
-    if array.dtype == np.uint8 and bits in (None, 8):
-        return array
-    if np.issubdtype(array.dtype, np.floating):
-        return np.clip(array * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise FrameError(f"unsupported sample type {array.dtype}")
-    bits = bits or array.dtype.itemsize * 8
-    top = float(2**bits - 1)
-    scaled = np.clip(array.astype(np.float32), 0, top) * np.float32(255.0 / top) + np.float32(0.5)
-    return scaled.astype(np.uint8)
-
-
-def _check_complete(path: Path, data: bytes) -> None:
-    """Catch truncated JPEG/PNG files, which OpenCV would decode with a grey or black tail."""
-    if not data:
-        raise FrameError(f"empty file: {path}")
-    if data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") < len(data) - 64:
-        raise FrameError(f"truncated JPEG (no end-of-image marker): {path}")
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-16:]:
-        raise FrameError(f"truncated PNG (no IEND chunk): {path}")
-
-
-def _png_significant_bits(data: bytes) -> int | None:
-    """The PNG sBIT chunk (significant bits per sample), if any, read from the chunk list."""
-    pos = 8
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        if kind == b"sBIT":
-            return max(data[pos + 8 : pos + 8 + length]) if length else None
-        if kind in (b"IDAT", b"IEND"):
-            return None
-        pos += 12 + length
-    return None
-
-
-@register_reader(".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-def read_raster(path: Path) -> np.ndarray:
-    data = path.read_bytes()
-    _check_complete(path, data)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise FrameError(f"cannot decode image: {path}")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    elif image.ndim == 3 and image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    elif image.ndim == 3:
-        image = image[..., 0]
-    bits = _png_significant_bits(data) if data[:4] == b"\x89PNG" and image.dtype == np.uint16 else None
-    return scale_to_uint8(image, bits)
-
-
-def _walk(meta, key: str):
-    """Every value of `key` (case and namespace prefix ignored) in a nested label mapping."""
-    if hasattr(meta, "items"):
-        for k, v in meta.items():
-            if str(k).split(":")[-1].lower() == key:
-                yield v
-            yield from _walk(v, key)
-    elif isinstance(meta, (list, tuple)):
-        for v in meta:
-            yield from _walk(v, key)
-
-
-def _mask_bits(mask) -> int | None:
-    """A PDS bit mask (4095, or "2#0000111111111111#") -> number of significant bits."""
-    if isinstance(mask, str):
-        text = mask.strip().strip("#")
-        base, _, digits = text.partition("#")
-        try:
-            mask = int(digits.strip("#"), int(base)) if digits else int(text)
-        except ValueError:
-            return None
-    return int(mask).bit_length() if isinstance(mask, (int, np.integer)) and mask > 0 else None
-
-
-def declared_bits(meta, image_key: str | None = None) -> int | None:
-    """Sample depth a PDS label declares: the bit mask first, then PDS4 `img:sample_bits`.
-
-    PDS3 `SAMPLE_BITS` is the storage word (16 for 12-bit NAVCAM data), so it only counts when no
-    mask is given and is then equal to the dtype width anyway.
-    """
-    scope = meta.get(image_key, meta) if image_key and hasattr(meta, "get") else meta
-    for value in _walk(scope, "sample_bit_mask"):
-        bits = _mask_bits(value)
-        if bits:
-            return bits
-    if getattr(meta, "standard", "") == "PDS4":
-        for value in _walk(meta, "sample_bits"):
-            try:
-                return int(value)
-            except (TypeError, ValueError):
-                continue
-    return None
-
-
-@register_reader(".img", ".xml", ".lbl")
-def read_pds(path: Path) -> np.ndarray:
-    """A PDS3 or PDS4 image product through pdr, scaled to 8 bits by its declared depth."""
-    import pdr  # imported here: reading JPG/PNG should not pay for pdr's import
-
-    if path.stat().st_size == 0:
-        raise FrameError(f"empty file: {path}")
-    with warnings.catch_warnings(record=True) as caught:  # pdr warns (and returns the label) on bad data
-        warnings.simplefilter("always")
-        try:
-            data = pdr.read(str(path))
-            names = list(data.keys())  # iterating a pdr.Data yields its objects, not their names
-            keys = [k for k in names if "IMAGE" in k.upper()]
-            array = data[keys[0]] if keys else None
-        except Exception as exc:  # pdr raises many types for bad products; report them as one
-            raise FrameError(f"cannot read PDS product {path}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(array, np.ndarray):
-        why = "; ".join(str(w.message) for w in caught) or "no image object"
-        raise FrameError(f"cannot read PDS product {path}: {why}")
-    if array.ndim == 3 and array.shape[0] in (1, 3):  # bands first in PDS
-        array = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
-    if array.ndim not in (2, 3) or array.size == 0:
-        raise FrameError(f"PDS image has unsupported shape {array.shape}: {path}")
-    bits = declared_bits(data.metadata, keys[0])
-    return scale_to_uint8(np.ascontiguousarray(array.astype(array.dtype.newbyteorder("="))), bits)
-
-
-def read_frame(path: str | Path) -> np.ndarray:
-    """One frame file -> uint8 HxW or HxWx3 RGB. Raises FrameError naming the path."""
+def read_frame(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """One frame file -> uint8 HxW or HxWx3 RGB. Raises FrameError (only) naming the path."""
     path = Path(path)
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise FrameError(f"no reader for '{path.suffix}' files: {path} (known: {', '.join(sorted(READERS))})")
-    if not path.is_file():
-        raise FrameError(f"frame not found: {path}")
+    limit = _limit(max_pixels)
     try:
-        return reader(path)
+        if not path.is_file():
+            raise FrameError(f"frame not found: {path}")
+        return reader(path, limit)
+    except FrameError:
+        raise
     except OSError as exc:
-        raise FrameError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise FrameError(f"cannot read {path}: {exc.strerror or _one_line(exc)}") from None
+    except Exception as exc:  # cv2.error, ValueError, MemoryError, ...: one failure type for callers
+        raise FrameError(f"cannot decode {path}: {_one_line(exc)}") from None
 
 
-def _frame_files(paths: list[Path]) -> list[Path]:
-    """Readable frames among paths; a PDS4 `.xml` or PDS3 `.lbl` hides the data file it describes."""
-    chosen = [p for p in paths if p.suffix.lower() in READERS and p.is_file()]
-    labels = {p.with_suffix("").as_posix() for p in chosen if p.suffix.lower() in (".xml", ".lbl")}
-    return sorted(
-        p for p in chosen if not (p.suffix.lower() == ".img" and p.with_suffix("").as_posix() in labels)
+def _limit(value: int | None) -> int:
+    return max_pixels(value)  # a module-level helper: `max_pixels` is a parameter name below
+
+
+@dataclass
+class FrameScan:
+    """What a file, folder or glob holds: readable frame files and skipped entries with a reason."""
+
+    root: Path | None  # names are relative to it (None: a single file, named by its file name)
+    files: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def name(self, path: Path) -> str:
+        if self.root is None:
+            return path.name
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return path.name
+
+
+def _entry_kind(path: Path) -> str | None:
+    """None for a regular file (links followed), else why the entry cannot be read as a frame."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return exc.strerror or _one_line(exc)  # symlink loop, dangling link, permission denied
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "folder"
+    return "not a regular file (FIFO)" if stat.S_ISFIFO(mode) else "not a regular file"
+
+
+def _sort_entries(scan: FrameScan, paths: list[Path]) -> FrameScan:
+    """Frames among paths; a PDS4 `.xml` or PDS3 `.lbl` hides the data file it describes."""
+    candidates = [p for p in paths if p.suffix.lower() in READERS]
+    files = []
+    for p in candidates:
+        why = _entry_kind(p)
+        if why is None:
+            files.append(p)
+        elif why != "folder":
+            scan.skipped.append((p, why))
+    labels = {p.with_suffix("").as_posix() for p in files if p.suffix.lower() in (".xml", ".lbl")}
+    scan.files = sorted(
+        p for p in files if not (p.suffix.lower() == ".img" and p.with_suffix("").as_posix() in labels)
     )
+    scan.skipped.sort()
+    return scan
+
+
+def _glob_root(pattern: str) -> Path:
+    """The leading folders of a glob pattern that hold no wildcard: frame names are relative to it."""
+    fixed = []
+    for part in Path(pattern).parts[:-1]:
+        if any(c in part for c in "*?["):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def scan_frames(uri: str | Path) -> FrameScan:
+    """The frame files of a file, a folder (not recursive) or a glob pattern, and what was skipped."""
+    text = str(uri)
+    path = Path(text)
+    try:
+        if path.is_file():
+            return FrameScan(None, [path])
+        if path.is_dir():
+            return _sort_entries(FrameScan(path), list(path.iterdir()))
+    except OSError as exc:
+        raise FrameError(f"cannot list {text}: {exc.strerror or _one_line(exc)}") from None
+    if any(ch in text for ch in "*?["):
+        return _sort_entries(FrameScan(_glob_root(text)), [Path(p) for p in glob.glob(text, recursive=True)])
+    raise FrameError(f"no such file or folder: {text}")
 
 
 def list_frames(uri: str | Path) -> list[Path]:
-    """The frame files of a file, a folder (not recursive) or a glob pattern, sorted."""
-    text = str(uri)
-    path = Path(text)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        files = _frame_files(list(path.iterdir()))
-    elif any(ch in text for ch in "*?["):
-        files = _frame_files([Path(p) for p in glob.glob(text, recursive=True)])
-    else:
-        raise FrameError(f"no such file or folder: {text}")
+    """The readable frame files of a file, a folder (not recursive) or a glob pattern, sorted."""
+    files = scan_frames(uri).files
     if not files:
-        raise FrameError(f"no frames ({', '.join(sorted(READERS))}) in {text}")
+        raise FrameError(f"no frames ({', '.join(sorted(READERS))}) in {uri}")
     return files
 
 
-def _capture_frames(source: str | int, name: str, uri: str) -> Iterator[tuple[str, np.ndarray | FrameError]]:
-    cap = cv2.VideoCapture(source)
-    if not cap.isOpened():
-        yield name, FrameError(f"cannot open video source {uri}")
+def _capture_frames(
+    source: str | int, name: str, uri: str, limit: int
+) -> Iterator[tuple[str, np.ndarray | FrameError]]:
+    try:
+        cap = cv2.VideoCapture(source)
+    except Exception as exc:
+        yield name, FrameError(f"cannot open video source {uri}: {_one_line(exc)}")
         return
     try:
+        if not cap.isOpened():
+            yield name, FrameError(f"cannot open video source {uri}")
+            return
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width > 0 and height > 0:
+            try:
+                check_pixels(uri, width, height, limit)
+            except FrameError as exc:
+                yield name, exc
+                return
         index = 0
         while True:
-            ok, frame = cap.read()
+            try:
+                ok, frame = cap.read()
+            except Exception as exc:
+                yield (
+                    f"{name}_{index:06d}",
+                    FrameError(f"cannot read frame {index} of {uri}: {_one_line(exc)}"),
+                )
+                return
             if not ok:
                 if index == 0:
                     yield name, FrameError(f"no frames could be read from {uri}")
@@ -233,34 +201,43 @@ def _capture_frames(source: str | int, name: str, uri: str) -> Iterator[tuple[st
         cap.release()
 
 
-def _one_pass(uri: str) -> Iterator[tuple[str, np.ndarray | FrameError]]:
+def _one_pass(uri: str, limit: int) -> Iterator[tuple[str, np.ndarray | FrameError]]:
     camera = _CAMERA.match(uri)
     if camera:
-        yield from _capture_frames(int(camera.group(1)), f"video{camera.group(1)}", uri)
-    elif uri.lower().endswith(VIDEO_SUFFIXES):
+        yield from _capture_frames(int(camera.group(1)), f"video{camera.group(1)}", uri, limit)
+        return
+    if uri.lower().endswith(VIDEO_SUFFIXES):
         if not Path(uri).is_file():
             raise FrameError(f"video not found: {uri}")
-        yield from _capture_frames(uri, Path(uri).stem, uri)
-    else:
-        for path in list_frames(uri):
-            try:
-                yield path.name, read_frame(path)
-            except FrameError as exc:
-                yield path.name, exc
+        yield from _capture_frames(uri, Path(uri).stem, uri, limit)
+        return
+    scan = scan_frames(uri)
+    if not scan.files and not scan.skipped:
+        raise FrameError(f"no frames ({', '.join(sorted(READERS))}) in {uri}")
+    skipped = dict(scan.skipped)
+    for path in sorted([*scan.files, *skipped]):
+        if path in skipped:
+            yield scan.name(path), FrameError(f"skipped {path}: {skipped[path]}")
+            continue
+        try:
+            yield scan.name(path), read_frame(path, limit)
+        except FrameError as exc:
+            yield scan.name(path), exc
 
 
 def iter_frames(
-    uri: str | Path, max_frames: int | None = None, loop: bool = False
+    uri: str | Path, max_frames: int | None = None, loop: bool = False, max_pixels: int | None = None
 ) -> Iterator[tuple[str, np.ndarray | FrameError]]:
     """Frames of a file, folder, glob, video or `/dev/videoN` as (name, frame or FrameError).
 
     `loop` starts over at the end (a camera never ends); `max_frames` stops after that many.
     A source that cannot be listed at all (missing folder) raises FrameError at once.
     """
+    limit = _limit(max_pixels)
     count = 0
     while True:
         produced = False
-        for name, frame in _one_pass(str(uri)):
+        for name, frame in _one_pass(str(uri), limit):
             if max_frames is not None and count >= max_frames:
                 return
             produced = True

@@ -25,7 +25,6 @@ import numpy as np
 from marsedge.errors import DataError
 from marsedge.terrain import IGNORE_INDEX, NUM_TERRAIN_CLASSES
 
-CROWD_RULE = {"min_votes": 3, "min_agreement": 0.65}
 GOLD_RULES = {f"gold-min{k}": {"min_votes": k, "min_agreement": 1.0} for k in (1, 2, 3)}
 
 

@@ -9,10 +9,13 @@ every machine.
   one seed are nested: the 1% set lies inside the 5% set, which lies inside the 10% set.
 - `mixed_domain(items, total=1321, m2020_fraction=0.25, seed)`: a set capped at `total` images of
   which a fraction comes from M2020 and the rest from MSL (the paper's Fig. 2 compositions).
+- `validation_split(items, fraction=0.1, seed)`: (train, val) carved per mission from training
+  items, grouped so near-duplicate frames of one drive never straddle the split (`clock_group`).
 """
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections import Counter
 from collections.abc import Sequence
@@ -78,3 +81,59 @@ def mixed_domain(
 def composition(items: Sequence) -> dict[str, int]:
     """Item count per mission."""
     return dict(sorted(Counter(_mission(item) for item in items).items()))
+
+
+# spacecraft clock windows: frames of one sequence lie seconds to minutes apart; a Mars sol is
+# 88,775 s, so a 10,000 s window keeps a drive's frames together and still gives many groups
+CLOCK_WINDOW_S = 10_000
+_M2020 = re.compile(r"^[A-Z]{3}_(\d{4})_\d{10}")  # NLF_<sol>_<sclk>_...: grouped by sol
+_MSL = re.compile(r"^[A-Z]{3}_(\d{9})")  # NLB_<sclk>EDR_...: the 9 digits after the instrument prefix
+_MER = re.compile(r"^[12][A-Z](\d{9})")  # 1N<sclk>EFF...: spacecraft, camera, 9-digit sclk
+
+
+def clock_group(name: str, window: int = CLOCK_WINDOW_S) -> tuple[str, int | str]:
+    """The group a frame belongs to: ("sol", sol) for M2020 names, ("sclk", sclk // window) for MSL and
+    MER names, and ("frame", name) for a name with no clock (it is then a group of its own)."""
+    stem = name.rsplit("/", 1)[-1]
+    for kind, pattern in (("sol", _M2020), ("sclk", _MSL), ("sclk", _MER)):
+        match = pattern.match(stem)
+        if match:
+            value = int(match.group(1))
+            return (kind, value) if kind == "sol" else (kind, value // window)
+    return "frame", stem
+
+
+def validation_split(
+    items: Sequence[T], fraction: float = 0.1, seed: int = 0, window: int = CLOCK_WINDOW_S
+) -> tuple[list[T], list[T]]:
+    """(train, val), both in input order: about `fraction` of each mission's items go to val, whole
+    clock groups at a time (`clock_group` of each item's `.name`), chosen in a seeded order.
+
+    Groups are taken while they bring val closer to round(fraction x mission size); a mission with
+    at least two groups gives val at least one when fraction > 0. Deterministic for a seed.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"validation fraction must be in [0, 1), got {fraction}")
+    val: list[int] = []
+    for mission, indices in sorted(_by_mission(items).items()):
+        groups: dict[tuple, list[int]] = {}
+        for i in indices:
+            groups.setdefault(clock_group(str(items[i].name), window), []).append(i)
+        keys = sorted(groups, key=str)
+        rng = np.random.default_rng([seed, zlib.crc32(mission.encode()), 1])
+        target, taken = fraction * len(indices), 0
+        for k in rng.permutation(len(keys)):
+            size = len(groups[keys[k]])
+            first = not taken and fraction > 0 and len(keys) > 1
+            if first or abs(taken + size - target) < abs(taken - target):
+                val += groups[keys[k]]
+                taken += size
+    chosen = set(val)
+    return [x for i, x in enumerate(items) if i not in chosen], [items[i] for i in sorted(chosen)]
+
+
+def _by_mission(items: Sequence) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(_mission(item), []).append(i)
+    return groups

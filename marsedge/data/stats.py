@@ -73,7 +73,7 @@ def dataset_stats(root: str | Path, four_class: bool = False, progress: bool = F
 def format_stats(stats: dict) -> str:
     """A plain-text table: one row per split, percent of labelled pixels per class."""
     head = (
-        f"{'split':<12} {'mission':<7} {'images':>7} "
+        f"{'split':<14} {'mission':<7} {'images':>7} "
         + " ".join(f"{n[:9]:>9}" for n in CLASS_NAMES)
         + "  labelled"
     )
@@ -81,10 +81,10 @@ def format_stats(stats: dict) -> str:
     for split, s in stats["splits"].items():
         cells = " ".join(f"{s['percent'][n]:8.2f}%" for n in CLASS_NAMES)
         lines.append(
-            f"{split:<12} {str(s['mission']):<7} {s['images']:>7} {cells}  {s['labelled_percent']:6.1f}%"
+            f"{split:<14} {str(s['mission']):<7} {s['images']:>7} {cells}  {s['labelled_percent']:6.1f}%"
         )
     for mission, n in stats["unlabelled_images"].items():
-        lines.append(f"unlabelled   {mission:<7} {n:>7}")
+        lines.append(f"{'unlabelled':<14} {mission:<7} {n:>7}")
     return "\n".join(lines)
 
 

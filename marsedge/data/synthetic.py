@@ -1,7 +1,8 @@
 """Synthetic NAVCAM datasets in the exact AI4Mars layout (`marsedge data synth`).
 
-    marsedge data synth --out DIR --mission msl|m2020 --n N --size S --seed K
+    marsedge data synth --out DIR --mission msl|m2020|mer --n N --size S --seed K
                         [--test-fraction F] [--unlabelled U] [--labelers MIN MAX] [--workers W]
+                        [--release 0.1|0.6] [--pds N]
 
 What it writes under DIR (the names and folders `ai4mars.py` reads):
 
@@ -21,6 +22,15 @@ What it writes under DIR (the names and folders `ai4mars.py` reads):
 Of the N labelled frames, round(N * test_fraction) are MSL gold test frames (M2020: none) and the
 rest train; `--unlabelled U` adds U frames with no label at all (for self-supervised work).
 
+`--release 0.6` writes the later layout instead (`synthetic_release.py`): MSL under msl/ncam/ with
+real-style names `NLB_<sclk>EDR_F<seq>NCAM<nnnnn>M1`, M2020
+`NLF_<sol>_<sclk>_<nnn>ECM_N<seq>NCAM<nnnnn>_01_295J` whose test frames form `m2020-test`
+(greyscale, expert-dense labels), MER (`--mission mer`) train in mer/images/eff +
+mer/labels/train/merged-unmasked and test in mer/images/test + gold min2/min3 paired through
+test.csv, and `label_keys.json`. `--pds N` adds PDS3 (attached label with a VICAR
+IMAGE_HEADER) and PDS4 copies of the first N frames under DIR/pds/<mission>/ as 12-bit samples.
+With neither flag the output is byte-for-byte what release 0.1 always wrote.
+
 Determinism: frame i is drawn from `np.random.default_rng([seed, mission, i])` and written by
 whichever worker gets it, so the files are byte-identical for any worker count. A frame is
 complete when its image exists (written last, atomically), so an interrupted run resumes.
@@ -37,15 +47,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from marsedge.data import ai4mars
+from marsedge.data import ai4mars, synthetic_release
 from marsedge.data.labels import merge_labels
 from marsedge.data.synthetic_labels import crowd_labels, gold_labels
 from marsedge.data.synthetic_terrain import LOOKS, render_scene
 from marsedge.errors import ConfigError
 from marsedge.io import atomic_write_bytes, atomic_write_json
 
-MISSION_CODE = {"msl": 0, "m2020": 1}
-DEFAULT_SIZE = {"msl": 1024, "m2020": 1280}
+MISSION_CODE = {"msl": 0, "m2020": 1, "mer": 2}
+DEFAULT_SIZE = {"msl": 1024, "m2020": 1280, "mer": 1024}
+RELEASES = ("0.1", "0.6")
 
 
 @dataclass(frozen=True)
@@ -59,10 +70,19 @@ class SynthOptions:
     unlabelled: int = 0
     labelers: tuple[int, int] = (5, 9)  # crowd labels per frame, drawn uniformly in [min, max]
     workers: int | None = None
+    release: str = "0.1"  # "0.6": the later layout, real-style names, MER and M2020 test sets
+    pds: int = 0  # PDS3 + PDS4 copies of the first N frames
 
     def __post_init__(self) -> None:
-        if self.mission not in LOOKS:
-            raise ConfigError(f"--mission must be one of {sorted(LOOKS)}, got '{self.mission}'")
+        if self.release not in RELEASES:
+            raise ConfigError(f"--release must be one of {', '.join(RELEASES)}, got '{self.release}'")
+        missions = sorted(MISSION_CODE) if self.release == "0.6" else sorted(LOOKS)
+        if self.mission not in missions:
+            raise ConfigError(
+                f"--mission must be one of {missions} for release {self.release}, got '{self.mission}'"
+            )
+        if self.pds < 0:
+            raise ConfigError(f"--pds must be >= 0, got {self.pds}")
         if self.n < 0 or self.unlabelled < 0:
             raise ConfigError("--n and --unlabelled must be >= 0")
         if self.size is not None and self.size < 32:
@@ -78,7 +98,7 @@ class SynthOptions:
     def frame_size(self) -> tuple[int, int]:
         """(height, width)."""
         size = self.size or DEFAULT_SIZE[self.mission]
-        return (size, size) if self.mission == "msl" else (int(round(size * 0.75)), size)
+        return (int(round(size * 0.75)), size) if self.mission == "m2020" else (size, size)
 
 
 @dataclass(frozen=True)
@@ -98,12 +118,14 @@ def frame_stem(mission: str, index: int) -> str:
 
 def plan_frames(opts: SynthOptions) -> list[FramePlan]:
     """Which frame index plays which role: a seeded choice of test frames among the N labelled."""
-    n_test = int(round(opts.n * opts.test_fraction)) if opts.mission == "msl" else 0
+    tested = opts.mission == "msl" or opts.release != "0.1"
+    n_test = int(round(opts.n * opts.test_fraction)) if tested else 0
     test = set(
         np.random.default_rng([opts.seed, MISSION_CODE[opts.mission]]).permutation(opts.n)[:n_test].tolist()
     )
     roles = ["test" if i in test else "train" for i in range(opts.n)] + ["unlabelled"] * opts.unlabelled
-    return [FramePlan(i, role, frame_stem(opts.mission, i)) for i, role in enumerate(roles)]
+    stem = frame_stem if opts.release == "0.1" else synthetic_release.frame_stem
+    return [FramePlan(i, role, stem(opts.mission, i)) for i, role in enumerate(roles)]
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -143,14 +165,13 @@ def _paths(root: Path, mission: str, stem: str) -> dict[str, Path]:
 
 def render_frame(plan: FramePlan, opts: SynthOptions) -> dict:
     """Draw and write one frame with its masks and labels. Returns what it wrote (for synth.json)."""
-    root = Path(opts.out)
-    paths = _paths(root, opts.mission, plan.stem)
+    paths = _image_paths(opts, plan)
     if paths["image"].exists():
         return {"role": plan.role, "resumed": True}
     rng = np.random.default_rng([opts.seed, MISSION_CODE[opts.mission], plan.index])
     height, width = opts.frame_size
-    scene = render_scene(rng, height, width, LOOKS[opts.mission])
-    if opts.mission == "msl":
+    scene = render_scene(rng, height, width, LOOKS.get(opts.mission, LOOKS["msl"]))
+    if "rover" in paths:
         if scene.rover.any():
             atomic_write_bytes(paths["rover"], _png(scene.rover.astype(np.uint8)))
         atomic_write_bytes(paths["range"], _png(scene.far.astype(np.uint8)))
@@ -162,8 +183,13 @@ def render_frame(plan: FramePlan, opts: SynthOptions) -> dict:
         atomic_write_bytes(paths["train"], _png(merge_labels(list(crowd.values()))))
     elif plan.role == "test":
         for name, label in gold_labels(rng, scene.truth).items():
-            atomic_write_bytes(paths[name], _png(label))
-    atomic_write_bytes(paths["image"], _image_bytes(rng, scene.image, opts.mission))
+            if name in paths:
+                atomic_write_bytes(paths[name], _png(label))
+    image = scene.image
+    if plan.role == "test" and opts.mission == "m2020":  # the expert M2020 set is greyscale
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    encoding = "msl" if opts.mission == "mer" else opts.mission  # MER frames are JPEGs like MSL's
+    atomic_write_bytes(paths["image"], _image_bytes(rng, image, encoding))
     truth_pixels = np.bincount(scene.truth.ravel(), minlength=6).tolist()
     return {"role": plan.role, "resumed": False, "truth_pixels": truth_pixels}
 
@@ -209,8 +235,22 @@ def generate(opts: SynthOptions, progress: bool = True) -> dict:
         "seconds": round(seconds, 2),
         "truth_pixels_rendered": truth.tolist(),
     }
+    if opts.release != "0.1":
+        synthetic_release.write_release_files(Path(opts.out), opts.mission, plans)
+    if opts.pds:
+        summary["pds"] = synthetic_release.write_pds_copies(
+            Path(opts.out), opts.mission, plans[: opts.pds], lambda plan: _image_paths(opts, plan)["image"]
+        )
     atomic_write_json(Path(opts.out) / f"synth-{opts.mission}.json", summary)
     return summary
+
+
+def _image_paths(opts: SynthOptions, plan: FramePlan) -> dict[str, Path]:
+    """Where a frame's files go: the release 0.1 layout, or 0.6 (`synthetic_release.paths`)."""
+    root = Path(opts.out)
+    if opts.release == "0.1":
+        return _paths(root, opts.mission, plan.stem)
+    return synthetic_release.paths(root, opts.mission, plan)
 
 
 def summary_line(summary: dict) -> str:

@@ -5,7 +5,7 @@ only a valid target when the student sees *that same input*, so the cache holds 
 for each frame **preprocessed without augmentation** (THE preprocessing, the student's input size).
 Training with a cache therefore reads un-augmented frames; random photometric or geometric
 augmentation of the student's input would silently mismatch the cached targets, so the distillation
-config refuses `cache_dir` together with augmentation (marsedge.distill.loop). Feature distillation
+config refuses `cache_dir` together with augmentation (marsedge.distill.config). Feature distillation
 needs the teacher's intermediate maps, which are far too large to store, so it always runs the
 teacher live.
 

@@ -4,7 +4,7 @@
     torchrun --nproc_per_node=4 distill.py --config ... run.amp=bf16
     python distill.py --config ... --resume        # continue runs/<name>/last.pt exactly
 
-Distillation is the `distill` mode of the training command (marsedge.train.cli.MODES): same
+Distillation is the `distill` mode of the training command (registered in marsedge.distill.mode): same
 arguments, runs folder, loop and summary line as train.py. The result is runs/<name>/student.pt,
 ready for export. Nothing heavy is imported at module level.
 """

@@ -59,10 +59,12 @@ class FrozenTeacher:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: torch.device,
                         precision: str = "auto") -> FrozenTeacher:
+        from marsedge.edge.onnx_meta import ModelMetadata
         from marsedge.models.checkpoints import load_model
 
         model, ckpt = load_model(path, map_location=device)
-        return cls(model, PreprocessSpec.from_dict(ckpt.preprocess), device, precision, source=str(path))
+        spec = ModelMetadata.from_checkpoint(ckpt, source=path).preprocess
+        return cls(model, spec, device, precision, source=str(path))
 
     def check_student_input(self, student_spec: PreprocessSpec, student_classes: int) -> None:
         """The student must see the frames the teacher was trained on (only the size may differ)."""

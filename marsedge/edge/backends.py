@@ -1,14 +1,17 @@
-"""Inference backends: one contract, three runtimes, chosen by the model file's suffix.
+"""Inference backends: one contract, four runtimes, chosen by the model file's suffix.
 
     backend = open_backend("student.onnx", threads=2)
     logits = backend.infer(batch)          # float32 N,C,H,W -> float32 N,K,H,W
 
 `TorchBackend` (.pt, the workstation), `OnnxBackend` (.onnx, ONNX Runtime with the TensorRT, CUDA
 and CPU providers in that order where available), `TensorRTBackend` (.engine, in
-`marsedge.edge.tensorrt`). Each exposes the model's own description (`.metadata`, `.spec`), so the
-caller preprocesses frames exactly as training did without any other file.
+`marsedge.edge.tensorrt`), `OpenVinoBackend` (`--backend openvino`, or an OpenVINO IR .xml; in
+`marsedge.edge.openvino`); `--backend auto` times ONNX Runtime against OpenVINO and keeps the faster.
+Each subclasses `BaseBackend` (one input check, one batch split) and
+exposes the model's own description (`.metadata`, `.spec`), so the caller preprocesses frames
+exactly as training did without any other file.
 
-Nothing here imports torch at module level: the rover runs ONNX Runtime or TensorRT only.
+Nothing here imports torch at module level: the rover runs ONNX Runtime, OpenVINO or TensorRT.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from marsedge.data.preprocess import PreprocessSpec
-from marsedge.edge.onnx_meta import ModelMetadata, from_checkpoint_fields, parse_props
+from marsedge.edge.onnx_meta import ModelMetadata, parse_props
 from marsedge.errors import ModelError
 from marsedge.io import sha256_file
 
@@ -40,14 +43,69 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def _check_batch(batch: np.ndarray, spec: PreprocessSpec, path: Path) -> np.ndarray:
-    expected = (spec.channels, spec.height, spec.width)
-    if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
-        raise ModelError(f"{path}: expects N x {'x'.join(map(str, expected))} input, got {batch.shape}")
-    return np.ascontiguousarray(batch, dtype=np.float32)
+class BaseBackend:
+    """What every backend shares, as Polygraphy's BaseRunner.infer / infer_impl: `infer` checks the
+    input once against the model's own spec and splits a batch to the model's fixed batch, then
+    calls the subclass's `infer_impl` with a C-contiguous float32 array of exactly that batch.
+
+    A subclass's __init__ sets `self.path` (the model file, named by every error),
+    `self.model_metadata` (a ModelMetadata), and, where they differ from the defaults,
+    `self.precision` and `self.engine_batch` (the batch the graph/engine was built for; None: any).
+    `metadata` and `spec` derive from `model_metadata`.
+    """
+
+    name = "base"
+    precision = "fp32"
+    engine_batch: int | None = None
+    path: Path
+    model_metadata: ModelMetadata
+
+    @property
+    def metadata(self) -> dict:
+        return self.model_metadata.to_dict()
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        return self.model_metadata.preprocess
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """float32 N,C,H,W (THE preprocessing's output) -> float32 logits N,K,H,W."""
+        batch = self.check_input(batch)
+        step = self.engine_batch
+        if step is None or batch.shape[0] == step:
+            return self.infer_impl(batch)
+        outputs = []
+        for start in range(0, batch.shape[0], step):  # a fixed-batch model still serves N frames
+            chunk = batch[start:start + step]
+            if chunk.shape[0] < step:  # the last, short chunk: padded, and the padding dropped
+                pad = np.zeros((step - chunk.shape[0], *chunk.shape[1:]), np.float32)
+                outputs.append(self.infer_impl(np.concatenate([chunk, pad]))[:chunk.shape[0]])
+            else:
+                outputs.append(self.infer_impl(np.ascontiguousarray(chunk)))
+        return np.concatenate(outputs)
+
+    def check_input(self, batch: np.ndarray) -> np.ndarray:
+        """The one input check: a floating N,C,H,W array of the spec's size (a raw uint8 frame is
+        the usual mistake: it must go through marsedge.data.preprocess first)."""
+        spec = self.spec
+        expected = (spec.channels, spec.height, spec.width)
+        if not isinstance(batch, np.ndarray) or not np.issubdtype(batch.dtype, np.floating):
+            kind = batch.dtype if isinstance(batch, np.ndarray) else type(batch).__name__
+            raise ModelError(f"{self.path}: expects preprocessed float32 input "
+                             f"(marsedge.data.preprocess), got {kind}")
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != expected or batch.shape[0] == 0:
+            shape = "x".join(map(str, expected))
+            raise ModelError(f"{self.path}: expects N x {shape} input, got {batch.shape}")
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the runtime's resources (idempotent)."""
 
 
-class OnnxBackend:
+class OnnxBackend(BaseBackend):
     """ONNX Runtime session over an exported (or quantized) marsedge ONNX model."""
 
     name = "onnxruntime"
@@ -74,32 +132,24 @@ class OnnxBackend:
         except Exception as exc:  # ORT raises its own exception types (InvalidGraph, Fail, ...)
             raise ModelError(f"{self.path}: ONNX Runtime cannot load it: {exc}") from None
         self.providers = self.session.get_providers()
-        self.model_metadata: ModelMetadata = parse_props(
-            self.session.get_modelmeta().custom_metadata_map, self.path)
-        self.metadata = self.model_metadata.to_dict()
-        self.spec = self.model_metadata.preprocess
+        self.model_metadata = parse_props(self.session.get_modelmeta().custom_metadata_map, self.path)
         quant = self.model_metadata.quantization or {}
         self.precision = str(quant.get("precision", "int8")) if quant else "fp32"
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
-        self.static_batch = model_input.shape[0] if isinstance(model_input.shape[0], int) else None
+        self.engine_batch = model_input.shape[0] if isinstance(model_input.shape[0], int) else None
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = _check_batch(batch, self.spec, self.path)
-        if self.static_batch is not None and batch.shape[0] != self.static_batch:
-            # A static batch-1 export still serves N frames, one run each.
-            return np.concatenate([self.infer(batch[i:i + 1]) for i in range(batch.shape[0])])
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0]
 
     def close(self) -> None:
         self.session = None
 
 
-class TorchBackend:
+class TorchBackend(BaseBackend):
     """PyTorch eager on a marsedge checkpoint (.pt); torch and the model zoo are imported lazily."""
 
     name = "torch"
-    precision = "fp32"
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         import torch
@@ -114,13 +164,9 @@ class TorchBackend:
         self._torch = torch
         self.model, checkpoint = load_model(self.path, map_location="cpu")
         self.model.eval()
-        self.model_metadata = from_checkpoint_fields(
-            checkpoint.class_table, checkpoint.preprocess, checkpoint.model_config, sha256_file(self.path))
-        self.metadata = self.model_metadata.to_dict()
-        self.spec = self.model_metadata.preprocess
+        self.model_metadata = ModelMetadata.from_checkpoint(checkpoint, self.path, sha256_file(self.path))
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = _check_batch(batch, self.spec, self.path)
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
             return self.model(self._torch.from_numpy(batch)).float().numpy()
 
@@ -134,13 +180,47 @@ def _open_tensorrt(path: Path, threads: int | None, rebuild_stale: bool) -> Back
     return TensorRTBackend(path, rebuild_stale=rebuild_stale)
 
 
+def _open_openvino(path: Path, threads: int | None, rebuild_stale: bool) -> Backend:
+    from marsedge.edge.openvino import OpenVinoBackend
+
+    return OpenVinoBackend(path, threads=threads)
+
+
+def _open_fastest(path: Path, threads: int | None, rebuild_stale: bool) -> Backend:
+    """`--backend auto`: for an ONNX file, ONNX Runtime and OpenVINO (where installed and able to
+    load it) are timed on this machine (marsedge.timing, a zero frame) and the faster is kept, so
+    OpenVINO is chosen only where it measures faster; any other file goes by its suffix."""
+    if Path(path).suffix.lower() != ".onnx":
+        return BACKENDS[backend_for(path)](path, threads, rebuild_stale)
+    from marsedge.timing import alternating_medians
+
+    opened = {"onnxruntime": OnnxBackend(path, threads=threads)}
+    try:
+        opened["openvino"] = _open_openvino(path, threads, rebuild_stale)
+    except ModelError:  # not installed, or a layout it cannot run (QOperator)
+        return opened["onnxruntime"]
+    spec = opened["onnxruntime"].spec
+    frame = np.zeros((1, spec.channels, spec.height, spec.width), np.float32)
+    ms = alternating_medians({k: (lambda b=b: b.infer(frame)) for k, b in opened.items()}, blocks=2,
+                             per_block=3)
+    best = min(ms, key=ms.get)
+    for name, backend in opened.items():
+        if name != best:
+            backend.close()
+    opened[best].measured_ms = {k: round(v, 2) for k, v in ms.items()}  # why it was chosen
+    return opened[best]
+
+
 # name -> opener(path, threads, rebuild_stale); suffix -> name
 BACKENDS: dict[str, Callable[[Path, int | None, bool], Backend]] = {
     "torch": lambda p, t, _r: TorchBackend(p, threads=t),
     "onnxruntime": lambda p, t, _r: OnnxBackend(p, threads=t),
     "tensorrt": _open_tensorrt,
+    "openvino": _open_openvino,  # marsedge.edge.openvino (pip install .[openvino])
+    "auto": _open_fastest,
 }
-SUFFIXES = {".pt": "torch", ".pth": "torch", ".onnx": "onnxruntime", ".engine": "tensorrt"}
+SUFFIXES = {".pt": "torch", ".pth": "torch", ".onnx": "onnxruntime", ".engine": "tensorrt",
+            ".xml": "openvino"}
 
 
 def backend_for(path: str | Path, backend: str | None = None) -> str:
@@ -158,6 +238,11 @@ def backend_for(path: str | Path, backend: str | None = None) -> str:
 
 def open_backend(model_path: str | Path, backend: str | None = None, threads: int | None = None,
                  rebuild_stale: bool = False) -> Backend:
-    """Open a model file with the backend its suffix (or `backend`) names."""
+    """Open a model file with the backend its suffix (or `backend`) names; its metadata is checked
+    against its graph (`marsedge.edge.model_check`) before anyone runs it."""
+    from marsedge.edge.model_check import check_model
+
     path = Path(os.fspath(model_path))
-    return BACKENDS[backend_for(path, backend)](path, threads, rebuild_stale)
+    opened = BACKENDS[backend_for(path, backend)](path, threads, rebuild_stale)
+    check_model(opened, path)
+    return opened

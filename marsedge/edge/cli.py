@@ -5,7 +5,8 @@
     marsedge build student.int8.onnx --precision int8 --timing-cache trt.cache     (on the target)
     marsedge inspect student.int8.onnx
 
-`edge-run` (marsedge.edge.run) runs the result. Nothing heavy is imported at module level.
+`edge-run` (marsedge.edge.run) runs the result. Nothing heavy is imported at module level (the
+quantize registry names its targets and recipes without importing onnx or ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 
+from marsedge.edge.quantize import DEFAULT_FRAMES, METHODS, QUANTIZERS, recipe_choices
+
 
 def register(subparsers) -> None:
     exp = subparsers.add_parser("export", help="checkpoint -> verified ONNX with metadata")
     exp.add_argument("checkpoint", help="marsedge checkpoint (.pt)")
     exp.add_argument("-o", "--out", default=None, help="output .onnx (default: beside the checkpoint)")
-    exp.add_argument("--size", type=int, default=None, help="square input size (default: the checkpoint's)")
+    exp.add_argument("--size", type=int, default=None,
+                     help="square input size (default: the trained size); another size is recorded in "
+                          "the metadata as marsedge.trained_size")
     exp.add_argument("--opset", type=int, default=17)
     exp.add_argument("--dynamic-batch", action="store_true", help="dynamic batch axis instead of 1")
     exp.add_argument("--frames", default=None,
@@ -29,31 +34,62 @@ def register(subparsers) -> None:
     q = subparsers.add_parser("quantize", help="FP32 ONNX -> INT8, calibrated on real frames, gated")
     q.add_argument("model", help="FP32 ONNX from `marsedge export`")
     q.add_argument("--calib", required=True, help="calibration frames: folder, glob or AI4Mars root")
-    q.add_argument("--calib-split", default="train", help="split when --calib is an AI4Mars root")
+    q.add_argument("--calib-split", default="train-val",
+                   help="split when --calib is an AI4Mars root (default: train minus val)")
     q.add_argument("--eval", default=None, help="labelled AI4Mars root for the gate (default: --calib)")
-    q.add_argument("--eval-split", default="gold-min1")
-    q.add_argument("-o", "--out", default=None, help="output (default: MODEL.int8.onnx)")
-    q.add_argument("--n", type=int, default=500, help="calibration frames to use")
+    q.add_argument("--eval-split", default="val",
+                   help="the gate's and --recipe auto's split (default: val, what training tunes on; "
+                        "a test split here is tuning on the test set)")
+    q.add_argument("-o", "--out", default=None,
+                   help="output (default: MODEL.int8.onnx for --target cpu, MODEL.qdq.onnx for tensorrt)")
+    q.add_argument("--n", type=int, default=DEFAULT_FRAMES,
+                   help=f"calibration frames to use (default {DEFAULT_FRAMES}: see marsedge.edge.quantize)")
     q.add_argument("--min-frames", type=int, default=32, help="refuse fewer calibration frames")
-    q.add_argument("--method", choices=("entropy", "max"), default="entropy")
-    q.add_argument("--target", choices=("cpu", "tensorrt"), default="cpu")
+    q.add_argument("--method", choices=METHODS, default=METHODS[0],
+                   help="calibration: max (min-max, default) or entropy (ORT's histograms: ~3 s a frame at "
+                        "512 px on 2 loaded cores; see marsedge.edge.quantize)")
+    q.add_argument("--target", choices=tuple(QUANTIZERS), default="cpu")
     q.add_argument("--dla", action="store_true", help="TensorRT target: quantize for DLA")
-    q.add_argument("--recipe", default="auto",
-                   help="CPU target: ONNX Runtime layout, a key of marsedge.edge.quantize.CPU_RECIPES, or "
-                        "auto: the fastest that passes the gate (default)")
+    q.add_argument("--per-node", action="store_true",
+                   help="TensorRT target: modelopt's per-node calibration (bounded memory, ~1 min a frame)")
+    q.add_argument("--recipe", default="auto", choices=recipe_choices(),
+                   help="the target's layout (" + "; ".join(f"{name}: {', '.join(quantizer.recipes)}"
+                                                            for name, quantizer in QUANTIZERS.items())
+                        + "), or auto: the fastest that passes the gate (default)")
     q.add_argument("--tolerance", type=float, default=1.0, help="max mIoU drop in points")
     q.add_argument("--threads", type=int, default=None)
-    q.add_argument("--force", action="store_true", help="write the model even if the gate fails")
+    q.add_argument("--min-speedup", type=float, default=1.0,
+                   help="speed gate (targets timed here): INT8 at least this many times as fast as FP32 "
+                        "(default 1.0; 0 turns it off)")
+    q.add_argument("--force", action="store_true", help="write the model even if a gate fails")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=run_quantize)
 
-    b = subparsers.add_parser("build", help="ONNX -> TensorRT engine + sidecar (on the target GPU)")
-    b.add_argument("model", help="ONNX (QDQ for int8)")
-    b.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
-    b.add_argument("--dla", type=int, default=None, metavar="N", help="build for DLA core N")
-    b.add_argument("--gpu-fallback", action="store_true", help="DLA: run unsupported layers on the GPU")
-    b.add_argument("--workspace", type=int, default=1024, metavar="MiB")
-    b.add_argument("--timing-cache", default=None, metavar="PATH")
-    b.add_argument("-o", "--out", default=None, help="engine path (default: model.<precision>.engine)")
+    b = subparsers.add_parser(
+        "build", help="ONNX -> TensorRT engine + sidecar (on the target GPU)",
+        epilog="trtexec spellings are accepted as aliases: --fp16, --int8 (precision), --useDLACore N "
+               "(--dla), --allowGPUFallback (--gpu-fallback), --saveEngine (-o), --timingCacheFile "
+               "(--timing-cache), --memPoolSize workspace:1G (--workspace). A CPU-target INT8 model "
+               "(`quantize --target cpu`) is refused: TensorRT needs `quantize --target tensorrt`.")
+    b.add_argument("model", help="ONNX (QDQ from `quantize --target tensorrt` for int8)")
+    b.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None, help="default fp16")
+    b.add_argument("--fp16", action="store_true", help="trtexec alias of --precision fp16")
+    b.add_argument("--int8", action="store_true", help="trtexec alias of --precision int8")
+    b.add_argument("--dla", "--useDLACore", dest="dla", type=int, default=None, metavar="N",
+                   help="build for DLA core N")
+    b.add_argument("--gpu-fallback", "--allowGPUFallback", dest="gpu_fallback", action="store_true",
+                   help="DLA: run unsupported layers on the GPU")
+    b.add_argument("--workspace", default="1024", metavar="SIZE",
+                   help="builder workspace: a plain number is MiB (default 1024), or with a unit: 512M, 1G")
+    b.add_argument("--memPoolSize", dest="mem_pool_size", default=None, metavar="workspace:SIZE",
+                   help="trtexec spelling of --workspace (e.g. workspace:1G)")
+    b.add_argument("--max-batch", type=int, default=8, metavar="N",
+                   help="dynamic-batch ONNX: the optimisation profile's max batch (min is 1; default 8)")
+    b.add_argument("--opt-batch", type=int, default=1, metavar="N",
+                   help="dynamic-batch ONNX: the batch TensorRT tunes for (default 1)")
+    b.add_argument("--timing-cache", "--timingCacheFile", dest="timing_cache", default=None, metavar="PATH")
+    b.add_argument("-o", "--out", "--saveEngine", dest="out", default=None,
+                   help="engine path (default: model.<precision>.engine)")
     b.set_defaults(func=run_build)
 
     i = subparsers.add_parser("inspect", help="print what a model file says about itself")
@@ -74,25 +110,25 @@ def run_quantize(args: argparse.Namespace) -> int:
     from marsedge.edge.quantize import QuantizeOptions, quantize_model
 
     options = QuantizeOptions(target=args.target, method=args.method, n=args.n, min_frames=args.min_frames,
-                              tolerance=args.tolerance, force=args.force, dla=args.dla, threads=args.threads,
-                              recipe=args.recipe)
+                              tolerance=args.tolerance, min_speedup=args.min_speedup, force=args.force,
+                              dla=args.dla, per_node=args.per_node, threads=args.threads, recipe=args.recipe,
+                              progress=not args.quiet)
+    options.validate()
     out, record = quantize_model(args.model, args.calib, args.out, args.eval, options,
                                  calib_split=args.calib_split, eval_split=args.eval_split)
     if not record["gate"]["passed"]:
         print("warning: the accuracy gate failed; written anyway because of --force")
+    if not record.get("latency", {}).get("passed", True):
+        print("warning: INT8 is slower than --min-speedup allows; written anyway because of --force")
     print(f"wrote {out}")
     return 0
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from marsedge.edge.tensorrt import build_engine
+    from marsedge.edge.trt_plan import options_from_args
 
-    from marsedge.edge.tensorrt import BuildOptions, build_engine
-
-    options = BuildOptions(precision=args.precision, dla_core=args.dla, gpu_fallback=args.gpu_fallback,
-                           workspace_mib=args.workspace,
-                           timing_cache=Path(args.timing_cache) if args.timing_cache else None)
-    print(f"wrote {build_engine(args.model, options, args.out)}")
+    print(f"wrote {build_engine(args.model, options_from_args(args), args.out)}")
     return 0
 
 

@@ -8,8 +8,11 @@
    Runtime's and TensorRT's INT8 kernels fuse;
 3. `onnx.checker`, then onnxslim simplification, kept only when the simplified graph still passes
    the checker and the verification below (otherwise the plain export is written);
-4. metadata_props: class table, THE preprocessing spec (at the exported size), model config and
-   the checkpoint's sha256, so the rover needs nothing but this file;
+4. metadata_props: class table, THE preprocessing spec (at the exported size; every field, so
+   `channels`, `colour_to_grey` and `bit_depth_mapping` reach the edge as training used them; a
+   checkpoint whose spec's channels differ from the network's `in_channels` is refused), model
+   config and the checkpoint's sha256, so the rover needs nothing but this file. `size` other than the
+   trained size is a stated choice: printed, and the trained size kept as `marsedge.trained_size`;
 5. verification: frames through THE preprocessing, ONNX Runtime vs PyTorch; max abs logit error and
    argmax agreement are printed and stored, and an agreement under 99.9% fails the export.
 
@@ -25,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from marsedge.data.preprocess import PreprocessSpec, preprocess
-from marsedge.edge.onnx_meta import from_checkpoint_fields, set_props
+from marsedge.edge.onnx_meta import ModelMetadata, set_props
 from marsedge.errors import ModelError
 from marsedge.io import atomic_write_bytes, sha256_file
 
@@ -97,10 +100,12 @@ def export(checkpoint: str | Path, out: str | Path | None = None, size: int | No
 
     checkpoint = Path(checkpoint)
     model, ckpt = load_model(checkpoint)
-    meta = from_checkpoint_fields(ckpt.class_table, ckpt.preprocess, ckpt.model_config,
-                                  sha256_file(checkpoint))
-    if size:
+    meta = ModelMetadata.from_checkpoint(ckpt, checkpoint, sha256_file(checkpoint))
+    if size and (int(size), int(size)) != meta.preprocess.size:
+        meta.trained_size = list(meta.preprocess.size)
         meta.preprocess = replace(meta.preprocess, height=int(size), width=int(size))
+        print(f"note: exporting at {size}x{size}; {checkpoint.name} was trained at "
+              f"{meta.trained_size[0]}x{meta.trained_size[1]} (recorded as marsedge.trained_size)")
     spec = meta.preprocess
     out = Path(out) if out else checkpoint.with_suffix(".onnx")
 

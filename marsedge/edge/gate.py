@@ -1,8 +1,11 @@
-"""The INT8 accuracy gate and the INT8-vs-FP32 latency check of `marsedge quantize`.
+"""The INT8 accuracy gate and the INT8-vs-FP32 speed measurement of `marsedge quantize`.
 
-The FP32 model's decisions on a held-out labelled split are computed once (`gate_reference`) and
-every INT8 candidate is scored against them (`accuracy_gate`): mIoU drop, per-class IoU drop and
-pixel agreement, passed when the drop is within the tolerance (mIoU points).
+As Polygraphy's Comparator compares runner outputs, the gate compares two `Scores`
+(`marsedge.edge.predict`): the FP32 model's, computed once per quantize (`gate_reference`, one code
+path whatever the target), and each INT8 candidate's on the same frames (`accuracy_gate`). mIoU
+drop, per-class IoU drop and pixel agreement go into the record; it passes when the mIoU drop is
+within the tolerance (mIoU points). Scoring is predict.score's, so the gate's mIoU is the one
+`marsedge bench` reports for the same model and split.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from marsedge.data.preprocess import preprocess, resize_label
+from marsedge.edge.predict import Scores, score
 from marsedge.errors import DataError, MarsedgeError
 
 
@@ -20,84 +23,80 @@ class GateError(MarsedgeError):
     """The quantized model lost more accuracy than allowed."""
 
 
-def predictions(backend, image: np.ndarray) -> np.ndarray:
-    return backend.infer(preprocess(image, backend.spec)[None])[0].argmax(0).astype(np.uint8)
+class SpeedGateError(GateError):
+    """The quantized model is not faster than FP32 on this machine (by `--min-speedup`)."""
 
 
 @dataclass
 class GateReference:
-    """The FP32 model's class decisions on the gate's labelled split, computed once however many
-    INT8 candidates are judged against it."""
+    """The gate's labelled frames, read once, and the FP32 model's Scores on them."""
 
     eval: str  # "ROOT (SPLIT, N frames)"
-    images: list[np.ndarray]
-    labels: list[np.ndarray]  # resized (nearest) to the model input
-    fp32: list[np.ndarray]  # FP32 argmax masks
-    num_classes: int
-    fp32_metrics: dict  # marsedge.metrics of the FP32 masks against the labels
+    samples: list  # marsedge.data.ai4mars.Sample, kept so candidates see the very same frames
+    fp32: Scores
+
+
+def _cpu_backend(path: Path, threads: int | None):
+    """The gate always runs on ONNX Runtime CPU (a TensorRT QDQ model runs there too)."""
+    from marsedge.edge.backends import OnnxBackend
+
+    return OnnxBackend(path, threads=threads, providers=["CPUExecutionProvider"])
 
 
 def gate_reference(fp32_path: Path, eval_root: str, split: str, threads: int | None = None) -> GateReference:
-    """Read the labelled split once and run the FP32 model over it through THE preprocessing."""
+    """Read the labelled split once and score the FP32 model on it."""
     from marsedge.data.ai4mars import AI4MarsDataset
-    from marsedge.edge.backends import OnnxBackend
-    from marsedge.metrics import ConfusionMatrix
 
     data = AI4MarsDataset(eval_root, split)
     if len(data) == 0:
         raise DataError(f"{eval_root}: evaluation split {split} is empty")
-    fp32 = OnnxBackend(fp32_path, threads=threads, providers=["CPUExecutionProvider"])
-    num_classes = len(fp32.model_metadata.class_table)
-    cm32 = ConfusionMatrix(num_classes)
-    images, labels, masks = [], [], []
-    for sample in data:
-        images.append(sample.image)
-        labels.append(resize_label(sample.label, fp32.spec.height, fp32.spec.width))
-        masks.append(predictions(fp32, sample.image))
-        cm32.update(masks[-1], labels[-1])
-    return GateReference(f"{eval_root} ({split}, {len(data)} frames)", images, labels, masks, num_classes,
-                         cm32.compute())
+    samples = list(data)
+    fp32 = _cpu_backend(Path(fp32_path), threads)
+    try:
+        scores = score(fp32, samples)
+    finally:
+        fp32.close()
+    return GateReference(f"{eval_root} ({split}, {len(samples)} frames)", samples, scores)
 
 
-def accuracy_gate(reference: GateReference, int8_path: Path, tolerance: float,
-                  threads: int | None = None) -> dict:
-    """The INT8 model on the reference's frames, scored like the FP32 one. Returns the gate record
-    stored in the model metadata."""
-    from marsedge.edge.backends import OnnxBackend
-    from marsedge.metrics import ConfusionMatrix
-
-    int8 = OnnxBackend(int8_path, threads=threads, providers=["CPUExecutionProvider"])
-    cm8 = ConfusionMatrix(reference.num_classes)
-    agree = total = 0
-    for image, label, p32 in zip(reference.images, reference.labels, reference.fp32, strict=True):
-        p8 = predictions(int8, image)
-        cm8.update(p8, label)
-        agree += int((p32 == p8).sum())
-        total += p32.size
-    m32, m8 = reference.fp32_metrics, cm8.compute()
+def compare(reference: Scores, candidate: Scores, tolerance: float) -> dict:
+    """The gate record of a candidate's Scores against the reference's (mIoU in points)."""
+    m32, m8 = reference.metrics, candidate.metrics
     drop = {name: (None if m32["iou"][name] is None or m8["iou"][name] is None
                    else round(100 * (m32["iou"][name] - m8["iou"][name]), 3)) for name in m32["iou"]}
     miou_drop = 100 * (m32["miou"] - m8["miou"])
     return {
-        "eval": reference.eval,
         "miou_fp32": round(100 * m32["miou"], 3), "miou_int8": round(100 * m8["miou"], 3),
         "miou_drop": round(miou_drop, 3), "iou_drop": drop,
-        "pixel_agreement": round(agree / max(total, 1), 5),
+        "pixel_agreement": round(candidate.agreement(reference), 5),
         "tolerance": tolerance, "passed": bool(miou_drop <= tolerance),
     }
 
 
-def latency_ratio(fp32_path: Path, int8_path: Path, batch: np.ndarray, threads: int | None,
-                  blocks: int = 3) -> dict:
-    """Median FP32 and INT8 latency, measured in alternating blocks (marsedge.bench.latency)."""
-    from marsedge.bench.latency import alternating_medians
-    from marsedge.edge.backends import OnnxBackend
+def accuracy_gate(reference: GateReference, int8_path: Path, tolerance: float,
+                  threads: int | None = None) -> dict:
+    """Score the INT8 model on the reference's frames and compare; the record stored in the metadata."""
+    int8 = _cpu_backend(Path(int8_path), threads)
+    try:
+        scores = score(int8, reference.samples, reference.fp32.class_names)
+    finally:
+        int8.close()
+    return {"eval": reference.eval, **compare(reference.fp32, scores, tolerance)}
 
-    models = {"fp32": OnnxBackend(fp32_path, threads=threads, providers=["CPUExecutionProvider"]),
-              "int8": OnnxBackend(int8_path, threads=threads, providers=["CPUExecutionProvider"])}
-    ms = alternating_medians({k: (lambda b=b: b.infer(batch)) for k, b in models.items()}, blocks=blocks)
-    return {"fp32_ms": round(ms["fp32"], 2), "int8_ms": round(ms["int8"], 2),
-            "speedup": round(ms["fp32"] / ms["int8"], 3), "threads": threads}
+
+def latency_medians(models: dict[str, Path], batch: np.ndarray, threads: int | None,
+                    blocks: int = 4) -> dict[str, float]:
+    """Median ms of each model on ONNX Runtime CPU, all measured in one alternating-block run
+    (marsedge.timing), so machine load hits every candidate alike."""
+    from marsedge.timing import alternating_medians
+
+    opened = {k: _cpu_backend(Path(p), threads) for k, p in models.items()}
+    try:
+        fns = {k: (lambda b=b: b.infer(batch)) for k, b in opened.items()}
+        return alternating_medians(fns, blocks=blocks)
+    finally:
+        for backend in opened.values():
+            backend.close()
 
 
 def format_report(record: dict) -> str:
@@ -111,8 +110,11 @@ def format_report(record: dict) -> str:
              f"  {'PASSED' if gate['passed'] else 'FAILED'}"]
     if "latency" in record:
         lat = record["latency"]
-        verdict = "" if lat["speedup"] > 1.0 else "  WARNING: INT8 is not faster than FP32 here"
+        verdict = "" if lat["passed"] else f"  SLOWER than --min-speedup {lat['min_speedup']}"
         lines.append(f"latency (ONNX Runtime CPU, median): FP32 {lat['fp32_ms']:.1f} ms, INT8 "
                      f"{lat['int8_ms']:.1f} ms, {lat['speedup']:.2f}x{verdict}")
+    if len(record.get("tried", [])) > 1:
+        lines.append("candidates: " + ", ".join(
+            f"{t['recipe']} " + (f"{t['ms']:.1f} ms " if "ms" in t else "") + f"drop {t['miou_drop']:+.2f}"
+            + ("" if t["passed"] else " (failed)") for t in record["tried"]))
     return "\n".join(lines)
-

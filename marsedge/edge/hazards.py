@@ -14,21 +14,46 @@ horizon. Its corners are fractions of the frame size, so one config serves every
 Inside it we measure the share of terrain pixels (soil, bedrock, sand, big rock; rover body and
 far background are not ground) that are big rock (obstacle) and sand (embedding risk, the Spirit
 lesson), and flag each one that exceeds its threshold.
+
+The classes are the model's: `HazardRules.for_model(cfg, class_table)` looks each rule's class up
+by name in the model's own class table (its metadata), once per run. A 4-class terrain model and
+the 6-class model both have every rule's class. A rule whose class the model lacks (a model trained
+on another table) cannot be judged: with `missing_class: skip` (the default) it is skipped, edge-run
+says so once at the start and in summary.json (`hazards.skipped`), and its value in frames.jsonl is
+null; with `missing_class: error` the run is refused before any frame (a ConfigError naming the
+rule's threshold key and the model's classes), for a config that insists on every rule.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from marsedge.config import from_dict
+from marsedge.config import from_dict, read_yaml
 from marsedge.errors import ConfigError
 
 TERRAIN_NAMES = ("soil", "bedrock", "sand", "big rock")
+MISSING_CLASS = ("skip", "error")  # what a rule naming a class the model lacks does
+
+
+@dataclass(frozen=True)
+class HazardRule:
+    """One flag: the share of the corridor's terrain taken by `class_name`, above the threshold
+    HazardConfig.`limit_key`."""
+
+    class_name: str
+    limit_key: str
+
+
+# flag name (frames.jsonl key) -> rule; a new hazard is one entry here and one HazardConfig field
+HAZARD_RULES: dict[str, HazardRule] = {
+    "big_rock": HazardRule("big rock", "max_big_rock"),
+    "sand": HazardRule("sand", "max_sand"),
+}
 
 
 @dataclass(frozen=True)
@@ -40,12 +65,17 @@ class HazardConfig:
     centre: float = 0.5  # corridor centre line, fraction of frame width
     max_big_rock: float = 0.05  # flag when big rock covers more of the corridor's terrain than this
     max_sand: float = 0.25  # flag when sand covers more than this
+    missing_class: str = "skip"  # a rule whose class the model lacks: "skip" (noted once) or "error"
 
     def __post_init__(self) -> None:
-        for key in ("top", "bottom", "top_width", "bottom_width", "centre", "max_big_rock", "max_sand"):
+        for key in ("top", "bottom", "top_width", "bottom_width", "centre",
+                    *(r.limit_key for r in HAZARD_RULES.values())):
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"hazards.{key} must lie in [0, 1], got {value}")
+        if self.missing_class not in MISSING_CLASS:
+            raise ConfigError(f"hazards.missing_class must be one of {', '.join(MISSING_CLASS)}, "
+                              f"got {self.missing_class!r}")
         if self.top >= self.bottom:
             raise ConfigError(f"hazards.top ({self.top}) must be above hazards.bottom ({self.bottom})")
 
@@ -54,12 +84,7 @@ def load_hazard_config(path: str | Path | None) -> HazardConfig:
     """The corridor and thresholds from YAML (keys of HazardConfig), defaults when path is None."""
     if path is None:
         return HazardConfig()
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"hazard config {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path)  # missing file, bad YAML: one ConfigError naming the file
     return from_dict(HazardConfig, data.get("hazards", data), prefix="hazards")
 
 
@@ -79,27 +104,55 @@ def corridor_mask(height: int, width: int, cfg: HazardConfig) -> np.ndarray:
     return corridor
 
 
-def assess(mask: np.ndarray, class_table: list[dict], cfg: HazardConfig) -> dict:
-    """Big-rock and sand fractions of the corridor's terrain pixels, and the flags they raise."""
-    ids = {c["name"]: int(c["id"]) for c in class_table}
-    corridor = corridor_mask(mask.shape[0], mask.shape[1], cfg)
-    inside = mask[corridor]
-    counts = np.bincount(inside, minlength=256)
-    terrain = int(sum(counts[ids[n]] for n in TERRAIN_NAMES if n in ids))
+@dataclass(frozen=True)
+class HazardRules:
+    """The hazard rules one model can judge, resolved against its class table once per run."""
 
-    def share(name: str) -> float:
-        return float(counts[ids[name]] / terrain) if name in ids and terrain else 0.0
+    config: HazardConfig
+    terrain_ids: tuple[int, ...]  # the model's ground classes: the denominator of every share
+    rules: dict[str, tuple[int, float]]  # flag -> (class id, threshold)
+    skipped: dict[str, str] = field(default_factory=dict)  # flag -> the class the model lacks
 
-    big_rock, sand = share("big rock"), share("sand")
-    flags = [name for name, value, limit in (("big_rock", big_rock, cfg.max_big_rock),
-                                             ("sand", sand, cfg.max_sand)) if value > limit]
-    return {
-        "corridor_terrain_pixels": terrain,
-        "big_rock": round(big_rock, 5),
-        "sand": round(sand, 5),
-        "flags": flags,
-        "hazard": bool(flags),
-    }
+    @classmethod
+    def for_model(cls, config: HazardConfig, class_table: list[dict]) -> HazardRules:
+        """Look every rule's class up in the model's table; a missing one is skipped or, with
+        `missing_class: error`, a ConfigError naming the rule's key and the model's classes."""
+        ids = {str(c["name"]): int(c["id"]) for c in class_table}
+        rules, skipped = {}, {}
+        for flag, rule in HAZARD_RULES.items():
+            if rule.class_name in ids:
+                rules[flag] = (ids[rule.class_name], float(getattr(config, rule.limit_key)))
+                continue
+            if config.missing_class == "error":
+                raise ConfigError(f"hazards.{rule.limit_key}: the model has no class '{rule.class_name}' "
+                                  f"(its classes: {', '.join(ids)}); set hazards.missing_class: skip "
+                                  "to run without this rule")
+            skipped[flag] = rule.class_name
+        terrain = tuple(ids[n] for n in TERRAIN_NAMES if n in ids)
+        return cls(config, terrain, rules, skipped)
+
+    def notes(self) -> list[str]:
+        """One line per skipped rule, for the start of a run."""
+        return [f"hazard rule {flag} skipped: the model has no class '{name}' "
+                f"(hazards.missing_class: error refuses such a model)" for flag, name in self.skipped.items()]
+
+    def describe(self) -> dict:
+        """The rules in force and those skipped (summary.json)."""
+        return {"rules": {flag: {"class": HAZARD_RULES[flag].class_name, "limit": limit}
+                          for flag, (_, limit) in self.rules.items()},
+                "skipped": dict(self.skipped)}
+
+    def assess(self, mask: np.ndarray) -> dict:
+        """Each rule's share of the corridor's terrain pixels (None when skipped) and its flag."""
+        corridor = corridor_mask(mask.shape[0], mask.shape[1], self.config)
+        counts = np.bincount(mask[corridor], minlength=256)
+        terrain = int(sum(counts[i] for i in self.terrain_ids))
+        shares = {flag: float(counts[class_id] / terrain) if terrain else 0.0
+                  for flag, (class_id, _) in self.rules.items()}
+        flags = [flag for flag, (_, limit) in self.rules.items() if shares[flag] > limit]
+        return {"corridor_terrain_pixels": terrain,
+                **{flag: round(shares[flag], 5) if flag in shares else None for flag in HAZARD_RULES},
+                "flags": flags, "hazard": bool(flags)}
 
 
 def class_fractions(mask: np.ndarray, class_table: list[dict]) -> dict[str, float]:

@@ -4,12 +4,20 @@ Every model marsedge writes carries these as ONNX `metadata_props` (string -> st
 so the rover needs nothing but the model file to prepare frames and name classes:
 
     marsedge.class_table    [{"id": 0, "name": "soil", "colour": [r, g, b]}, ...]
-    marsedge.preprocess     {"height": 512, "width": 512, "channels": 1, "gain": 1.5}
+    marsedge.preprocess     {"height": 512, "width": 512, "channels": 1, "gain": 1.5,
+                             "bit_depth_mapping": "linear", "colour_to_grey": "bt601", ...}: every
+                             PreprocessSpec field, so the edge converts colour (channels 1:
+                             colour_to_grey luminance; 3: grey replicated) and maps bit depth
+                             exactly as training did
     marsedge.model_config   the ModelConfig the network was built from
     marsedge.source_sha256  sha256 of the checkpoint (or FP32 ONNX) the file was made from
+    marsedge.trained_size   [height, width] the checkpoint was trained at, only when the file was
+                            exported at another size (`marsedge export --size`)
     marsedge.quantization   method, calibration set, accuracy-gate results (quantized models only)
 
 Reading needs only ONNX Runtime (the rover); writing needs the `onnx` package (the workstation).
+`ModelMetadata` is also THE parse of a checkpoint's fields (`ModelMetadata.from_checkpoint`), so a
+checkpoint, an ONNX file and an engine sidecar describe a model the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from marsedge.data.preprocess import PreprocessSpec
-from marsedge.errors import ModelError
+from marsedge.errors import ConfigError, ModelError
 from marsedge.terrain import class_table as default_class_table
 
 PREFIX = "marsedge."
@@ -29,6 +37,7 @@ PREPROCESS = PREFIX + "preprocess"
 MODEL_CONFIG = PREFIX + "model_config"
 SOURCE_SHA256 = PREFIX + "source_sha256"
 QUANTIZATION = PREFIX + "quantization"
+TRAINED_SIZE = PREFIX + "trained_size"
 REQUIRED = (CLASS_TABLE, PREPROCESS)
 
 
@@ -41,6 +50,37 @@ class ModelMetadata:
     model_config: dict = field(default_factory=dict)
     source_sha256: str | None = None
     quantization: dict | None = None
+    trained_size: list[int] | None = None  # [h, w] when exported at another size than trained
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Any, source: str | Path | None = None,
+                        source_sha256: str | None = None) -> ModelMetadata:
+        """From a `marsedge.models.checkpoints.Checkpoint` (or anything with its `class_table`,
+        `preprocess` and `model_config` fields): the one parse of a checkpoint's description. A
+        checkpoint without a class table gets the project's table for its `num_classes`; a malformed
+        preprocessing spec, or one whose `channels` differ from the network's `in_channels` (the
+        edge would feed it grey frames for a colour model or the reverse), is a ModelError naming
+        `source`."""
+        config = dict(checkpoint.model_config or {})
+        table = checkpoint.class_table or default_class_table(int(config.get("num_classes", 6)))
+        try:
+            spec = PreprocessSpec.from_dict(dict(checkpoint.preprocess))
+        except (TypeError, ValueError, KeyError, ConfigError) as exc:
+            raise ModelError(f"{source or 'checkpoint'}: bad preprocessing spec {checkpoint.preprocess!r} "
+                             f"({exc})") from None
+        if int(config.get("in_channels", spec.channels)) != spec.channels:
+            raise ModelError(f"{source or 'checkpoint'}: model_config.in_channels {config['in_channels']} "
+                             f"but preprocess.channels {spec.channels}")
+        return cls(class_table=list(table), preprocess=spec, model_config=config, source_sha256=source_sha256)
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the model predicts: the length of its class table (ids 0..num_classes-1)."""
+        return len(self.class_table)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [str(c["name"]) for c in self.class_table]
 
     def to_dict(self) -> dict:
         """The `Backend.metadata` dict (plain JSON data)."""
@@ -50,6 +90,7 @@ class ModelMetadata:
             "model_config": self.model_config,
             "source_sha256": self.source_sha256,
             "quantization": self.quantization,
+            "trained_size": self.trained_size,
         }
 
     @classmethod
@@ -58,7 +99,8 @@ class ModelMetadata:
         return cls(class_table=list(data["class_table"]),
                    preprocess=PreprocessSpec.from_dict(dict(data["preprocess"])),
                    model_config=dict(data.get("model_config") or {}),
-                   source_sha256=data.get("source_sha256"), quantization=data.get("quantization"))
+                   source_sha256=data.get("source_sha256"), quantization=data.get("quantization"),
+                   trained_size=data.get("trained_size"))
 
     def to_props(self) -> dict[str, str]:
         """As ONNX metadata_props (every value JSON text, absent values left out)."""
@@ -71,6 +113,8 @@ class ModelMetadata:
             props[SOURCE_SHA256] = self.source_sha256
         if self.quantization is not None:
             props[QUANTIZATION] = json.dumps(self.quantization)
+        if self.trained_size is not None:
+            props[TRAINED_SIZE] = json.dumps(self.trained_size)
         return props
 
     def class_id(self, name: str) -> int | None:
@@ -98,17 +142,7 @@ def parse_props(props: dict[str, str], source: str | Path) -> ModelMetadata:
         model_config=load(MODEL_CONFIG) if MODEL_CONFIG in props else {},
         source_sha256=props.get(SOURCE_SHA256),
         quantization=load(QUANTIZATION) if QUANTIZATION in props else None,
-    )
-
-
-def from_checkpoint_fields(class_table: list | None, preprocess: dict, model_config: dict,
-                           source_sha256: str | None = None) -> ModelMetadata:
-    """Metadata from the fields a marsedge checkpoint holds."""
-    return ModelMetadata(
-        class_table=list(class_table or default_class_table(int(model_config.get("num_classes", 6)))),
-        preprocess=PreprocessSpec.from_dict(dict(preprocess)),
-        model_config=dict(model_config),
-        source_sha256=source_sha256,
+        trained_size=load(TRAINED_SIZE) if TRAINED_SIZE in props else None,
     )
 
 

@@ -1,180 +1,181 @@
-"""FP32 ONNX -> INT8 ONNX, calibrated on real frames and gated on accuracy and speed.
+"""FP32 ONNX -> INT8 ONNX, calibrated on real frames and gated on accuracy and on speed.
 
     marsedge quantize student.onnx --calib data/ai4mars --eval data/ai4mars --target cpu
 
-What the usual tools leave to luck, this module checks:
+One loop for every target. The calibration frames are read and preprocessed once and the FP32
+reference of the gate is scored once; then the target's quantizer (the `QUANTIZERS` registry)
+writes each candidate recipe (`--recipe auto`: the quantizer's `auto` list) on those same frames,
+and for the CPU target ONNX Runtime's calibration ranges are computed once and shared by every
+candidate (`calibration_cache_path`). Where the target runs on this machine (`measure_latency`),
+FP32 and every candidate are timed together in alternating blocks (`marsedge.timing`); each
+candidate is gated on accuracy (`marsedge.edge.gate`), and the fastest that passes is kept.
 
-- Calibration data are real frames (a folder, a glob, or an AI4Mars split) through THE
-  preprocessing; never random tensors. Fewer than `min_frames` (32) is refused, fewer than 500
-  warned about, and a calibration frame that is also in the evaluation split is refused.
-- `--target tensorrt`: nvidia-modelopt ONNX PTQ writes a QDQ model for TensorRT's explicit
-  quantization (the only INT8 path left in TensorRT 11, which dropped the implicit calibrators).
-  Non-quantized layers stay FP32 so the gate below can evaluate the model on ONNX Runtime CPU.
-- `--target cpu`: ONNX Runtime's own quantizer, in the layout its CPU kernels fuse. Measured with
-  `benchmarks/edge_int8_layouts.py` (MobileNetV2-1.0 + separable DeepLabv3+, 512x512, 2 threads,
-  Xeon with avx512_vnni/amx_int8, runs interleaved; speed-up over FP32, range of 4 runs on a
-  shared machine): uint8-activation layouts (QOperator or QDQ U8S8) 1.5-2.0x; QDQ S8S8 0.8-1.1x;
-  QDQ U8S8 with the depthwise convs left FP32 0.8-1.0x; modelopt's QDQ (the TensorRT model)
-  0.5-0.6x, i.e. about 2x slower than FP32. Our reading: MLAS's x86 VNNI/AMX GEMMs are u8 x s8,
-  S8 activations miss them, and every FP32 island adds a Dequantize/Quantize pair per layer.
-  Among the U8 layouts QOperator and QDQ are within run-to-run noise; the default is QOperator
-  (its integer operators are explicit in the file, no runtime fusion pass needed) with the first
-  conv (its input is the frame itself: an entropy-calibrated input range would clip bright
-  pixels) and the classifier conv (its logits feed argmax) kept FP32 (`qop-u8s8`). Quantizing those
-  two too (`qop-u8s8-all`) was ~10% faster in every run, so the default recipe, `auto`, tries
-  `qop-u8s8-all` first and falls back to `qop-u8s8` only when the faster model fails the gate;
-  every attempt is recorded in the metadata (`tried`).
-- The gate (marsedge.edge.gate): FP32 and INT8 are both evaluated on a held-out labelled split;
-  mIoU drop, per-class IoU drop and pixel agreement are printed and written into the model's
-  metadata, and a drop above the tolerance (1.0 mIoU point) fails unless forced. For the CPU
-  target, INT8 vs FP32 latency is measured too, and an INT8 model that is not faster is reported as
-  such, not shipped silently.
+Two gates, one reason line each, nothing written unless `--force`:
+- accuracy: mIoU drop <= `--tolerance` points; when every candidate fails, the last of the list
+  (the one that keeps the most layers FP32) is the one reported (and written with --force);
+- speed (measured targets): INT8 at least `--min-speedup` (1.0) times as fast as FP32 here. A
+  64-128 px model is often too small for INT8 to pay; export at the deployment size.
+Every candidate is recorded in the metadata (`tried`: recipe, ms, speed-up, mIoU drop, verdict).
+
+Defaults, for a quantize in about a minute (issue 19; `benchmarks/results/cpu_runtimes.md`, 512 px,
+2 cores, machine loaded to load average ~14): 64 calibration frames (was 500) and min-max
+calibration (was entropy). ORT's entropy histograms cost ~3 s a frame here: calibrating 64 frames
+took 212 s, against 116 s for the whole `quantize --target cpu` with min-max (three candidates,
+gate and timing included; each further candidate costs ~2.5 s on the shared ranges). Accuracy
+cost on the trained benchmark student (a weak one: FP32 mIoU 9.3% on 30 gold-min1 frames):
+min-max/64 frames 0.004 mIoU points, entropy/64 frames 0.01, pixel agreement >= 99.98% both; use
+`--method entropy --n 500` where a model's activations have long tails the gate rejects.
+
+- `--target cpu` (output MODEL.int8.onnx): ONNX Runtime's own quantizer in the layouts its CPU
+  kernels fuse (`CPU_RECIPES`; `benchmarks/edge_int8_layouts.py` and `benchmarks/cpu_runtimes.py`
+  measure them). u8 activations x s8 weights (MLAS's VNNI GEMMs are u8 x s8; S8 activations miss
+  them). Resize stays FP32 in every recipe: ORT's uint8 Resize kernel took 6.2 ms of a 22.9 ms
+  512 px run (two nodes) where the FP32 one takes 1.3-1.9 ms (issue 19's profile). `qop-*` are
+  QOperator files (QLinearConv & co., explicit in the file); `qdq-*` are QuantizeLinear /
+  DequantizeLinear files that ONNX Runtime fuses at load and OpenVINO runs natively as INT8
+  (it cannot load QOperator files). `qdq-s8s8-sym` (symmetric int8 activations and weights, the
+  layout TensorRT's explicit quantization takes) is the one file meant for both TensorRT and
+  OpenVINO; `--target tensorrt --recipe qdq-s8s8-sym` writes it in seconds, without modelopt.
+- `--target tensorrt` (output MODEL.qdq.onnx): nvidia-modelopt ONNX PTQ writes a QDQ model for
+  TensorRT's explicit quantization (the only INT8 path left in TensorRT 11). Non-quantized layers
+  stay FP32 so the gate can evaluate it on ONNX Runtime CPU. modelopt runs in a child process
+  (`marsedge.edge.modelopt_ptq`: it patches ONNX Runtime for the whole process); its per-node
+  calibration (`calibrate_per_node`, bounded memory, about a minute per frame at 512 px on 2
+  cores) runs only with `--per-node`.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from marsedge.errors import ConfigError, ModelError
 
-from marsedge.data.preprocess import PreprocessSpec, preprocess
-from marsedge.edge.gate import GateError, accuracy_gate, format_report, gate_reference, latency_ratio
-from marsedge.edge.onnx_meta import QUANTIZATION, parse_props, set_props
-from marsedge.errors import ConfigError, DataError, ModelError
-from marsedge.io import atomic_write, sha256_file
+if TYPE_CHECKING:  # kept out of the import, so `marsedge --help` and the CLI choices stay light
+    from marsedge.data.preprocess import PreprocessSpec
+    from marsedge.edge.calibration import CalibrationSet
 
-WARN_FRAMES = 500
-TARGETS = ("cpu", "tensorrt")
-METHODS = ("entropy", "max")
+METHODS = ("max", "entropy")  # max (min-max) first: the default (entropy: ~10x slower to calibrate)
+DEFAULT_FRAMES = 64  # calibration frames by default (bounded: quantize in about a minute at 512 px)
 
 
 @dataclass
 class QuantizeOptions:
-    target: str = "cpu"
-    method: str = "entropy"
-    n: int = 500
+    target: str = "cpu"  # a key of QUANTIZERS
+    method: str = METHODS[0]
+    n: int = DEFAULT_FRAMES
     min_frames: int = 32
     tolerance: float = 1.0  # mIoU points
+    min_speedup: float = 1.0  # INT8 vs FP32 on this machine (targets that measure latency); 0: off
     force: bool = False
     dla: bool = False
+    per_node: bool = False  # modelopt's calibrate_per_node (tensorrt target)
     threads: int | None = None
     seed: int = 0
-    recipe: str = "auto"  # CPU target: "auto" (AUTO_CPU_RECIPES) or a key of CPU_RECIPES
+    recipe: str = "auto"  # "auto" (the quantizer's `auto` list) or one of the quantizer's recipes
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Every option check, in one place: the CLI calls it before any work, quantize_model too."""
+        if self.target not in QUANTIZERS:
+            raise ConfigError(f"--target must be one of {tuple(QUANTIZERS)}, got {self.target!r}")
+        quantizer = QUANTIZERS[self.target]
+        if self.method not in METHODS:
+            raise ConfigError(f"--method must be one of {METHODS}, got {self.method!r}")
+        for flag, on, allowed in (("--dla", self.dla, "dla"), ("--per-node", self.per_node, "per_node")):
+            if on and not getattr(quantizer, allowed):
+                names = ", ".join(name for name, q in QUANTIZERS.items() if getattr(q, allowed))
+                raise ConfigError(f"{flag} applies to --target {names} only")
+        if self.recipe != "auto" and self.recipe not in quantizer.recipes:
+            raise ConfigError(f"--recipe must be auto or one of {', '.join(quantizer.recipes)} for --target "
+                              f"{self.target}, got {self.recipe!r}")
+        if self.n < 1 or self.min_frames < 1:
+            raise ConfigError(f"--n and --min-frames must be positive, got {self.n} and {self.min_frames}")
+        if self.min_speedup < 0:
+            raise ConfigError(f"--min-speedup must be >= 0, got {self.min_speedup}")
 
 
 @dataclass
-class CalibrationSet:
-    source: str
-    paths: list[Path]
-    names: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # unreadable frames, one "path: reason" each
+class QuantizeJob:
+    """What a quantizer is given: the FP32 source, where to write the candidate, the calibration
+    frames, and `shared` (a folder + dict every candidate of one quantize shares: the prepared
+    model, the calibration ranges)."""
 
-    @property
-    def usable(self) -> int:
-        """Frames the calibration could read (known once it has run)."""
-        return len(self.paths) - len(self.skipped)
+    src: Path
+    dst: Path
+    calib: CalibrationSet
+    spec: PreprocessSpec
+    input_name: str
+    options: QuantizeOptions
+    shared: dict = field(default_factory=dict)
 
-
-def _is_ai4mars(root: Path) -> bool:
-    return root.is_dir() and ((root / "msl").is_dir() or (root / "m2020").is_dir())
-
-
-def calibration_set(uri: str, n: int, min_frames: int, split: str = "train", seed: int = 0) -> CalibrationSet:
-    """Up to n real frames from a folder/glob or an AI4Mars split, spread evenly (seeded) over it."""
-    root = Path(uri)
-    if _is_ai4mars(root):
-        from marsedge.data.ai4mars import list_items
-
-        items = list_items(root, split)
-        paths, source = [it.image for it in items], f"{root} ({split})"
-    else:
-        from marsedge.data.frames import list_frames
-
-        paths, source = list_frames(uri), str(uri)
-    if len(paths) > n:
-        pick = np.sort(np.random.default_rng(seed).choice(len(paths), n, replace=False))
-        paths = [paths[i] for i in pick]
-    if len(paths) < min_frames:
-        raise DataError(f"{uri}: {len(paths)} calibration frames, at least {min_frames} are required "
-                        "(calibrating on too few frames clips real activations)")
-    if len(paths) < WARN_FRAMES:
-        warnings.warn(f"calibrating on {len(paths)} frames from {uri}; {WARN_FRAMES}+ recommended",
-                      stacklevel=2)
-    return CalibrationSet(source, list(paths), [Path(p).stem for p in paths])
+    def workdir(self) -> Path:
+        """A scratch folder shared by the job's candidates (removed by `quantize_model`)."""
+        if "workdir" not in self.shared:
+            self.shared["workdir"] = Path(tempfile.mkdtemp(prefix=".quantize-", dir=self.dst.parent))
+        return self.shared["workdir"]
 
 
-def check_disjoint(calib: CalibrationSet, eval_paths: list[Path]) -> None:
-    """Refuse calibration frames that are also evaluation frames (the gate would flatter INT8),
-    by product name and by content (a renamed copy of a gold frame is still a gold frame)."""
-    eval_names = {Path(p).stem for p in eval_paths}
-    overlap = sorted(set(calib.names) & eval_names)
-    if not overlap:
-        eval_hashes = {sha256_file(p): Path(p).stem for p in eval_paths}
-        overlap = sorted(f"{Path(p).stem} (same content as {eval_hashes[h]})" for p in calib.paths
-                         if (h := sha256_file(p)) in eval_hashes)
-    if overlap:
-        raise DataError(f"{len(overlap)} calibration frame(s) are in the evaluation split, e.g. "
-                        f"{overlap[0]}; calibrate on a disjoint split")
+@dataclass(frozen=True)
+class Quantizer:
+    """One target: `quantize(job, recipe)` writes a candidate to `job.dst` and returns its record."""
+
+    name: str
+    quantize: Callable[[QuantizeJob, str], dict]
+    recipes: tuple[str, ...]  # what --recipe may name
+    auto: tuple[str, ...]  # `--recipe auto`: every one is made, the fastest passing is kept
+    suffix: str  # default output: MODEL<suffix>
+    measure_latency: bool = False  # INT8 vs FP32 on ONNX Runtime CPU (meaningful where it runs)
+    dla: bool = False  # accepts --dla
+    per_node: bool = False  # accepts --per-node
+
+    def candidates(self, job: QuantizeJob) -> Iterator[tuple[Path, dict]]:
+        """Each candidate in turn, each in its own file of the job's work folder."""
+        recipes = self.auto if job.options.recipe == "auto" else (job.options.recipe,)
+        for i, recipe in enumerate(recipes, 1):
+            if len(recipes) > 1:
+                print(f"candidate {i}/{len(recipes)}: {recipe}", flush=True)
+            dst = job.workdir() / f"{recipe}.onnx"
+            yield dst, self.quantize(replace(job, dst=dst), recipe)
 
 
-def frame_reader(calib: CalibrationSet, spec: PreprocessSpec, input_name: str):
-    """An onnxruntime CalibrationDataReader that reads and preprocesses one frame at a time.
-
-    It also supports ONNX Runtime's strided calibration (`__len__` + `set_range`): the calibrator
-    then holds the activations of one stride (a few frames) at a time and merges ranges/histograms
-    stride by stride, instead of every intermediate tensor of every frame (the MobileNetV2 student
-    at 512x512 needs ~0.45 GiB a frame: 500 frames would need ~200 GiB)."""
-    from onnxruntime.quantization import CalibrationDataReader
-
-    from marsedge.data.frames import read_frame
-
-    class FrameReader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.set_range(0, len(calib.paths))
-
-        def __len__(self) -> int:
-            return len(calib.paths)
-
-        def set_range(self, start_index: int, end_index: int) -> None:
-            self.paths = iter(calib.paths[start_index:end_index])
-
-        def get_next(self) -> dict | None:
-            for path in self.paths:  # a corrupt frame is named and skipped, as edge-run does
-                try:
-                    return {input_name: preprocess(read_frame(path), spec)[None]}
-                except DataError as exc:
-                    if str(exc) not in calib.skipped:  # (the calibrator may read a frame twice)
-                        calib.skipped.append(str(exc))
-                        warnings.warn(f"calibration frame skipped: {exc}", stacklevel=2)
-            return None
-
-        def rewind(self) -> None:
-            self.set_range(0, len(calib.paths))
-
-    return FrameReader()
+QUANTIZERS: dict[str, Quantizer] = {}
 
 
-def calibration_stride(n: int, most: int = 4) -> int:
-    """The largest divisor of n not above `most` (ONNX Runtime wants strides that divide n)."""
-    return max(d for d in range(1, min(n, most) + 1) if n % d == 0)
+def register_quantizer(name: str, recipes: tuple[str, ...], auto: tuple[str, ...], suffix: str,
+                       measure_latency: bool = False, dla: bool = False, per_node: bool = False):
+    """Decorator: `fn(job, recipe) -> record` becomes the quantizer of target `name`."""
+
+    def wrap(fn: Callable[[QuantizeJob, str], dict]) -> Callable[[QuantizeJob, str], dict]:
+        QUANTIZERS[name] = Quantizer(name, fn, recipes, auto, suffix, measure_latency, dla, per_node)
+        return fn
+
+    return wrap
 
 
-# ---------------------------------------------------------------- the two quantizers
+def recipe_choices() -> list[str]:
+    """Every value --recipe accepts, over all targets (the CLI's choices)."""
+    return ["auto", *dict.fromkeys(r for q in QUANTIZERS.values() for r in q.recipes)]
 
 
 def keep_metadata(src: Path, dst: Path) -> None:
     """Copy the source model's metadata_props onto a quantizer's output (modelopt drops them)."""
     import onnx
 
+    from marsedge.edge.onnx_meta import set_props
+
     source = onnx.load(str(src), load_external_data=False)
     model = onnx.load(str(dst))
     set_props(model, {p.key: p.value for p in source.metadata_props})
     onnx.save(model, str(dst))
+
+
+# ---------------------------------------------------------------- the quantizers
 
 
 @dataclass(frozen=True)
@@ -185,20 +186,25 @@ class CpuRecipe:
     activations: str  # "uint8" or "int8"
     per_channel: bool = True
     fp32_convs: tuple[str, ...] = ("first", "last")  # convs kept FP32: "first", "last", "depthwise"
+    fp32_ops: tuple[str, ...] = ("Resize",)  # op types kept FP32 (their int8 kernel is slower here)
+    symmetric: bool = False  # activations symmetric around 0 (zero point 0: TensorRT's layout)
 
 
 CPU_RECIPES = {
     "qop-u8s8": CpuRecipe("QOperator", "uint8"),
     "qop-u8s8-fp32-classifier": CpuRecipe("QOperator", "uint8", fp32_convs=("last",)),
     "qop-u8s8-all": CpuRecipe("QOperator", "uint8", fp32_convs=()),
+    "qop-u8s8-all-int8-resize": CpuRecipe("QOperator", "uint8", fp32_convs=(), fp32_ops=()),
     "qop-u8s8-per-tensor": CpuRecipe("QOperator", "uint8", per_channel=False),
     "qdq-u8s8": CpuRecipe("QDQ", "uint8"),
+    "qdq-u8s8-all": CpuRecipe("QDQ", "uint8", fp32_convs=()),
     "qdq-s8s8": CpuRecipe("QDQ", "int8"),
+    "qdq-s8s8-sym": CpuRecipe("QDQ", "int8", fp32_convs=(), symmetric=True),
     "qdq-u8s8-no-depthwise": CpuRecipe("QDQ", "uint8", fp32_convs=("first", "last", "depthwise")),
 }
-DEFAULT_CPU_RECIPE = "qop-u8s8"
-# `--recipe auto`: fastest first; the first that passes the accuracy gate is written
-AUTO_CPU_RECIPES = ("qop-u8s8-all", "qop-u8s8")
+# `--recipe auto`: each is made and timed; the fastest passing the accuracy gate is written; the
+# last keeps the most layers FP32 (the one reported when all fail)
+AUTO_CPU_RECIPES = ("qop-u8s8-all", "qdq-u8s8-all", "qop-u8s8")
 
 
 def excluded_convs(model, recipe: CpuRecipe) -> list[str]:
@@ -214,180 +220,195 @@ def excluded_convs(model, recipe: CpuRecipe) -> list[str]:
     return list(dict.fromkeys(keep))
 
 
-def quantize_cpu(src: Path, dst: Path, reader, method: str, recipe: str = DEFAULT_CPU_RECIPE) -> dict:
-    """ONNX Runtime static quantization in one of the CPU_RECIPES layouts (see the module doc)."""
+def quantized_op_types(model, recipe: CpuRecipe) -> list[str]:
+    """The op types of the model that ONNX Runtime quantizes in this format, less the recipe's FP32 ones."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    registry = QLinearOpsRegistry if recipe.format == "QOperator" else QDQRegistry
+    present = dict.fromkeys(n.op_type for n in model.graph.node)
+    return [op for op in present if op in registry and op not in recipe.fp32_ops]
+
+
+def _prepared(job: QuantizeJob) -> Path:
+    """ORT's pre-processing (shape inference, graph optimisation) of the source, once per job."""
+    if "prepared" not in job.shared:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        prepared = job.workdir() / "prepared.onnx"
+        quant_pre_process(str(job.src), str(prepared), skip_symbolic_shape=True)
+        job.shared["prepared"] = prepared
+    return job.shared["prepared"]
+
+
+def _calibration_method(job: QuantizeJob):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return CalibrationMethod.Entropy if job.options.method == "entropy" else CalibrationMethod.MinMax
+
+
+def _ranges(job: QuantizeJob) -> Path:
+    """ONNX Runtime's calibration, once per job: the ranges of the outputs of every op type that
+    either format quantizes (Resize included), saved as ORT's calibration cache, which every
+    candidate's quantize_static then loads instead of calibrating again (the symmetric recipe
+    derives its zero-point-0 parameters from the same ranges)."""
+    if "ranges" not in job.shared:
+        import onnx
+        from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+        from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+        from marsedge.edge.calibration import calibration_stride, frame_reader
+
+        prepared = _prepared(job)
+        present = dict.fromkeys(n.op_type for n in onnx.load(str(prepared)).graph.node)
+        op_types = [op for op in present if op in QLinearOpsRegistry or op in QDQRegistry]
+        reader = frame_reader(job.calib, job.spec, job.input_name, job.options.progress)
+        stride = calibration_stride(len(reader))
+        with tempfile.TemporaryDirectory(dir=job.workdir()) as tmp:
+            calibrator = create_calibrator(prepared, op_types, calibrate_method=_calibration_method(job),
+                                           augmented_model_path=str(Path(tmp) / "aug.onnx"))
+            for start in range(0, len(reader), stride):  # strided: bounded memory (calibration's doc)
+                reader.set_range(start, start + stride)
+                calibrator.collect_data(reader)
+            ranges = calibrator.compute_data()
+        job.shared["ranges"] = job.workdir() / "ranges.json"
+        save_tensors_data(ranges, job.shared["ranges"])
+    return job.shared["ranges"]
+
+
+def quantize_ort(job: QuantizeJob, recipe: str) -> dict:
+    """ONNX Runtime static quantization in one of the CPU_RECIPES layouts (see the module doc),
+    on the job's shared calibration ranges."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    if recipe not in CPU_RECIPES:
-        raise ConfigError(f"unknown CPU recipe {recipe!r} (choose from {', '.join(CPU_RECIPES)})")
     layout = CPU_RECIPES[recipe]
-    prepared = dst.with_name(f".{dst.stem}.pre.onnx")
-    try:
-        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-        exclude = excluded_convs(onnx.load(str(prepared)), layout)
-        quantize_static(
-            str(prepared), str(dst), reader,
-            quant_format=QuantFormat.QOperator if layout.format == "QOperator" else QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8 if layout.activations == "uint8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8, per_channel=layout.per_channel, nodes_to_exclude=exclude,
-            calibrate_method=CalibrationMethod.Entropy if method == "entropy" else CalibrationMethod.MinMax,
-            extra_options={"CalibStridedMinMax": calibration_stride(len(reader))},
-        )
-    finally:
-        prepared.unlink(missing_ok=True)
-    keep_metadata(src, dst)
+    ranges = _ranges(job)
+    prepared = _prepared(job)
+    model = onnx.load(str(prepared))
+    exclude, op_types = excluded_convs(model, layout), quantized_op_types(model, layout)
+    quantize_static(
+        str(prepared), str(job.dst), None,
+        quant_format=QuantFormat.QOperator if layout.format == "QOperator" else QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8 if layout.activations == "uint8" else QuantType.QInt8,
+        weight_type=QuantType.QInt8, per_channel=layout.per_channel, nodes_to_exclude=exclude,
+        op_types_to_quantize=op_types,
+        calibrate_method=_calibration_method(job), calibration_cache_path=ranges,
+        extra_options={"ActivationSymmetric": layout.symmetric, "WeightSymmetric": True},
+    )
+    keep_metadata(job.src, job.dst)
     return {"tool": "onnxruntime.quantization", "recipe": recipe, "format": layout.format,
-            "activations": layout.activations,
+            "activations": layout.activations + (" symmetric" if layout.symmetric else ""),
             "weights": "int8 " + ("per-channel" if layout.per_channel else "per-tensor"),
-            "excluded_nodes": exclude}
+            "excluded_nodes": exclude, "fp32_ops": list(layout.fp32_ops)}
 
 
-@contextmanager
-def _ort_quantization_restored() -> Iterator[None]:
-    """Undo nvidia-modelopt's monkeypatching of ONNX Runtime's quantization afterwards.
-
-    modelopt replaces methods of ORT's calibrators and quantizers for the whole process
-    (modelopt.onnx.quantization.ort_patching.patch_ort_modules), and edits ORT's operator
-    registries in place (ort_utils.configure_ort: Concat, Relu, Transpose... deleted from the
-    QOperator/QDQ registries). A later `--target cpu` quantization in the same process then crashes
-    inside ORT's QLinearConv quantizer, or silently leaves Concat in float. Every attribute of the
-    patched owners is put back as it was (any added one removed), and every registry's contents."""
-    from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer, registry
-
-    owners = [calibrate, calibrate.CalibraterBase, calibrate.MinMaxCalibrater, calibrate.HistogramCalibrater,
-              calibrate.HistogramCollector, qdq_quantizer.QDQQuantizer, base_quantizer.BaseQuantizer]
-    tables = [registry.CommonOpsRegistry, registry.IntegerOpsRegistry, registry.QLinearOpsRegistry,
-              registry.QDQRegistry]
-    saved = [(owner, dict(vars(owner))) for owner in owners]
-    saved_tables = [(table, dict(table)) for table in tables]
-    try:
-        yield
-    finally:
-        for owner, before in saved:
-            for name in set(vars(owner)) - set(before):
-                delattr(owner, name)
-            for name, value in before.items():
-                if vars(owner).get(name) is not value:
-                    setattr(owner, name, value)
-        for table, before in saved_tables:
-            table.clear()
-            table.update(before)
+register_quantizer("cpu", tuple(CPU_RECIPES), AUTO_CPU_RECIPES, ".int8.onnx",
+                   measure_latency=True)(quantize_ort)
 
 
-def quantize_tensorrt(src: Path, dst: Path, reader, method: str, dla: bool) -> dict:
-    """nvidia-modelopt ONNX PTQ -> QDQ model for TensorRT explicit quantization."""
-    from modelopt.onnx.quantization import quantize
+@register_quantizer("tensorrt", ("modelopt-int8", "qdq-s8s8-sym"), ("modelopt-int8",), ".qdq.onnx",
+                    dla=True, per_node=True)
+def quantize_tensorrt(job: QuantizeJob, recipe: str) -> dict:
+    """nvidia-modelopt ONNX PTQ (in a child process) -> QDQ model for TensorRT explicit quantization;
+    or `qdq-s8s8-sym`, ONNX Runtime's symmetric QDQ (the file OpenVINO runs too)."""
+    if recipe in CPU_RECIPES:
+        return {**quantize_ort(job, recipe), "target_dla": job.options.dla}
+    from marsedge.edge.modelopt_ptq import quantize_in_child
 
-    with _ort_quantization_restored():
-        quantize(str(src), quantize_mode="int8", calibration_data_reader=reader,
-                 calibration_method=method, calibration_eps=["cpu"], output_path=str(dst),
-                 high_precision_dtype="fp32", target_dla=dla, log_level="WARNING",
-                 calibrate_per_node=len(reader) > 64)  # bounded memory on big calibration sets
-    keep_metadata(src, dst)
-    return {"tool": "nvidia-modelopt", "format": "QDQ", "activations": "int8", "weights": "int8",
-            "target_dla": dla}
+    quantize_in_child(job.src, job.dst, job.calib, job.spec, job.input_name, job.options.method,
+                      job.options.dla, job.options.per_node)
+    keep_metadata(job.src, job.dst)
+    return {"tool": "nvidia-modelopt", "recipe": recipe, "format": "QDQ", "activations": "int8",
+            "weights": "int8", "target_dla": job.options.dla, "calibrate_per_node": job.options.per_node}
 
 
 # ---------------------------------------------------------------- the command
 
 
+def _pick(tried: list[dict], measured: bool) -> dict:
+    """The fastest candidate passing the accuracy gate (the first, where nothing was timed); when
+    none passes, the last tried (the one keeping the most layers FP32)."""
+    passing = [t for t in tried if t["passed"]]
+    if not passing:
+        return tried[-1]
+    return min(passing, key=lambda t: t["ms"]) if measured else passing[0]
+
+
 def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_root: str | None,
-                   options: QuantizeOptions, calib_split: str = "train",
-                   eval_split: str = "gold-min1") -> tuple[Path, dict]:
-    """Calibrate, quantize, gate; writes OUT (metadata included) only when the gate passes or is forced."""
+                   options: QuantizeOptions, calib_split: str = "train-val",
+                   eval_split: str = "val") -> tuple[Path, dict]:
+    """Calibrate, quantize, gate; writes OUT (metadata included) only when both gates pass or --force.
+    The gate's FP32 reference and the recipe choice are tuned on `val` (the training run's val split)
+    and calibration reads `train-val`, disjoint from it; test splits stay for `marsedge bench`."""
     import onnx
 
+    from marsedge.data.ai4mars import list_items
+    from marsedge.edge import calibration as C
+    from marsedge.edge import gate as G
+    from marsedge.edge.onnx_meta import QUANTIZATION, parse_props, set_props
+    from marsedge.io import atomic_write, sha256_file
+
+    options.validate()
+    quantizer = QUANTIZERS[options.target]
     src = Path(src)
-    if options.target not in TARGETS:
-        raise ConfigError(f"--target must be one of {TARGETS}, got {options.target!r}")
-    if options.method not in METHODS:
-        raise ConfigError(f"--method must be one of {METHODS}, got {options.method!r}")
-    if options.dla and options.target != "tensorrt":
-        raise ConfigError("--dla applies to --target tensorrt only")
-    if options.recipe != "auto" and options.recipe not in CPU_RECIPES:
-        raise ConfigError(f"--recipe must be auto or one of {', '.join(CPU_RECIPES)}, got {options.recipe!r}")
-    source_model = onnx.load(str(src))
+    source_model = onnx.load(str(src), load_external_data=False)
     meta = parse_props({p.key: p.value for p in source_model.metadata_props}, src)
     if meta.quantization:
         raise ModelError(f"{src} is already quantized; quantize the FP32 export")
-    out = Path(out) if out else src.with_name(f"{src.stem}.int8.onnx")
-    eval_root = eval_root or (calib if _is_ai4mars(Path(calib)) else None)
+    out = Path(out) if out else src.with_name(f"{src.stem}{quantizer.suffix}")
+    eval_root = eval_root or (calib if C.is_ai4mars(Path(calib)) else None)
     if eval_root is None:
         raise ConfigError("the accuracy gate needs a labelled AI4Mars tree: pass --eval ROOT")
 
-    from marsedge.data.ai4mars import list_items
+    calib_set = C.calibration_set(calib, options.n, options.min_frames, calib_split, options.seed)
+    C.check_disjoint(calib_set, [it.image for it in list_items(eval_root, eval_split)])
+    print(f"calibrating on {len(calib_set.paths)} frames from {calib_set.source} ({options.method})",
+          flush=True)
+    C.load_frames(calib_set, meta.preprocess, options.progress)  # once, for every candidate
+    C.check_usable(calib_set, options.min_frames)
+    reference = G.gate_reference(src, eval_root, eval_split, options.threads)  # once, too
 
-    calib_set = calibration_set(calib, options.n, options.min_frames, calib_split, options.seed)
-    check_disjoint(calib_set, [it.image for it in list_items(eval_root, eval_split)])
-    reader = frame_reader(calib_set, meta.preprocess, source_model.graph.input[0].name)
-    print(f"calibrating on {len(calib_set.paths)} frames from {calib_set.source} ({options.method})")
-
-    tmp = out.with_name(f".{out.stem}.tmp.onnx")
+    job = QuantizeJob(src, out, calib_set, meta.preprocess, source_model.graph.input[0].name, options)
     try:
-        if options.target == "cpu":
-            how, gate = _quantize_cpu_gated(src, tmp, reader, options, calib_set, eval_root, eval_split)
-        else:
-            how = quantize_tensorrt(src, tmp, reader, options.method, options.dla)
-            _check_usable(calib_set, options.min_frames)
-            reference = gate_reference(src, eval_root, eval_split, options.threads)
-            gate = accuracy_gate(reference, tmp, options.tolerance, options.threads)
+        made = {how["recipe"]: (path, how) for path, how in quantizer.candidates(job)}
+        ms = None
+        if quantizer.measure_latency:
+            ms = G.latency_medians({"fp32": src, **{r: p for r, (p, _) in made.items()}}, calib_set.frames[0],
+                                 options.threads)
+        tried = []
+        for recipe, (path, _) in made.items():
+            gate = G.accuracy_gate(reference, path, options.tolerance, options.threads)
+            tried.append({"recipe": recipe, "miou_drop": gate["miou_drop"], "passed": gate["passed"],
+                          "gate": gate, **({"ms": round(ms[recipe], 2),
+                                            "speedup": round(ms["fp32"] / ms[recipe], 3)} if ms else {})})
+        chosen = _pick(tried, ms is not None)
+        path, how = made[chosen["recipe"]]
+        gate = chosen["gate"]
         record = {"precision": "int8", "target": options.target, "method": options.method, **how,
+                  "tried": [{k: v for k, v in t.items() if k != "gate"} for t in tried],
                   "calibration": {"source": calib_set.source, "frames": calib_set.usable,
                                   "skipped": calib_set.skipped},
                   "source_onnx_sha256": sha256_file(src), "gate": gate}
-        if options.target == "cpu":
-            first = preprocess(_first_frame(calib_set), meta.preprocess)[None]
-            record["latency"] = latency_ratio(src, tmp, first, options.threads)
-        print(format_report(record))
+        if ms:
+            speedup = ms["fp32"] / ms[chosen["recipe"]]
+            record["latency"] = {"fp32_ms": round(ms["fp32"], 2), "int8_ms": chosen["ms"],
+                                 "speedup": round(speedup, 3), "threads": options.threads,
+                                 "min_speedup": options.min_speedup, "passed": speedup >= options.min_speedup}
+        print(G.format_report(record))
         if not gate["passed"] and not options.force:
-            raise GateError(f"{src}: INT8 loses {gate['miou_drop']:.2f} mIoU points (> {options.tolerance}); "
-                            "not written (use --force to keep it anyway)")
-        quantized = onnx.load(str(tmp))
+            raise G.GateError(f"{src}: INT8 loses {gate['miou_drop']:.2f} mIoU points "
+                              f"(> {options.tolerance}); not written (use --force to keep it anyway)")
+        if ms and not record["latency"]["passed"] and not options.force:
+            lat = record["latency"]
+            raise G.SpeedGateError(
+                f"{src}: INT8 ({chosen['recipe']}) runs {lat['int8_ms']:.1f} ms vs FP32 "
+                f"{lat['fp32_ms']:.1f} ms on this CPU ({lat['speedup']:.2f}x < --min-speedup "
+                f"{options.min_speedup}); not written "
+                "(export at a size where INT8 pays, or use --force)")
+        quantized = onnx.load(str(path))
         set_props(quantized, {QUANTIZATION: json.dumps(record)})
         atomic_write(out, lambda p: onnx.save(quantized, str(p)))
     finally:
-        tmp.unlink(missing_ok=True)
+        if "workdir" in job.shared:
+            shutil.rmtree(job.shared["workdir"], ignore_errors=True)
     return out, record
-
-
-def _check_usable(calib: CalibrationSet, min_frames: int) -> None:
-    """After the first calibration pass (which names the unreadable frames): enough were read?"""
-    if calib.usable < min_frames:
-        raise DataError(f"{calib.source}: {len(calib.skipped)} unreadable calibration frames leave fewer "
-                        f"than {min_frames}")
-
-
-def _quantize_cpu_gated(src: Path, tmp: Path, reader, options: QuantizeOptions, calib: CalibrationSet,
-                        eval_root: str, eval_split: str) -> tuple[dict, dict]:
-    """Quantize with `options.recipe`, or with each AUTO_CPU_RECIPES layout in turn (fastest first)
-    until one passes the gate. Leaves the chosen model at `tmp`: the first that passed, else (all
-    failed) the last one tried, which keeps the most layers FP32. Every attempt goes into `tried`."""
-    recipes = AUTO_CPU_RECIPES if options.recipe == "auto" else (options.recipe,)
-    tried = []
-    reference = None
-    for recipe in recipes:
-        how = quantize_cpu(src, tmp, reader, options.method, recipe)
-        if reference is None:
-            _check_usable(calib, options.min_frames)
-            reference = gate_reference(src, eval_root, eval_split, options.threads)
-        gate = accuracy_gate(reference, tmp, options.tolerance, options.threads)
-        tried.append({"recipe": recipe, "miou_drop": gate["miou_drop"], "passed": gate["passed"]})
-        if gate["passed"]:
-            break
-        if recipe != recipes[-1]:
-            print(f"recipe {recipe}: mIoU drop {gate['miou_drop']:+.2f} points fails the gate; "
-                  "trying the next layout")
-    return {**how, "tried": tried}, gate
-
-
-def _first_frame(calib: CalibrationSet) -> np.ndarray:
-    from marsedge.data.frames import read_frame
-
-    for path in calib.paths:
-        try:
-            return read_frame(path)
-        except DataError:
-            continue
-    raise DataError(f"{calib.source}: no calibration frame could be read")

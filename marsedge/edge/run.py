@@ -1,25 +1,32 @@
 """`edge-run`: NAVCAM frames in, terrain masks, overlays and hazard facts out.
 
     edge-run /data/sol1234/ runs/sol1234 --model student.int8.onnx --threads 2 --stats
-    edge-run /dev/video0 out/ --model student.fp16.engine --loop --visualize overlay
+    edge-run v4l2:///dev/video0 out/ --model student.fp16.engine --input-loop --visualize overlay
+    edge-run /data/sol1234/ runs/sol1234 --model student.int8.onnx --resume     (after a power cut)
 
-INPUT is a file, folder (sorted), glob, video or `/dev/videoN` (`marsedge.data.frames.iter_frames`,
-PDS3/PDS4 products included). OUTPUT gets:
+INPUT is a file, folder (sorted), glob (`**` for subfolders), video, `/dev/videoN`, or a URI
+as jetson-utils writes them: file://, v4l2:///dev/videoN, csi://N (GStreamer), rtsp://
+(`marsedge.edge.sources`). OUTPUT gets masks/, overlays/, frames.jsonl and summary.json, named from
+each frame's path relative to INPUT (`marsedge.edge.sinks`).
 
-    masks/<frame>.png       class ids at the frame's own size (nearest), 255-free
-    overlays/<frame>.jpg    class colours blended over the frame (--alpha)
-    frames.jsonl            one line per frame: name, class fractions, hazards, per-stage milliseconds
-                            (decode, preprocess, infer, postprocess, write), or the error
-    summary.json            frames ok/failed (with reasons), latency mean/p50/p90/p99, FPS,
-                            backend, model metadata; written at the end, also after Ctrl-C
+Everything about the model comes from the model file: THE preprocessing spec (size, channels,
+bit-depth mapping; a one-channel model sees colour frames through the spec's `colour_to_grey`
+luminance, a three-channel model sees a greyscale frame replicated to RGB) and the class table, by
+which masks, overlay colours, frames.jsonl class fractions and the hazard rules are read: a
+4-class terrain model and a 6-class model run alike. A hazard rule whose class the model lacks is
+skipped with one note at the start (or refused: `missing_class: error`, `marsedge.edge.hazards`).
 
-It is a pipeline, not a loop (like jetson-inference's segnet camera path): a reader thread decodes
-and preprocesses, the main thread runs the model and the postprocessing, a writer thread encodes
-and writes; bounded queues between them (and a fixed-size latency sample, `StageStats`) keep memory
-flat on endless camera runs, and the backend is never idle waiting for disk. A bad frame (corrupt,
-empty, truncated, wrong size) costs one log line and one summary entry, never the run.
-SIGINT/SIGTERM finish the frame in hand, flush, write the summary and exit 128+signal. Exit 1 when
-setup fails or every frame failed.
+It is a supervised pipeline (`marsedge.edge.pipeline`): a bad frame costs one log line and one
+summary entry, never the run; a failing OUTPUT or model stops the run with one line and the exit
+code below; SIGINT/SIGTERM end it within 2 s, and the summary is written in every case (its room
+is reserved when the run starts).
+
+Speed: summary.json's `fps` is end to end (frames written / wall time); `backend_fps` is the
+backend alone, timed for `--backend-probe` seconds after a complete run with nothing else running
+in the process, and `fps_vs_backend` their ratio (aim: >= 0.90 with the default outputs, issue 19).
+`backend_fps_in_pipeline` (from the in-pipeline inference time) is slowed by the very contention
+the ratio measures, so it is reported but never the baseline. What the writer costs and what each
+choice bought: benchmarks/edge_latency.py --writer-study.
 
 Needs only numpy, OpenCV, ONNX Runtime (and TensorRT for engines): no torch.
 """
@@ -27,283 +34,200 @@ Needs only numpy, OpenCV, ONNX Runtime (and TensorRT for engines): no torch.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import queue
+import math
 import signal
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
+import traceback
 from pathlib import Path
 
-import cv2
-import numpy as np
-
-from marsedge.data.frames import iter_frames
-from marsedge.data.preprocess import PreprocessSpec, preprocess
 from marsedge.edge.backends import BACKENDS, open_backend
-from marsedge.edge.hazards import HazardConfig, assess, class_fractions, load_hazard_config
-from marsedge.errors import FrameError, MarsedgeError
-from marsedge.io import append_jsonl, atomic_write, atomic_write_json, safe_join, safe_name
-from marsedge.terrain import palette
+from marsedge.edge.hazards import HazardRules, load_hazard_config
+from marsedge.edge.pipeline import Pipeline, backend_alone, describe
+from marsedge.edge.sinks import JSONL, SUMMARY, VISUALS, Writer, prepare_output, write_summary
+from marsedge.edge.sources import open_source
+from marsedge.errors import ConfigError, MarsedgeError, ModelError
 
-VISUALS = ("overlay", "mask")
-MAX_ASPECT_CHANGE = 2.5  # a frame whose aspect ratio is this far from the model's is a wrong-size frame
-MIN_SIDE = 16
-MAX_RECORDED_FAILURES = 1000  # the summary lists this many failure reasons, then only counts
-RESERVOIR = 10_000  # latency samples kept per stage: exact percentiles up to this many frames
-_DONE = object()
+EPILOG = """\
+OUTPUT must be empty or new. A non-empty OUTPUT is refused unless:
+  --resume     continue an earlier run: frames whose frames.jsonl line and outputs are complete are
+               skipped, the rest appended (failed frames are tried again, a torn last line is repaired)
+  --overwrite  first delete what an earlier edge-run wrote there (the files its frames.jsonl names,
+               frames.jsonl, summary.json); other files are never touched
 
-
-@dataclass
-class Frame:
-    """One frame's way through the pipeline."""
-
-    index: int
-    name: str
-    image: np.ndarray | None = None
-    tensor: np.ndarray | None = None
-    mask: np.ndarray | None = None
-    record: dict = field(default_factory=dict)
-    ms: dict = field(default_factory=dict)
-    error: str | None = None
+exit status:
+  0    at least one frame ok (or all already done with --resume)
+  1    setup failed (model, input) or every frame failed
+  2    usage error (an option, OUTPUT not empty, OUTPUT a file)
+  3    OUTPUT failed during the run (disk full, read-only, permission, a symlink planted in OUTPUT)
+  4    the model failed frame after frame
+  128+N  stopped by signal N (130 SIGINT, 143 SIGTERM)
+"""
 
 
-def check_frame(image: np.ndarray, spec: PreprocessSpec) -> None:
-    """Reject frames the model cannot meaningfully see (tiny, or of a very different shape)."""
-    if image.ndim not in (2, 3) or image.size == 0:
-        raise FrameError(f"empty or malformed frame, shape {image.shape}")
-    h, w = image.shape[:2]
-    if min(h, w) < MIN_SIDE:
-        raise FrameError(f"wrong size: {w}x{h} is smaller than {MIN_SIDE} px")
-    change = (w / h) / (spec.width / spec.height)
-    if not 1 / MAX_ASPECT_CHANGE <= change <= MAX_ASPECT_CHANGE:
-        raise FrameError(f"wrong size: {w}x{h} does not fit the model's {spec.width}x{spec.height}")
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, like every other edge-run error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
-    """Put unless stopping; a blocked producer wakes up to notice a stop."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def read_frames(source, spec: PreprocessSpec, out: queue.Queue, stop: threading.Event) -> None:
-    """Reader thread: decode (inside the frame iterator) and preprocess, one frame at a time."""
-    index = 0
+def alpha_value(text: str) -> float:
+    """--alpha is an opacity 0..1; segnet users write 0-255, so say how to convert."""
     try:
-        tick = time.perf_counter()
-        for name, image in source:
-            frame = Frame(index, str(name))
-            frame.ms["decode"] = 1000 * (time.perf_counter() - tick)
-            index += 1
-            try:
-                if isinstance(image, Exception):
-                    raise image
-                check_frame(image, spec)
-                start = time.perf_counter()
-                frame.tensor = preprocess(image, spec)[None]
-                frame.ms["preprocess"] = 1000 * (time.perf_counter() - start)
-                frame.image = image
-            except FrameError as exc:
-                frame.error = str(exc)
-            if not _put(out, frame, stop):
-                break
-            tick = time.perf_counter()
-    except MarsedgeError as exc:  # the source itself broke (camera unplugged, folder vanished)
-        _put(out, Frame(index, "<source>", error=str(exc)), stop)
-    finally:
-        with contextlib.suppress(queue.Full):  # full only when the consumer already stopped
-            out.put(_DONE, timeout=1.0)
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (overlay opacity 0..1)") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        hint = (f"; jetson-inference segnet's 0-255 alpha {text} is --alpha {value / 255:.2f} here"
+                if 1.0 < value <= 255.0 else "")
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..1{hint}")
+    return value
 
 
-class StageStats:
-    """Running mean plus a fixed-size uniform sample (reservoir sampling) for percentiles, so that
-    memory stays flat however long a camera run lasts."""
-
-    def __init__(self, size: int = RESERVOIR, seed: int = 0) -> None:
-        self.count, self.total = 0, 0.0
-        self.sample = np.empty(size, np.float64)
-        self.rng = np.random.default_rng(seed)
-
-    def add(self, value: float) -> None:
-        if self.count < self.sample.size:
-            self.sample[self.count] = value
-        else:
-            slot = int(self.rng.integers(0, self.count + 1))
-            if slot < self.sample.size:
-                self.sample[slot] = value
-        self.count += 1
-        self.total += value
-
-    def summary(self) -> dict:
-        if not self.count:
-            return {}
-        kept = self.sample[: min(self.count, self.sample.size)]
-        p50, p90, p99 = np.percentile(kept, [50, 90, 99])
-        return {"mean": round(self.total / self.count, 3), "p50": round(float(p50), 3),
-                "p90": round(float(p90), 3), "p99": round(float(p99), 3)}
-
-
-class Writer:
-    """Writer thread: masks, overlays, frames.jsonl lines, and the running statistics."""
-
-    def __init__(self, root: Path, visuals: set[str], alpha: float, class_table: list[dict]) -> None:
-        self.root, self.visuals, self.alpha = root, visuals, alpha
-        self.lut = palette(class_table)
-        self.jsonl = root / "frames.jsonl"
-        self.ok = 0
-        self.failed = 0
-        self.failures: list[dict] = []
-        self.stage_ms: dict[str, StageStats] = {}
-        for sub in visuals:
-            (root / f"{sub}s").mkdir(parents=True, exist_ok=True)
-
-    def _write_image(self, path: Path, image: np.ndarray) -> None:
-        def encode(tmp: Path) -> None:
-            if not cv2.imwrite(str(tmp), image):
-                raise OSError(f"cannot write {path}")
-
-        atomic_write(path, encode)
-
-    def write(self, frame: Frame) -> None:
-        if frame.error is None:
-            try:
-                start = time.perf_counter()
-                self._write_outputs(frame)
-                frame.ms["write"] = 1000 * (time.perf_counter() - start)
-            except (OSError, cv2.error) as exc:
-                frame.error = f"write failed: {exc}"
-        if frame.error is not None:
-            self.failed += 1
-            if len(self.failures) < MAX_RECORDED_FAILURES:
-                self.failures.append({"name": frame.name, "reason": frame.error})
-            print(f"skipped {frame.name}: {frame.error}", file=sys.stderr, flush=True)
-            append_jsonl(self.jsonl, {"name": frame.name, "index": frame.index, "error": frame.error})
-            return
-        self.ok += 1
-        for stage, ms in {**frame.ms, "total": sum(frame.ms.values())}.items():
-            self.stage_ms.setdefault(stage, StageStats()).add(ms)
-        append_jsonl(self.jsonl, {"name": frame.name, "index": frame.index, **frame.record,
-                                  "ms": {k: round(v, 3) for k, v in frame.ms.items()}})
-
-    def _write_outputs(self, frame: Frame) -> None:
-        h, w = frame.image.shape[:2]
-        mask = cv2.resize(frame.mask, (w, h), interpolation=cv2.INTER_NEAREST)
-        stem = Path(safe_name(frame.name)).stem
-        if "mask" in self.visuals:
-            self._write_image(safe_join(self.root / "masks", f"{stem}.png"), mask)
-        if "overlay" in self.visuals:
-            rgb = frame.image if frame.image.ndim == 3 else np.repeat(frame.image[:, :, None], 3, axis=2)
-            blend = cv2.addWeighted(rgb, 1 - self.alpha, self.lut[mask], self.alpha, 0)
-            path = safe_join(self.root / "overlays", f"{stem}.jpg")
-            self._write_image(path, cv2.cvtColor(blend, cv2.COLOR_RGB2BGR))
-
-    def run(self, q: queue.Queue) -> None:
-        while (frame := q.get()) is not _DONE:
-            self.write(frame)
-
-
-def process(backend, frame: Frame, table: list[dict], hazards: HazardConfig) -> None:
-    """Model, argmax, class fractions and hazards for one decoded frame (fills frame in place)."""
-    start = time.perf_counter()
+def positive_int(text: str) -> int:
     try:
-        logits = backend.infer(frame.tensor)
-    except Exception as exc:  # a runtime's own error types (ORT Fail, TensorRT): log the frame, go on
-        frame.error = f"inference failed: {type(exc).__name__}: {str(exc)[:200]}"
-        return
-    frame.ms["infer"] = 1000 * (time.perf_counter() - start)
-    start = time.perf_counter()
-    frame.mask = logits[0].argmax(0).astype(np.uint8)
-    frame.record = {"classes": class_fractions(frame.mask, table),
-                    "hazards": assess(frame.mask, table, hazards)}
-    frame.ms["postprocess"] = 1000 * (time.perf_counter() - start)
-    frame.tensor = None
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
 
 
-def infer_frames(backend, hazards: HazardConfig, inbox: queue.Queue, outbox: queue.Queue,
-                 stop: threading.Event) -> None:
-    """Main thread: every frame the reader hands over, until the reader is done or a signal came."""
-    table = backend.metadata["class_table"]
-    while (frame := inbox.get()) is not _DONE:
-        if frame.error is None:
-            process(backend, frame, table, hazards)
-        outbox.put(frame)
-        if stop.is_set():
-            break
+def open_model(args: argparse.Namespace):
+    """The backend (checked at open: `marsedge.edge.model_check`); anything a broken model file
+    raises becomes one ModelError line."""
+    try:
+        backend = open_backend(args.model, args.backend, threads=args.threads,
+                               rebuild_stale=args.rebuild_stale)
+    except MarsedgeError:
+        raise
+    except Exception as exc:  # a malformed sidecar, a foreign runtime error
+        raise ModelError(f"{args.model}: cannot open the model: {describe(exc)}") from None
+    return backend
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     visuals = {v.strip() for v in args.visualize.split(",") if v.strip()}
-    unknown = visuals - set(VISUALS)
-    if unknown:
-        raise MarsedgeError(f"--visualize: unknown {sorted(unknown)} (choose from {', '.join(VISUALS)})")
-    hazards = load_hazard_config(args.hazards)
-    backend = open_backend(args.model, args.backend, threads=args.threads, rebuild_stale=args.rebuild_stale)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "frames.jsonl").unlink(missing_ok=True)
-    source = iter_frames(args.input, max_frames=args.max_frames, loop=args.loop)
-
-    stop = threading.Event()
+    if visuals - set(VISUALS):
+        raise ConfigError(f"--visualize: unknown {sorted(visuals - set(VISUALS))} "
+                          f"(choose from {', '.join(VISUALS)})")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"OUTPUT {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (args.resume or args.overwrite):  # before the model loads
+        raise ConfigError(f"OUTPUT {out} is not empty: pass --resume to continue the earlier run "
+                          "or --overwrite to replace what it wrote")
+    hazard_config = load_hazard_config(args.hazards)
+    backend = open_model(args)
+    try:
+        hazards = HazardRules.for_model(hazard_config, backend.metadata["class_table"])
+        source = open_source(args.input, exclude=out)
+        namer, kept = prepare_output(out, visuals, args.resume, args.overwrite)
+    except BaseException:
+        backend.close()
+        raise
+    namer.remember_new = source.kind == "files"
+    for note in hazards.notes():  # once per run, not per frame
+        print(f"edge-run: note: {note}", file=sys.stderr)
+    writer = Writer(out, visuals, args.alpha, backend.metadata["class_table"], namer, args.overlay_every)
+    skip = {r["name"] for r in kept} if source.kind == "files" else set()
+    pipeline = Pipeline(source.items(args.loop, args.max_frames, skip), backend, writer, hazards, args.queue)
     caught: list[int] = []
 
     def on_signal(signum, _frame) -> None:
         caught.append(signum)
-        stop.set()
+        pipeline.stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    inbox: queue.Queue = queue.Queue(maxsize=args.queue)
-    outbox: queue.Queue = queue.Queue(maxsize=args.queue)
-    writer = Writer(out, visuals, args.alpha, backend.metadata["class_table"])
-    threads = [threading.Thread(target=read_frames, args=(source, backend.spec, inbox, stop), daemon=True),
-               threading.Thread(target=writer.run, args=(outbox,), daemon=True)]
     start = time.perf_counter()
+    alone, wall = None, None
     try:
-        for t in threads:
-            t.start()
-        infer_frames(backend, hazards, inbox, outbox, stop)
-    finally:
-        stop.set()
-        outbox.put(_DONE)
-        threads[1].join()
+        pipeline.run()
         wall = time.perf_counter() - start
+        if not (caught or pipeline.fatal or pipeline.stuck) and writer.ok:  # signals: no time for it
+            alone = backend_alone(backend, backend.spec, args.backend_probe, lambda: bool(caught))
+    finally:
+        wall = time.perf_counter() - start if wall is None else wall
         for s, handler in previous.items():
             signal.signal(s, handler)
-        backend.close()
-    summary = make_summary(args, backend, writer, wall, caught)
-    atomic_write_json(out / "summary.json", summary)
+        if not pipeline.stuck:  # a stage stuck in a call keeps its objects; the process exit frees them
+            writer.close()
+            backend.close()
+    code = exit_code(pipeline, caught, writer.ok + len(kept))
+    summary = make_summary(args, backend, pipeline, source, kept, wall, caught, code, alone)
+    problem = write_summary(out / SUMMARY, summary)
     print_summary(summary, args.stats)
+    if pipeline.fatal:
+        print(f"edge-run: error: {pipeline.fatal[0]} (run stopped; {writer.ok} frames written, "
+              f"see {out / JSONL})", file=sys.stderr)
+    elif caught:
+        print(f"edge-run: stopped by {signal.Signals(caught[0]).name}", file=sys.stderr)
+    if problem:
+        print(f"edge-run: error: {problem}", file=sys.stderr)
+    return code
+
+
+def exit_code(pipeline: Pipeline, caught: list[int], ok: int) -> int:
+    if pipeline.fatal:
+        return pipeline.fatal[1]
     if caught:
         return 128 + caught[0]
-    return 0 if writer.ok > 0 else 1
+    return 0 if ok > 0 else 1
 
 
-def make_summary(args, backend, writer: Writer, wall: float, caught: list[int]) -> dict:
-    infer = writer.stage_ms.get("infer")
+def make_summary(args, backend, pipeline: Pipeline, source, kept: list[dict], wall: float,
+                 caught: list[int], code: int, alone: dict | None = None) -> dict:
+    """summary.json. FPS: `fps` end to end (frames written / wall time), `backend_fps` the backend
+    alone, measured unloaded after the run (`pipeline.backend_alone`, null when interrupted or
+    `--backend-probe 0`), `fps_vs_backend` their ratio, and `backend_fps_in_pipeline` (1000 / mean
+    in-pipeline inference ms), which the contention slows and so is no baseline for the ratio."""
+    writer = pipeline.writer
+    with writer.lock:
+        ok, failed, failures = writer.ok, writer.failed, list(writer.failures)
+        stats = {k: v.summary() for k, v in pipeline.stage_ms.items()}
+        infer = pipeline.stage_ms.get("infer")
+        in_pipeline = round(1000 * infer.count / infer.total, 3) if infer and infer.total else None
+    fps = round(ok / wall, 3) if wall > 0 else None
+    backend_fps = alone["fps"] if alone else None
+    status = "stopped" if pipeline.fatal else "interrupted" if caught else "complete"
+    reason = pipeline.fatal[0] if pipeline.fatal else signal.Signals(caught[0]).name if caught else None
     return {
+        "status": status, "exit_code": code, "reason": reason,
         "input": str(args.input), "model": str(args.model),
         "backend": {"name": backend.name, "precision": backend.precision,
                     "providers": getattr(backend, "providers", None), "threads": args.threads},
-        "frames_ok": writer.ok, "frames_failed": writer.failed, "failures": writer.failures,
-        "interrupted": bool(caught),
+        "frames_ok": ok + len(kept), "frames_failed": failed, "failures": failures,
+        "frames_seen": pipeline.seen, "frames_resumed": len(kept),
+        "frames_dropped": max(0, pipeline.seen - ok - failed),  # in the queues when the run stopped
+        "skipped_inputs": source.skipped,
+        "interrupted": bool(caught), "stuck_stages": pipeline.stuck,
         "wall_seconds": round(wall, 3),
-        "fps": round(writer.ok / wall, 3) if wall > 0 else None,
-        "backend_fps": round(1000 * infer.count / infer.total, 3) if infer and infer.total else None,
-        "latency_ms": writer.stage_ms["total"].summary() if "total" in writer.stage_ms else {},
-        "stages_ms": {k: v.summary() for k, v in writer.stage_ms.items() if k != "total"},
+        "fps": fps,
+        "backend_fps": backend_fps,
+        "fps_vs_backend": round(fps / backend_fps, 3) if fps and backend_fps else None,
+        "backend_fps_in_pipeline": in_pipeline,
+        "backend_probe": alone,
+        "overlay_every": args.overlay_every,
+        "latency_ms": stats.pop("total", {}),
+        "stages_ms": stats,
         "model_metadata": backend.metadata,
+        "hazards": pipeline.hazards.describe(),
     }
 
 
 def print_summary(summary: dict, stats: bool) -> None:
-    print(f"{summary['frames_ok']} frames ok, {summary['frames_failed']} failed, "
-          f"{summary['fps'] or 0:.2f} FPS end-to-end ({summary['backend']['name']} "
-          f"{summary['backend']['precision']}, backend alone {summary['backend_fps'] or 0:.2f} FPS)")
+    skipped = f", {len(summary['skipped_inputs'])} inputs skipped" if summary["skipped_inputs"] else ""
+    if summary["backend_fps"]:
+        alone = (f"{summary['fps_vs_backend']:.2f} of the backend alone, {summary['backend_fps']:.2f} FPS "
+                 "measured unloaded after the run")
+    else:
+        alone = "backend alone not measured"
+    inside = summary["backend_fps_in_pipeline"]
+    print(f"{summary['frames_ok']} frames ok, {summary['frames_failed']} failed{skipped}, "
+          f"{summary['fps'] or 0:.2f} FPS end-to-end = {alone} ({summary['backend']['name']} "
+          f"{summary['backend']['precision']}; inference inside the pipeline {inside or 0:.2f} FPS)")
     if stats:
         for stage, p in summary["stages_ms"].items():
             print(f"  {stage:<12} mean {p['mean']:8.2f} ms  p50 {p['p50']:8.2f}  p90 {p['p90']:8.2f}  "
@@ -311,21 +235,35 @@ def print_summary(summary: dict, stats: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-run", description=__doc__.splitlines()[0])
-    p.add_argument("input", help="file, folder, glob, video file or /dev/videoN")
-    p.add_argument("output", help="output folder")
+    p = Parser(prog="edge-run", description=__doc__.splitlines()[0], epilog=EPILOG,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", help="file, folder, glob, video, /dev/videoN, file://, v4l2://, csi://N, rtsp://")
+    p.add_argument("output", help="output folder (new or empty; see --resume, --overwrite)")
     p.add_argument("--model", required=True, help="model file: .onnx, .engine or .pt")
     p.add_argument("--backend", choices=sorted(BACKENDS), help="default: from the model file's suffix")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime / torch")
     p.add_argument("--visualize", default="overlay,mask", help="comma list of: overlay, mask (or '')")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours")
-    p.add_argument("--hazards", default=None, help="YAML with the corridor and thresholds (HazardConfig)")
+    p.add_argument("--overlay-every", type=positive_int, default=1, metavar="N",
+                   help="write the overlay of every Nth frame only (masks: always)")
+    p.add_argument("--backend-probe", type=float, default=1.0, metavar="SECONDS",
+                   help="after the run, time the backend alone this long for summary.json's "
+                        "backend_fps and fps_vs_backend (0: skip)")
+    p.add_argument("--alpha", type=alpha_value, default=0.5,
+                   help="overlay opacity of the class colours, 0..1 (segnet's 0-255: divide by 255)")
+    p.add_argument("--hazards", default=None,
+                   help="YAML with the corridor, thresholds and missing_class: skip|error (HazardConfig)")
     p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--loop", action="store_true", help="start over at the end of the input")
+    p.add_argument("--loop", "--input-loop", dest="loop", action="store_true",
+                   help="start over at the end of the input")
     p.add_argument("--queue", type=int, default=4, help="frames buffered between pipeline stages")
     p.add_argument("--rebuild-stale", action="store_true",
                    help="rebuild a stale TensorRT engine from the ONNX beside it")
     p.add_argument("--stats", action="store_true", help="print per-stage latency percentiles")
+    rerun = p.add_mutually_exclusive_group()
+    rerun.add_argument("--resume", action="store_true", help="continue the earlier run in OUTPUT (see below)")
+    rerun.add_argument("--overwrite", action="store_true",
+                       help="replace what an earlier edge-run wrote in OUTPUT, nothing else (see below)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return p
 
 
@@ -334,8 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except MarsedgeError as exc:
+        if args.debug:
+            traceback.print_exc()
         print(f"edge-run: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # a bug still ends in one line (and the traceback on --debug)
+        if args.debug:
+            traceback.print_exc()
+        print(f"edge-run: error: internal error: {describe(exc)} (--debug shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

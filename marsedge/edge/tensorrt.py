@@ -1,72 +1,59 @@
-"""TensorRT engines that say what they were built for, and refuse to run anywhere else.
+"""TensorRT engines built on Polygraphy's loaders, for TensorRT 10 and 11 alike, and run only where
+their sidecar (`marsedge.edge.engine_sidecar`) says they belong.
 
-A serialized TensorRT engine is only valid for the exact TensorRT version and GPU it was built on;
-trtexec and jetson-inference cache engines by file name alone, so after a JetPack upgrade or a
-model change they either fail with an opaque deserialization error or silently run a stale model.
-Here every `model.<precision>[.dla0].engine` has a JSON sidecar beside it:
+One code path, chosen by what the installed bindings expose (`Capabilities`), never by version
+number: TensorRT 11 removed `BuilderFlag.FP16`/`INT8` (precision comes from the network: FP16 from a
+reduced-precision ONNX made with ModelOpt AutoCast, INT8 from a QDQ model made by `marsedge quantize
+--target tensorrt`) and always builds strongly typed; TensorRT 10 builds strongly typed where
+`NetworkDefinitionCreationFlag.STRONGLY_TYPED` exists. DLA (Jetson Orin) is used wherever
+`DeviceType.DLA` exists: on bindings with precision flags (10.x) DLA wants a weakly typed network
+with FP16/INT8 flags; without them (11.4+, JetPack 7.2.2+) the network stays strongly typed and DLA
+sets only the device type, the core and GPU fallback. The decisions live in
+`marsedge.edge.trt_plan` (TensorRT-free); this module runs them.
 
-    {"tensorrt": "10.3.0", "gpu": "Orin", "compute_capability": "8.7", "precision": "int8",
-     "dla_core": null, "onnx": "student.int8.onnx", "onnx_sha256": "...", "input_shape": [...],
-     "strongly_typed": true, "build_seconds": 41.2, "built_at": "...", "metadata": {...}}
-
-`check_sidecar` compares it with the machine and the ONNX file beside it and lists what differs;
-`TensorRTBackend` refuses a foreign or stale engine with that list and the command that rebuilds
-it (or rebuilds it itself with `rebuild_stale=True`, `edge-run --rebuild-stale`).
-
-Precision lives in the ONNX, not in builder flags (TensorRT 11 removed BuilderFlag.FP16/INT8 and the
-implicit INT8 calibrators): INT8 engines are built from a QDQ model (`marsedge quantize --target
-tensorrt`), FP16 engines from an FP16 ONNX made with ModelOpt AutoCast, and every network is
-strongly typed where the flag exists (TensorRT >= 10; 11 ignores it, strong typing is always on).
-DLA engines (TensorRT 10, Jetson Orin) are the exception: DLA wants the weakly typed FP16/INT8 flags.
-Only the sidecar logic runs without TensorRT; it is tested on any machine.
+An ONNX with a dynamic batch axis gets one optimisation profile (min 1, opt/max from the options).
+A CPU-target INT8 model (QOperator nodes, or `quantization.target == "cpu"`) is refused before
+TensorRT is even looked for. `TensorRTBackend` refuses a foreign or stale engine with the list of
+differences and the command that rebuilds it (or rebuilds it with `rebuild_stale=True`).
 """
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from marsedge.edge.backends import BaseBackend
+from marsedge.edge.engine_sidecar import (
+    PRECISIONS,
+    EngineSidecar,
+    Platform,
+    check_sidecar,
+    cuda_device,
+    engine_path,
+    read_sidecar,
+    rebuild_hint,
+    sidecar_path,
+    write_sidecar,
+)
 from marsedge.edge.onnx_meta import ModelMetadata, parse_props
-from marsedge.errors import ModelError
-from marsedge.io import atomic_write_bytes, atomic_write_json, sha256_file
+from marsedge.edge.trt_plan import (
+    BuildOptions,
+    Capabilities,
+    apply_dla,
+    batch_profile,
+    inspect_onnx,
+    plan_build,
+    refuse_cpu_target,
+)
+from marsedge.errors import MarsedgeError, ModelError
+from marsedge.io import atomic_write_bytes, sha256_file
 
-PRECISIONS = ("fp32", "fp16", "int8")
-SIDECAR_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class Platform:
-    """The facts an engine is bound to: TensorRT version and GPU."""
-
-    tensorrt: str
-    gpu: str
-    compute_capability: str
-
-
-def cuda_device(index: int = 0) -> tuple[str, str]:
-    """(name, "major.minor") of a CUDA device via the driver API (libcuda, on desktops and Jetsons)."""
-    for lib in ("libcuda.so.1", "libcuda.so"):
-        try:
-            cuda = ctypes.CDLL(lib)
-            break
-        except OSError:
-            continue
-    else:
-        raise ModelError("no CUDA driver (libcuda.so.1) on this machine: TensorRT engines need a GPU")
-    device, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
-    name = ctypes.create_string_buffer(256)
-    if cuda.cuInit(0) != 0 or cuda.cuDeviceGet(ctypes.byref(device), index) != 0:
-        raise ModelError(f"CUDA device {index} is not available")
-    cuda.cuDeviceGetName(name, 256, device)
-    cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, device)  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
-    cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, device)  # ..._MINOR
-    return name.value.decode(errors="replace"), f"{major.value}.{minor.value}"
+__all__ = ["PRECISIONS", "BuildOptions", "Platform", "TensorRTBackend", "build_engine", "check_sidecar",
+           "cuda_device", "engine_path", "rebuild_hint", "sidecar_path"]
 
 
 def import_tensorrt():
@@ -84,74 +71,7 @@ def current_platform() -> Platform:
     return Platform(tensorrt=trt.__version__, gpu=gpu, compute_capability=capability)
 
 
-# ---------------------------------------------------------------- names, sidecars, staleness
-
-
-def engine_path(onnx_path: str | Path, precision: str, dla_core: int | None = None) -> Path:
-    """`model.onnx` -> `model.fp16.engine`, `model.int8.dla0.engine` (a quantized
-    `model.int8.onnx` does not become `model.int8.int8.engine`)."""
-    onnx_path = Path(onnx_path)
-    stem = onnx_path.stem
-    if stem.endswith(f".{precision}"):
-        stem = stem[: -len(precision) - 1]
-    dla = f".dla{dla_core}" if dla_core is not None else ""
-    return onnx_path.with_name(f"{stem}.{precision}{dla}.engine")
-
-
-def sidecar_path(engine: str | Path) -> Path:
-    return Path(engine).with_suffix(".json")
-
-
-def check_sidecar(engine: str | Path, platform: Platform) -> list[str]:
-    """What differs between an engine's sidecar and this machine / its source ONNX (empty: usable)."""
-    engine = Path(engine)
-    side = sidecar_path(engine)
-    if not side.is_file():
-        return [f"no sidecar {side.name} (engine of unknown origin)"]
-    try:
-        info = json.loads(side.read_text())
-    except json.JSONDecodeError as exc:
-        return [f"sidecar {side.name} is not valid JSON ({exc})"]
-    problems = []
-    for key, now in (("tensorrt", platform.tensorrt), ("gpu", platform.gpu),
-                     ("compute_capability", platform.compute_capability)):
-        if info.get(key) != now:
-            problems.append(f"built for {key} {info.get(key)!r}, this machine has {now!r}")
-    onnx = engine.parent / str(info.get("onnx", ""))
-    if info.get("onnx") and onnx.is_file() and sha256_file(onnx) != info.get("onnx_sha256"):
-        problems.append(f"{onnx.name} changed since the engine was built (sha256 differs)")
-    return problems
-
-
-def rebuild_hint(engine: str | Path) -> str:
-    """The command that rebuilds an engine from the ONNX its sidecar names."""
-    engine = Path(engine)
-    try:
-        info = json.loads(sidecar_path(engine).read_text())
-    except (OSError, json.JSONDecodeError):
-        return "rebuild it with `marsedge build MODEL.onnx --precision ...`"
-    dla = f" --dla {info['dla_core']}" if info.get("dla_core") is not None else ""
-    return (f"rebuild with `marsedge build {engine.parent / str(info.get('onnx'))} "
-            f"--precision {info.get('precision')}{dla}` or run edge-run with --rebuild-stale")
-
-
 # ---------------------------------------------------------------- building
-
-
-@dataclass
-class BuildOptions:
-    precision: str = "fp16"
-    dla_core: int | None = None
-    gpu_fallback: bool = False
-    workspace_mib: int = 1024
-    timing_cache: Path | None = None
-
-
-def onnx_is_quantized(onnx_path: Path) -> bool:
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 
 def fp16_onnx(onnx_path: Path) -> Path:
@@ -172,125 +92,83 @@ def fp16_onnx(onnx_path: Path) -> Path:
     return out
 
 
-def _network_source(onnx_path: Path, options: BuildOptions, trt_major: int) -> tuple[Path, bool]:
-    """(ONNX to parse, strongly typed?) for the requested precision."""
-    quantized = onnx_is_quantized(onnx_path)
-    if options.precision == "int8" and not quantized:
-        raise ModelError(f"{onnx_path}: INT8 engines are built from a QDQ model; run "
-                         f"`marsedge quantize {onnx_path} --calib DIR --target tensorrt` first")
-    if options.precision != "int8" and quantized:
-        raise ModelError(f"{onnx_path} is quantized (QDQ): build it with --precision int8")
-    if options.dla_core is not None:
-        if trt_major >= 11:
-            raise ModelError("DLA engines need TensorRT 10 (JetPack 6); TensorRT 11 has no DLA support")
-        if options.precision == "fp32":
-            raise ModelError("DLA runs FP16 or INT8 only: pass --precision fp16 or int8")
-        return onnx_path, False
-    if options.precision == "fp16":
-        return fp16_onnx(onnx_path), True
-    return onnx_path, True
-
-
 def build_engine(onnx_path: str | Path, options: BuildOptions, out: str | Path | None = None) -> Path:
     """Parse the ONNX, build a serialized engine, write it and its sidecar atomically."""
-    trt = import_tensorrt()
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise ModelError(f"{onnx_path}: no such ONNX file")
     if options.precision not in PRECISIONS:
         raise ModelError(f"unknown precision {options.precision!r} (choose from {', '.join(PRECISIONS)})")
+    facts = inspect_onnx(onnx_path)
+    refuse_cpu_target(onnx_path, facts)  # before TensorRT: the mistake is named on any machine
+    shapes = batch_profile(onnx_path, facts, options)
+    trt = import_tensorrt()
+    plan = plan_build(onnx_path, facts, options, Capabilities.of(trt))
     platform = current_platform()
-    major = int(trt.__version__.split(".")[0])
-    source, strongly_typed = _network_source(onnx_path, options, major)
+    source = fp16_onnx(onnx_path) if plan.reduce_to_fp16 else onnx_path
     out = Path(out) if out else engine_path(onnx_path, options.precision, options.dla_core)
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 0
-    if strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(source)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ModelError(f"{source}: TensorRT cannot parse it: {errors}")
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineBytesFromNetwork,
+        NetworkFromOnnxPath,
+        PostprocessConfig,
+        Profile,
+    )
+    from polygraphy.exception import PolygraphyException
 
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
-    if not strongly_typed:  # DLA on TensorRT 10: weak typing with precision flags
-        config.set_flag(trt.BuilderFlag.FP16)
-        if options.precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = int(options.dla_core)
-        if options.gpu_fallback:
-            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    cache = None
-    if options.timing_cache:
-        cache = _timing_cache(config, Path(options.timing_cache))
-
+    cache = str(options.timing_cache) if options.timing_cache else None
+    config = CreateConfig(fp16=plan.fp16_flag, int8=plan.int8_flag,
+                          profiles=[Profile().add(facts.input_name, *shapes)] if shapes else None,
+                          memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(options.workspace_mib) << 20},
+                          load_timing_cache=cache)
+    if plan.dla_core is not None:
+        config = PostprocessConfig(config, lambda _builder, _network, cfg: apply_dla(trt, cfg, plan))
+    network = NetworkFromOnnxPath(str(source), strongly_typed=plan.strongly_typed_flag)
     start = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise ModelError(f"{source}: TensorRT failed to build a {options.precision} engine (see log above)")
+    try:
+        serialized = EngineBytesFromNetwork(network, config=config, save_timing_cache=cache)()
+    except PolygraphyException as exc:
+        first = (str(exc).strip().splitlines() or ["see the log above"])[0]
+        raise ModelError(f"{source}: TensorRT could not build a {options.precision} engine: "
+                         f"{first}") from None
     seconds = time.perf_counter() - start
     atomic_write_bytes(out, bytes(serialized))
-    if cache is not None:
-        atomic_write_bytes(options.timing_cache, bytes(config.get_timing_cache().serialize()))
 
-    props = _onnx_props(onnx_path)
-    sidecar = {
-        "format": SIDECAR_FORMAT,
-        **asdict(platform),
-        "precision": options.precision,
-        "dla_core": options.dla_core,
-        "gpu_fallback": options.gpu_fallback,
-        "strongly_typed": strongly_typed,
+    side_by_side = onnx_path.parent.resolve() == out.parent.resolve()
+    record = EngineSidecar(
+        **asdict(platform), precision=options.precision, dla_core=options.dla_core,
         # relative when side by side, so a folder of model + engine can be moved as a whole
-        "onnx": onnx_path.name if onnx_path.parent.resolve() == out.parent.resolve()
-        else str(onnx_path.resolve()),
-        "onnx_sha256": sha256_file(onnx_path),
-        "input_shape": list(network.get_input(0).shape),
-        "build_seconds": round(seconds, 2),
-        "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "metadata": parse_props(props, onnx_path).to_dict(),
-    }
-    atomic_write_json(sidecar_path(out), sidecar)
+        onnx=onnx_path.name if side_by_side else str(onnx_path.resolve()),
+        onnx_sha256=sha256_file(onnx_path), gpu_fallback=options.gpu_fallback,
+        strongly_typed=plan.strongly_typed, input_shape=[-1 if d is None else d for d in facts.input_shape],
+        max_batch=options.max_batch if shapes else None, build_seconds=round(seconds, 2),
+        built_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        metadata=parse_props(facts.props, onnx_path).to_dict())
+    write_sidecar(out, record)
     return out
-
-
-def _timing_cache(config, path: Path):
-    """Load a timing cache (tactic timings: rebuilds take seconds, not minutes); a cache from another
-    TensorRT version or GPU is not trusted: start a fresh one and say so."""
-    blob = path.read_bytes() if path.is_file() else b""
-    try:
-        cache = config.create_timing_cache(blob)
-        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-            raise ValueError("rejected by this TensorRT")
-    except (RuntimeError, TypeError, ValueError) as exc:
-        print(f"timing cache {path} not usable here ({exc}); starting a new one")
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
-    return cache
-
-
-def _onnx_props(onnx_path: Path) -> dict[str, str]:
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}
 
 
 # ---------------------------------------------------------------- running
 
 
-class TensorRTBackend:
+def static_batch(shape) -> int | None:
+    """The fixed batch of an engine input, None when dynamic: Polygraphy reports a dynamic dimension
+    as -1 (ONNX-side tools as None or a name), none of which is a batch size."""
+    dim = shape[0] if len(shape) else None
+    if isinstance(dim, (int, np.integer)) and not isinstance(dim, bool) and dim > 0:
+        return int(dim)
+    return None
+
+
+class TensorRTBackend(BaseBackend):
     """Runs a checked engine through Polygraphy's TrtRunner (it owns the CUDA buffers and stream)."""
 
     name = "tensorrt"
 
     def __init__(self, path: str | Path, rebuild_stale: bool = False) -> None:
         self.path = Path(path)
+        self.runner = None
         if not self.path.is_file():
             raise ModelError(f"{self.path}: no such engine")
         platform = current_platform()
@@ -300,39 +178,43 @@ class TensorRTBackend:
             problems = check_sidecar(self.path, platform)
         if problems:
             raise ModelError(f"{self.path} cannot run here: {'; '.join(problems)}; {rebuild_hint(self.path)}")
-        info = json.loads(sidecar_path(self.path).read_text())
-        self.precision = info["precision"]
-        self.model_metadata = ModelMetadata.from_dict(info["metadata"])
-        self.metadata = self.model_metadata.to_dict()
-        self.spec = self.model_metadata.preprocess
+        info = read_sidecar(self.path)
+        self.precision = info.precision
+        try:
+            self.model_metadata = ModelMetadata.from_dict(info.metadata)
+        except (KeyError, TypeError, ValueError, MarsedgeError) as exc:
+            raise ModelError(f"{sidecar_path(self.path)}: sidecar metadata is not a model "
+                             f"description ({exc})") from None
 
         from polygraphy.backend.trt import TrtRunner, engine_from_bytes
 
         self.runner = TrtRunner(engine_from_bytes(self.path.read_bytes()))
         self.runner.activate()
         self.input_name, meta = next(iter(self.runner.get_input_metadata().items()))
-        self.engine_batch = int(meta.shape[0]) if isinstance(meta.shape[0], int) else None
+        self.engine_batch = static_batch(meta.shape)
+        self.max_batch = info.max_batch if self.engine_batch is None else None
 
     def _rebuild(self) -> None:
-        info = json.loads(sidecar_path(self.path).read_text()) if sidecar_path(self.path).is_file() else {}
-        onnx = self.path.parent / str(info.get("onnx", ""))
-        if not info.get("onnx") or not onnx.is_file():
-            raise ModelError(f"{self.path}: cannot rebuild, the source ONNX named by its sidecar is missing")
-        options = BuildOptions(precision=info["precision"], dla_core=info.get("dla_core"),
-                               gpu_fallback=bool(info.get("gpu_fallback")))
+        info = read_sidecar(self.path)
+        onnx = info.onnx_path(self.path)
+        if not onnx.is_file():
+            raise ModelError(f"{self.path}: cannot rebuild, its sidecar's source ONNX {onnx} is missing")
+        options = BuildOptions(precision=info.precision, dla_core=info.dla_core,
+                               gpu_fallback=info.gpu_fallback)
+        if info.max_batch:
+            options.max_batch = info.max_batch
         print(f"rebuilding stale engine {self.path} from {onnx}", flush=True)
         build_engine(onnx, options, out=self.path)
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if self.engine_batch is not None and batch.shape[0] != self.engine_batch:
-            # a static batch-1 engine serves N frames one by one
-            return np.concatenate([self.infer(batch[i:i + 1]) for i in range(batch.shape[0])])
+    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
+        step = self.max_batch
+        if step and batch.shape[0] > step:  # a dynamic engine serves any N, max_batch at a time
+            return np.concatenate([self.infer_impl(batch[i:i + step])
+                                   for i in range(0, batch.shape[0], step)])
         outputs = self.runner.infer({self.input_name: batch})
-        return np.asarray(next(iter(outputs.values())), dtype=np.float32)
+        return np.array(next(iter(outputs.values())), dtype=np.float32)  # a copy: Polygraphy reuses buffers
 
     def close(self) -> None:
         if getattr(self, "runner", None) is not None:
             self.runner.deactivate()
             self.runner = None
-

@@ -8,6 +8,7 @@
       in_channels: 1            # 1 = greyscale NAVCAM, 3 = colour
       head_channels: 256
       separable: false          # depthwise-separable 3x3 convs in the head
+      stem_pool_padding: torch  # ResNet stem max pool: torch (symmetric) | tf_same (SimCLRv2's TF weights)
 
 A name that is not registered fails naming the config key, the nearest valid name and the list.
 """
@@ -18,6 +19,7 @@ import difflib
 import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +29,7 @@ from marsedge import config
 from marsedge.errors import ConfigError
 from marsedge.models.heads import SEGMENTATION_HEADS
 from marsedge.models.mobilenetv2 import MobileNetV2
-from marsedge.models.resnet import STAGE_BLOCKS, ResNet
+from marsedge.models.resnet import STAGE_BLOCKS, STEM_POOLS, ResNet
 
 OUTPUT_STRIDES = (8, 16, 32)
 RESNET_WIDTHS = ("0.25", "0.5", "1", "2", "3")
@@ -43,6 +45,8 @@ class ModelConfig:
     in_channels: int = 1
     head_channels: int = 256
     separable: bool = False
+    # a checkpoint written before this field existed has none: it loads as "torch", its old behaviour
+    stem_pool_padding: Literal["torch", "tf_same"] = "torch"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,12 +89,27 @@ def _check_value(key: str, value: int, valid: tuple[int, ...]) -> None:
         raise ConfigError(f"model.{key} must be one of {list(valid)}, got {value!r}")
 
 
-def build_backbone(name: str, output_stride: int = 32, in_channels: int = 1) -> nn.Module:
-    """A backbone body returning `dict[str, Tensor]` of stage features; has `.out_channels` and `.strides`."""
+def build_backbone(name: str, output_stride: int = 32, in_channels: int = 1,
+                   stem_pool_padding: str = "torch") -> nn.Module:
+    """A backbone body returning `dict[str, Tensor]` of stage features; has `.out_channels` and `.strides`.
+
+    `stem_pool_padding` only exists for ResNets (MobileNetV2 has no stem max pool): "tf_same" on
+    another backbone is refused rather than silently meaningless.
+    """
     _check_name("backbone", name, BACKBONES)
     _check_value("output_stride", output_stride, OUTPUT_STRIDES)
     _check_value("in_channels", in_channels, (1, 3))
-    backbone = BACKBONES[name](in_channels=in_channels, output_stride=output_stride)
+    if stem_pool_padding not in STEM_POOLS:
+        raise ConfigError(f"model.stem_pool_padding must be one of {list(STEM_POOLS)}, "
+                          f"got {stem_pool_padding!r}")
+    factory = BACKBONES[name]
+    options = {"in_channels": in_channels, "output_stride": output_stride}
+    if isinstance(factory, functools.partial) and factory.func is ResNet:
+        options["stem_pool_padding"] = stem_pool_padding
+    elif stem_pool_padding != "torch":
+        raise ConfigError(f"model.stem_pool_padding: {stem_pool_padding!r} applies to ResNet backbones only, "
+                          f"{name!r} has no stem max pool")
+    backbone = factory(**options)
     backbone.name = name
     return backbone
 
@@ -122,7 +141,7 @@ def build_model(cfg: ModelConfig | dict) -> SegmentationModel:
     _check_name("head", cfg.head, HEADS)
     if cfg.num_classes < 1:
         raise ConfigError(f"model.num_classes must be positive, got {cfg.num_classes}")
-    backbone = build_backbone(cfg.backbone, cfg.output_stride, cfg.in_channels)
+    backbone = build_backbone(cfg.backbone, cfg.output_stride, cfg.in_channels, cfg.stem_pool_padding)
     head = HEADS[cfg.head](backbone.out_channels, cfg.num_classes, cfg.head_channels, cfg.output_stride,
                            cfg.separable)
     return SegmentationModel(backbone, head, cfg)

@@ -95,6 +95,8 @@ def run_import(args: argparse.Namespace) -> int:
     from marsedge.models.importers import import_file
 
     cfg = _model_config(args)
+    if args.format == "simclrv2":  # TF-trained weights: the stem pool must pad as TF did (resnet.py)
+        cfg.stem_pool_padding = "tf_same"
     model = build_model(cfg)
     backbone_sd, projection_sd = import_file(args.weights, args.format, model.backbone)
     load_weights(model.backbone, backbone_sd, strict=True, source=args.weights)

@@ -11,6 +11,11 @@ Basic-block depths (18, 34) follow SimCLR's residual block, which has no SK conv
 means the deep stem and ResNet-D shortcuts only. Depth 26 is a bottleneck net with (2, 2, 2, 2)
 blocks (timm's resnet26), small enough for the CPU demo teacher.
 
+The stem's 3x3/2 max pool pads like PyTorch (`torch`: one -inf row/column on each side) or like
+TensorFlow's 'SAME' (`tf_same`: 0 before and 1 after on an even-sized map, `TFSameMaxPool`), which
+SimCLRv2's TF release used: weights converted from it give the TF network's features only with
+`tf_same` (`marsedge models import --format simclrv2` records it in the model config).
+
 Output stride 16 or 8 replaces the stride of the last one or two stages by dilation, as
 torchvision's `replace_stride_with_dilation` does. Layer names follow torchvision (`layer1.0.conv1`,
 `downsample.0`) so its checkpoints import by renaming the stem only (marsedge.models.importers).
@@ -89,6 +94,30 @@ class ResNetDPool(nn.Module):
             return pooled
         ones = torch.ones_like(x[:1, :1])
         return pooled / F.avg_pool2d(F.pad(ones, (0, 1, 0, 1)), 2, 1)
+
+
+class TFSameMaxPool(nn.Module):
+    """Max pooling with TensorFlow's 'SAME' padding: the output is ceil(size / stride) and the
+    padding total max((out - 1) * stride + kernel - size, 0) goes floor(half) before, the rest after
+    (3x3/2 on an even map: 0 before, 1 after; PyTorch's MaxPool2d(3, 2, 1) pads 1 on both sides)."""
+
+    def __init__(self, kernel: int = 3, stride: int = 2) -> None:
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def _pads(self, size: int) -> tuple[int, int]:
+        out = -(-size // self.stride)
+        total = max((out - 1) * self.stride + self.kernel - size, 0)
+        return total // 2, total - total // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom = self._pads(x.shape[-2])
+        left, right = self._pads(x.shape[-1])
+        x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+        return F.max_pool2d(x, self.kernel, self.stride)
+
+
+STEM_POOLS = {"torch": lambda: nn.MaxPool2d(3, 2, 1), "tf_same": lambda: TFSameMaxPool(3, 2)}
 
 
 def projection_shortcut(cin: int, cout: int, stride: int, resnet_d: bool) -> nn.Sequential:
@@ -178,13 +207,16 @@ class ResNet(nn.Module):
     """
 
     def __init__(self, depth: int, width: float = 1.0, sk: bool = False, in_channels: int = 1,
-                 output_stride: int = 32) -> None:
+                 output_stride: int = 32, stem_pool_padding: str = "torch") -> None:
         super().__init__()
+        if stem_pool_padding not in STEM_POOLS:
+            raise ValueError(f"stem_pool_padding must be one of {list(STEM_POOLS)}, "
+                             f"got {stem_pool_padding!r}")
         kind, counts = STAGE_BLOCKS[depth]
         block = Bottleneck if kind == "bottleneck" else BasicBlock
         base = int(64 * width)
         self.stem = Stem(in_channels, base, deep=sk)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.maxpool = STEM_POOLS[stem_pool_padding]()
         self.out_channels = {"stem": base}
         self.strides = {"stem": 2}
         cin, stride_now, dilation = base, 4, 1

@@ -1,43 +1,30 @@
-"""`marsedge train` / `python train.py`: load a config, dispatch its `mode` to the mode's module.
+"""`marsedge train` / `python train.py`: load a config, run its `mode` (a registered training mode).
 
     python train.py --config configs/teacher/r50_2x_sk1_aspp.yaml data.root=/data/ai4mars
     torchrun --nproc_per_node=4 train.py --config ... run.amp=bf16 run.channels_last=true
     python train.py --config ... --resume          # continue runs/<name>/last.pt exactly
+    python train.py --config ... --resume runs/x/last.pt   # continue that checkpoint
 
-Each mode module defines `CONFIG` (TrainConfig or a subclass with the mode's own section) and
-`run(cfg, resume=False) -> dict` (the loop's summary). Adding a mode is one line in MODES. Nothing
-heavy is imported here at module level: torch loads only when a command runs.
+best.pt is chosen on the `val` split; the summary's "final test" line is the test splits scored
+once, at the end, with it (runs/<name>/test_metrics.json).
+
+Modes are registered Jobs (marsedge.train.modes, marsedge.train.engine.job): each names its config
+class (TrainConfig or a subclass with the mode's own section), and `run_job` runs it. This module
+names no mode. Nothing heavy is imported here at module level: torch loads only when a command runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
-
-from marsedge.errors import ConfigError
-
-# mode -> module defining CONFIG and run(cfg, resume)
-MODES: dict[str, str] = {
-    "finetune": "marsedge.train.finetune",
-    "pretrain": "marsedge.train.pretrain",
-    "semisup": "marsedge.train.semisup",
-    "linear_eval": "marsedge.train.linear_eval",
-    "distill": "marsedge.distill.loop",
-}
-
-
-def resolve_mode(mode: str):
-    """The module implementing `mode`; an unknown mode fails naming the config key."""
-    if mode not in MODES:
-        raise ConfigError(f"config key 'mode': unknown mode {mode!r} (valid: {', '.join(sorted(MODES))})")
-    return importlib.import_module(MODES[mode])
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML config (configs/teacher/*.yaml, configs/demo/)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted config overrides")
-    parser.add_argument("--resume", action="store_true", help="continue runs/<name>/last.pt exactly")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                        help="continue runs/<name>/last.pt (or CHECKPOINT) exactly")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
@@ -52,11 +39,20 @@ def _format(value) -> str:
     return "nan" if isinstance(value, float) and math.isnan(value) else f"{value:.4f}"
 
 
+def _resume_argument(args: argparse.Namespace) -> None:
+    """`--resume key=value`: argparse took an override for the optional path; give it back."""
+    if isinstance(args.resume, str) and "=" in args.resume and not Path(args.resume).exists():
+        args.overrides = [args.resume, *args.overrides]
+        args.resume = True
+
+
 def handle(args: argparse.Namespace) -> int:
     from marsedge.train.config import load_train_config, read_mode
+    from marsedge.train.modes import resolve_mode
 
-    module = resolve_mode(read_mode(args.config, args.overrides))
-    cfg = load_train_config(module.CONFIG, args.config, args.overrides)  # every key checked before work
+    _resume_argument(args)
+    mode = resolve_mode(read_mode(args.config, args.overrides))
+    cfg = load_train_config(mode.config, args.config, args.overrides)  # every key checked before work
     if args.print_config:
         import yaml
 
@@ -64,7 +60,7 @@ def handle(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
-    result = module.run(cfg, resume=args.resume)
+    result = mode.run(cfg, resume=args.resume)
     if result.get("is_main", True):
         _print_summary(cfg, result)
     return 130 if result["interrupted"] else 0
@@ -75,15 +71,16 @@ def _print_summary(cfg, result: dict) -> None:
         print(f"[{cfg.name}] interrupted at step {result['step']}; resume with --resume "
               f"({result['run_dir']}/last.pt)")
         return
-    metrics = result["last_metrics"]
+    metrics = result.get("test_metrics", {})
     scalars = {k: v for k, v in metrics.items() if "/" not in k and isinstance(v, float)}
     shown = ", ".join(f"{k} {_format(v)}" for k, v in scalars.items())
+    first = next((k.split("/", 1)[0] for k in metrics if "/" in k), None)
     best = result["best"]
     print(f"[{cfg.name}] {result['epoch']} epochs, {result['step']} steps"
           + (" (stopped early)" if result["stopped_early"] else "")
-          + (f"; final test: {shown}" if shown else "")
-          + (f"; best {best['metric']} {_format(best['value'])} at epoch {best['epoch']}"
-             if best["value"] is not None else "")
+          + (f"; best val {best['metric']} {_format(best['value'])} at epoch {best['epoch']}"
+             if best["value"] is not None else "; no val split: final weights")
+          + (f"; final test: {shown} ({first or 'test'}, scored once with best.pt)" if shown else "")
           + f"; {result['run_dir']}/best.pt")
 
 

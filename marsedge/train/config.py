@@ -14,16 +14,19 @@ and an unknown key still fails before any work starts:
     class PretrainConfig(TrainConfig):
         pretrain: PretrainSection = field(default_factory=PretrainSection)
 
-and registers `PretrainConfig` with its mode in `marsedge.train.cli.MODES`.
+and registers `PretrainConfig` with its mode: `@register_mode("pretrain", PretrainConfig)` on the
+mode's Job (marsedge.train.engine.job).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from marsedge.config import apply_overrides, from_dict, read_yaml
+from marsedge.data.ai4mars import CARVED, TEST_SPLITS, VAL_FRACTION
 from marsedge.data.augment import JointAugmentConfig
 from marsedge.data.preprocess import PreprocessSpec
 from marsedge.errors import ConfigError
@@ -36,7 +39,14 @@ class DataConfig:
 
     root: str = "data/ai4mars"  # an AI4Mars-layout tree (real release or `marsedge data synth`)
     train_splits: list[str] = field(default_factory=lambda: ["train"])  # + "m2020-train": combined set
-    test_splits: list[str] = field(default_factory=lambda: ["gold-min3"])  # first one drives early stop
+    # scored once, at the end, with the checkpoint selected on val (test_metrics.json); never tuned on
+    test_splits: list[str] = field(default_factory=lambda: ["gold-min3"])
+    # the `val` split: this fraction of each mission's training labels, whole spacecraft-clock groups
+    # at a time (marsedge.data.sampling.validation_split); best.pt, early stopping and every other
+    # choice are made on it. 0: no val, nothing is selected and best.pt is the final weights
+    val_fraction: float = VAL_FRACTION
+    val_seed: int | None = None  # None: the run's seed
+    max_val: int | None = None  # keep at most this many val frames (smoke runs)
     four_class: bool = False  # True: rover/range pixels become ignore (the dataset paper's 4 classes)
     label_fraction: float = 1.0  # 0.01..1.0 of the labelled training frames, stratified by mission
     # a mixed-domain set drawn from the train splits: mixed_cap frames (1321 or 16064 in the paper),
@@ -97,7 +107,7 @@ class RunConfig:
 
     out_dir: str = "runs"
     eval_every: int = 1  # epochs between evaluations (0: only at the end)
-    early_stop_metric: str = "miou"  # a key of the evaluator's result ("miou" = first test set)
+    early_stop_metric: str = "miou"  # a key of the val evaluation ("miou" or "val/miou"); never a test split
     early_stop_mode: Literal["max", "min"] = "max"
     early_stop_patience: int = 0  # evaluations without improvement before stopping; 0 = never
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast dtype (GPU; bf16 also works on CPU)
@@ -116,7 +126,7 @@ class TrainConfig:
     """One training run: `runs/<name>/` holds everything it writes."""
 
     name: str = "run"
-    mode: str = "finetune"  # a key of marsedge.train.cli.MODES
+    mode: str = "finetune"  # a registered mode (marsedge.train.modes)
     seed: int = 0
     epochs: int = 50
     batch_size: int = 8  # per process and micro-step; global = batch_size x accumulate x world
@@ -132,6 +142,29 @@ class TrainConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.run.out_dir) / self.name
+
+    def _validate_protocol(self) -> None:
+        """The evaluation protocol: train on training labels, choose on val, score test splits once."""
+        d = self.data
+        if not 0.0 <= d.val_fraction < 1.0:
+            raise ConfigError(f"config key 'data.val_fraction' must be in [0, 1), got {d.val_fraction}")
+        for key, splits in (("data.train_splits", d.train_splits), ("data.test_splits", d.test_splits)):
+            carved = [s for s in splits if s in CARVED]
+            if carved:
+                raise ConfigError(f"config key '{key}' names {carved[0]!r}: the val split is carved from "
+                                  "data.train_splits by data.val_fraction, not named")
+        leaked = [s for s in d.train_splits if s in TEST_SPLITS]
+        if leaked:
+            raise ConfigError(f"config key 'data.train_splits' names the test split {leaked[0]!r}: "
+                              "test splits are scored once, never trained on")
+        metric = self.run.early_stop_metric
+        if "/" in metric and metric.split("/", 1)[0] != "val":
+            raise ConfigError(f"config key 'run.early_stop_metric': {metric!r} selects on split "
+                              f"{metric.split('/', 1)[0]!r}; best.pt and early stopping are chosen on 'val' "
+                              "only (e.g. 'miou' or 'val/miou'), test splits are scored once at the end")
+        if d.val_fraction == 0 and self.run.early_stop_patience > 0:
+            raise ConfigError("config key 'run.early_stop_patience' needs a val split to watch "
+                              "(data.val_fraction > 0)")
 
     def validate(self) -> None:
         """Checks across keys that the types alone cannot express; raises ConfigError naming the key."""
@@ -153,8 +186,20 @@ class TrainConfig:
                               "(a mixed-domain set needs both)")
         if not self.data.train_splits:
             raise ConfigError("config key 'data.train_splits' must name at least one split")
-        if self.optim.lr <= 0:
-            raise ConfigError(f"config key 'optim.lr' must be positive, got {self.optim.lr}")
+        if not math.isfinite(self.optim.lr) or self.optim.lr <= 0:
+            raise ConfigError(f"config key 'optim.lr' must be a positive finite number, got {self.optim.lr}")
+        if self.init.format == "simclrv2" and self.model.stem_pool_padding != "tf_same":
+            raise ConfigError("config key 'model.stem_pool_padding' must be tf_same with init.format "
+                              "simclrv2 (TF-trained weights give the TF network's features only with "
+                              "its stem pool)")
+        at_least = {"run.log_every": (self.run.log_every, 1), "run.max_steps": (self.run.max_steps, 0),
+                    "run.eval_every": (self.run.eval_every, 0),
+                    "run.checkpoint_every": (self.run.checkpoint_every, 0),
+                    "run.early_stop_patience": (self.run.early_stop_patience, 0)}
+        for key, (value, least) in at_least.items():
+            if value is not None and value < least:
+                raise ConfigError(f"config key '{key}' must be >= {least}, got {value}")
+        self._validate_protocol()
         if not self.data.test_splits:
             raise ConfigError("config key 'data.test_splits' must name at least one test split")
         if self.model.in_channels != self.data.preprocess.channels:

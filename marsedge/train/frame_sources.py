@@ -1,4 +1,5 @@
-"""Unlabelled frame sources for pretraining and clustering, mixed at chosen proportions.
+"""Unlabelled frame sources for pretraining, clustering, semisup and distillation, mixed at chosen
+proportions.
 
 A source is an AI4Mars tree (its `unlabelled` split by default, optionally one mission) or any
 folder/glob of frames. Mixed-domain pretraining (the homogeneous-Mars paper, section 4.3)
@@ -47,20 +48,26 @@ class FrameRef:
     source: int
 
 
+def split_frames(root: str | Path, split: str, mission: str | None = None, index: int = 0) -> list[FrameRef]:
+    """The frames of one split of an AI4Mars tree (optionally one mission), in the reader's order
+    (`marsedge.data.ai4mars.list_items`: per mission, by name)."""
+    items = list_items(root, split)
+    if mission is not None:
+        items = [it for it in items if it.mission == mission]
+    return [FrameRef(Path(it.image), it.name, index) for it in items]
+
+
 def list_source(source: SourceConfig, index: int) -> list[FrameRef]:
     """Every frame of one source, sorted by name."""
     if source.kind == "ai4mars":
-        items = list_items(source.root, source.split)
-        if source.mission is not None:
-            items = [it for it in items if it.mission == source.mission]
-        refs = [FrameRef(Path(it.image), it.name, index) for it in items]
+        refs = split_frames(source.root, source.split, source.mission, index)
     else:
         root = Path(source.root)
         refs = [FrameRef(p, p.relative_to(root).as_posix() if root.is_dir() else p.name, index)
                 for p in list_frames(source.root)]
     if not refs:
         detail = f" (mission {source.mission})" if source.mission else ""
-        raise DataError(f"pretrain source {source.root}{detail}: no frames found")
+        raise DataError(f"frame source {source.root}{detail}: no frames found")
     return sorted(refs, key=lambda r: r.name)
 
 

@@ -2,7 +2,7 @@
 
 Notation: logits z (N,K,H,W), true class y_i of pixel i, p_i = softmax(z_i), V = pixels whose y_i
 is not the ignore index (255), |V| their number, f_c = the share of class c among the labelled
-training pixels (computed once from the training labels, see marsedge.train.datasets).
+training pixels (computed once from the training labels, see marsedge.train.supervised).
 
 Every weighted loss here is the pixel mean of weighted cross-entropy terms,
 

@@ -1,0 +1,336 @@
+"""Every CPU path of the rover student in ONE interleaved run: PyTorch, ONNX Runtime, OpenVINO, INT8.
+
+    python benchmarks/cpu_runtimes.py --quick                                  # random-init student
+    python benchmarks/cpu_runtimes.py --student runs/edge512/student.pt --data runs/edge512/data
+
+Issue 19's table, regenerated: the rover student (mnv2_1.0 + separable DeepLabv3+, batch 1,
+1x1x512x512) on PyTorch eager FP32, torch.compile + channels_last (where compile works), ONNX
+Runtime FP32 and each INT8 recipe of `marsedge quantize` (all calibrated on the same frames),
+OpenVINO FP32 / BF16 and INT8 on the QDQ files (marsedge's and the TensorRT-style modelopt one),
+all timed together with marsedge.timing's alternating blocks (machine load hits every path alike;
+compare ratios within a run). Beside them, the compute floors of this CPU: the best INT8 GEMM
+(`torch._int_mm`, 2048^3) and FP32 GEMM rates, turned into milliseconds for this network's MACs.
+With `--data` (an AI4Mars tree) every INT8 path is scored against FP32 (mIoU drop,
+pixel agreement) by the quantize gate's own code; `--time-quantize` times `marsedge quantize
+--target cpu` and `--target tensorrt` end to end. edge-run end-to-end vs unloaded backend-only is
+not measured here (column left for edge-run's benchmark).
+Results: benchmarks/results/cpu_runtimes.json and .md (CPU, library versions, load average).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+# INT8 recipes quantized for the table: (row label, target, recipe)
+RECIPES = [("qop-u8s8-all", "cpu", "qop-u8s8-all"),
+           ("qop-u8s8-all-int8-resize", "cpu", "qop-u8s8-all-int8-resize"),  # the layout before issue 19
+           ("qop-u8s8", "cpu", "qop-u8s8"),
+           ("qdq-u8s8-all", "cpu", "qdq-u8s8-all"),
+           ("qdq-u8s8", "cpu", "qdq-u8s8"),
+           ("qdq-s8s8-sym", "cpu", "qdq-s8s8-sym"),
+           ("modelopt-qdq", "tensorrt", "modelopt-int8")]
+OPENVINO_INT8 = ("qdq-u8s8-all", "qdq-u8s8", "qdq-s8s8-sym", "modelopt-qdq")
+
+
+def gemm_floors(threads: int, n: int = 2048, reps: int = 5) -> dict:
+    """Best INT8 (torch._int_mm) and FP32 GEMM rates of this CPU, n^3, in op/s (2 ops per MAC)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    rates = {}
+    a8, b8 = (torch.randint(-128, 127, (n, n), dtype=torch.int8) for _ in range(2))
+    a32, b32 = torch.randn(n, n), torch.randn(n, n)
+    for name, fn in (("int8", lambda: torch._int_mm(a8, b8)), ("fp32", lambda: a32 @ b32)):
+        try:
+            fn()
+            best = min(_seconds(fn) for _ in range(reps))
+            rates[name] = 2 * n ** 3 / best
+        except Exception as exc:  # _int_mm needs a CPU kernel this build may lack
+            rates[name] = None
+            rates[f"{name}_error"] = f"{type(exc).__name__}: {exc}"[:200]
+    return rates
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def torch_paths(checkpoint: Path, threads: int, size: int, compile_: bool) -> tuple[dict, dict]:
+    """PyTorch eager FP32 and (where it compiles here) torch.compile + channels_last."""
+    import torch
+
+    from marsedge.models.checkpoints import load_model
+
+    torch.set_num_threads(threads)
+    model, _ = load_model(checkpoint)
+    x = torch.from_numpy(np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32))
+    paths, notes = {}, {}
+
+    def eager():
+        with torch.inference_mode():
+            model(x)
+
+    paths["pytorch eager fp32"] = eager
+    if compile_:
+        try:
+            cl = model.to(memory_format=torch.channels_last)
+            compiled = torch.compile(cl)
+            xc = x.to(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                start = time.perf_counter()
+                compiled(xc)
+                notes["compile_s"] = round(time.perf_counter() - start, 1)
+
+            def compiled_run():
+                with torch.inference_mode():
+                    compiled(xc)
+
+            paths["torch.compile + channels_last"] = compiled_run
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            notes["compile_error"] = f"{type(exc).__name__}: {first}"[:300]
+    return paths, notes
+
+
+def quantize_all(fp32: Path, data: Path, n: int, work: Path, names: list[str]) -> tuple[dict, dict]:
+    """Every recipe of RECIPES (in `names`), all on one calibration set and one set of ORT ranges."""
+    from marsedge.edge.calibration import calibration_set, load_frames
+    from marsedge.edge.onnx_meta import read_onnx_metadata
+    from marsedge.edge.quantize import QUANTIZERS, QuantizeJob, QuantizeOptions
+
+    spec = read_onnx_metadata(fp32).preprocess
+    calib = calibration_set(str(data), n, min_frames=8, split="train-val")
+    start = time.perf_counter()
+    load_frames(calib, spec)
+    seconds = {"read_preprocess": round(time.perf_counter() - start, 1)}
+    files, shared = {}, {"workdir": work}
+    for label, target, recipe in RECIPES:
+        if label not in names:
+            continue
+        out = work / f"{label}.onnx"
+        files[label] = out
+        if out.exists():
+            continue
+        start = time.perf_counter()
+        job = QuantizeJob(fp32, out, calib, spec, "image", QuantizeOptions(target=target, method="entropy"),
+                          shared)
+        QUANTIZERS[target].quantize(job, recipe)
+        seconds[label] = round(time.perf_counter() - start, 1)  # the first cpu one includes calibration
+        print(f"{label}: quantized in {seconds[label]} s", flush=True)
+    return files, {"calibration_frames": calib.usable, "seconds": seconds}
+
+
+def time_quantize(fp32: Path, data: Path, threads: int) -> dict:
+    """`marsedge quantize` end to end, both targets, as a user runs it (wall seconds)."""
+    walls = {}
+    for target in ("cpu", "tensorrt"):
+        out = fp32.with_name(f"timed.{target}.onnx")
+        cmd = [sys.executable, "-m", "marsedge", "quantize", str(fp32), "--calib", str(data), "--target",
+               target, "--threads", str(threads), "--min-frames", "8", "-o", str(out), "--force", "--quiet"]
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        walls[target] = {"wall_s": round(time.perf_counter() - start, 1), "rc": done.returncode,
+                         "tail": (done.stdout.strip().splitlines()[-3:]
+                                  + done.stderr.strip().splitlines()[-2:])}
+        print(f"marsedge quantize --target {target}: {walls[target]['wall_s']} s (rc {done.returncode})",
+              flush=True)
+    return walls
+
+
+def environment(threads: int) -> dict:
+    from marsedge.bench.environment import capture, load_average
+
+    env = capture(threads)
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    env["cpu_flags"] = sorted(f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8",
+                                          "amx_bf16", "avx_vnni") if f in flags)
+    env["load_average_start"] = load_average()
+    try:
+        import openvino
+
+        env["libraries"]["openvino"] = openvino.__version__
+    except ImportError:
+        pass
+    import torch
+
+    env["libraries"]["torch"] = torch.__version__
+    env["machine"] = platform.machine()
+    return env
+
+
+def score_paths(backends: dict, data: Path, threads: int) -> dict:
+    """mIoU drop and pixel agreement of each INT8 path against ORT FP32, on val (the gate's code
+    and split)."""
+    from marsedge.edge.gate import compare, gate_reference
+    from marsedge.edge.predict import score
+
+    reference = gate_reference(backends["onnxruntime fp32"].path, str(data), "val", threads)
+    out = {"eval": reference.eval, "miou_fp32": round(100 * reference.fp32.metrics["miou"], 2)}
+    for label, backend in backends.items():
+        if label == "onnxruntime fp32":
+            continue
+        gate = compare(reference.fp32, score(backend, reference.samples, reference.fp32.class_names), 1.0)
+        out[label] = {"miou_drop": gate["miou_drop"], "pixel_agreement": gate["pixel_agreement"]}
+    return out
+
+
+def _load(load: list[float] | None) -> str:
+    return "/".join(f"{x:.1f}" for x in load) if load else "?"
+
+
+def markdown(result: dict) -> str:
+    env, rows = result["environment"], result["rows"]
+    libs = env["libraries"]
+    lines = [f"# CPU runtimes of the rover student ({result['model']})", "",
+             f"`{result['command']}`", "",
+             f"CPU: {env['cpu']} ({', '.join(env['cpu_flags'])}), {result['threads']} threads, "
+             f"load average {_load(env['load_average_start'])} -> {_load(env['load_average_end'])} (shared: "
+             "compare ratios within this run). torch " + str(libs.get("torch")) + ", onnxruntime "
+             + str(libs.get("onnxruntime")) + ", openvino " + str(libs.get("openvino")) + ".",
+             f"Timing: {result['blocks']} alternating blocks x {result['per_block']} timed calls per path, "
+             f"batch 1, 1x1x{result['size']}x{result['size']}; {result['macs_g']:.2f} GMACs.", "",
+             "| path | median ms | x ORT FP32 | mIoU drop (points) | pixel agreement |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        drop = "" if r.get("miou_drop") is None else f"{r['miou_drop']:+.2f}"
+        agree = "" if r.get("pixel_agreement") is None else f"{100 * r['pixel_agreement']:.2f}%"
+        lines.append(f"| {r['path']} | {r['median_ms']:.1f} | {r['x_ort_fp32']:.2f} | {drop} | {agree} |")
+    f = result["floors"]
+    lines += ["", "Compute floors (best GEMM rate of this CPU, 2048^3):"]
+    for kind in ("int8", "fp32"):
+        if f.get(kind):
+            lines.append(f"- {kind.upper()}: {f[kind] / 1e9:.0f} G op/s -> {f[kind + '_ms']:.1f} ms "
+                         "for this network")
+        else:
+            lines.append(f"- {kind.upper()}: not measured ({f.get(kind + '_error')})")
+    if result.get("gaps"):
+        lines.append("- " + "; ".join(f"{k}: {v:.2f}x" for k, v in result["gaps"].items()))
+    if result.get("quantize"):
+        q = result["quantize"]
+        lines += ["", f"Quantization ({q['calibration_frames']} calibration frames, shared): seconds "
+                  + json.dumps(q["seconds"])]
+    if result.get("quantize_wall"):
+        lines.append("`marsedge quantize` end to end: " + ", ".join(
+            f"--target {k} {v['wall_s']} s (rc {v['rc']})" for k, v in result["quantize_wall"].items()))
+    if result.get("notes"):
+        lines.append("Notes: " + json.dumps(result["notes"]))
+    lines.append("")
+    lines.append("edge-run end-to-end vs unloaded backend-only: not measured here (edge-run's benchmark).")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--student", help="checkpoint (default: random-init mnv2_1.0 + separable DeepLabv3+)")
+    ap.add_argument("--data", help="AI4Mars tree: calibrate on train minus val, score val "
+                    "(the gate's split; default: synthetic)")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--blocks", type=int, default=12)
+    ap.add_argument("--per-block", type=int, default=4)
+    ap.add_argument("--n", type=int, default=64, help="calibration frames")
+    ap.add_argument("--quick", action="store_true", help="4 blocks, 16 calibration frames, no torch.compile")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--time-quantize", action="store_true", help="also time `marsedge quantize` end to end")
+    ap.add_argument("--work", default=None, help="working folder; models already there are reused")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/cpu_runtimes.json"))
+    args = ap.parse_args()
+    if args.quick:
+        args.blocks, args.n, args.no_compile = min(args.blocks, 4), min(args.n, 16), True
+
+    from edge_latency import random_checkpoint, synthetic_gate_tree
+
+    from marsedge.bench.environment import load_average
+    from marsedge.edge.backends import OnnxBackend
+    from marsedge.edge.export import export
+    from marsedge.io import atomic_write_json, atomic_write_text
+    from marsedge.timing import alternating_medians
+
+    env = environment(args.threads)
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="cpu_runtimes_"))
+    work.mkdir(parents=True, exist_ok=True)
+    student = Path(args.student) if args.student else random_checkpoint(
+        work / "student.pt", "mnv2_1.0", "deeplabv3plus", args.size, True)
+    fp32 = work / "student.onnx"
+    if not fp32.exists():
+        export(student, fp32, size=args.size, verify_frames=1)
+    data = Path(args.data) if args.data else work / "ai4mars"
+    if not args.data and not data.exists():
+        synthetic_gate_tree(data, args.size)
+
+    files, quant = quantize_all(fp32, data, args.n, work, [r[0] for r in RECIPES])
+    cpu = ["CPUExecutionProvider"]
+    backends = {"onnxruntime fp32": OnnxBackend(fp32, threads=args.threads, providers=cpu)}
+    backends |= {f"onnxruntime int8 {k}": OnnxBackend(p, threads=args.threads, providers=cpu)
+                 for k, p in files.items()}
+    notes = {}
+    try:
+        from marsedge.edge.openvino import OpenVinoBackend
+
+        backends["openvino fp32"] = OpenVinoBackend(fp32, threads=args.threads)
+        backends["openvino bf16"] = OpenVinoBackend(fp32, threads=args.threads, inference_precision="bf16")
+        backends |= {f"openvino int8 {k}": OpenVinoBackend(files[k], threads=args.threads)
+                     for k in OPENVINO_INT8 if k in files}
+    except Exception as exc:  # not installed, or a file it cannot load: the row is missing, the reason noted
+        notes["openvino"] = f"{type(exc).__name__}: {exc}"[:300]
+    torch_fns, torch_notes = torch_paths(student, args.threads, args.size, not args.no_compile)
+    notes |= torch_notes
+    x = np.random.default_rng(0).random((1, 1, args.size, args.size), dtype=np.float32)
+    fns = {**torch_fns, **{k: (lambda b=b: b.infer(x)) for k, b in backends.items()}}
+    print(f"timing {len(fns)} paths, {args.blocks} alternating blocks", flush=True)
+    ms = alternating_medians(fns, blocks=args.blocks, per_block=args.per_block)
+
+    accuracy = score_paths(backends, data, args.threads) if backends else {}
+    from marsedge.models.checkpoints import load_model
+    from marsedge.models.summary import count_macs
+
+    macs = count_macs(load_model(student)[0], (args.size, args.size))["total"]
+    floors = gemm_floors(args.threads)
+    for kind in ("int8", "fp32"):
+        if floors.get(kind):
+            floors[f"{kind}_ms"] = round(1000 * 2 * macs / floors[kind], 2)
+    base = ms["onnxruntime fp32"]
+    rows = [{"path": k, "median_ms": round(v, 2), "x_ort_fp32": round(base / v, 3),
+             **(accuracy.get(k) or {})} for k, v in ms.items()]
+    int8 = {k: v for k, v in ms.items() if "int8" in k}
+    gaps = {}
+    if int8:
+        best_marsedge = min(v for k, v in int8.items() if k.startswith("onnxruntime"))
+        best_ov = min((v for k, v in ms.items() if k.startswith("openvino")), default=None)
+        if best_ov:
+            gaps["best ORT INT8 vs best OpenVINO (speed ratio)"] = best_ov / best_marsedge
+        if floors.get("int8_ms"):
+            gaps["best ORT INT8 / INT8 floor"] = best_marsedge / floors["int8_ms"]
+            gaps["best INT8 (any runtime) / INT8 floor"] = min(int8.values()) / floors["int8_ms"]
+    env["load_average_end"] = load_average()
+    result = {"model": f"{'random-init ' if not args.student else ''}mnv2_1.0 + separable DeepLabv3+"
+                       + (f" ({args.student})" if args.student else ""),
+              "command": "python benchmarks/cpu_runtimes.py " + " ".join(sys.argv[1:]),
+              "size": args.size, "threads": args.threads, "blocks": args.blocks, "per_block": args.per_block,
+              "macs_g": macs / 1e9, "rows": rows, "floors": floors, "gaps": gaps, "accuracy": accuracy,
+              "quantize": quant, "notes": notes, "environment": env}
+    if args.time_quantize:
+        result["quantize_wall"] = time_quantize(fp32, data, args.threads)
+    atomic_write_json(args.out, result)
+    atomic_write_text(Path(args.out).with_suffix(".md"), markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

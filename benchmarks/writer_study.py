@@ -1,0 +1,231 @@
+"""Where edge-run's writer cost goes, and what each change bought (issue 19): run through
+`python benchmarks/edge_latency.py --writer-study --model M.onnx --frames-dir DIR`.
+
+Two parts, both on this machine, in one run:
+  1. micro-benchmarks (time.perf_counter, mean of 40 calls) of each per-frame step the writer
+     and the postprocessing do on the first frame at its size: argmax, class fractions, hazards,
+     the mask PNG at each zlib level / strategy and as a palette PNG, the overlay blend (before:
+     repeat + gather + addWeighted + cvtColor; now: one (class, grey) table lookup) and the JPEG
+     at each quality / subsampling. The mask is the frame quantised into 6 smooth regions (a
+     randomly initialised model predicts one class nearly everywhere, which no real mask does).
+  2. rounds of child processes, alternately the backend alone (nothing else in the process) and
+     edge-run with one variant (`VARIANTS`: patches that undo or add one change), so every
+     variant's end-to-end FPS is divided by the mean of the two backend-only runs around it.
+     Every figure carries the 1-minute load average at its start: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The behaviour before each change, as patches applied in the child before edge-run starts.
+POST_IN_INFER = """
+from marsedge.edge import pipeline as P
+_process, _post = P.Pipeline.process, P.Pipeline.postprocess
+def process(self, frame):
+    if not _process(self, frame):
+        return False
+    _post(self, frame)
+    return True
+def postprocess(self, frame):
+    if frame.logits is not None:
+        _post(self, frame)
+P.Pipeline.process, P.Pipeline.postprocess = process, postprocess
+"""
+OLD_BLEND = """
+import cv2, numpy as np
+from marsedge.edge import sinks
+def overlay(self, image, mask):
+    rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
+    blend = cv2.addWeighted(rgb, 1 - self.alpha, self.bgr_lut[:, ::-1][mask], self.alpha, 0)
+    return cv2.cvtColor(blend, cv2.COLOR_RGB2BGR)
+sinks.Writer.overlay = overlay
+"""
+NP_ARGMAX = """
+import numpy as np
+from marsedge.edge import predict
+predict.argmax_ids = lambda logits: np.argmax(logits, axis=1).astype(np.uint8)
+"""
+CV2_ONE_THREAD = "import cv2; cv2.setNumThreads(1)\n"
+NO_SPIN = """
+import onnxruntime as ort
+_Session = ort.InferenceSession
+class Session(_Session):
+    def __init__(self, path, options=None, *a, **k):
+        options = options or ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        super().__init__(path, options, *a, **k)
+ort.InferenceSession = Session
+"""
+VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run options)
+    "before (postprocess in infer thread, numpy argmax, old blend)":
+        (POST_IN_INFER + NP_ARGMAX + OLD_BLEND, []),
+    "postprocess in writer, numpy argmax, old blend": (NP_ARGMAX + OLD_BLEND, []),
+    "postprocess in writer, numpy argmax, table blend": (NP_ARGMAX, []),
+    "now: writer postprocess + cv2 argmax + table blend": ("", []),
+    "default + cv2.setNumThreads(1)": (CV2_ONE_THREAD, []),
+    "default + ORT allow_spinning=0": (NO_SPIN, []),
+    "default + --overlay-every 2": ("", ["--overlay-every", "2"]),
+    "default + --visualize '' (no images)": ("", ["--visualize", ""]),
+}
+BACKEND_ALONE = """
+import json, sys, time
+from marsedge.edge.backends import open_backend
+from marsedge.edge.pipeline import backend_alone
+b = open_backend(sys.argv[1], threads=int(sys.argv[2]))
+print(json.dumps(backend_alone(b, b.spec, float(sys.argv[3]))))
+"""
+EDGE_RUN = "import sys\nfrom marsedge.edge.run import main\n{patch}\nsys.exit(main(sys.argv[1:]))\n"
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def timed(fn, n: int = 40) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return round(1000 * (time.perf_counter() - start) / n, 3)
+
+
+def micro(frame_path: Path, model: Path, threads: int) -> dict:
+    """Per-step ms of the writer and the postprocessing on one frame (see the module doc)."""
+    import cv2
+    from PIL import Image
+
+    from marsedge.data.frames import read_frame
+    from marsedge.edge.backends import open_backend
+    from marsedge.edge.hazards import HazardRules, class_fractions, load_hazard_config
+    from marsedge.edge.predict import logits_to_mask
+    from marsedge.edge.sinks import OVERLAY_JPEG, Writer
+    from marsedge.terrain import palette
+
+    backend = open_backend(model, threads=threads)
+    table = backend.metadata["class_table"]
+    image = read_frame(frame_path)
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    mask = np.clip(cv2.GaussianBlur(grey, (0, 0), 6) // 43, 0, len(table) - 1).astype(np.uint8)
+    logits = np.random.default_rng(0).standard_normal((1, len(table), *image.shape[:2]), dtype=np.float32)
+    hazards = HazardRules.for_model(load_hazard_config(None), table)
+    writer = Writer(Path(tempfile.mkdtemp()), {"mask", "overlay"}, 0.5, table)
+    rgb_lut = palette(table)
+    out: dict = {"frame": str(frame_path), "shape": list(image.shape), "load": load(), "ms": {}, "bytes": {}}
+
+    def record(name: str, fn, size=None) -> None:
+        out["ms"][name] = timed(fn)
+        if size is not None:
+            out["bytes"][name] = len(size())
+
+    record("argmax numpy (before)", lambda: np.argmax(logits, axis=1).astype(np.uint8))
+    record("argmax now (logits_to_mask)", lambda: logits_to_mask(logits, image.shape[:2]))
+    record("class_fractions", lambda: class_fractions(mask, table))
+    record("hazards.assess", lambda: hazards.assess(mask))
+    png = {"opencv default (edge-run)": [], "level 0": [cv2.IMWRITE_PNG_COMPRESSION, 0],
+           "level 1": [cv2.IMWRITE_PNG_COMPRESSION, 1], "level 3": [cv2.IMWRITE_PNG_COMPRESSION, 3],
+           "level 6": [cv2.IMWRITE_PNG_COMPRESSION, 6], "level 9": [cv2.IMWRITE_PNG_COMPRESSION, 9],
+           "level 1 RLE": [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
+                           cv2.IMWRITE_PNG_STRATEGY_RLE]}
+    for name, params in png.items():
+        def enc(params=params):
+            return cv2.imencode(".png", mask, params)[1].tobytes()
+        record(f"mask png {name}", enc, enc)
+
+    def palette_png(level: int = 1) -> bytes:
+        im = Image.fromarray(mask, "P")
+        im.putpalette(rgb_lut[: len(table)].reshape(-1).tolist())
+        buf = io.BytesIO()
+        im.save(buf, "PNG", compress_level=level)
+        return buf.getvalue()
+
+    record("mask png palette (PIL level 1)", palette_png, palette_png)
+
+    def old_blend():
+        rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
+        return cv2.cvtColor(cv2.addWeighted(rgb, 0.5, rgb_lut[mask], 0.5, 0), cv2.COLOR_RGB2BGR)
+
+    record("overlay blend before (repeat, gather, addWeighted, cvtColor)", old_blend)
+    record("overlay blend now (Writer.overlay)", lambda: writer.overlay(image, mask))
+    out["overlay_blend_identical"] = bool(np.array_equal(old_blend(), writer.overlay(image, mask)))
+    blend = writer.overlay(image, mask)
+    jpeg = {"q95 4:2:0 (edge-run)": OVERLAY_JPEG, "q90 4:2:0": [cv2.IMWRITE_JPEG_QUALITY, 90],
+            "q95 4:4:4": [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                          cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]}
+    for name, params in jpeg.items():
+        def enc(params=params):
+            return cv2.imencode(".jpg", blend, params)[1].tobytes()
+        record(f"overlay jpg {name}", enc, enc)
+    half = cv2.resize(blend, (blend.shape[1] // 2, blend.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    record("overlay jpg q95 at half size", lambda: cv2.imencode(".jpg", half, OVERLAY_JPEG)[1].tobytes())
+    backend.close()
+    return out
+
+
+def child(code: str, args: list[str]) -> str:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"child failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return done.stdout
+
+
+def alone(model: Path, threads: int, seconds: float = 5.0) -> dict:
+    start = load()
+    return {**json.loads(child(BACKEND_ALONE, [str(model), str(threads), str(seconds)]).splitlines()[-1]),
+            "load": start}
+
+
+def edge_run(model: Path, frames: Path, threads: int, patch: str, extra: list[str]) -> dict:
+    out = Path(tempfile.mkdtemp(prefix="writer_study_")) / "out"
+    start = load()
+    child(EDGE_RUN.format(patch=patch), [str(frames), str(out), "--model", str(model), "--threads",
+                                         str(threads), "--backend-probe", "3", *extra])
+    s = json.loads((out / "summary.json").read_text())
+    return {"load": start, "fps": s["fps"], "frames_ok": s["frames_ok"],
+            "probe_fps_after_run": s["backend_fps"], "ratio_vs_probe_after_run": s["fps_vs_backend"],
+            "backend_fps_in_pipeline": s["backend_fps_in_pipeline"],
+            "stages_mean_ms": {k: v.get("mean") for k, v in s["stages_ms"].items()}}
+
+
+def study(model: Path, frames: Path, threads: int, rounds: int, out_path: Path) -> int:
+    from marsedge.bench.environment import cpu_model
+    from marsedge.io import atomic_write_json
+
+    first = sorted(p for p in frames.iterdir() if p.is_file())[0]
+    result: dict = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads, "model": str(model),
+                    "frames": str(frames), "frame_count": sum(1 for p in frames.iterdir() if p.is_file()),
+                    "micro": micro(first, model, threads), "rounds": []}
+    print(json.dumps(result["micro"], indent=1), flush=True)
+    for r in range(rounds):
+        before = alone(model, threads)
+        runs = []
+        for name, (patch, extra) in VARIANTS.items():
+            run = edge_run(model, frames, threads, patch, extra)
+            after = alone(model, threads)
+            base = (before["fps"] + after["fps"]) / 2
+            run |= {"variant": name, "backend_alone_fps": round(base, 3),
+                    "ratio": round(run["fps"] / base, 3), "backend_alone_runs": [before, after]}
+            print(f"round {r + 1} load {run['load']:5.2f}  {name:<62} {run['fps']:7.2f} FPS end-to-end / "
+                  f"{base:7.2f} backend alone = {run['ratio']:.3f} (probe after run: "
+                  f"{run['ratio_vs_probe_after_run']})", flush=True)
+            runs.append(run)
+            before = after
+        result["rounds"].append(runs)
+    result["ratio_by_variant"] = {name: [rnd[i]["ratio"] for rnd in result["rounds"]]
+                                  for i, name in enumerate(VARIANTS)}
+    atomic_write_json(out_path, result)
+    print(f"wrote {out_path}")
+    return 0

@@ -1,0 +1,293 @@
+"""edge-run's supervised pipeline: read -> infer -> write, each stage a thread, the main thread a
+supervisor that only waits, so that a signal is always seen at once.
+
+    reader   next input, decode (`marsedge.data.frames.read_frame`), check, preprocess
+    infer    backend.infer, nothing else
+    writer   mask at frame size (`marsedge.edge.predict`), class fractions, hazards (both by the
+             model's own class table, from its metadata); masks, overlays, frames.jsonl
+             (`marsedge.edge.sinks.Writer`)
+
+Why postprocessing is the writer's: the inference stage is the bottleneck, so whatever it does
+besides `backend.infer` adds to every frame's time, while the writer's work overlaps the next
+inference (argmax + fractions + hazards cost 4-8 ms a 512 px frame on the 2-core test machine,
+measured by benchmarks/edge_latency.py --writer-study).
+
+Why this shape: on the rover nobody is there to press Ctrl-C twice. Every stage runs inside a
+guard, so anything a frame does (a decoder raising an exception of its own, a MemoryError, a
+wrong-sized image) becomes that frame's failure and the run goes on; what belongs to the sink
+(disk full, read-only, a planted symlink) or to the model (failing frame after frame) stops the
+run with one reason (`fatal`, and the exit code that goes with it). No queue operation blocks
+without a timeout that looks at the stop flag, and the supervisor gives the stages JOIN_GRACE
+seconds after a stop and then leaves whatever is stuck (a hung disk, a decoder that never returns)
+to die with the process: SIGINT/SIGTERM end the run within 2 s in every state.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from marsedge.data import frames
+from marsedge.data.preprocess import PreprocessSpec, preprocess
+from marsedge.edge.hazards import HazardRules, class_fractions
+from marsedge.edge.predict import logits_to_mask
+from marsedge.edge.sinks import SinkError, Writer
+from marsedge.edge.sources import Item
+from marsedge.errors import FrameError, ModelError
+
+MAX_ASPECT_CHANGE = 2.5  # a frame whose aspect ratio is this far from the model's is a wrong-size frame
+MIN_SIDE = 16
+RESERVOIR = 10_000  # latency samples kept per stage: exact percentiles up to this many frames
+POLL = 0.1  # seconds a queue operation waits before it looks at the stop flag again
+JOIN_GRACE = 0.5  # seconds the stages get to finish after a stop
+MAX_MODEL_FAILURES_IN_A_ROW = 5  # then the model, not the frames, is at fault: the run stops
+EXIT_SINK, EXIT_MODEL, EXIT_INTERNAL = 3, 4, 1
+_DONE = object()
+
+
+@dataclass
+class Frame:
+    """One frame's way through the pipeline."""
+
+    index: int
+    name: str
+    image: np.ndarray | None = None
+    tensor: np.ndarray | None = None
+    logits: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    record: dict = field(default_factory=dict)
+    ms: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+def check_frame(image: np.ndarray, spec: PreprocessSpec) -> None:
+    """Reject frames the model cannot meaningfully see (tiny, or of a very different shape)."""
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+        raise FrameError(f"empty or malformed frame, shape {getattr(image, 'shape', None)}")
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise FrameError(f"wrong size: {w}x{h} is smaller than {MIN_SIDE} px")
+    change = (w / h) / (spec.width / spec.height)
+    if not 1 / MAX_ASPECT_CHANGE <= change <= MAX_ASPECT_CHANGE:
+        raise FrameError(f"wrong size: {w}x{h} does not fit the model's {spec.width}x{spec.height}")
+
+
+def describe(exc: BaseException) -> str:
+    """A foreign exception as one short line (our own errors already are one)."""
+    if isinstance(exc, FrameError):
+        return str(exc)
+    return f"{type(exc).__name__}: {str(exc)[:200]}".rstrip(": ")
+
+
+def decode(item: Item, index: int, spec: PreprocessSpec) -> Frame:
+    """Reader work for one input; never raises: whatever goes wrong is the frame's error."""
+    frame = Frame(index, item.name)
+    start = time.perf_counter()
+    try:
+        if item.error is not None:
+            raise FrameError(item.error)
+        image = item.image if item.image is not None else frames.read_frame(item.path)
+        frame.ms["decode"] = 1000 * (time.perf_counter() - start)
+        check_frame(image, spec)
+        start = time.perf_counter()
+        frame.tensor = preprocess(image, spec)[None]
+        frame.ms["preprocess"] = 1000 * (time.perf_counter() - start)
+        frame.image = image
+    except Exception as exc:  # any decoder error (cv2.error, MemoryError, ...) is the frame's
+        frame.error, frame.tensor = describe(exc), None
+    return frame
+
+
+class StageStats:
+    """Running mean plus a fixed-size uniform sample (reservoir sampling) for percentiles, so that
+    memory stays flat however long a camera run lasts."""
+
+    def __init__(self, size: int = RESERVOIR, seed: int = 0) -> None:
+        self.count, self.total = 0, 0.0
+        self.sample = np.empty(size, np.float64)
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, value: float) -> None:
+        if self.count < self.sample.size:
+            self.sample[self.count] = value
+        else:
+            slot = int(self.rng.integers(0, self.count + 1))
+            if slot < self.sample.size:
+                self.sample[slot] = value
+        self.count += 1
+        self.total += value
+
+    def summary(self) -> dict:
+        if not self.count:
+            return {}
+        kept = self.sample[: min(self.count, self.sample.size)]
+        p50, p90, p99 = np.percentile(kept, [50, 90, 99])
+        return {"mean": round(self.total / self.count, 3), "p50": round(float(p50), 3),
+                "p90": round(float(p90), 3), "p99": round(float(p99), 3)}
+
+
+class Pipeline:
+    """Runs `items` through backend and writer; `run()` returns when done, stopped or fatal."""
+
+    def __init__(self, items: Iterable[Item], backend, writer: Writer, hazards: HazardRules,
+                 queue_size: int = 4) -> None:
+        self.items, self.backend, self.writer, self.hazards = items, backend, writer, hazards
+        self.spec: PreprocessSpec = backend.spec
+        self.table = backend.metadata["class_table"]
+        self.inbox: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self.outbox: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self.stop = threading.Event()
+        self.fatal: tuple[str, int] | None = None
+        self.seen = 0
+        self.stage_ms: dict[str, StageStats] = {}
+        self.threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ stop flag and queues
+    def fail(self, reason: str, code: int) -> None:
+        """A fatal stop: the first reason wins."""
+        if self.fatal is None:
+            self.fatal = (reason, code)
+        self.stop.set()
+
+    def _put(self, q: queue.Queue, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue):
+        while not self.stop.is_set():
+            try:
+                return q.get(timeout=POLL)
+            except queue.Empty:
+                continue
+        return None
+
+    def _guarded(self, name: str, stage, code: int):
+        def target() -> None:
+            try:
+                stage()
+            except SinkError as exc:
+                self.fail(str(exc), exc.exit_code)
+            except BaseException as exc:  # a stage must never die silently
+                self.fail(f"{name} stage failed: {describe(exc)}", code)
+
+        return threading.Thread(target=target, name=f"edge-run {name}", daemon=True)
+
+    # ------------------------------------------------------------------------------ stages
+    def _read(self) -> None:
+        source: Iterator[Item] = iter(self.items)
+        while not self.stop.is_set():
+            try:
+                item = next(source)
+            except StopIteration:
+                break
+            except Exception as exc:  # the source itself broke (camera unplugged)
+                frame = Frame(self.seen, "<source>", error=f"input stopped: {describe(exc)}")
+                self.seen += 1
+                self._put(self.inbox, frame)
+                break
+            frame = decode(item, self.seen, self.spec)
+            self.seen += 1
+            if not self._put(self.inbox, frame):
+                return
+        self._put(self.inbox, _DONE)
+
+    def _infer(self) -> None:
+        in_a_row = 0
+        while (frame := self._get(self.inbox)) is not None:
+            if frame is _DONE:
+                self._put(self.outbox, _DONE)
+                return
+            if frame.error is None:
+                in_a_row = 0 if self.process(frame) else in_a_row + 1
+                if in_a_row >= MAX_MODEL_FAILURES_IN_A_ROW:
+                    raise ModelError(f"the model failed on {in_a_row} frames in a row, last: {frame.error}")
+            if not self._put(self.outbox, frame):
+                return
+
+    def process(self, frame: Frame) -> bool:
+        """The model on one frame (logits kept for `postprocess`); False when inference failed."""
+        start = time.perf_counter()
+        try:
+            frame.logits = np.asarray(self.backend.infer(frame.tensor))
+        except Exception as exc:  # a runtime's own error types (ORT Fail, TensorRT)
+            frame.error = f"inference failed: {describe(exc)}"
+            return False
+        finally:
+            frame.tensor = None
+        frame.ms["infer"] = 1000 * (time.perf_counter() - start)
+        return True
+
+    def postprocess(self, frame: Frame) -> None:
+        """Argmax at the frame's size, class fractions and hazards (in the writer's thread)."""
+        start = time.perf_counter()
+        try:
+            frame.mask = logits_to_mask(frame.logits, frame.image.shape[:2])[0]  # THE resolution policy
+            frame.record = {"classes": class_fractions(frame.mask, self.table),
+                            "hazards": self.hazards.assess(frame.mask)}
+        except Exception as exc:  # a malformed output is this frame's failure
+            frame.error = f"postprocessing failed: {describe(exc)}"
+        frame.logits = None
+        frame.ms["postprocess"] = 1000 * (time.perf_counter() - start)
+
+    def _write(self) -> None:
+        while (frame := self._get(self.outbox)) is not None and frame is not _DONE:
+            if frame.error is None:
+                self.postprocess(frame)
+            self.writer.write(frame)
+            if frame.error is None:
+                with self.writer.lock:
+                    for stage, ms in {**frame.ms, "total": sum(frame.ms.values())}.items():
+                        self.stage_ms.setdefault(stage, StageStats()).add(ms)
+
+    # --------------------------------------------------------------------------- supervisor
+    def run(self) -> None:
+        self.threads = [self._guarded("reader", self._read, EXIT_INTERNAL),
+                        self._guarded("inference", self._infer, EXIT_MODEL),
+                        self._guarded("writer", self._write, EXIT_SINK)]
+        for t in self.threads:
+            t.start()
+        writer = self.threads[-1]
+        while writer.is_alive() and not self.stop.is_set():
+            writer.join(POLL)
+        self.stop.set()  # done, signalled or fatal: the other stages stop too
+        deadline = time.monotonic() + JOIN_GRACE
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def stuck(self) -> list[str]:
+        """Stages still running after the grace time (left behind: daemon threads)."""
+        return [t.name for t in self.threads if t.is_alive()]
+
+
+def backend_alone(backend, spec: PreprocessSpec, seconds: float, stopped=lambda: False) -> dict | None:
+    """Backend-only FPS with nothing else running in the process: what end-to-end FPS is judged
+    against. The in-pipeline inference time is no such figure: the reader and the writer share the
+    cores with the runtime's threads, so it is slowed by exactly the contention it would hide
+    (33 FPS end to end read as 0.90 of it, but 0.69 of the unloaded backend, issue 19). One warm-up
+    call, then calls until `seconds` have passed (at least 3); None when stopped or failing."""
+    if seconds <= 0:
+        return None
+    x = np.random.default_rng(0).random((1, spec.channels, spec.height, spec.width), dtype=np.float32)
+    try:
+        backend.infer(x)
+        calls, start = 0, time.perf_counter()
+        while (calls < 3 or time.perf_counter() - start < seconds) and not stopped():
+            backend.infer(x)
+            calls += 1
+        elapsed = time.perf_counter() - start
+    except Exception:  # the run is over and written; a probe failure only loses the figure
+        return None
+    if stopped() or not calls:
+        return None
+    return {"fps": round(calls / elapsed, 3), "calls": calls, "seconds": round(elapsed, 3)}

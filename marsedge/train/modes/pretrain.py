@@ -1,0 +1,182 @@
+"""Mode `pretrain`: SimCLR and cluster-aware SimCLR on unlabelled frames.
+
+    frame --two random views--> backbone f --global average pool--> h --projection MLP g--> z
+    loss: NT-Xent over the 2N views of the global batch (cluster-aware when frames carry clusters)
+
+The training loop (marsedge.train.engine.loop) does everything else: DDP, LARS/AdamW, cosine schedule with
+warmup, accumulation (large effective batches: note that accumulation multiplies the steps per
+update, not the negatives per loss), checkpoints, resume. The checkpoint's state dict holds
+`backbone.*` (what finetuning loads with `init.checkpoint`, `init.backbone_only: true`) and
+`projection.*`.
+
+Cluster-aware pretraining reads a clusters file written by `marsedge cluster` (k-means on a
+previous model's features): `pretrain.clusters: runs/x/clusters_k8.json`, and checks that its K
+equals `pretrain.num_clusters`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from marsedge.data.frames import read_frame
+from marsedge.data.views import ContrastiveViewConfig, contrastive_view, view_rng
+from marsedge.errors import ConfigError, DataError
+from marsedge.models.build import build_backbone
+from marsedge.models.heads import ProjectionMLP
+from marsedge.ssl.cluster import load_clusters
+from marsedge.ssl.contrastive import ClusterAwareNTXentLoss, NTXentLoss
+from marsedge.train.config import TrainConfig
+from marsedge.train.engine.job import FitPlan, Job, register_mode
+from marsedge.train.frame_sources import FrameRef, SourceConfig, mix_sources, source_counts
+
+
+@dataclass
+class PretrainSection:
+    temperature: float = 0.5  # the homogeneous-Mars paper's table A
+    projection_dim: int = 128
+    projection_layers: int = 3
+    sources: list[SourceConfig] = field(default_factory=list)  # empty: data.root's unlabelled split
+    frames_per_epoch: int | None = None  # None: every frame of every source once per epoch
+    clusters: str | None = None  # a `marsedge cluster` file: turns on the cluster-aware loss
+    num_clusters: int | None = None  # K; must match the clusters file when one is given
+    # same-cluster views of other frames: eliminate = out of the denominator (eq. 2), attract = positives
+    cluster_mode: Literal["eliminate", "attract"] = "eliminate"
+    views: ContrastiveViewConfig = field(default_factory=ContrastiveViewConfig)
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    pretrain: PretrainSection = field(default_factory=PretrainSection)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.pretrain.num_clusters is not None and self.pretrain.clusters is None:
+            raise ConfigError("config key 'pretrain.num_clusters' is set but 'pretrain.clusters' names no "
+                              "file (run `marsedge cluster --k K` first)")
+
+
+class SimCLRModel(nn.Module):
+    """Backbone + global average pooling + projection MLP. `forward(x) -> z` (N x projection_dim);
+    `features(x) -> h` (N x C, the representation downstream tasks use)."""
+
+    def __init__(self, backbone: nn.Module, projection_dim: int = 128, projection_layers: int = 3) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projection = ProjectionMLP(backbone.out_channels["out"], projection_dim, projection_layers)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)["out"].mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.features(x))
+
+
+def build_simclr_model(cfg: PretrainConfig) -> SimCLRModel:
+    backbone = build_backbone(cfg.model.backbone, cfg.model.output_stride, cfg.model.in_channels,
+                              cfg.model.stem_pool_padding)
+    return SimCLRModel(backbone, cfg.pretrain.projection_dim, cfg.pretrain.projection_layers)
+
+
+class ContrastiveFrames(Dataset):
+    """Frames -> {"view1", "view2": float C x H x W, "index": long, "cluster": long (if clusters)}.
+
+    View randomness comes from (seed, epoch, index, view), so it does not depend on workers, ranks
+    or resume points; the loop calls `set_epoch` at each epoch start.
+    """
+
+    def __init__(self, frames: list[FrameRef], spec, views: ContrastiveViewConfig, seed: int = 0,
+                 clusters: dict[str, int] | None = None) -> None:
+        self.frames, self.spec, self.views, self.seed = frames, spec, views, seed
+        self.epoch = 0
+        self.cluster_ids = None
+        if clusters is not None:
+            missing = [f.name for f in frames if f.name not in clusters]
+            if missing:
+                raise DataError(f"clusters file has no cluster for {len(missing)} frame(s), e.g. "
+                                f"{missing[0]!r}: recompute it with `marsedge cluster` on the same sources")
+            self.cluster_ids = [clusters[f.name] for f in frames]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> dict:
+        image = read_frame(self.frames[index].path)
+        views = [contrastive_view(image, self.spec, self.views, view_rng(self.seed, self.epoch, index, v))
+                 for v in (0, 1)]
+        item = {"view1": torch.from_numpy(views[0]), "view2": torch.from_numpy(views[1]),
+                "index": torch.tensor(index)}
+        if self.cluster_ids is not None:
+            item["cluster"] = torch.tensor(self.cluster_ids[index])
+        return item
+
+
+class SimCLRObjective:
+    """`objective(model, batch, state) -> (loss, logs)` for the training loop."""
+
+    def __init__(self, temperature: float, cluster_aware: bool, cluster_mode: str = "eliminate") -> None:
+        self.cluster_aware = cluster_aware
+        self.loss = (ClusterAwareNTXentLoss(temperature, cluster_mode=cluster_mode) if cluster_aware
+                     else NTXentLoss(temperature))
+
+    def __call__(self, model: nn.Module, batch: dict, state) -> tuple[torch.Tensor, dict]:
+        n = batch["view1"].shape[0]
+        z = model(torch.cat([batch["view1"], batch["view2"]]))  # one forward: BN sees both views
+        z_a, z_b = z[:n].float(), z[n:].float()
+        if self.cluster_aware:
+            loss = self.loss(z_a, z_b, batch["cluster"])
+        else:
+            loss = self.loss(z_a, z_b)
+        with torch.no_grad():  # positive-pair agreement: rises as the views align
+            cos = nn.functional.cosine_similarity(z_a, z_b).mean()
+        return loss, {"pos_cos": float(cos)}
+
+
+def pretrain_frames(cfg: PretrainConfig) -> list[FrameRef]:
+    """The configured frame mix (default: the unlabelled split of data.root)."""
+    sources = cfg.pretrain.sources or [SourceConfig(root=cfg.data.root)]
+    frames = mix_sources(sources, cfg.pretrain.frames_per_epoch, cfg.seed)
+    if cfg.data.max_train is not None and cfg.data.max_train < len(frames):  # a seeded subset (smoke runs)
+        keep = np.random.default_rng(cfg.seed).choice(len(frames), cfg.data.max_train, replace=False)
+        frames = [frames[i] for i in sorted(keep)]
+    return frames
+
+
+@register_mode("pretrain", PretrainConfig)
+class Pretrain(Job):
+    cfg: PretrainConfig
+
+    def prepare(self) -> None:
+        cfg = self.cfg
+        self.frames = pretrain_frames(cfg)
+        self.clusters = None
+        if cfg.pretrain.clusters is not None:
+            self.clusters = load_clusters(cfg.pretrain.clusters, cfg.pretrain.num_clusters)
+        self.counts = source_counts(self.frames, max(1, len(cfg.pretrain.sources)))
+        self.dataset = ContrastiveFrames(self.frames, cfg.data.preprocess, cfg.pretrain.views, cfg.seed,
+                                         self.clusters)
+
+    def build(self) -> FitPlan:
+        cfg = self.cfg
+        objective = SimCLRObjective(cfg.pretrain.temperature, cluster_aware=self.clusters is not None,
+                                    cluster_mode=cfg.pretrain.cluster_mode)
+        return FitPlan(build_simclr_model(cfg), objective, self.dataset)
+
+    def banner(self) -> str:
+        cfg, ctx, clusters = self.cfg, self.ctx, self.clusters
+        kind = (f"cluster-aware SimCLR (K={len(set(clusters.values()))}, {cfg.pretrain.cluster_mode})"
+                if clusters else "SimCLR")
+        return (f"{kind}, {cfg.model.backbone}; {len(self.frames)} frames per epoch (per source "
+                f"{self.counts}), {ctx.world_size} process(es) on {ctx.device}")
+
+    def finish(self, summary: dict) -> dict:
+        summary.update(frames=len(self.frames), source_counts=self.counts)
+        return summary

@@ -1,0 +1,102 @@
+"""edge-run as a process: SIGINT/SIGTERM end it within 2 s in every state (reading, inferring, the
+writer stuck with the queues full, the writer dead), with the documented exit code and a summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from edge_run_support import copy_frames, edge_run_process
+
+# Faults injected into the child before edge-run starts; each touches MARKER when the state is reached.
+STUCK_WRITER = """
+import pathlib, time
+from marsedge.edge import sinks
+def write(self, frame):
+    pathlib.Path(MARKER).touch()
+    time.sleep(3600)  # a write that never returns (a hung disk): the queues fill up behind it
+sinks.Writer.write = write
+"""
+STUCK_READER = """
+import pathlib, time
+from marsedge.data import frames
+def read_frame(path, *args, **kwargs):
+    pathlib.Path(MARKER).touch()
+    time.sleep(3600)
+frames.read_frame = read_frame
+"""
+STUCK_MODEL = """
+import pathlib, time
+from marsedge.edge import backends
+def infer(self, batch):
+    pathlib.Path(MARKER).touch()
+    time.sleep(3600)
+backends.OnnxBackend.infer = infer
+"""
+DEAD_WRITER = """
+import pathlib
+from marsedge.edge import sinks
+def write(self, frame):
+    pathlib.Path(MARKER).touch()
+    raise MemoryError("no memory for the overlay")
+sinks.Writer.write = write
+"""
+
+
+def _start(edge_student, tiny_ai4mars, tmp_path, patch):
+    copy_frames(tiny_ai4mars, tmp_path / "in", 3)
+    marker = tmp_path / "reached"
+    proc = edge_run_process([tmp_path / "in", tmp_path / "out", "--model", edge_student[1], "--threads", "1",
+                             "--loop", "--queue", "1"], f"MARKER = {str(marker)!r}\n{patch}")
+    deadline = time.time() + 90
+    while not marker.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"the fault was never reached: {proc.communicate()[1][-2000:]}")
+        time.sleep(0.05)
+    return proc
+
+
+def _ended_within(proc: subprocess.Popen, seconds: float) -> tuple[float, str]:
+    start = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("edge-run did not end within 30 s")
+    elapsed = time.monotonic() - start
+    assert elapsed <= seconds, f"took {elapsed:.2f} s"
+    return elapsed, err
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("state, patch, signum", [
+    ("writer stuck, queues full", STUCK_WRITER, signal.SIGTERM),
+    ("reading", STUCK_READER, signal.SIGINT),
+    ("inferring", STUCK_MODEL, signal.SIGTERM),
+])
+def test_signal_ends_the_run_within_2_s(state, patch, signum, edge_student, tiny_ai4mars, tmp_path):
+    proc = _start(edge_student, tiny_ai4mars, tmp_path, patch)
+    time.sleep(0.5)  # the queues behind the stuck stage fill up
+    os.kill(proc.pid, signum)
+    _, err = _ended_within(proc, 2.0)
+    assert proc.returncode == 128 + signum, err
+    assert err.strip().splitlines()[-1] == f"edge-run: stopped by {signal.Signals(signum).name}"
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["exit_code"] == 128 + signum
+    assert summary["stuck_stages"], state  # the stuck stage was left behind, not waited for
+
+
+@pytest.mark.timeout(180)
+def test_dead_writer_stops_the_run_by_itself(edge_student, tiny_ai4mars, tmp_path):
+    proc = _start(edge_student, tiny_ai4mars, tmp_path, DEAD_WRITER)
+    _, err = _ended_within(proc, 2.0)
+    assert proc.returncode == 3, err
+    assert err.strip().splitlines()[-1].startswith(
+        "edge-run: error: writer stage failed: MemoryError: no memory for the overlay (run stopped;")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["status"] == "stopped" and "MemoryError" in summary["reason"]
