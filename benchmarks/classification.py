@@ -23,13 +23,13 @@ here, not what they do on the MSL surface dataset.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from marsedge.bench.environment import cpu_model
 from marsedge.io import atomic_write_json, atomic_write_text
 
 BACKBONE = "r18_0.25x_sk0"
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     suffix = "_quick" if args.quick else ""
     result = {
         "command": "python benchmarks/classification.py" + (" --quick" if args.quick else ""),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "seeds": args.seeds,
         "input": args.input,
         "settings": {k: v for k, v in vars(args).items() if k not in ("work", "out")},

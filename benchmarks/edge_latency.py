@@ -15,12 +15,12 @@ weights); the INT8 accuracy figures are then meaningless for quality and are lab
 --data a small synthetic AI4Mars tree is generated (calibration on its train split, gate on gold).
 Results: benchmarks/results/edge_latency.json.
 
-    python benchmarks/edge_latency.py --writer-study --model student.int8.onnx --frames FRAMES_DIR
+    python benchmarks/edge_latency.py --writer-study --model student.int8.onnx --frames-dir DIR
 
 The writer study (issue 19, "edge-run at its backend's speed"): cv2.imencode / blend / postprocess
 micro-benchmarks on a 512 px frame and its mask, then rounds of, alternately, a backend-only child
 process (nothing else in it) and edge-run child processes with each change undone or added
-(`STUDY_VARIANTS`: the patches reproduce the behaviour before the change), each ratio taken
+(`writer_study.VARIANTS`: the patches reproduce the behaviour before the change), each ratio taken
 against the backend-only run next to it, with the load average (uptime) beside each figure.
 Results: benchmarks/results/edge_writer_study.json.
 """
@@ -91,14 +91,16 @@ def main() -> int:
     ap.add_argument("--writer-study", action="store_true", help="the edge-run writer study (see above)")
     ap.add_argument("--model", help="--writer-study: the ONNX model edge-run runs")
     ap.add_argument("--rounds", type=int, default=2, help="--writer-study: rounds over every variant")
+    ap.add_argument("--variants", help="--writer-study: comma list of indices into writer_study.VARIANTS")
     args = ap.parse_args()
     if args.writer_study:
         from writer_study import study
 
         if not (args.model and args.frames_dir):
             raise SystemExit("--writer-study needs --model and --frames-dir")
+        only = [int(i) for i in args.variants.split(",")] if args.variants else None
         return study(Path(args.model), Path(args.frames_dir), args.threads, args.rounds,
-                     Path(args.out if args.out != DEFAULT_OUT else STUDY_OUT))
+                     Path(args.out if args.out != DEFAULT_OUT else STUDY_OUT), only)
 
     import torch
 

@@ -33,6 +33,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from marsedge.bench.environment import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -141,7 +143,7 @@ def soak(args: argparse.Namespace, model: Path, work: Path) -> dict:
     }
     return {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "edge_run": " ".join(cmd[1:]),
-        "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+        "cpu": cpu_model(), "python": platform.python_version(),
         "frames": args.frames, "files": args.files, "broken_files": len(broken),
         "broken_frames_fed": sum(fed[n] for n in broken), "frames_ok": summary["frames_ok"],
         "frames_failed": summary["frames_failed"], "frames_seen": summary["frames_seen"],

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
+from marsedge.bench.environment import cpu_model
 from marsedge.io import atomic_write_json, atomic_write_text
 
 BACKBONE = "r18_0.25x_sk0"
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"setup": {"backbone": BACKBONE, "input_px": args.input, "synthetic_px": args.size,
                         "labelled_frames": args.labelled, "unlabelled_frames": args.unlabelled,
                         "stage_epochs": list(args.stage_epochs), "weight": args.weight, "seeds": args.seeds,
-                        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+                        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, "
                                    "no GPU",
                         "load_average": [round(load_start, 1), round(os.getloadavg()[0], 1)]},
               "rows": rows, "total_seconds": round(time.perf_counter() - start, 1)}

@@ -57,7 +57,6 @@ import numpy as np
 from marsedge.edge import predict
 predict.argmax_ids = lambda logits: np.argmax(logits, axis=1).astype(np.uint8)
 """
-CV2_ONE_THREAD = "import cv2; cv2.setNumThreads(1)\n"
 NO_SPIN = """
 import onnxruntime as ort
 _Session = ort.InferenceSession
@@ -68,22 +67,24 @@ class Session(_Session):
         super().__init__(path, options, *a, **k)
 ort.InferenceSession = Session
 """
+CV_CORES = ["--cv-threads", str(os.cpu_count() or 1)]  # OpenCV's default thread count (before)
 VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run options)
-    "before (postprocess in infer thread, numpy argmax, old blend)":
-        (POST_IN_INFER + NP_ARGMAX + OLD_BLEND, []),
-    "postprocess in writer, numpy argmax, old blend": (NP_ARGMAX + OLD_BLEND, []),
-    "postprocess in writer, numpy argmax, table blend": (NP_ARGMAX, []),
-    "now: writer postprocess + cv2 argmax + table blend": ("", []),
-    "default + cv2.setNumThreads(1)": (CV2_ONE_THREAD, []),
-    "default + ORT allow_spinning=0": (NO_SPIN, []),
-    "default + --overlay-every 2": ("", ["--overlay-every", "2"]),
-    "default + --visualize '' (no images)": ("", ["--visualize", ""]),
+    "0 before (postprocess in infer thread, numpy argmax, old blend, cv2 threads = cores)":
+        (POST_IN_INFER + NP_ARGMAX + OLD_BLEND, CV_CORES),
+    "1 + postprocess in writer thread": (NP_ARGMAX + OLD_BLEND, CV_CORES),
+    "2 + table blend": (NP_ARGMAX, CV_CORES),
+    "3 + OpenCV argmax": ("", CV_CORES),
+    "4 + cv2 threads 1 = now (default)": ("", []),
+    "5 default + ORT allow_spinning=0": (NO_SPIN, []),
+    "6 default + --overlay-every 2": ("", ["--overlay-every", "2"]),
+    "7 default + --visualize '' (no images)": ("", ["--visualize", ""]),
 }
 BACKEND_ALONE = """
 import json, sys, time
 from marsedge.edge.backends import open_backend
 from marsedge.edge.pipeline import backend_alone
 b = open_backend(sys.argv[1], threads=int(sys.argv[2]))
+backend_alone(b, b.spec, 1.0)  # warm-up (arena growth, first-run allocations), like the run's own probe
 print(json.dumps(backend_alone(b, b.spec, float(sys.argv[3]))))
 """
 EDGE_RUN = "import sys\nfrom marsedge.edge.run import main\n{patch}\nsys.exit(main(sys.argv[1:]))\n"
@@ -200,7 +201,8 @@ def edge_run(model: Path, frames: Path, threads: int, patch: str, extra: list[st
             "stages_mean_ms": {k: v.get("mean") for k, v in s["stages_ms"].items()}}
 
 
-def study(model: Path, frames: Path, threads: int, rounds: int, out_path: Path) -> int:
+def study(model: Path, frames: Path, threads: int, rounds: int, out_path: Path,
+          only: list[int] | None = None) -> int:
     from marsedge.bench.environment import cpu_model
     from marsedge.io import atomic_write_json
 
@@ -209,10 +211,13 @@ def study(model: Path, frames: Path, threads: int, rounds: int, out_path: Path) 
                     "frames": str(frames), "frame_count": sum(1 for p in frames.iterdir() if p.is_file()),
                     "micro": micro(first, model, threads), "rounds": []}
     print(json.dumps(result["micro"], indent=1), flush=True)
+    names = [n for i, n in enumerate(VARIANTS) if only is None or i in only]
+    result["variants"] = names
     for r in range(rounds):
         before = alone(model, threads)
         runs = []
-        for name, (patch, extra) in VARIANTS.items():
+        for name in names:
+            patch, extra = VARIANTS[name]
             run = edge_run(model, frames, threads, patch, extra)
             after = alone(model, threads)
             base = (before["fps"] + after["fps"]) / 2
@@ -225,7 +230,9 @@ def study(model: Path, frames: Path, threads: int, rounds: int, out_path: Path) 
             before = after
         result["rounds"].append(runs)
     result["ratio_by_variant"] = {name: [rnd[i]["ratio"] for rnd in result["rounds"]]
-                                  for i, name in enumerate(VARIANTS)}
+                                  for i, name in enumerate(names)}
+    for name, ratios in result["ratio_by_variant"].items():
+        print(f"median ratio {np.median(ratios):.3f}  {name}  {ratios}")
     atomic_write_json(out_path, result)
     print(f"wrote {out_path}")
     return 0

@@ -148,3 +148,25 @@ def test_glob_names_are_relative_to_the_fixed_folders(tmp_path):
         cv2.imwrite(str(tmp_path / sub / "f.png"), np.zeros((4, 4), np.uint8))
     names = [n for n, _ in iter_frames(str(tmp_path / "*" / "f.png"))]
     assert names == ["x/f.png", "y/f.png"]  # no collision between the two f.png
+
+
+def test_a_png_chunk_longer_than_the_file_is_refused_before_decoding(tmp_path):
+    """A 3 KB PNG whose IDAT declares 2 GiB made OpenCV allocate 2.1 GB (a fuzzing finding). Built
+    from the PNG standard: signature, IHDR (13 bytes: 64x48, 8-bit grey), an IDAT whose length field
+    lies, IEND."""
+
+    def chunk(kind: bytes, body: bytes, length: int | None = None) -> bytes:
+        size = len(body) if length is None else length
+        return struct.pack(">I", size) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", 64, 48, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"".join(b"\x00" + bytes(64) for _ in range(48)))
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", pixels, 2**31) + chunk(b"IEND", b"")
+    path = tmp_path / "liar.png"
+    path.write_bytes(png)
+    with pytest.raises(FrameError, match=r"chunk b'IDAT' .* past the end of the file: .*liar.png"):
+        read_frame(path)
+    honest = tmp_path / "honest.png"
+    honest.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", pixels)
+                       + chunk(b"IEND", b""))
+    assert read_frame(honest).shape == (48, 64)

@@ -252,3 +252,13 @@ def test_pds4_label_larger_than_its_file_is_refused(tmp_path):
     write_pds4(xml, WORDS, extra_lines=2)
     with pytest.raises(FrameError, match=r"lies\.xml declares .* file holds"):
         read_frame(xml)
+
+
+def test_a_label_declaring_more_bits_than_its_samples_is_refused(tmp_path):
+    """A fuzzed PDS4 label with sample_bits 2**31 hung the 8-bit scaling; any depth beyond the
+    sample width is a lie and is refused."""
+    from marsedge.data.readers import scale_to_uint8
+
+    with pytest.raises(FrameError, match="2147483648 significant bits"):
+        scale_to_uint8(np.zeros((2, 2), np.uint16), 2**31)
+    assert scale_to_uint8(np.full((1, 1), 4095, np.uint16), 12)[0, 0] == 255

@@ -71,6 +71,7 @@ def test_summary_reports_end_to_end_and_unloaded_backend_fps(edge_student, tiny_
     out = tmp_path / "out"
     assert _run(edge_student, tmp_path / "in", out, "--backend-probe", "0.2") == 0
     assert threads == {"edge-run writer"}  # the inference thread only infers
+    assert cv2.getNumThreads() == 1  # --cv-threads 1: the cores are the runtime's
     s = json.loads((out / "summary.json").read_text())
     assert s["backend_probe"]["calls"] >= 3 and s["backend_probe"]["seconds"] >= 0.2
     assert s["backend_fps"] == s["backend_probe"]["fps"] > 0

@@ -85,6 +85,9 @@ def _worker(rank, port, out_dir):
                 "x_b": x_b.grad,
             }
             torch.save(result, f"{out_dir}/{mode}_rank{rank}.pt")
+        # every rank done before any tears down (rank 0 hosts the store; a full-suite run saw rank 0
+        # abort with SIGABRT in teardown while rank 1 was still finishing, as in ddp_support)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from marsedge.data.preprocess import PreprocessSpec, preprocess
-from marsedge.edge.quantize import DEFAULT_FRAMES
 from marsedge.errors import DataError
 from marsedge.io import sha256_file
 
-WARN_FRAMES = DEFAULT_FRAMES  # `marsedge quantize --n`'s default (see marsedge.edge.quantize)
+WARN_FRAMES = 64  # fewer calibration frames than this are warned about (quantize's default --n)
 
 
 @dataclass

@@ -61,7 +61,8 @@ if TYPE_CHECKING:  # kept out of the import, so `marsedge --help` and the CLI ch
     from marsedge.edge.calibration import CalibrationSet
 
 METHODS = ("max", "entropy")  # max (min-max) first: the default (entropy: ~10x slower to calibrate)
-DEFAULT_FRAMES = 64  # calibration frames by default (bounded: quantize in about a minute at 512 px)
+DEFAULT_FRAMES = 64  # calibration frames by default (bounded: quantize in about a minute at 512 px;
+# calibration.WARN_FRAMES warns below the same count)
 
 
 @dataclass

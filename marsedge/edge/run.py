@@ -41,6 +41,8 @@ import time
 import traceback
 from pathlib import Path
 
+import cv2
+
 from marsedge.edge.backends import BACKENDS, open_backend
 from marsedge.edge.hazards import HazardRules, load_hazard_config
 from marsedge.edge.pipeline import Pipeline, backend_alone, describe
@@ -129,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         backend.close()
         raise
     namer.remember_new = source.kind == "files"
+    cv2.setNumThreads(args.cv_threads)  # the stages are the parallelism; the cores are the runtime's
     for note in hazards.notes():  # once per run, not per frame
         print(f"edge-run: note: {note}", file=sys.stderr)
     writer = Writer(out, visuals, args.alpha, backend.metadata["class_table"], namer, args.overlay_every)
@@ -243,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=sorted(BACKENDS), help="default: from the model file's suffix")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime / torch")
     p.add_argument("--visualize", default="overlay,mask", help="comma list of: overlay, mask (or '')")
+    p.add_argument("--cv-threads", type=positive_int, default=1, metavar="N",
+                   help="OpenCV's own threads (resize, colour conversion); 1 leaves the cores to the "
+                        "model runtime (benchmarks/edge_latency.py --writer-study)")
     p.add_argument("--overlay-every", type=positive_int, default=1, metavar="N",
                    help="write the overlay of every Nth frame only (masks: always)")
     p.add_argument("--backend-probe", type=float, default=1.0, metavar="SECONDS",

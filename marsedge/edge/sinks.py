@@ -36,12 +36,13 @@ from marsedge.io import atomic_write_bytes, atomic_write_json, guarded_path, saf
 from marsedge.terrain import palette
 
 VISUALS = {"mask": ("masks", ".png"), "overlay": ("overlays", ".jpg")}  # visual -> (folder, suffix)
-# Encoder settings, chosen by benchmarks/edge_latency.py --writer-study (cv2.imencode, 512x512, this
-# 2-core machine). Masks: greyscale 8-bit PNG (lossless class ids that any reader gets back as ids;
-# a palette PNG comes back as BGR colours from cv2.imread) with OpenCV's own default, zlib level 1 and
-# its fast strategy: 0.6 ms and ~7 KB, where an explicit level 1 takes 2.1 ms (4.8 KB), level 6
-# 2.3 ms and level 9 9.9 ms. Overlays: JPEG quality 95, 4:2:0 (OpenCV's default, 0.8 ms, ~87 KB);
-# quality 90 saves only 0.1 ms and 4:4:4 costs 0.4 ms more, so the overlay stays as it was.
+# Encoder settings, chosen by benchmarks/edge_latency.py --writer-study (cv2.imencode of a 512x512
+# mask with 6 smooth regions and its overlay, 2 shared cores, load 4.2). Masks: greyscale 8-bit PNG
+# (lossless class ids that any reader gets back as ids; a palette PNG comes back as BGR colours from
+# cv2.imread and took 0.9 ms) with OpenCV's own default (zlib level 1, its fast strategy): 0.44 ms,
+# 8.3 KB, where an explicit level 1 takes 1.5 ms (10.6 KB), level 6 2.6 ms (7.0 KB), level 9 14 ms.
+# Overlays: JPEG quality 95, 4:2:0 (OpenCV's default): 0.63 ms, 96 KB; quality 90 saves 0.07 ms and
+# 4:4:4 costs 0.3 ms more, so the overlay stays as it was.
 MASK_PNG: list[int] = []
 OVERLAY_JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95]
 JSONL, SUMMARY = "frames.jsonl", "summary.json"
@@ -267,7 +268,7 @@ class Writer:
     def overlay(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """BGR blend of the class colours over the frame: what cv2.addWeighted gives, byte for byte.
         A greyscale frame (every NAVCAM camera) is one lookup in a (class, grey) -> BGR table made
-        by cv2.addWeighted itself once per run: 0.6 ms instead of 3.8 ms at 512 px (repeat to RGB,
+        by cv2.addWeighted itself once per run: 0.5 ms instead of 2.5-4.4 ms at 512 px (repeat to RGB,
         palette gather, addWeighted, cvtColor), measured by benchmarks/edge_latency.py --writer-study."""
         if image.ndim == 2 and image.dtype == np.uint8 and mask.dtype == np.uint8:
             return np.take(self._blend_table(), (mask.astype(np.uint16) << 8) | image, axis=0)
