@@ -84,8 +84,8 @@ import json, sys, time
 from marsedge.edge.backends import open_backend
 from marsedge.edge.pipeline import backend_alone
 b = open_backend(sys.argv[1], threads=int(sys.argv[2]))
-backend_alone(b, b.spec, 1.0)  # warm-up (arena growth, first-run allocations), like the run's own probe
-print(json.dumps(backend_alone(b, b.spec, float(sys.argv[3]))))
+backend_alone(b, 1.0)  # warm-up (arena growth, first-run allocations), like the run's own probe
+print(json.dumps(backend_alone(b, float(sys.argv[3]))))
 """
 EDGE_RUN = "import sys\nfrom marsedge.edge.run import main\n{patch}\nsys.exit(main(sys.argv[1:]))\n"
 

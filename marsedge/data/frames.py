@@ -67,8 +67,10 @@ def read_frame(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
         if not path.is_file():
             raise FrameError(f"frame not found: {path}")
         return reader(path, limit)
-    except FrameError:
-        raise
+    except FrameError as exc:  # a reader's own message; shared helpers (scale_to_uint8) know no path
+        if str(path) in str(exc):
+            raise
+        raise FrameError(f"{exc}: {path}") from None
     except OSError as exc:
         raise FrameError(f"cannot read {path}: {exc.strerror or _one_line(exc)}") from None
     except Exception as exc:  # cv2.error, ValueError, MemoryError, ...: one failure type for callers

@@ -80,7 +80,7 @@ def scale_to_uint8(array: np.ndarray, bits: int | None = None) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.integer):
         raise FrameError(f"unsupported sample type {array.dtype}")
     bits = bits or array.dtype.itemsize * 8
-    if not 1 <= bits <= array.dtype.itemsize * 8:
+    if not 1 <= bits <= array.dtype.itemsize * 8:  # a fuzzed PDS4 sample_bits 2**31 hung 2**bits - 1
         raise FrameError(f"{bits} significant bits declared for {array.dtype.itemsize * 8}-bit samples")
     top = float(2**bits - 1)
     scaled = np.clip(array.astype(np.float32), 0, top) * np.float32(255.0 / top) + np.float32(0.5)

@@ -145,17 +145,22 @@ def _image_bytes(rng: np.random.Generator, image: np.ndarray, mission: str) -> b
     return _png(cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED))
 
 
+def msl_paths(msl: Path, stem: str) -> dict[str, Path]:
+    """Where one MSL frame's image, masks and labels go under the MSL root (`msl/` in release 0.1,
+    `msl/ncam/` in 0.6)."""
+    return {
+        "image": msl / ai4mars.MSL_EDR / f"{stem}.JPG",
+        "rover": msl / ai4mars.MSL_MXY / f"{ai4mars.mask_stem(stem, 'MXY')}.png",
+        "range": msl / ai4mars.MSL_RNG / f"{ai4mars.mask_stem(stem, 'RNG')}.png",
+        "crowd": msl / ai4mars.MSL_CROWD / stem,
+        "train": msl / ai4mars.MSL_TRAIN / f"{stem}.png",
+        **{name: msl / folder / f"{stem}_merged.png" for name, folder in ai4mars.GOLD_DIRS.items()},
+    }
+
+
 def _paths(root: Path, mission: str, stem: str) -> dict[str, Path]:
     if mission == "msl":
-        msl = root / "msl"
-        return {
-            "image": msl / ai4mars.MSL_EDR / f"{stem}.JPG",
-            "rover": msl / ai4mars.MSL_MXY / f"{ai4mars.mask_stem(stem, 'MXY')}.png",
-            "range": msl / ai4mars.MSL_RNG / f"{ai4mars.mask_stem(stem, 'RNG')}.png",
-            "crowd": msl / ai4mars.MSL_CROWD / stem,
-            "train": msl / ai4mars.MSL_TRAIN / f"{stem}.png",
-            **{name: msl / folder / f"{stem}_merged.png" for name, folder in ai4mars.GOLD_DIRS.items()},
-        }
+        return msl_paths(root / "msl", stem)
     return {
         "image": root / ai4mars.M2020_IMAGES / f"{stem}.png",
         "crowd": root / ai4mars.M2020_CROWD / stem,

@@ -52,15 +52,9 @@ def paths(root: Path, mission: str, plan) -> dict[str, Path]:
     """Where one frame of a 0.6 tree goes (the keys `synthetic.render_frame` writes)."""
     stem, test = plan.stem, plan.role == "test"
     if mission == "msl":
-        msl = root / "msl" / "ncam"
-        return {
-            "image": msl / ai4mars.MSL_EDR / f"{stem}.JPG",
-            "rover": msl / ai4mars.MSL_MXY / f"{ai4mars.mask_stem(stem, 'MXY')}.png",
-            "range": msl / ai4mars.MSL_RNG / f"{ai4mars.mask_stem(stem, 'RNG')}.png",
-            "crowd": msl / ai4mars.MSL_CROWD / stem,
-            "train": msl / ai4mars.MSL_TRAIN / f"{stem}.png",
-            **{name: msl / folder / f"{stem}_merged.png" for name, folder in ai4mars.GOLD_DIRS.items()},
-        }
+        from marsedge.data.synthetic import msl_paths  # synthetic imports this module
+
+        return msl_paths(root / "msl" / "ncam", stem)
     if mission == "mer":
         label = f"{mer_label_stem(plan.index)}.png"
         return {

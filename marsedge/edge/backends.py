@@ -201,8 +201,12 @@ def _open_fastest(path: Path, threads: int | None, rebuild_stale: bool) -> Backe
         return opened["onnxruntime"]
     spec = opened["onnxruntime"].spec
     frame = np.zeros((1, spec.channels, spec.height, spec.width), np.float32)
-    ms = alternating_medians({k: (lambda b=b: b.infer(frame)) for k, b in opened.items()}, blocks=2,
-                             per_block=3)
+    try:
+        ms = alternating_medians({k: (lambda b=b: b.infer(frame)) for k, b in opened.items()}, blocks=2,
+                                 per_block=3)
+    except Exception:  # OpenVINO loaded the file but cannot run it: ONNX Runtime, the default
+        opened["openvino"].close()
+        return opened["onnxruntime"]
     best = min(ms, key=ms.get)
     for name, backend in opened.items():
         if name != best:

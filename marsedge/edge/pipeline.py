@@ -270,7 +270,7 @@ class Pipeline:
         return [t.name for t in self.threads if t.is_alive()]
 
 
-def backend_alone(backend, spec: PreprocessSpec, seconds: float, stopped=lambda: False) -> dict | None:
+def backend_alone(backend, seconds: float, stopped=lambda: False) -> dict | None:
     """Backend-only FPS with nothing else running in the process: what end-to-end FPS is judged
     against. The in-pipeline inference time is no such figure: the reader and the writer share the
     cores with the runtime's threads, so it is slowed by exactly the contention it would hide
@@ -278,6 +278,7 @@ def backend_alone(backend, spec: PreprocessSpec, seconds: float, stopped=lambda:
     call, then calls until `seconds` have passed (at least 3); None when stopped or failing."""
     if seconds <= 0:
         return None
+    spec = backend.spec
     x = np.random.default_rng(0).random((1, spec.channels, spec.height, spec.width), dtype=np.float32)
     try:
         backend.infer(x)

@@ -46,7 +46,7 @@ def argmax_ids(logits: np.ndarray) -> np.ndarray:
         best, ids = planes[0].copy(), out[n]
         for c in range(1, planes.shape[0]):
             greater = cv2.compare(planes[c], best, cv2.CMP_GT)
-            cv2.copyTo(np.full(ids.shape, c, np.uint8), greater, ids)
+            ids[greater.view(bool)] = c  # no per-class constant plane allocated per frame
             cv2.max(best, planes[c], dst=best)
     return out
 
@@ -107,8 +107,7 @@ class Scores:
         return pixel_agreement(self.masks, other.masks)
 
 
-def score(backend, samples: Iterable, class_names: list[str] | None = None,
-          keep_masks: bool = True) -> Scores:
+def score(backend, samples: Iterable, class_names: list[str] | None = None) -> Scores:
     """Predict every labelled sample (`Sample`: image, label, name) and score it against its label
     at the label's resolution. `class_names` default to the model's class table."""
     names = list(class_names or model_classes(backend))
@@ -124,8 +123,7 @@ def score(backend, samples: Iterable, class_names: list[str] | None = None,
         m = segmentation_metrics(frame.matrix, names)
         scores.per_frame.append({"name": sample.name, "miou": _finite(m["miou"]),
                                  "pixel_accuracy": _finite(m["pixel_accuracy"])})
-        if keep_masks:
-            scores.masks[sample.name] = mask
+        scores.masks[sample.name] = mask
     if not scores.per_frame:
         raise DataError("the split has no frames to evaluate")
     return scores

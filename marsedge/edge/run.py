@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline.run()
         wall = time.perf_counter() - start
         if not (caught or pipeline.fatal or pipeline.stuck) and writer.ok:  # signals: no time for it
-            alone = backend_alone(backend, backend.spec, args.backend_probe, lambda: bool(caught))
+            alone = backend_alone(backend, args.backend_probe, lambda: bool(caught))
     finally:
         wall = time.perf_counter() - start if wall is None else wall
         for s, handler in previous.items():

@@ -308,8 +308,7 @@ class Writer:
             except DataError as exc:
                 raise SinkError(f"{exc} (planted in OUTPUT?)") from None
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(target, data)
+                atomic_write_bytes(target, data)  # makes the folder too
             except OSError as exc:
                 raise sink_error(exc, target) from None
             paths[visual] = rel

@@ -77,6 +77,20 @@ class LabelledThenUnlabelled(Dataset):
         return {**item, "index": index, "labelled": index < n}
 
 
+def augmented(image: np.ndarray, label: np.ndarray | None, spec: PreprocessSpec,
+              augment: JointAugmentConfig | None,
+              rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray | None]:
+    """One training frame: geometric augmentation of image and label together, THE preprocessing,
+    photometric augmentation of the image (both skipped when `augment` is None). `rng` is the
+    frame's own stream (sample_rng), so an epoch and index give the same augmentation anywhere."""
+    if augment is not None:
+        image, label = geometric(image, label, augment, rng)
+    x = preprocess(image, spec)
+    if augment is not None:
+        x = photometric(x, augment, rng)
+    return torch.from_numpy(np.ascontiguousarray(x)), label
+
+
 class SegmentationFrames(Dataset):
     """Labelled AI4Mars frames as training/evaluation tensors (augmentation off when `augment` is None)."""
 
@@ -99,16 +113,10 @@ class SegmentationFrames(Dataset):
         sample = self.source[index]
         if sample.label is None:
             raise DataError(f"{self.source.items[index].image}: no label (training needs labelled frames)")
-        image, label = sample.image, sample.label
-        rng = sample_rng(self.seed, self.epoch, index) if self.augment is not None else None
-        if rng is not None:
-            image, label = geometric(image, label, self.augment, rng)
-        x = preprocess(image, self.spec)
+        x, label = augmented(sample.image, sample.label, self.spec, self.augment,
+                             sample_rng(self.seed, self.epoch, index))
         y = resize_label(label, self.spec.height, self.spec.width)
-        if rng is not None:
-            x = photometric(x, self.augment, rng)
-        return {"image": torch.from_numpy(np.ascontiguousarray(x)),
-                "label": torch.from_numpy(y.astype(np.int64)), "index": index}
+        return {"image": x, "label": torch.from_numpy(y.astype(np.int64)), "index": index}
 
 
 class UnlabelledFrames(Dataset):
@@ -132,15 +140,10 @@ class UnlabelledFrames(Dataset):
         return len(self.frames)
 
     def __getitem__(self, index: int) -> dict:
-        image = read_frame(self.frames[index].path)
-        rng = sample_rng(self.seed, self.epoch, index) if self.augment is not None else None
-        if rng is not None:
-            image, _ = geometric(image, None, self.augment, rng)
-        x = preprocess(image, self.spec)
-        if rng is not None:
-            x = photometric(x, self.augment, rng)
+        x, _ = augmented(read_frame(self.frames[index].path), None, self.spec, self.augment,
+                         sample_rng(self.seed, self.epoch, index))
         label = torch.full((self.spec.height, self.spec.width), IGNORE_INDEX, dtype=torch.int64)
-        return {"image": torch.from_numpy(np.ascontiguousarray(x)), "label": label, "index": index}
+        return {"image": x, "label": label, "index": index}
 
 
 def split_training_labels(cfg: DataConfig, seed: int) -> tuple[list, list]:

@@ -37,7 +37,6 @@ from marsedge.data.preprocess import PreprocessSpec
 from marsedge.data.views import ContrastiveViewConfig
 from marsedge.errors import ConfigError, DataError
 from marsedge.models.build import ModelConfig
-from marsedge.models.checkpoints import load_checkpoint, load_weights
 from marsedge.models.classifier import CLASSIFIER_HEAD, build_classifier
 from marsedge.ssl.classification_losses import SemiSupervisedClassificationLoss
 from marsedge.train.classification import (
@@ -49,6 +48,7 @@ from marsedge.train.classification import (
 from marsedge.train.config import DataConfig, RunConfig, TrainConfig
 from marsedge.train.engine.job import FitPlan, Job, register_mode
 from marsedge.train.modes.linear_eval import stratified_fraction
+from marsedge.train.supervised import initialise
 
 # objective -> (eq. 2 on, eq. 3 on)
 OBJECTIVES: dict[str, tuple[bool, bool]] = {
@@ -102,11 +102,6 @@ class ClassifyConfig(TrainConfig):
     def validate(self) -> None:
         super().validate()
         classification_defaults(self)
-        if self.run.early_stop_metric not in METRICS:
-            raise ConfigError(
-                f"config key 'run.early_stop_metric' must be one of {list(METRICS)} in "
-                f"{self.mode} mode, got {self.run.early_stop_metric!r}"
-            )
         if self.model.head != CLASSIFIER_HEAD:
             raise ConfigError(
                 f"config key 'model.head' must be {CLASSIFIER_HEAD!r} in {self.mode} mode, "
@@ -122,11 +117,17 @@ class ClassifyConfig(TrainConfig):
 
 def classification_defaults(cfg: TrainConfig) -> None:
     """A YAML `run:` or `model:` section starts from the segmentation defaults (early stop on miou,
-    a deeplabv3plus head), which mean nothing here: they become top1 and the classifier head."""
+    a deeplabv3plus head), which mean nothing here: they become top1 and the classifier head; any
+    other early-stop metric must be a classification one."""
     if cfg.run.early_stop_metric == RunConfig().early_stop_metric:
         cfg.run.early_stop_metric = "top1"
     if cfg.model.head == ModelConfig().head:
         cfg.model.head = CLASSIFIER_HEAD
+    if cfg.run.early_stop_metric not in METRICS:
+        raise ConfigError(
+            f"config key 'run.early_stop_metric' must be one of {list(METRICS)} in "
+            f"{cfg.mode} mode, got {cfg.run.early_stop_metric!r}"
+        )
 
 
 class ClassifyObjective:
@@ -163,7 +164,7 @@ class Classify(Job):
         self.classes = train.classes
         cfg.model.num_classes = len(self.classes)  # from the class map: 19 in v2.1, 24 earlier
         keep = (
-            stratified_fraction(train.targets, sec.label_fraction, cfg.seed)
+            stratified_fraction(train.targets, sec.label_fraction, cfg.seed, "classify.label_fraction")
             if sec.label_fraction < 1
             else range(len(train))
         )
@@ -190,16 +191,7 @@ class Classify(Job):
         cfg, sec = self.cfg, self.cfg.classify
         heads = ("s",) * self.pairs + ("u",) * bool(self.unlabelled)
         self.model = build_classifier(cfg.model, heads, sec.head_dim)
-        self.origin = "from scratch"
-        if cfg.init.checkpoint:
-            ckpt = load_checkpoint(cfg.init.checkpoint)
-            report = load_weights(
-                self.model,
-                ckpt.state_dict,
-                part="backbone" if cfg.init.backbone_only else "all",
-                source=cfg.init.checkpoint,
-            )
-            self.origin = f"from {cfg.init.checkpoint} ({len(report.loaded)} tensors)"
+        self.origin = initialise(self.model, cfg.init)  # the segmentation modes' loader: same checks
         loss = SemiSupervisedClassificationLoss(
             sec.lambda_s if self.pairs else 0.0, sec.lambda_u if self.unlabelled else 0.0, sec.temperature
         )

@@ -20,9 +20,8 @@ import numpy as np
 import torch
 
 from marsedge.data.msl_surface import MSLSurfaceDataset
-from marsedge.errors import ConfigError
 from marsedge.ssl.features import extract_features, frames_reader, load_backbone
-from marsedge.train.classification import METRICS, ClassificationEvaluator
+from marsedge.train.classification import ClassificationEvaluator
 from marsedge.train.config import RunConfig, TrainConfig
 from marsedge.train.engine.job import FitPlan, Job, register_mode
 from marsedge.train.modes.classify import classification_defaults, print_test
@@ -50,11 +49,6 @@ class ClassifyLinearConfig(TrainConfig):
     def validate(self) -> None:
         super().validate()
         classification_defaults(self)
-        if self.run.early_stop_metric not in METRICS:
-            raise ConfigError(
-                f"config key 'run.early_stop_metric' must be one of {list(METRICS)} in "
-                f"classify_linear mode, got {self.run.early_stop_metric!r}"
-            )
 
 
 @register_mode("classify_linear", ClassifyLinearConfig)
@@ -67,7 +61,8 @@ class ClassifyLinear(Job):
         self.classes = self.splits["train"].classes
         feats = {s: self.features(s) for s in self.splits}
         targets = {s: ds.targets for s, ds in self.splits.items()}
-        keep = stratified_fraction(targets["train"], sec.label_fraction, cfg.seed)
+        keep = stratified_fraction(targets["train"], sec.label_fraction, cfg.seed,
+                                   "classify_linear.label_fraction")
         self.train_set = FeatureSet(feats["train"][keep], [targets["train"][i] for i in keep])
         self.evaluator = ClassificationEvaluator(torch.from_numpy(feats["val"]), targets["val"], self.classes)
         self.test_evaluator = ClassificationEvaluator(

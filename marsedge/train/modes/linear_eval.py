@@ -68,10 +68,12 @@ class LinearClassifier(nn.Module):
         return self.layers(x)
 
 
-def stratified_fraction(targets: list[int], fraction: float, seed: int) -> list[int]:
-    """Indices of a seeded `fraction` of each class (at least one image per class)."""
+def stratified_fraction(targets: list[int], fraction: float, seed: int,
+                        key: str = "linear_eval.label_fraction") -> list[int]:
+    """Indices of a seeded `fraction` of each class (at least one image per class); `key` is the
+    config key the fraction came from, for the error."""
     if not 0 < fraction <= 1:
-        raise ConfigError(f"config key 'linear_eval.label_fraction' must be in (0, 1], got {fraction}")
+        raise ConfigError(f"config key '{key}' must be in (0, 1], got {fraction}")
     rng = np.random.default_rng(seed)
     targets_arr = np.asarray(targets)
     keep: list[int] = []
