@@ -39,6 +39,18 @@ def class_table(num_classes: int = NUM_CLASSES) -> list[dict]:
     return [{"id": c.id, "name": c.name, "colour": list(c.colour)} for c in CLASSES[:num_classes]]
 
 
+def named_class_table(names: list[str]) -> list[dict]:
+    """A class table for any list of class names (an image classifier's 19 MSL surface classes):
+    ids in order, colours at evenly spaced hues so that neighbouring ids differ."""
+    import colorsys
+
+    table = []
+    for i, name in enumerate(names):
+        r, g, b = colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.65, 0.9)  # golden-ratio hue steps
+        table.append({"id": i, "name": name, "colour": [round(255 * r), round(255 * g), round(255 * b)]})
+    return table
+
+
 def palette(table: list[dict] | None = None) -> np.ndarray:
     """A 256x3 uint8 RGB lookup table: class id -> colour, ignore (and unknown ids) -> black."""
     lut = np.zeros((256, 3), dtype=np.uint8)

@@ -12,7 +12,7 @@ from marsedge.bench import results as R
 from marsedge.bench.browser import check_page, find_chromium, screenshot
 from marsedge.bench.compare import compare_runs
 from marsedge.bench.plots import pareto_front
-from marsedge.bench.report import write_report
+from marsedge.bench.report import like_for_like, write_report
 from marsedge.errors import DataError
 
 
@@ -119,3 +119,48 @@ def test_browser_check_catches_a_broken_image(tmp_path):
     check = check_page(page)
     assert check["images"][0]["naturalWidth"] == 0
     assert check["errors"] == ["broken"]
+
+
+def test_pareto_labels_never_overlap_even_when_points_coincide():
+    """An FP32 ONNX model and its INT8 copy often land on the same spot; their labels must not."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from marsedge.bench.plots import draw_accuracy_latency
+
+    rows = [results_row(name, 10.0 + 0.01 * i, confusion(0.7, 1), seed=1)
+            for i, name in enumerate(["teacher.pt", "teacher.onnx", "student.pt", "student.onnx",
+                                      "student.int8.onnx", "student.trt.fp16", "student.trt.int8"])]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    labels = draw_accuracy_latency(ax, rows)
+    fig.tight_layout()
+    fig.canvas.draw()
+    # the text alone (an Annotation's own extent also covers its leader line)
+    boxes = [Text.get_window_extent(label) for label in labels]
+    assert len(boxes) == len(rows)
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), "two Pareto labels overlap"
+    plt.close(fig)
+
+
+def test_speedups_compare_like_with_like_only():
+    teacher, student = {"backbone": "r18_0.5x_sk0"}, {"backbone": "mnv2_0.35"}
+    ort = "onnxruntime"
+    spec = [("teacher.pt", 30.0, "torch", "fp32", teacher), ("teacher.onnx", 8.0, ort, "fp32", teacher),
+            ("student.pt", 12.0, "torch", "fp32", student), ("student.onnx", 2.0, ort, "fp32", student),
+            ("student.int8.onnx", 1.0, ort, "int8", student)]
+    rows = []
+    for name, ms, backend, precision, cfg in spec:
+        row = results_row(name, ms, confusion(0.7, 1), seed=1)
+        row.update(backend=backend, precision=precision, model_config=cfg)
+        rows.append(row)
+    pairs = {(fast, slow): (held, ratio) for fast, slow, held, ratio in like_for_like(rows)}
+    assert set(pairs) == {("student.pt", "teacher.pt"), ("student.onnx", "teacher.onnx"),
+                          ("student.int8.onnx", "student.onnx")}  # never torch against onnxruntime
+    assert pairs[("student.int8.onnx", "student.onnx")][0] == "onnxruntime, same model, int8 vs fp32"
+    assert pairs[("student.onnx", "teacher.onnx")][1] == pytest.approx(
+        rows[1]["latency"]["end_to_end"]["p50"] / rows[3]["latency"]["end_to_end"]["p50"])

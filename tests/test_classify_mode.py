@@ -11,6 +11,7 @@ import torch
 from marsedge.data.synthetic_classes import ClassSynthOptions, generate_classes
 from marsedge.errors import ConfigError
 from marsedge.models.build import ModelConfig
+from marsedge.models.checkpoints import load_checkpoint
 from marsedge.models.classifier import build_classifier
 from marsedge.train.config import load_train_config
 from marsedge.train.engine.job import run_job
@@ -131,6 +132,9 @@ def test_classify_full_trains_scores_test_and_feeds_linear_eval(classes_root, tm
         test["top1"]
     )
     assert not train_logs or {"ce", "inter_class", "similarity"} <= set(train_logs[-1])
+    # the checkpoint names the dataset's classes (the class map's order), not the terrain classes
+    table = load_checkpoint(tmp_path / "full" / "best.pt").class_table
+    assert [c["name"] for c in table] == summary["classes"] and [c["id"] for c in table] == list(range(12))
     # Ward's protocol on this run's frozen backbone
     lin = _linear_cfg(
         classes_root, tmp_path, "lin", [f"init.checkpoint={tmp_path / 'full' / 'best.pt'}", "epochs=1"]

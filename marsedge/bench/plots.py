@@ -83,23 +83,37 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 def accuracy_latency(rows: list[dict], path: str | Path) -> Path:
     """mIoU against end-to-end p50 latency; the Pareto front joined by a line."""
     plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    draw_accuracy_latency(ax, rows)
+    return _save(fig, path)
+
+
+def draw_accuracy_latency(ax, rows: list[dict]) -> list:
+    """The scatter, its Pareto front and one label per point; returns the labels (matplotlib
+    Annotations). Labels sit in a column right of the axes, in the points' accuracy order and evenly
+    spaced, each joined to its point by a thin line: an FP32 model and its INT8 copy often sit on top
+    of each other, and labels placed beside the points then overlap."""
     rows = [r for r in measured(rows) if r.get("accuracy")]
     points = [(r["latency"]["end_to_end"]["p50"], r["accuracy"]["metrics"]["miou"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
     front = pareto_front(points)
-    for i, (r, (x, y)) in enumerate(zip(rows, points, strict=True)):
+    for i, (x, y) in enumerate(points):
         ax.scatter(x, y, s=60, marker="o" if i in front else "x", color="#4c72b0" if i in front else "#999")
-        # staggered labels: an FP32 ONNX model and its INT8 copy often sit on top of each other
-        ax.annotate(r["id"], (x, y), textcoords="offset points", xytext=(6, 4 - 11 * (i % 3)), fontsize=8)
     if front:
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="#4c72b0",
                 drawstyle="steps-post", label="Pareto front")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower left")
     log = _log_x(ax, [p[0] for p in points])
     ax.set_xlabel("end-to-end latency p50, ms" + (" (log scale)" if log else ""))
     ax.set_ylabel("mIoU")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    order = sorted(range(len(points)), key=lambda i: -points[i][1])  # the most accurate on top
+    labels = []
+    for slot, i in enumerate(order):
+        y = 1.0 - (slot + 0.5) / max(len(order), 1)
+        labels.append(ax.annotate(rows[i]["id"], points[i], xytext=(1.03, y), textcoords="axes fraction",
+                                  fontsize=8, va="center", annotation_clip=False,
+                                  arrowprops={"arrowstyle": "-", "color": "#bbb", "lw": 0.6}))
+    return labels
 
 
 def class_iou_bars(rows: list[dict], class_order: list[str], path: str | Path) -> Path:

@@ -83,6 +83,33 @@ def latency_table(rows: list[dict]) -> tuple:
     return ("table", head, body)
 
 
+def like_for_like(rows: list[dict]) -> list[tuple[str, str, str, float]]:
+    """Speed-ups that compare like with like: (faster id, slower id, what is held equal, ratio of
+    end-to-end p50s). Two kinds: different models on the same backend and precision (the student
+    against the teacher, both ONNX Runtime FP32), and the same architecture (model config) on the
+    same backend at another precision (INT8 against FP32). A PyTorch row is never set against an
+    ONNX Runtime one: that would credit the runtime to the model."""
+    done = [r for r in plots.measured(rows) if r.get("backend") and r.get("precision")]
+    pairs = []
+    for i, a in enumerate(done):
+        for b in done[i + 1:]:
+            same_model = a.get("model_config") == b.get("model_config")
+            same_precision = a["precision"] == b["precision"]
+            if a["backend"] != b["backend"] or same_model == same_precision:
+                continue  # another runtime, or nothing differs, or two things differ
+            fast, slow = sorted((a, b), key=lambda r: r["latency"]["end_to_end"]["p50"])
+            held = f"{fast['backend']} {fast['precision']}" if same_precision else \
+                f"{fast['backend']}, same model, {fast['precision']} vs {slow['precision']}"
+            ratio = slow["latency"]["end_to_end"]["p50"] / fast["latency"]["end_to_end"]["p50"]
+            pairs.append((fast["id"], slow["id"], held, ratio))
+    return pairs
+
+
+def speedup_table(rows: list[dict]) -> tuple:
+    body = [[fast, slow, held, f"{ratio:.2f}x"] for fast, slow, held, ratio in like_for_like(rows)]
+    return ("table", ["faster", "than", "held equal", "end-to-end p50 ratio"], body)
+
+
 def class_table(rows: list[dict], order: list[str]) -> tuple:
     head = ["model"] + [f"{c} IoU / recall" for c in order]
     body = []
@@ -171,6 +198,11 @@ def build_blocks(results: list[dict], sources: list[Path], out: Path, tolerances
     if plots.measured(rows):
         blocks += [("h2", "Latency"), latency_table(rows),
                    ("img", plots.latency_bars(rows, out / "latency.png"), "latency bars")]
+        if like_for_like(rows):
+            blocks += [("h3", "Speed-ups, like for like"), speedup_table(rows),
+                       ("p", "Only pairs on the same backend: two models at the same precision, or one "
+                             "model at two precisions. PyTorch eager against ONNX Runtime is left out, "
+                             "because it measures the runtime, not the model.")]
     with_accuracy = [r for r in rows if r.get("accuracy")]
     if with_accuracy:
         order = class_order(rows)

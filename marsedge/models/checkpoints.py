@@ -95,15 +95,19 @@ def _plain(value: Any, key: str) -> Any:
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, model_config: ModelConfig | dict,
-                    preprocess: PreprocessSpec | dict, extra: dict | None = None) -> Path:
-    """Write model weights plus everything needed to use them, atomically."""
+                    preprocess: PreprocessSpec | dict, extra: dict | None = None,
+                    classes: list[dict] | None = None) -> Path:
+    """Write model weights plus everything needed to use them, atomically. `classes` is the class
+    table (id, name, colour per output); None: the terrain classes (marsedge.terrain)."""
     cfg = model_config if isinstance(model_config, ModelConfig) else ModelConfig.from_dict(model_config)
     spec = preprocess if isinstance(preprocess, PreprocessSpec) else PreprocessSpec.from_dict(preprocess)
+    if classes is not None and len(classes) != cfg.num_classes:
+        raise ModelError(f"{path}: {len(classes)} classes in the table for a model of {cfg.num_classes}")
     payload = {
         "format_version": FORMAT_VERSION,
         "state_dict": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
         "model_config": cfg.to_dict(),
-        "class_table": class_table(cfg.num_classes),
+        "class_table": classes if classes is not None else class_table(cfg.num_classes),
         "preprocess": spec.to_dict(),
         "extra": _plain(extra or {}, "extra"),
     }

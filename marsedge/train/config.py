@@ -110,7 +110,8 @@ class RunConfig:
     early_stop_metric: str = "miou"  # a key of the val evaluation ("miou" or "val/miou"); never a test split
     early_stop_mode: Literal["max", "min"] = "max"
     early_stop_patience: int = 0  # evaluations without improvement before stopping; 0 = never
-    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast dtype (GPU; bf16 also works on CPU)
+    # autocast dtype; auto: bf16 where the device multiplies it natively (marsedge.train.engine.precision)
+    amp: Literal["none", "bf16", "fp16", "auto"] = "none"
     channels_last: bool = False
     sync_bn: bool = False  # SyncBatchNorm under DDP (GPU only)
     checkpoint_every: int = 0  # also write last.pt every N optimiser steps; 0 = at epoch ends only

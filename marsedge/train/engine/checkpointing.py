@@ -75,7 +75,8 @@ def save(run: RunState, path: Path, gather: bool = True, extra: dict | None = No
     if not run.state.ctx.is_main:
         return
     a = run.artifact
-    save_checkpoint(path, a.module, a.model_config, a.preprocess, extra={"train": state, **(extra or {})})
+    save_checkpoint(path, a.module, a.model_config, a.preprocess, extra={"train": state, **(extra or {})},
+                    classes=a.classes)
 
 
 def _int_keys(optimizer_state: dict) -> dict:

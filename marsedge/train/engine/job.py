@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from marsedge.train.config import TrainConfig
-from marsedge.train.engine.distributed import DistContext, init_distributed, shutdown_distributed
+from marsedge.train.engine.distributed import DistContext, barrier, init_distributed, shutdown_distributed
 from marsedge.train.engine.loop import build_train_loader, fit
 from marsedge.train.engine.state import Artifact, Evaluator, Objective, Stateful
 
@@ -116,6 +116,11 @@ def run_job(cfg: TrainConfig, resume: bool | str | Path, job_class: type[Job]) -
                       extra_state=plan.extra_state,
                       artifact=plan.artifact, resume=resume,
                       find_unused_parameters=plan.find_unused_parameters)
-        return job.finish(summary)
+        result = job.finish(summary)
+        # Every rank done (rank 0 finishes last: it writes the reports) before any leaves the group:
+        # a gloo peer whose partner tears down mid-way can abort (SIGABRT) instead of exiting 0.
+        # Only on success: after an exception the other ranks may never arrive, and a run never hangs.
+        barrier(ctx)
+        return result
     finally:
         shutdown_distributed()

@@ -72,6 +72,7 @@ from marsedge.train.engine.distributed import (
 )
 from marsedge.train.engine.guard import StepGuard, deferred_sigint
 from marsedge.train.engine.optim import build_optimizer, build_scheduler
+from marsedge.train.engine.precision import autocast_dtype, resolve_amp
 from marsedge.train.engine.runlog import RunLogger
 from marsedge.train.engine.state import (
     Artifact,
@@ -122,9 +123,9 @@ def seed_everything(seed: int) -> None:
 
 
 def autocast_context(cfg: TrainConfig, device: torch.device):
-    if cfg.run.amp == "none":
+    dtype = autocast_dtype(cfg.run.amp, device)
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.run.amp == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
@@ -182,8 +183,7 @@ def fit(
     selection.check_selection(evaluator)
     ctx = ctx or init_distributed(cfg.run.device)
     run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir
-    if ctx.device.type != "cuda" and cfg.run.amp == "fp16":
-        raise ConfigError("config key 'run.amp': fp16 needs a CUDA device; use bf16 or none on CPU")
+    amp = resolve_amp(cfg.run.amp, ctx.device)  # fails here, before any work, for fp16 on a CPU
     if not isinstance(train_loader.sampler, ResumableDistributedSampler):
         raise TypeError("train_loader must come from build_train_loader (ResumableDistributedSampler)")
     seed_everything(cfg.seed + ctx.rank)
@@ -203,7 +203,7 @@ def fit(
     run = RunState(
         state=state, wrapped=wrapped, optimizer=optimizer,
         scheduler=build_scheduler(optimizer, cfg.optim, total_steps, steps_per_epoch),
-        scaler=torch.amp.GradScaler(ctx.device.type, enabled=cfg.run.amp == "fp16"),
+        scaler=torch.amp.GradScaler(ctx.device.type, enabled=amp == "fp16"),
         early=EarlyStopping(cfg.run.early_stop_mode, cfg.run.early_stop_patience),
         artifact=artifact or Artifact(model, cfg.model, cfg.data.preprocess),
         extra_state=dict(extra_state or {}),

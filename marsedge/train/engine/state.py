@@ -58,6 +58,7 @@ class Artifact:
     module: nn.Module
     model_config: Any  # ModelConfig or its dict
     preprocess: Any  # PreprocessSpec or its dict
+    classes: list[dict] | None = None  # the class table; None: the terrain classes
 
 
 @dataclass

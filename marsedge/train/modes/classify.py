@@ -39,6 +39,7 @@ from marsedge.errors import ConfigError, DataError
 from marsedge.models.build import ModelConfig
 from marsedge.models.classifier import CLASSIFIER_HEAD, build_classifier
 from marsedge.ssl.classification_losses import SemiSupervisedClassificationLoss
+from marsedge.terrain import named_class_table
 from marsedge.train.classification import (
     METRICS,
     SemiSupervisedImages,
@@ -47,6 +48,7 @@ from marsedge.train.classification import (
 )
 from marsedge.train.config import DataConfig, RunConfig, TrainConfig
 from marsedge.train.engine.job import FitPlan, Job, register_mode
+from marsedge.train.engine.state import Artifact
 from marsedge.train.modes.linear_eval import stratified_fraction
 from marsedge.train.supervised import initialise
 
@@ -201,6 +203,8 @@ class Classify(Job):
             self.train_set,
             self.evaluator,
             self.test_evaluator,
+            # the checkpoint names the dataset's classes, not the terrain classes of segmentation
+            artifact=Artifact(self.model, cfg.model, cfg.data.preprocess, named_class_table(self.classes)),
         )
 
     def banner(self) -> str:
