@@ -36,7 +36,7 @@ FRACTIONS = (0.01, 0.1, 1.0)
 TEST = "gold-min1"
 
 
-def intensity_baseline(cfg: TrainConfig, bins: int = 32) -> dict:
+def intensity_baseline(cfg: TrainConfig, test: str = TEST, bins: int = 32) -> dict:
     """Grey level -> majority training class, scored on the test set like the networks."""
     spec, k = cfg.data.preprocess, cfg.model.num_classes
     votes = np.zeros((bins, k), dtype=np.int64)
@@ -47,7 +47,7 @@ def intensity_baseline(cfg: TrainConfig, bins: int = 32) -> dict:
         np.add.at(votes, (level[keep], label[keep]), 1)
     table = votes.argmax(axis=1)
     cm = ConfusionMatrix(k)
-    for sample in AI4MarsDataset(cfg.data.root, TEST):
+    for sample in AI4MarsDataset(cfg.data.root, test):
         level = np.minimum((preprocess(sample.image, spec)[0] * bins).astype(int), bins - 1)
         cm.update(table[level], resize_label(sample.label, spec.height, spec.width))
     m = cm.compute()

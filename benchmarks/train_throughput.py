@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from marsedge.bench.environment import cpu_model
 from marsedge.data.preprocess import PreprocessSpec
 from marsedge.io import atomic_write_json, atomic_write_text
 from marsedge.models.build import ModelConfig, build_model, count_parameters
@@ -33,6 +34,7 @@ from marsedge.train.config import TrainConfig, load_train_config
 from marsedge.train.engine.distributed import DistContext
 from marsedge.train.engine.loop import autocast_context, build_train_loader
 from marsedge.train.engine.optim import build_optimizer
+from marsedge.train.engine.precision import cpu_has_native_bf16, resolve_amp
 from marsedge.train.losses import CrossEntropyLoss
 from marsedge.train.supervised import SegmentationFrames, training_set
 
@@ -109,10 +111,14 @@ def main() -> None:
     args = parser.parse_args()
 
     demo = load_train_config(TrainConfig, REPO / "configs" / "demo" / "teacher.yaml", [])
+    cpu_dev = torch.device("cpu")
     size, batch = demo.data.preprocess.height, demo.batch_size
-    results: dict = {"host": platform.node(), "torch": torch.__version__,
-                     "cpu_threads": torch.get_num_threads()}
-    cpu = torch.device("cpu")
+    results: dict = {"host": platform.node(), "cpu": cpu_model(), "torch": torch.__version__,
+                     "cpu_threads": torch.get_num_threads(),
+                     # what run.amp: auto picks on this CPU (marsedge.train.engine.precision)
+                     "cpu_native_bf16": cpu_has_native_bf16(),
+                     "amp_auto_on_cpu": resolve_amp("auto", cpu_dev)}
+    cpu = cpu_dev
     results["cpu_demo_teacher"] = {
         "model": f"{demo.model.backbone} + {demo.model.head}",
         "params": count_parameters(build_model(demo.model)),
@@ -163,7 +169,9 @@ def write(results: dict) -> None:
                  ("GPU same, bf16 autocast + channels_last",
                   f"{g['bf16_channels_last_img_s']:.1f} ({g['speedup']:.2f}x)"),
                  (f"GPU-host loader: 512 px, {g['loader_workers']} workers", f"{g['loader_img_s']:.1f}")]
-    header = f"torch {results['torch']}, {results['cpu_threads']} CPU threads"
+    header = (f"{results['cpu']}, torch {results['torch']}, {results['cpu_threads']} CPU threads; "
+              f"native bf16 on this CPU: {'yes' if results['cpu_native_bf16'] else 'no'}, so `run.amp: "
+              f"auto` trains in {'bf16' if results['amp_auto_on_cpu'] == 'bf16' else 'fp32'} here")
     lines = ["# Training throughput", "", header, "",
              "| path | images/s |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]
     if not isinstance(g, dict):

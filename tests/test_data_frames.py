@@ -218,3 +218,27 @@ def test_video_file_frames(tmp_path):
 def test_unopenable_camera_yields_an_error(tmp_path):
     name, frame = next(iter_frames("/dev/video97"))
     assert isinstance(frame, FrameError) and "video97" in str(frame)
+
+
+def test_an_unlistable_folder_under_a_recursive_glob_is_named_not_dropped(tmp_path, monkeypatch):
+    """glob's `**` passes over a folder it cannot list without a word; the scan names it instead.
+    (Root ignores chmod 000, so the refusal is injected where os.walk and glob list folders.)"""
+    import os
+
+    from marsedge.data.frames import scan_frames
+
+    good, locked = tmp_path / "sol100", tmp_path / "sol101"
+    for folder in (good, locked):
+        folder.mkdir()
+        cv2.imwrite(str(folder / "frame.png"), np.zeros((8, 8), np.uint8))
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(locked))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    scan = scan_frames(f"{tmp_path}/**/*.png")
+    assert scan.files == [good / "frame.png"]
+    assert scan.skipped == [(locked, "cannot list folder: Permission denied")]

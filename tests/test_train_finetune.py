@@ -25,7 +25,9 @@ DEMO = str(REPO / "configs" / "demo" / "teacher.yaml")
 
 
 def tiny_overrides(root, out, name="t") -> list[str]:
+    # the demo config at test size: its quarter-width ResNet-18 and plain CE keep these runs seconds long
     return [f"data.root={root}", f"run.out_dir={out}", f"name={name}", "epochs=2", "batch_size=4",
+            "model.backbone=r18_0.25x_sk0", "loss.name=ce",
             "num_workers=0", "data.preprocess.height=64", "data.preprocess.width=64",
             "model.head_channels=16", "run.progress=false", "run.log_every=1"]
 
@@ -86,7 +88,7 @@ def test_base_config_is_merged(tmp_path):
     path.write_text(f"base: {DEMO}\nname: lf10\ndata:\n  label_fraction: 0.1\n")
     cfg = load_train_config(TrainConfig, path, ["optim.lr=0.5"])
     assert (cfg.name, cfg.data.label_fraction, cfg.optim.lr) == ("lf10", 0.1, 0.5)
-    assert cfg.model.backbone == "r18_0.25x_sk0" and cfg.data.preprocess.height == 128  # from the base
+    assert cfg.model.backbone == "r18_0.5x_sk0" and cfg.data.preprocess.height == 128  # from the base
 
 
 def test_training_set_composition(tiny_ai4mars):

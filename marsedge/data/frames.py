@@ -151,8 +151,24 @@ def scan_frames(uri: str | Path) -> FrameScan:
     except OSError as exc:
         raise FrameError(f"cannot list {text}: {exc.strerror or _one_line(exc)}") from None
     if any(ch in text for ch in "*?["):
-        return _sort_entries(FrameScan(_glob_root(text)), [Path(p) for p in glob.glob(text, recursive=True)])
+        scan = FrameScan(_glob_root(text))
+        if "**" in text:
+            scan.skipped += _unlistable_folders(scan.root)
+        return _sort_entries(scan, [Path(p) for p in glob.glob(text, recursive=True)])
     raise FrameError(f"no such file or folder: {text}")
+
+
+def _unlistable_folders(root: Path) -> list[tuple[Path, str]]:
+    """Folders under root that cannot be listed: glob's `**` passes over them without a word, and
+    a frame inside one would vanish from the run unannounced."""
+    found: list[tuple[Path, str]] = []
+
+    def record(exc: OSError) -> None:
+        found.append((Path(exc.filename), f"cannot list folder: {exc.strerror or _one_line(exc)}"))
+
+    for _ in os.walk(root, onerror=record):
+        continue  # the walk itself is the work: onerror hears of every folder it cannot enter
+    return found
 
 
 def list_frames(uri: str | Path) -> list[Path]:
