@@ -101,7 +101,7 @@ def draw_accuracy_latency(ax, rows: list[dict]) -> list:
     if front:
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="#4c72b0",
                 drawstyle="steps-post", label="Pareto front")
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=8, loc="best")  # matplotlib keeps it off the points
     log = _log_x(ax, [p[0] for p in points])
     ax.set_xlabel("end-to-end latency p50, ms" + (" (log scale)" if log else ""))
     ax.set_ylabel("mIoU")
