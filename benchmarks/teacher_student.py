@@ -32,6 +32,7 @@ interrupted benchmark resumes.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -83,8 +84,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_mode(work: Path, name: str, config: dict) -> dict:
     """Train one config (written to work/configs/NAME.yaml) through its mode; the test metrics and wall
     time. A finished run (its bench.json exists) is read back instead (resume)."""
-    import json
-
     from marsedge.train.config import load_train_config
     from marsedge.train.modes import resolve_mode
 
@@ -266,8 +265,9 @@ def report(result: dict) -> str:
     lines = ["# Big teacher -> small student at 1 % and 10 % labels (synthetic MSL, CPU)", "",
              f"`{s['command']}` on {s['cpu']} ({s['threads']} threads), {s['seeds']} seed(s), "
              f"{s['steps']} optimiser steps per row (batch 8, {PREPROCESS['height']} px), total "
-             f"{result['total_s'] / 60:.1f} min of training (load average {s['load_average'][0]} at start, "
-             f"{s['load_average'][1]} at end).", "",
+             f"{result['total_s'] / 60:.1f} min of training summed over the runs (each run's wall time is in "
+             "the json; some runs shared the CPU with other jobs; a resumed run of it reads them back).",
+             "",
              f"Student {s['student']['backbone']} + {s['student']['head']}: {s['student_gmacs']:.3f} GMACs; "
              f"teacher {s['teacher']['backbone']} + {s['teacher']['head']}: {s['teacher_gmacs']:.3f} GMACs "
              f"({s['teacher_gmacs'] / s['student_gmacs']:.1f}x). Intensity-only baseline (grey level -> "

@@ -105,8 +105,8 @@ def like_for_like(rows: list[dict]) -> list[tuple[str, str, str, float]]:
     return pairs
 
 
-def speedup_table(rows: list[dict]) -> tuple:
-    body = [[fast, slow, held, f"{ratio:.2f}x"] for fast, slow, held, ratio in like_for_like(rows)]
+def speedup_table(pairs: list[tuple[str, str, str, float]]) -> tuple:
+    body = [[fast, slow, held, f"{ratio:.2f}x"] for fast, slow, held, ratio in pairs]
     return ("table", ["faster", "than", "held equal", "end-to-end p50 ratio"], body)
 
 
@@ -198,8 +198,9 @@ def build_blocks(results: list[dict], sources: list[Path], out: Path, tolerances
     if plots.measured(rows):
         blocks += [("h2", "Latency"), latency_table(rows),
                    ("img", plots.latency_bars(rows, out / "latency.png"), "latency bars")]
-        if like_for_like(rows):
-            blocks += [("h3", "Speed-ups, like for like"), speedup_table(rows),
+        pairs = like_for_like(rows)
+        if pairs:
+            blocks += [("h3", "Speed-ups, like for like"), speedup_table(pairs),
                        ("p", "Only pairs on the same backend: two models at the same precision, or one "
                              "model at two precisions. PyTorch eager against ONNX Runtime is left out, "
                              "because it measures the runtime, not the model.")]
