@@ -67,6 +67,24 @@ class Session(_Session):
         super().__init__(path, options, *a, **k)
 ort.InferenceSession = Session
 """
+# ORT's dynamic block sizing of its parallel loops: a preempted thread holds back a smaller share
+DYNAMIC_BLOCKS = NO_SPIN.replace('"session.intra_op.allow_spinning", "0"',
+                                 '"session.dynamic_block_base", "4"')
+# reader and writer threads at a lower CPU priority (Linux: per-thread nice through the thread id),
+# so the scheduler hands the cores to ONNX Runtime's threads first and the I/O work fills the gaps
+NICE_IO = """
+import os, threading
+from marsedge.edge import pipeline as P
+_guarded = P.Pipeline._guarded
+def guarded(self, name, stage, code):
+    if name == "inference":
+        return _guarded(self, name, stage, code)
+    def niced():
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        stage()
+    return _guarded(self, name, niced, code)
+P.Pipeline._guarded = guarded
+"""
 CV_CORES = ["--cv-threads", str(os.cpu_count() or 1)]  # OpenCV's default thread count (before)
 VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run options)
     "0 before (postprocess in infer thread, numpy argmax, old blend, cv2 threads = cores)":
@@ -78,6 +96,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run
     "5 default + ORT allow_spinning=0": (NO_SPIN, []),
     "6 default + --overlay-every 2": ("", ["--overlay-every", "2"]),
     "7 default + --visualize '' (no images)": ("", ["--visualize", ""]),
+    "8 default + ORT dynamic_block_base 4": (DYNAMIC_BLOCKS, []),
+    "9 default + reader/writer threads at nice 10": (NICE_IO, []),
+    "10 default + nice 10 + ORT allow_spinning=0": (NICE_IO + NO_SPIN, []),
 }
 BACKEND_ALONE = """
 import json, sys, time

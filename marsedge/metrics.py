@@ -1,4 +1,7 @@
-"""Segmentation metrics, all derived from one confusion matrix (torch-free).
+"""Segmentation and image-classification metrics (torch-free): training, the quantization gate and
+`marsedge bench` all score with these.
+
+Segmentation: all derived from one pixel confusion matrix.
 
 Rows are the truth, columns the prediction; pixels whose truth is the ignore index (255) are
 dropped. Classes absent from both truth and prediction have no defined IoU/recall/precision: they
@@ -7,6 +10,8 @@ are NaN per class and excluded from every mean (never counted as 1.0 or 0.0).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +107,39 @@ def segmentation_metrics(matrix: np.ndarray, class_names=None) -> dict:
         "precision": per_class(precision),
         "f1": per_class(f1),
         "pixels": int(total),
+    }
+
+
+# the one number a model is ranked by, per task: what the gates and the report's headline column use
+HEADLINE = {"miou": "mIoU", "top1": "top-1"}
+
+
+def headline(metrics: dict) -> tuple[str, str]:
+    """(key, label) of the metrics dict's headline: mIoU for segmentation, top-1 for classification."""
+    key = "miou" if "miou" in metrics else "top1"
+    return key, HEADLINE[key]
+
+
+def classification_metrics(logits: np.ndarray, targets: Sequence[int], classes: Sequence[str]) -> dict:
+    """Top-1, top-5 (top-K when K < 5), balanced accuracy (mean recall over the classes present),
+    per-class recall (NaN for a class the set lacks) and support, and the K x K confusion matrix
+    (rows true, columns predicted)."""
+    targets_arr = np.asarray(targets, dtype=np.int64)
+    k = min(5, logits.shape[1])
+    topk = np.argsort(-logits, axis=1)[:, :k]
+    pred = topk[:, 0]
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    np.add.at(confusion, (targets_arr, pred), 1)
+    support = confusion.sum(1)
+    recall = [float(confusion[c, c] / support[c]) if support[c] else math.nan for c in range(len(classes))]
+    present = [r for r in recall if not math.isnan(r)]
+    return {
+        "top1": float((pred == targets_arr).mean()) if len(targets_arr) else math.nan,
+        "top5": float((topk == targets_arr[:, None]).any(1).mean()) if len(targets_arr) else math.nan,
+        "balanced_accuracy": float(np.mean(present)) if present else math.nan,
+        "recall": dict(zip(classes, recall, strict=True)),
+        "support": dict(zip(classes, support.tolist(), strict=True)),
+        "confusion": confusion.tolist(),
     }
 
 

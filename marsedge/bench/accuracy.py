@@ -2,7 +2,9 @@
 
 Prediction and scoring are `marsedge.edge.predict`'s (the resolution policy and the class folding
 are documented there), so a bench row and the quantization gate report the same mIoU for the same
-model and split. This module only lays the Scores out as results.json stores them.
+model and split. This module only lays the Scores out as results.json stores them. A classifier's
+block has task "classification" and classification metrics (top1, top5, balanced_accuracy, recall,
+support, confusion); its per_frame entries name the true and predicted class.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from marsedge.edge.predict import Scores, score
 def accuracy_block(scores: Scores) -> dict:
     """The `accuracy` block of a results row (agreement is filled in by the parent)."""
     return {
+        "task": scores.task,
         "metrics": scores.metrics,
         "confusion": scores.confusion.matrix.tolist(),
         "class_names": scores.class_names,

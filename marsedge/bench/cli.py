@@ -17,8 +17,10 @@ def register(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="latency + accuracy of models (.pt/.onnx/.engine) -> report",
                                   description=__doc__.splitlines()[0])
     bench.add_argument("models", nargs="+", metavar="MODEL", help=".pt, .onnx (FP32/INT8) or .engine files")
-    bench.add_argument("--data", required=True, help="AI4Mars-layout dataset root")
-    bench.add_argument("--split", default="gold-min3", help="labelled split (default gold-min3)")
+    bench.add_argument("--data", required=True,
+                       help="AI4Mars-layout dataset root (an MSL surface release for classifiers)")
+    bench.add_argument("--split", default="gold-min3",
+                       help="labelled split (default gold-min3; test for an MSL surface release)")
     bench.add_argument("--size", type=int, default=None,
                        help="expected square input size; a model built for another size fails its row "
                             "(default: each model's own preprocessing spec)")
@@ -35,9 +37,10 @@ def register(subparsers) -> None:
                        help="model whose masks every other is compared with (default: per model, the first "
                             "given model of the same architecture)")
     bench.add_argument("--min-agreement", type=float, default=0.95,
-                       help="accuracy gate: pixel agreement with the reference (default 0.95)")
+                       help="accuracy gate: pixel agreement with the reference (top-1 agreement for "
+                            "classifiers; default 0.95)")
     bench.add_argument("--min-miou", type=float, default=None,
-                       help="accuracy gate: mIoU floor (default none)")
+                       help="accuracy gate: mIoU floor (top-1 floor for classifiers; default none)")
     bench.add_argument("--samples", type=int, default=4, help="frames in the sample strip (default 4)")
     bench.add_argument("--timeout", type=float, default=1800.0, help="seconds per model before it fails")
     bench.add_argument("--keep-masks", action="store_true", help="keep every model's masks in OUT/.masks")
@@ -58,10 +61,14 @@ def register(subparsers) -> None:
 
 
 def summary_lines(results: dict) -> list[str]:
-    lines = [f"{'model':<28} {'backend':<12} {'precision':<9} {'p50 ms':>8} {'mIoU':>7}  status"]
+    from marsedge.metrics import headline
+
+    scored = [r["accuracy"]["metrics"] for r in results["models"] if r.get("accuracy")]
+    key, label = headline(scored[0]) if scored else ("miou", "mIoU")
+    lines = [f"{'model':<28} {'backend':<12} {'precision':<9} {'p50 ms':>8} {label:>7}  status"]
     for r in results["models"]:
         p50 = f"{r['latency']['end_to_end']['p50']:.2f}" if r.get("latency") else "–"
-        miou = f"{r['accuracy']['metrics']['miou']:.4f}" if r.get("accuracy") else "–"
+        miou = f"{r['accuracy']['metrics'][key]:.4f}" if r.get("accuracy") else "–"
         status = r["status"] + (f" ({r['reason']})" if r.get("reason") else "")
         lines.append(f"{r['id']:<28} {r.get('backend') or '–':<12} {r.get('precision') or '–':<9} "
                      f"{p50:>8} {miou:>7}  {status}")

@@ -10,6 +10,7 @@ Latency deltas between different machines mean little: the report says when the 
 from __future__ import annotations
 
 from marsedge.bench import results as R
+from marsedge.metrics import headline
 
 _STATUS_RANK = {R.STATUS_OK: 0, R.STATUS_ACCURACY_FAILED: 1, R.STATUS_FAILED: 2}
 
@@ -19,7 +20,11 @@ def _p50(row: dict) -> float | None:
 
 
 def _miou(row: dict) -> float | None:
-    return row["accuracy"]["metrics"]["miou"] if row.get("accuracy") else None
+    """The row's headline accuracy: mIoU, or top-1 for a classifier (the `miou` fields below hold it)."""
+    if not row.get("accuracy"):
+        return None
+    metrics = row["accuracy"]["metrics"]
+    return metrics[headline(metrics)[0]]
 
 
 def compare_rows(current: dict, baseline: dict, latency_tol: float = 0.10, miou_tol: float = 0.01) -> dict:
@@ -38,7 +43,8 @@ def compare_rows(current: dict, baseline: dict, latency_tol: float = 0.10, miou_
     if miou_now is not None and miou_then is not None:
         miou_delta = miou_now - miou_then
         if miou_delta < -miou_tol:
-            regressions.append(f"mIoU {miou_then:.4f} -> {miou_now:.4f} ({miou_delta:+.4f})")
+            label = headline(current["accuracy"]["metrics"])[1]
+            regressions.append(f"{label} {miou_then:.4f} -> {miou_now:.4f} ({miou_delta:+.4f})")
     return {
         "id": current["id"],
         "status": (baseline["status"], current["status"]),

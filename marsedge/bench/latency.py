@@ -4,7 +4,8 @@ One timed iteration is what the rover does with one frame, batch 1:
 
     preprocess   uint8 frame -> float32 1xCxHxW        (marsedge.data.preprocess, THE preprocessing)
     infer        backend.infer(batch) -> logits         ("backend-only" latency)
-    postprocess  argmax + nearest resize to the frame   (marsedge.edge.predict.logits_to_mask)
+    postprocess  argmax + nearest resize to the frame   (marsedge.edge.predict.logits_to_mask;
+                 a classifier's: softmax over its logits)
 
 "End-to-end" is the sum of the three for the same frame. Frames cycle through the given list so
 caches see real, varying images. Percentiles use numpy's default linear interpolation, so a
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from marsedge.data.preprocess import PreprocessSpec, preprocess
-from marsedge.edge.predict import logits_to_mask
+from marsedge.edge.predict import logits_to_mask, softmax
 
 STAGES = ("preprocess", "infer", "postprocess")
 PERCENTILES = (50, 90, 99)
@@ -66,7 +67,8 @@ def run_frame(backend, frame: np.ndarray, spec: PreprocessSpec,
     t1 = time.perf_counter_ns()
     logits = backend.infer(batch)
     t2 = time.perf_counter_ns()
-    mask = logits_to_mask(logits, frame.shape[:2])[0]
+    # what edge-run does next: a mask at the frame's size, or a classifier's class probabilities
+    mask = softmax(logits) if logits.ndim == 2 else logits_to_mask(logits, frame.shape[:2])[0]
     t3 = time.perf_counter_ns()
     if times is not None:
         times.preprocess.append((t1 - t0) / 1e6)

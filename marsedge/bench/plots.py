@@ -93,8 +93,11 @@ def draw_accuracy_latency(ax, rows: list[dict]) -> list:
     Annotations). Labels sit in a column right of the axes, in the points' accuracy order and evenly
     spaced, each joined to its point by a thin line: an FP32 model and its INT8 copy often sit on top
     of each other, and labels placed beside the points then overlap."""
+    from marsedge.metrics import headline
+
     rows = [r for r in measured(rows) if r.get("accuracy")]
-    points = [(r["latency"]["end_to_end"]["p50"], r["accuracy"]["metrics"]["miou"]) for r in rows]
+    key, label = headline(rows[0]["accuracy"]["metrics"]) if rows else ("miou", "mIoU")
+    points = [(r["latency"]["end_to_end"]["p50"], r["accuracy"]["metrics"][key]) for r in rows]
     front = pareto_front(points)
     for i, (x, y) in enumerate(points):
         ax.scatter(x, y, s=60, marker="o" if i in front else "x", color="#4c72b0" if i in front else "#999")
@@ -104,7 +107,7 @@ def draw_accuracy_latency(ax, rows: list[dict]) -> list:
         ax.legend(fontsize=8, loc="best")  # matplotlib keeps it off the points
     log = _log_x(ax, [p[0] for p in points])
     ax.set_xlabel("end-to-end latency p50, ms" + (" (log scale)" if log else ""))
-    ax.set_ylabel("mIoU")
+    ax.set_ylabel(label)
     ax.grid(alpha=0.3)
     order = sorted(range(len(points)), key=lambda i: -points[i][1])  # the most accurate on top
     labels = []
@@ -116,19 +119,21 @@ def draw_accuracy_latency(ax, rows: list[dict]) -> list:
     return labels
 
 
-def class_iou_bars(rows: list[dict], class_order: list[str], path: str | Path) -> Path:
-    """Per-class IoU, one bar per model in each class group (absent classes are left blank)."""
+def class_iou_bars(rows: list[dict], class_order: list[str], path: str | Path, metric: str = "iou") -> Path:
+    """Per-class IoU (or `metric`: a classifier's "recall"), one bar per model in each class group
+    (absent classes are left blank)."""
     plt = _pyplot()
     rows = [r for r in rows if r.get("accuracy")]
     x = np.arange(len(class_order))
     width = 0.8 / max(len(rows), 1)
     fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(class_order)), 4))
     for i, r in enumerate(rows):
-        iou = r["accuracy"]["metrics"]["iou"]
-        values = [np.nan if iou.get(c) is None else iou[c] for c in class_order]
+        per_class = r["accuracy"]["metrics"][metric]
+        values = [np.nan if per_class.get(c) is None else per_class[c] for c in class_order]
         ax.bar(x - 0.4 + width * (i + 0.5), values, width=width, label=r["id"])
-    ax.set_xticks(x, class_order)
-    ax.set_ylabel("IoU")
+    many = len(class_order) > 8  # a classifier's 12-24 class names need slanting
+    ax.set_xticks(x, class_order, rotation=30 if many else 0, ha="right" if many else "center")
+    ax.set_ylabel("IoU" if metric == "iou" else metric)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(axis="y", alpha=0.3)

@@ -42,11 +42,38 @@ def class_order(rows: list[dict]) -> list[str]:
     return sorted(names, key=lambda n: n != FIRST_CLASS)
 
 
+def task_of(rows: list[dict]) -> str:
+    """"segmentation" or "classification": what the run's models are (one dataset, one task)."""
+    tasks = (r["accuracy"].get("task", "segmentation") for r in rows if r.get("accuracy"))
+    return next(tasks, "segmentation")
+
+
+# the results table's accuracy columns per task: (heading, metrics key, per-class key or None)
+ACCURACY_COLUMNS = {
+    "segmentation": [("mIoU", "miou", None), ("pixel acc", "pixel_accuracy", None),
+                     (f"{FIRST_CLASS} IoU", "iou", FIRST_CLASS)],
+    "classification": [("top-1", "top1", None), ("top-5", "top5", None),
+                       ("balanced acc", "balanced_accuracy", None)],
+}
+# the accuracy section's summary table per task: (heading, metrics key)
+METRIC_COLUMNS = {
+    "segmentation": [("pixel accuracy", "pixel_accuracy"), ("mIoU", "miou"), ("macro F1", "macro_f1"),
+                     ("MAcc", "macc"), ("FW-IoU (FACC)", "facc")],
+    "classification": [("top-1", "top1"), ("top-5", "top5"), ("balanced accuracy", "balanced_accuracy")],
+}
+
+
+def _metric(metrics: dict, key: str, per_class: str | None):
+    value = metrics.get(key)
+    return (value or {}).get(per_class) if per_class else value
+
+
 # --- the content ----------------------------------------------------------------------------------
 
 def results_table(rows: list[dict]) -> tuple:
-    head = ["model", "backend", "precision", "status", "p50 ms", "p90 ms", "p99 ms", "FPS", "mIoU",
-            "pixel acc", "big rock IoU", "agreement", "size MB", "params M", "GMACs", "peak RSS MB"]
+    columns = ACCURACY_COLUMNS[task_of(rows)]
+    head = ["model", "backend", "precision", "status", "p50 ms", "p90 ms", "p99 ms", "FPS",
+            *(c[0] for c in columns), "agreement", "size MB", "params M", "GMACs", "peak RSS MB"]
     body = []
     for r in rows:
         lat, acc, mem = r.get("latency") or {}, r.get("accuracy") or {}, r.get("memory") or {}
@@ -58,8 +85,7 @@ def results_table(rows: list[dict]) -> tuple:
             fmt(e2e.get("p50")), fmt(e2e.get("p90")),
             fmt(e2e.get("p99")) + ("*" if lat and lat["iters"] < FEW_FRAMES else ""),
             fmt(lat.get("throughput_fps"), 1),
-            fmt(metrics.get("miou"), 4), fmt(metrics.get("pixel_accuracy"), 4),
-            fmt((metrics.get("iou") or {}).get(FIRST_CLASS), 4),
+            *(fmt(_metric(metrics, key, per_class), 4) for _, key, per_class in columns),
             f"{agree['value']:.4f} vs {agree['reference']}" if agree else "–",
             fmt(r.get("size_bytes"), 2, 1 / 2**20), fmt(r.get("params"), 3, 1e-6),
             fmt(r.get("macs"), 3, 1e-9),
@@ -111,22 +137,38 @@ def speedup_table(pairs: list[tuple[str, str, str, float]]) -> tuple:
 
 
 def class_table(rows: list[dict], order: list[str]) -> tuple:
+    """Per class: IoU / recall by model (segmentation); for classifiers, whose 12-24 classes would
+    not fit across, one row per class: its test images and each model's recall."""
+    scored = [r for r in rows if r.get("accuracy")]
+    if task_of(rows) == "classification":
+        support = scored[0]["accuracy"]["metrics"]["support"] if scored else {}
+        body = [[c, str(support.get(c, "–"))]
+                + [fmt(_finite(r["accuracy"]["metrics"]["recall"].get(c)), 3) for r in scored] for c in order]
+        return ("table", ["class", "images", *(f"{r['id']} recall" for r in scored)], body)
     head = ["model"] + [f"{c} IoU / recall" for c in order]
     body = []
-    for r in rows:
-        if not r.get("accuracy"):
-            continue
+    for r in scored:
         m = r["accuracy"]["metrics"]
         body.append([r["id"]] + [f"{fmt(m['iou'].get(c), 3)} / {fmt(m['recall'].get(c), 3)}" for c in order])
     return ("table", head, body)
 
 
+def _finite(x):
+    return None if x is None or x != x else x  # NaN (a class the split lacks) prints as –
+
+
 def metrics_table(rows: list[dict]) -> tuple:
-    head = ["model", "pixel accuracy", "mIoU", "macro F1", "MAcc", "FW-IoU (FACC)", "labelled pixels"]
-    body = [[r["id"]] + [fmt(r["accuracy"]["metrics"][k], 4) for k in ("pixel_accuracy", "miou", "macro_f1",
-                                                                       "macc", "facc")]
-            + [str(r["accuracy"]["metrics"]["pixels"])] for r in rows if r.get("accuracy")]
-    return ("table", head, body)
+    task = task_of(rows)
+    columns = METRIC_COLUMNS[task]
+    count = ("labelled pixels", "pixels") if task == "segmentation" else ("images", None)
+    body = []
+    for r in rows:
+        if not r.get("accuracy"):
+            continue
+        m = r["accuracy"]["metrics"]
+        n = m["pixels"] if count[1] else sum(m["support"].values())
+        body.append([r["id"], *(fmt(m[k], 4) for _, k in columns), str(n)])
+    return ("table", ["model", *(c[0] for c in columns), count[0]], body)
 
 
 def machine_blocks(env: dict) -> list[tuple]:
@@ -179,6 +221,8 @@ def build_blocks(results: list[dict], sources: list[Path], out: Path, tolerances
     run = results[0]
     rows = run["models"]
     s, d = run["settings"], run["dataset"]
+    classifier = task_of(rows) == "classification"
+    agreement, label = ("top-1 agreement", "top-1") if classifier else ("pixel agreement", "mIoU")
     timing = f"{s['iters']} frames" if s.get("iters") else f"{s.get('duration')} s"
     blocks = [
         ("h1", "marsedge benchmark report"),
@@ -187,8 +231,8 @@ def build_blocks(results: list[dict], sources: list[Path], out: Path, tolerances
               f"model, input size {s.get('size') or 'each model’s own'}; each model measured in its own "
               "process."),
         ("h2", "Results"), results_table(rows),
-        ("p", "Status: ok; accuracy-failed (ran, missed its gate: pixel agreement with its reference "
-              f"≥ {s.get('min_agreement')}" + (f", mIoU ≥ {s['min_miou']}" if s.get("min_miou") else "")
+        ("p", f"Status: ok; accuracy-failed (ran, missed its gate: {agreement} with its reference "
+              f"≥ {s.get('min_agreement')}" + (f", {label} ≥ {s['min_miou']}" if s.get("min_miou") else "")
               + "); failed (could not run; the reason follows). Latency is end-to-end per frame; "
               f"* marks a p99 from fewer than {FEW_FRAMES} timed frames (about the maximum)."),
     ]
@@ -210,8 +254,11 @@ def build_blocks(results: list[dict], sources: list[Path], out: Path, tolerances
         blocks += [("h2", "Accuracy against latency"),
                    ("img", plots.accuracy_latency(rows, out / "pareto.png"), "accuracy against latency"),
                    ("h2", "Accuracy"), metrics_table(rows),
-                   ("h3", "Per class (IoU / recall)"), class_table(rows, order),
-                   ("img", plots.class_iou_bars(rows, order, out / "class_iou.png"), "per-class IoU"),
+                   ("h3", "Per class (recall)" if classifier else "Per class (IoU / recall)"),
+                   class_table(rows, order),
+                   ("img", plots.class_iou_bars(rows, order, out / "class_iou.png",
+                                                "recall" if classifier else "iou"),
+                    "per-class recall" if classifier else "per-class IoU"),
                    ("h3", "Confusion matrices (rows: truth, normalised)")]
         matrices = [(plot_confusion(r["accuracy"]["confusion"], safe_join(out, f"confusion-{r['id']}.png"),
                                     r["accuracy"]["class_names"], title=r["id"]),

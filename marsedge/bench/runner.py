@@ -36,6 +36,7 @@ from marsedge.bench.modelinfo import model_info
 from marsedge.edge.predict import pixel_agreement
 from marsedge.errors import ConfigError, MarsedgeError, ModelError
 from marsedge.io import atomic_write_json, safe_join
+from marsedge.metrics import headline
 
 LATENCY_FRAMES = 16  # distinct frames cycled through in the timed loop
 
@@ -79,10 +80,10 @@ def load_masks(path: Path) -> dict[str, np.ndarray]:
 
 def bench_model(path: str, model_id: str, settings: BenchSettings, masks_path: str) -> dict:
     """Measure one model (runs inside the child process). Raises on any failure."""
-    from marsedge.data.ai4mars import AI4MarsDataset
+    from marsedge.data.labelled import open_labelled
     from marsedge.edge.backends import open_backend
 
-    dataset = AI4MarsDataset(settings.data, settings.split)
+    dataset = open_labelled(settings.data, settings.split)
     frames = [dataset[i].image for i in range(min(len(dataset), LATENCY_FRAMES))]
     row = R.empty_row(model_id, path)
     rss_baseline = reset_peak_rss()
@@ -202,9 +203,10 @@ def apply_gates(rows: list[dict], settings: BenchSettings, masks_dir: Path) -> N
         elif settings.reference is not None and row["id"] != settings.reference \
                 and Path(row["path"]).resolve() != Path(settings.reference).resolve():
             reasons.append(f"reference {settings.reference} has no masks to compare with")
-        miou = row["accuracy"]["metrics"]["miou"]
-        if settings.min_miou is not None and not (miou >= settings.min_miou):
-            reasons.append(f"mIoU {miou:.4f} < {settings.min_miou}")
+        key, label = headline(row["accuracy"]["metrics"])  # top-1 for a classifier
+        value = row["accuracy"]["metrics"][key]
+        if settings.min_miou is not None and not (value >= settings.min_miou):
+            reasons.append(f"{label} {value:.4f} < {settings.min_miou}")
         if reasons:
             row["status"], row["reason"] = R.STATUS_ACCURACY_FAILED, "; ".join(reasons)
 
@@ -215,7 +217,7 @@ def pick_sample_frames(rows: list[dict], n: int) -> list[tuple[str, str]]:
     scores: dict[str, list[float]] = {}
     for row in rows:
         for f in (row.get("accuracy") or {}).get("per_frame", []):
-            if f["miou"] is not None:
+            if f.get("miou") is not None:  # a classifier's frames have none: no strip
                 scores.setdefault(f["name"], []).append(f["miou"])
     ranked = sorted(scores, key=lambda name: (float(np.mean(scores[name])), name))
     if not ranked or n <= 0:
@@ -233,12 +235,12 @@ def pick_sample_frames(rows: list[dict], n: int) -> list[tuple[str, str]]:
 
 def render_samples(rows: list[dict], settings: BenchSettings, masks_dir: Path, out: Path) -> list[dict]:
     from marsedge.bench.plots import sample_strip
-    from marsedge.data.ai4mars import AI4MarsDataset
+    from marsedge.data.labelled import open_labelled
 
     picks = pick_sample_frames(rows, settings.samples)
     if not picks:
         return []
-    dataset = AI4MarsDataset(settings.data, settings.split)
+    dataset = open_labelled(settings.data, settings.split)
     index = {item.name: i for i, item in enumerate(dataset.items)}
     models = [(r["id"], load_masks(masks_file(masks_dir, r["id"]))) for r in rows if r.get("accuracy")]
     samples = []
@@ -255,7 +257,7 @@ def run_bench(models: list[str], settings: BenchSettings, out: str | Path) -> di
     """Bench every model, write OUT/results.json and return the results dict."""
     from tqdm import tqdm
 
-    from marsedge.data.ai4mars import AI4MarsDataset
+    from marsedge.data.labelled import open_labelled
 
     if settings.reference is not None and not any(
             settings.reference in (p, Path(p).name) or Path(p).resolve() == Path(settings.reference).resolve()
@@ -264,7 +266,7 @@ def run_bench(models: list[str], settings: BenchSettings, out: str | Path) -> di
     out = Path(out)
     masks_dir = out / ".masks"
     masks_dir.mkdir(parents=True, exist_ok=True)
-    dataset = AI4MarsDataset(settings.data, settings.split)
+    dataset = open_labelled(settings.data, settings.split)
     results = R.new_results(capture(settings.threads), {**asdict(settings), "models": list(models)},
                             {"root": str(settings.data), "split": settings.split, "frames": len(dataset)})
     rows = []

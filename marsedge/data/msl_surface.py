@@ -173,3 +173,51 @@ def describe(root: str | Path) -> dict:
             "per_class": dict(zip(ds.classes, ds.class_counts(), strict=True)),
         }
     return out
+
+
+@dataclass
+class ImageSample:
+    """One labelled image as the edge scores it: the image, its class id and its name (the file
+    stem, as an AI4Mars sample's name is its product id)."""
+
+    image: np.ndarray
+    label: int
+    name: str
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """Where one labelled image is (`image`) and its name, as `AI4MarsDataset.items` has them."""
+
+    image: Path
+    name: str
+
+
+class LabelledImages:
+    """One split as `ImageSample`s, the classification counterpart of `AI4MarsDataset` for
+    `marsedge bench` and the quantization gate: `.items` (with `.image`, the path), `.classes`,
+    `len()`, `[i]` and iteration, reading lazily."""
+
+    def __init__(self, root: str | Path, split: str) -> None:
+        self.data = MSLSurfaceDataset(root, split)
+        self.classes = self.data.classes
+        self.items = [ImageItem(it.path, Path(it.name).stem) for it in self.data.items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> ImageSample:
+        image, target = self.data[index]
+        return ImageSample(image, target, self.items[index].name)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+def is_msl_surface(root: str | Path) -> bool:
+    """True when `root` holds (or is) an MSL surface release folder."""
+    try:
+        find_release(root)
+    except DataError:
+        return False
+    return True

@@ -45,13 +45,25 @@ def is_ai4mars(root: Path) -> bool:
     return root.is_dir() and ((root / "msl").is_dir() or (root / "m2020").is_dir())
 
 
-def calibration_set(uri: str, n: int, min_frames: int, split: str = "train", seed: int = 0) -> CalibrationSet:
-    """Up to n real frames from a folder/glob or an AI4Mars split, spread evenly (seeded) over it."""
-    root = Path(uri)
-    if is_ai4mars(root):
-        from marsedge.data.ai4mars import list_items
+def is_labelled_root(root: Path) -> bool:
+    """A tree with labelled splits: an AI4Mars release or an MSL surface classification release."""
+    from marsedge.data.msl_surface import is_msl_surface
 
-        items = list_items(root, split)
+    return is_ai4mars(root) or (root.is_dir() and is_msl_surface(root))
+
+
+def calibration_set(uri: str, n: int, min_frames: int, split: str = "train", seed: int = 0) -> CalibrationSet:
+    """Up to n real frames from a folder/glob or a labelled split, spread evenly (seeded) over it.
+    An MSL surface release publishes its val split apart from train, so there `train-val` (train
+    without the carved val, in AI4Mars terms) is its train split."""
+    root = Path(uri)
+    if is_labelled_root(root):
+        from marsedge.data.labelled import open_labelled
+        from marsedge.data.msl_surface import is_msl_surface
+
+        if split == "train-val" and is_msl_surface(root):
+            split = "train"
+        items = open_labelled(root, split).items
         paths, source = [it.image for it in items], f"{root} ({split})"
     else:
         from marsedge.data.frames import list_frames

@@ -33,10 +33,14 @@ def register(subparsers) -> None:
 
     q = subparsers.add_parser("quantize", help="FP32 ONNX -> INT8, calibrated on real frames, gated")
     q.add_argument("model", help="FP32 ONNX from `marsedge export`")
-    q.add_argument("--calib", required=True, help="calibration frames: folder, glob or AI4Mars root")
+    q.add_argument("--calib", required=True, help="calibration frames: folder, glob, AI4Mars root "
+                   "(or MSL surface root for a classifier)")
     q.add_argument("--calib-split", default="train-val",
-                   help="split when --calib is an AI4Mars root (default: train minus val)")
-    q.add_argument("--eval", default=None, help="labelled AI4Mars root for the gate (default: --calib)")
+                   help="split when --calib is an AI4Mars root (default: train minus val; an "
+                        "MSL surface root: train)")
+    q.add_argument("--eval", default=None,
+                   help="labelled AI4Mars root for the gate, MSL surface root for a classifier "
+                        "(default: --calib)")
     q.add_argument("--eval-split", default="val",
                    help="the gate's and --recipe auto's split (default: val, what training tunes on; "
                         "a test split here is tuning on the test set)")

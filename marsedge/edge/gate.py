@@ -5,11 +5,14 @@ As Polygraphy's Comparator compares runner outputs, the gate compares two `Score
 path whatever the target), and each INT8 candidate's on the same frames (`accuracy_gate`). mIoU
 drop, per-class IoU drop and pixel agreement go into the record; it passes when the mIoU drop is
 within the tolerance (mIoU points). Scoring is predict.score's, so the gate's mIoU is the one
-`marsedge bench` reports for the same model and split.
+`marsedge bench` reports for the same model and split. A classifier is gated the same way on its
+headline: top-1 drop in points, per-class recall drop and top-1 agreement (`metric` in the record
+names which; `drop` is the headline's drop either way).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import numpy as np
 
 from marsedge.edge.predict import Scores, score
 from marsedge.errors import DataError, MarsedgeError
+from marsedge.metrics import HEADLINE, headline
 
 
 class GateError(MarsedgeError):
@@ -45,9 +49,9 @@ def _cpu_backend(path: Path, threads: int | None):
 
 def gate_reference(fp32_path: Path, eval_root: str, split: str, threads: int | None = None) -> GateReference:
     """Read the labelled split once and score the FP32 model on it."""
-    from marsedge.data.ai4mars import AI4MarsDataset
+    from marsedge.data.labelled import open_labelled
 
-    data = AI4MarsDataset(eval_root, split)
+    data = open_labelled(eval_root, split)
     if len(data) == 0:
         raise DataError(f"{eval_root}: evaluation split {split} is empty")
     samples = list(data)
@@ -60,17 +64,27 @@ def gate_reference(fp32_path: Path, eval_root: str, split: str, threads: int | N
 
 
 def compare(reference: Scores, candidate: Scores, tolerance: float) -> dict:
-    """The gate record of a candidate's Scores against the reference's (mIoU in points)."""
+    """The gate record of a candidate's Scores against the reference's (headline in points): for a
+    segmentation model miou_fp32/_int8/_drop, iou_drop per class and pixel_agreement; for a
+    classifier top1_fp32/_int8/_drop, recall_drop per class and top1_agreement."""
     m32, m8 = reference.metrics, candidate.metrics
-    drop = {name: (None if m32["iou"][name] is None or m8["iou"][name] is None
-                   else round(100 * (m32["iou"][name] - m8["iou"][name]), 3)) for name in m32["iou"]}
-    miou_drop = 100 * (m32["miou"] - m8["miou"])
+    key, _ = headline(m32)
+    per_class = "iou" if key == "miou" else "recall"
+    drop = {name: (None if not _finite(m32[per_class][name]) or not _finite(m8[per_class][name])
+                   else round(100 * (m32[per_class][name] - m8[per_class][name]), 3))
+            for name in m32[per_class]}
+    headline_drop = 100 * (m32[key] - m8[key])
+    agreement = "pixel_agreement" if key == "miou" else "top1_agreement"
     return {
-        "miou_fp32": round(100 * m32["miou"], 3), "miou_int8": round(100 * m8["miou"], 3),
-        "miou_drop": round(miou_drop, 3), "iou_drop": drop,
-        "pixel_agreement": round(candidate.agreement(reference), 5),
-        "tolerance": tolerance, "passed": bool(miou_drop <= tolerance),
+        "metric": key, f"{key}_fp32": round(100 * m32[key], 3), f"{key}_int8": round(100 * m8[key], 3),
+        f"{key}_drop": round(headline_drop, 3), "drop": round(headline_drop, 3), f"{per_class}_drop": drop,
+        agreement: round(candidate.agreement(reference), 5),
+        "tolerance": tolerance, "passed": bool(headline_drop <= tolerance),
     }
+
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
 
 
 def accuracy_gate(reference: GateReference, int8_path: Path, tolerance: float,
@@ -101,12 +115,16 @@ def latency_medians(models: dict[str, Path], batch: np.ndarray, threads: int | N
 
 def format_report(record: dict) -> str:
     gate = record["gate"]
+    key = gate.get("metric", "miou")
+    label, per_class = HEADLINE[key], "IoU" if key == "miou" else "recall"
+    agreement, agree_key = ("pixel agreement", "pixel_agreement") if key == "miou" else \
+        ("top-1 agreement", "top1_agreement")
     lines = [f"{record.get('recipe', record['tool'])}: accuracy gate on {gate['eval']}:",
-             f"  mIoU FP32 {gate['miou_fp32']:.2f}  INT8 {gate['miou_int8']:.2f}  "
-             f"drop {gate['miou_drop']:+.2f} points (tolerance {gate['tolerance']})",
-             "  IoU drop per class: " + ", ".join(f"{k} {v:+.2f}" for k, v in gate["iou_drop"].items()
-                                                 if v is not None),
-             f"  pixel agreement FP32 vs INT8: {100 * gate['pixel_agreement']:.2f}%",
+             f"  {label} FP32 {gate[f'{key}_fp32']:.2f}  INT8 {gate[f'{key}_int8']:.2f}  "
+             f"drop {gate[f'{key}_drop']:+.2f} points (tolerance {gate['tolerance']})",
+             f"  {per_class} drop per class: " + ", ".join(
+                 f"{k} {v:+.2f}" for k, v in gate[f"{per_class.lower()}_drop"].items() if v is not None),
+             f"  {agreement} FP32 vs INT8: {100 * gate[agree_key]:.2f}%",
              f"  {'PASSED' if gate['passed'] else 'FAILED'}"]
     if "latency" in record:
         lat = record["latency"]
@@ -115,6 +133,6 @@ def format_report(record: dict) -> str:
                      f"{lat['int8_ms']:.1f} ms, {lat['speedup']:.2f}x{verdict}")
     if len(record.get("tried", [])) > 1:
         lines.append("candidates: " + ", ".join(
-            f"{t['recipe']} " + (f"{t['ms']:.1f} ms " if "ms" in t else "") + f"drop {t['miou_drop']:+.2f}"
+            f"{t['recipe']} " + (f"{t['ms']:.1f} ms " if "ms" in t else "") + f"drop {t['drop']:+.2f}"
             + ("" if t["passed"] else " (failed)") for t in record["tried"]))
     return "\n".join(lines)

@@ -25,8 +25,8 @@ def _graph_shapes(backend) -> tuple[list | None, list | None]:
     return list(session.get_inputs()[0].shape), list(session.get_outputs()[0].shape)
 
 
-def _known(shape: list | None) -> bool:
-    return shape is not None and len(shape) == 4 and all(isinstance(d, int) and d > 0 for d in shape[1:])
+def _known(shape: list | None, rank: int = 4) -> bool:
+    return shape is not None and len(shape) == rank and all(isinstance(d, int) and d > 0 for d in shape[1:])
 
 
 def check_model(backend, path: str | Path) -> None:
@@ -36,11 +36,12 @@ def check_model(backend, path: str | Path) -> None:
     if len(ids) != len(table) or sorted(ids) != list(range(len(table))):
         raise ModelError(f"{path}: metadata class table ids {ids} are not 0..{len(table) - 1}")
     expected = [spec.channels, spec.height, spec.width]
+    classifier = (backend.metadata.get("model_config") or {}).get("head") == "classifier"
     inp, out = _graph_shapes(backend)
     if _known(inp) and inp[1:] != expected:
         raise ModelError(f"{path}: metadata input {'x'.join(map(str, expected))} (CxHxW) but the graph takes "
                          f"{'x'.join(map(str, inp[1:]))}")
-    if not (_known(inp) and _known(out)):
+    if not (_known(inp) and _known(out, 2 if classifier else 4)):
         try:
             out = list(np.shape(backend.infer(np.zeros((1, *expected), np.float32))))
         except ModelError:
@@ -48,8 +49,9 @@ def check_model(backend, path: str | Path) -> None:
         except Exception as exc:  # any runtime error: the model cannot run its own input
             raise ModelError(f"{path}: a blank {'x'.join(map(str, expected))} frame, the metadata's own "
                              f"input size, fails: {type(exc).__name__}: {str(exc)[:200]}") from None
-    if len(out) != 4:
-        raise ModelError(f"{path}: output has shape {out}, expected N x classes x H x W")
+    if len(out) != (2 if classifier else 4):
+        expected_out = "N x classes (an image classifier)" if classifier else "N x classes x H x W"
+        raise ModelError(f"{path}: output has shape {out}, expected {expected_out}")
     if isinstance(out[1], int) and out[1] != len(table):
         raise ModelError(f"{path}: metadata class table has {len(table)} classes but the graph outputs "
                          f"{out[1]} channels")

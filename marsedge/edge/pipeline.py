@@ -5,7 +5,8 @@ supervisor that only waits, so that a signal is always seen at once.
     infer    backend.infer, nothing else
     writer   mask at frame size (`marsedge.edge.predict`), class fractions, hazards (both by the
              model's own class table, from its metadata); masks, overlays, frames.jsonl
-             (`marsedge.edge.sinks.Writer`)
+             (`marsedge.edge.sinks.Writer`). An image classifier's frame gets its class, probability
+             and top 5 in frames.jsonl instead, and no mask.
 
 Why postprocessing is the writer's: the inference stage is the bottleneck, so whatever it does
 besides `backend.infer` adds to every frame's time, while the writer's work overlaps the next
@@ -35,7 +36,7 @@ import numpy as np
 from marsedge.data import frames
 from marsedge.data.preprocess import PreprocessSpec, preprocess
 from marsedge.edge.hazards import HazardRules, class_fractions
-from marsedge.edge.predict import logits_to_mask
+from marsedge.edge.predict import is_classifier, logits_to_mask, top_classes
 from marsedge.edge.sinks import SinkError, Writer
 from marsedge.edge.sources import Item
 from marsedge.errors import FrameError, ModelError
@@ -139,6 +140,8 @@ class Pipeline:
         self.items, self.backend, self.writer, self.hazards = items, backend, writer, hazards
         self.spec: PreprocessSpec = backend.spec
         self.table = backend.metadata["class_table"]
+        self.classifier = is_classifier(backend)  # an image classifier: a class per frame, no mask
+        self.names = [str(c["name"]) for c in self.table]
         self.inbox: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self.outbox: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self.stop = threading.Event()
@@ -228,12 +231,17 @@ class Pipeline:
         return True
 
     def postprocess(self, frame: Frame) -> None:
-        """Argmax at the frame's size, class fractions and hazards (in the writer's thread)."""
+        """Argmax at the frame's size, class fractions and hazards (in the writer's thread); for a
+        classifier the frame's class, its probability and the top 5."""
         start = time.perf_counter()
         try:
-            frame.mask = logits_to_mask(frame.logits, frame.image.shape[:2])[0]  # THE resolution policy
-            frame.record = {"classes": class_fractions(frame.mask, self.table),
-                            "hazards": self.hazards.assess(frame.mask)}
+            if self.classifier:
+                top = top_classes(frame.logits, self.names)
+                frame.record = {"class": top[0]["class"], "p": top[0]["p"], "top5": top}
+            else:
+                frame.mask = logits_to_mask(frame.logits, frame.image.shape[:2])[0]  # THE resolution policy
+                frame.record = {"classes": class_fractions(frame.mask, self.table),
+                                "hazards": self.hazards.assess(frame.mask)}
         except Exception as exc:  # a malformed output is this frame's failure
             frame.error = f"postprocessing failed: {describe(exc)}"
         frame.logits = None

@@ -16,6 +16,13 @@ The classes are the model's: `num_classes` is the length of the model's class ta
 metadata), not `marsedge.terrain.NUM_CLASSES`. Label pixels whose class the model does not have
 (ids >= num_classes, e.g. rover 4 and background 5 for a 4-class terrain model) are ignored, like
 the 255 "unlabelled" pixels: a model is scored on the classes it can predict.
+
+A classifier (model_config head `classifier`, e.g. an MSL surface model of `mode: classify`) goes
+through the same two calls: `predict` gives its class probabilities for the frame (`classify`), and
+`score` scores ImageSamples (an image and its class id) into the same `Scores`, whose metrics are
+then top-1, top-5, balanced accuracy, per-class recall and the image confusion matrix
+(`marsedge.metrics.classification_metrics`, the function training scores with). Its "masks" are one
+predicted class id per image, so the agreement between two classifiers is their top-1 agreement.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import numpy as np
 
 from marsedge.data.preprocess import PreprocessSpec, preprocess
 from marsedge.errors import DataError
-from marsedge.metrics import ConfusionMatrix, segmentation_metrics
+from marsedge.metrics import ConfusionMatrix, classification_metrics, headline, segmentation_metrics
 from marsedge.terrain import IGNORE_INDEX
 
 
@@ -65,9 +72,40 @@ def logits_to_mask(logits: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
 def predict(backend, image: np.ndarray, spec: PreprocessSpec | None = None,
             out_hw: tuple[int, int] | None = None) -> np.ndarray:
     """One frame -> uint8 mask at the frame's size (or `out_hw`), through THE preprocessing with
-    the model's own spec (or `spec`)."""
+    the model's own spec (or `spec`); a classifier's: its class probabilities (`classify`)."""
     spec = spec or backend.spec
+    if is_classifier(backend):
+        return classify(backend, image, spec)
     return logits_to_mask(backend.infer(preprocess(image, spec)[None]), out_hw or image.shape[:2])[0]
+
+
+def is_classifier(backend) -> bool:
+    """An image classifier (one logit vector per image), by the model config in its metadata."""
+    return (backend.metadata.get("model_config") or {}).get("head") == "classifier"
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities of N x K logits (max subtracted first: no overflow)."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def classify(backend, image: np.ndarray, spec: PreprocessSpec | None = None) -> np.ndarray:
+    """One frame -> the classifier's K class probabilities (float64), through THE preprocessing."""
+    return softmax(_image_logits(backend.infer(preprocess(image, spec or backend.spec)[None])))[0]
+
+
+def top_classes(logits: np.ndarray, names: list[str], k: int = 5) -> list[dict]:
+    """The k most probable classes of one image's logits (1 x K): [{"class", "p"}], best first."""
+    probs = softmax(_image_logits(logits))[0]
+    return [{"class": names[i], "p": round(float(probs[i]), 5)} for i in np.argsort(-probs)[:k]]
+
+
+def _image_logits(logits: np.ndarray) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2:
+        raise ValueError(f"a classifier's logits must be N x K, got shape {logits.shape}")
+    return logits
 
 
 def model_classes(backend) -> list[str]:
@@ -92,15 +130,28 @@ class Scores:
     confusion: ConfusionMatrix
     per_frame: list[dict] = field(default_factory=list)
     masks: dict[str, np.ndarray] = field(default_factory=dict)
+    task: str = "segmentation"  # or "classification"
+    logits: list[np.ndarray] = field(default_factory=list)  # a classifier's, per image (top-5 needs them)
+    targets: list[int] = field(default_factory=list)
 
     @property
     def metrics(self) -> dict:
-        """marsedge.metrics.segmentation_metrics of the whole split."""
+        """marsedge.metrics.segmentation_metrics of the whole split (classification_metrics for a
+        classifier)."""
+        if self.task == "classification":
+            return classification_metrics(np.stack(self.logits), self.targets, self.class_names)
         return segmentation_metrics(self.confusion.matrix, self.class_names)
 
     @property
     def miou(self) -> float:
         return self.metrics["miou"]
+
+    @property
+    def headline(self) -> tuple[str, float]:
+        """(label, value) of the task's headline metric: mIoU, or top-1 for a classifier."""
+        m = self.metrics
+        key, label = headline(m)
+        return label, m[key]
 
     def agreement(self, other: Scores) -> float:
         """Pixel agreement of this model's masks with another's (see `pixel_agreement`)."""
@@ -111,11 +162,16 @@ def score(backend, samples: Iterable, class_names: list[str] | None = None) -> S
     """Predict every labelled sample (`Sample`: image, label, name) and score it against its label
     at the label's resolution. `class_names` default to the model's class table."""
     names = list(class_names or model_classes(backend))
+    if is_classifier(backend):
+        return score_images(backend, samples, names)
     total = ConfusionMatrix(len(names))
     scores = Scores(names, total)
     for sample in samples:
         if sample.label is None:
             raise DataError(f"frame {sample.name} has no label: accuracy needs a labelled split")
+        if not isinstance(sample.label, np.ndarray):
+            raise DataError(f"frame {sample.name} has a class id, not a label mask: a segmentation "
+                            "model is scored on an AI4Mars split, not on an image classification set")
         mask = predict(backend, sample.image, out_hw=sample.label.shape[:2])
         frame = ConfusionMatrix(len(names))
         frame.update(mask, fold_label(sample.label, len(names)))
@@ -129,8 +185,32 @@ def score(backend, samples: Iterable, class_names: list[str] | None = None) -> S
     return scores
 
 
+def score_images(backend, samples: Iterable, names: list[str]) -> Scores:
+    """A classifier on labelled images (`ImageSample`: image, class id, name)."""
+    scores = Scores(names, ConfusionMatrix(len(names)), task="classification")
+    for sample in samples:
+        if not isinstance(sample.label, (int, np.integer)):
+            raise DataError(f"frame {sample.name} has no class label: a classifier is scored on "
+                            "labelled images (an MSL surface split), not on label masks")
+        if not 0 <= int(sample.label) < len(names):
+            raise DataError(f"frame {sample.name}: class id {sample.label} is not one of the model's "
+                            f"{len(names)} classes")
+        logits = _image_logits(backend.infer(preprocess(sample.image, backend.spec)[None]))[0]
+        pred = int(np.argmax(logits))
+        scores.confusion.update(np.array([pred]), np.array([int(sample.label)]))
+        scores.logits.append(logits)
+        scores.targets.append(int(sample.label))
+        scores.per_frame.append({"name": sample.name, "truth": names[int(sample.label)],
+                                 "predicted": names[pred], "correct": pred == int(sample.label)})
+        scores.masks[sample.name] = np.array([pred], np.uint8)
+    if not scores.per_frame:
+        raise DataError("the split has no images to evaluate")
+    return scores
+
+
 def pixel_agreement(masks: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
-    """Fraction of pixels, over all frames both hold, where the two models predict the same class."""
+    """Fraction of pixels, over all frames both hold, where the two models predict the same class
+    (for classifiers, whose masks are one class id per image: the fraction of images)."""
     same = total = 0
     for name, mask in masks.items():
         ref = reference.get(name)

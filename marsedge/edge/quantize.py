@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from marsedge.errors import ConfigError, ModelError
+from marsedge.metrics import HEADLINE
 
 if TYPE_CHECKING:  # kept out of the import, so `marsedge --help` and the CLI choices stay light
     from marsedge.data.preprocess import PreprocessSpec
@@ -343,7 +344,7 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
     and calibration reads `train-val`, disjoint from it; test splits stay for `marsedge bench`."""
     import onnx
 
-    from marsedge.data.ai4mars import list_items
+    from marsedge.data.labelled import open_labelled
     from marsedge.edge import calibration as C
     from marsedge.edge import gate as G
     from marsedge.edge.onnx_meta import QUANTIZATION, parse_props, set_props
@@ -357,12 +358,13 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
     if meta.quantization:
         raise ModelError(f"{src} is already quantized; quantize the FP32 export")
     out = Path(out) if out else src.with_name(f"{src.stem}{quantizer.suffix}")
-    eval_root = eval_root or (calib if C.is_ai4mars(Path(calib)) else None)
+    eval_root = eval_root or (calib if C.is_labelled_root(Path(calib)) else None)
     if eval_root is None:
-        raise ConfigError("the accuracy gate needs a labelled AI4Mars tree: pass --eval ROOT")
+        raise ConfigError("the accuracy gate needs a labelled tree (AI4Mars, or MSL surface for a "
+                          "classifier): pass --eval ROOT")
 
     calib_set = C.calibration_set(calib, options.n, options.min_frames, calib_split, options.seed)
-    C.check_disjoint(calib_set, [it.image for it in list_items(eval_root, eval_split)])
+    C.check_disjoint(calib_set, [it.image for it in open_labelled(eval_root, eval_split).items])
     print(f"calibrating on {len(calib_set.paths)} frames from {calib_set.source} ({options.method})",
           flush=True)
     C.load_frames(calib_set, meta.preprocess, options.progress)  # once, for every candidate
@@ -379,7 +381,7 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
         tried = []
         for recipe, (path, _) in made.items():
             gate = G.accuracy_gate(reference, path, options.tolerance, options.threads)
-            tried.append({"recipe": recipe, "miou_drop": gate["miou_drop"], "passed": gate["passed"],
+            tried.append({"recipe": recipe, "drop": gate["drop"], "passed": gate["passed"],
                           "gate": gate, **({"ms": round(ms[recipe], 2),
                                             "speedup": round(ms["fp32"] / ms[recipe], 3)} if ms else {})})
         chosen = _pick(tried, ms is not None)
@@ -397,7 +399,7 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
                                  "min_speedup": options.min_speedup, "passed": speedup >= options.min_speedup}
         print(G.format_report(record))
         if not gate["passed"] and not options.force:
-            raise G.GateError(f"{src}: INT8 loses {gate['miou_drop']:.2f} mIoU points "
+            raise G.GateError(f"{src}: INT8 loses {gate['drop']:.2f} {HEADLINE[gate['metric']]} points "
                               f"(> {options.tolerance}); not written (use --force to keep it anyway)")
         if ms and not record["latency"]["passed"] and not options.force:
             lat = record["latency"]

@@ -15,6 +15,8 @@ luminance, a three-channel model sees a greyscale frame replicated to RGB) and t
 which masks, overlay colours, frames.jsonl class fractions and the hazard rules are read: a
 4-class terrain model and a 6-class model run alike. A hazard rule whose class the model lacks is
 skipped with one note at the start (or refused: `missing_class: error`, `marsedge.edge.hazards`).
+An image classifier (an MSL surface model of `mode: classify`) runs the same way: its frames.jsonl
+lines carry the frame's class, probability and top 5 instead of masks, overlays and hazards.
 
 It is a supervised pipeline (`marsedge.edge.pipeline`): a bad frame costs one log line and one
 summary entry, never the run; a failing OUTPUT or model stops the run with one line and the exit
@@ -46,6 +48,7 @@ import cv2
 from marsedge.edge.backends import BACKENDS, open_backend
 from marsedge.edge.hazards import HazardRules, load_hazard_config
 from marsedge.edge.pipeline import Pipeline, backend_alone, describe
+from marsedge.edge.predict import is_classifier
 from marsedge.edge.sinks import JSONL, SUMMARY, VISUALS, Writer, prepare_output, write_summary
 from marsedge.edge.sources import open_source
 from marsedge.errors import ConfigError, MarsedgeError, ModelError
@@ -123,8 +126,13 @@ def run(args: argparse.Namespace) -> int:
                           "or --overwrite to replace what it wrote")
     hazard_config = load_hazard_config(args.hazards)
     backend = open_model(args)
+    classifier = is_classifier(backend)
+    if classifier:  # a class per frame: nothing to draw, no terrain to assess
+        print(f"edge-run: note: {args.model} is an image classifier: frames.jsonl gets each frame's "
+              "class, probability and top 5; no masks, overlays or hazards", file=sys.stderr)
+        visuals = set()
     try:
-        hazards = HazardRules.for_model(hazard_config, backend.metadata["class_table"])
+        hazards = HazardRules.for_model(hazard_config, [] if classifier else backend.metadata["class_table"])
         source = open_source(args.input, exclude=out)
         namer, kept = prepare_output(out, visuals, args.resume, args.overwrite)
     except BaseException:
@@ -132,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     namer.remember_new = source.kind == "files"
     cv2.setNumThreads(args.cv_threads)  # the stages are the parallelism; the cores are the runtime's
-    for note in hazards.notes():  # once per run, not per frame
+    for note in [] if classifier else hazards.notes():  # once per run, not per frame
         print(f"edge-run: note: {note}", file=sys.stderr)
     writer = Writer(out, visuals, args.alpha, backend.metadata["class_table"], namer, args.overlay_every)
     skip = {r["name"] for r in kept} if source.kind == "files" else set()

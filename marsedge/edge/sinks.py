@@ -256,6 +256,8 @@ class Writer:
     def _encode(self, frame) -> dict[str, bytes]:
         """Per-frame work that can fail for the frame alone (a cv2 error, a wrong-shaped mask)."""
         mask = frame.mask  # at the frame's size already (marsedge.edge.predict's policy)
+        if mask is None and "class" in frame.record:  # an image classifier: its line is its output
+            return {}
         if mask.shape[:2] != frame.image.shape[:2]:
             raise ValueError(f"mask {mask.shape[:2]} is not at the frame's size {frame.image.shape[:2]}")
         out = {}
@@ -312,7 +314,7 @@ class Writer:
             except OSError as exc:
                 raise sink_error(exc, target) from None
             paths[visual] = rel
-        if "overlay" in self.visuals and "overlay" not in paths:
+        if "overlay" in self.visuals and "overlay" not in paths and frame.mask is not None:
             paths["overlay"] = None  # left out by --overlay-every
         frame.ms["write"] = 1000 * (time.perf_counter() - start)
         self._append({"name": frame.name, "index": frame.index, **paths, **frame.record,

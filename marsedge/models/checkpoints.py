@@ -176,10 +176,21 @@ def _adapt_first_conv(model: nn.Module, given: dict[str, torch.Tensor],
     return [key]
 
 
+def _build_classifier(config: ModelConfig, state_dict: dict) -> nn.Module:
+    from marsedge.models.classifier import build_classifier
+
+    heads = tuple(h for h in ("s", "u") if f"head_{h}.layers.2.weight" in state_dict)
+    dim = next((int(state_dict[f"head_{h}.layers.2.weight"].shape[0]) for h in heads), 128)
+    return build_classifier(config, heads, dim)
+
+
 def load_model(path: str | Path,
                map_location: str | torch.device = "cpu") -> tuple[SegmentationModel, Checkpoint]:
-    """Rebuild the model a checkpoint describes, load its weights (strictly) and put it in eval mode."""
+    """Rebuild the model a checkpoint describes, load its weights (strictly) and put it in eval mode.
+    An image classifier (`head: classifier`) is rebuilt with the contrastive heads it was trained
+    with, so the strict load holds; its forward gives the class logits alone (what export runs)."""
     ckpt = load_checkpoint(path, map_location)
-    model = build_model(ModelConfig.from_dict(ckpt.model_config))
+    config = ModelConfig.from_dict(ckpt.model_config)
+    model = _build_classifier(config, ckpt.state_dict) if config.head == "classifier" else build_model(config)
     load_weights(model, ckpt.state_dict, strict=True, source=str(ckpt.path))
     return model.to(map_location).eval(), ckpt

@@ -22,31 +22,9 @@ from marsedge.data.frames import read_frame
 from marsedge.data.msl_surface import ClassItem
 from marsedge.data.preprocess import PreprocessSpec, preprocess
 from marsedge.data.views import ContrastiveViewConfig, contrastive_view
+from marsedge.metrics import classification_metrics
 
 METRICS = ("top1", "top5", "balanced_accuracy")  # the scalars ClassificationEvaluator returns
-
-
-def classification_metrics(logits: np.ndarray, targets: Sequence[int], classes: Sequence[str]) -> dict:
-    """Top-1, top-5 (top-K when K < 5), balanced accuracy (mean recall over the classes present),
-    per-class recall (NaN for a class the set lacks) and support, and the K x K confusion matrix
-    (rows true, columns predicted)."""
-    targets_arr = np.asarray(targets, dtype=np.int64)
-    k = min(5, logits.shape[1])
-    topk = np.argsort(-logits, axis=1)[:, :k]
-    pred = topk[:, 0]
-    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    np.add.at(confusion, (targets_arr, pred), 1)
-    support = confusion.sum(1)
-    recall = [float(confusion[c, c] / support[c]) if support[c] else math.nan for c in range(len(classes))]
-    present = [r for r in recall if not math.isnan(r)]
-    return {
-        "top1": float((pred == targets_arr).mean()) if len(targets_arr) else math.nan,
-        "top5": float((topk == targets_arr[:, None]).any(1).mean()) if len(targets_arr) else math.nan,
-        "balanced_accuracy": float(np.mean(present)) if present else math.nan,
-        "recall": dict(zip(classes, recall, strict=True)),
-        "support": dict(zip(classes, support.tolist(), strict=True)),
-        "confusion": confusion.tolist(),
-    }
 
 
 class ClassificationEvaluator:
