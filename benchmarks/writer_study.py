@@ -85,6 +85,39 @@ def guarded(self, name, stage, code):
     return _guarded(self, name, niced, code)
 P.Pipeline._guarded = guarded
 """
+# the per-frame work before stop 24's cuts: (class, grey) table blend, bitwise argmax, np.bincount
+BEFORE_CUTS = """
+import cv2, numpy as np
+from marsedge.edge import hazards, predict, sinks
+def overlay(self, image, mask):
+    if image.ndim == 2 and image.dtype == np.uint8 and mask.dtype == np.uint8:
+        if getattr(self, "_table", None) is None:
+            grey = np.repeat(np.tile(np.arange(256, dtype=np.uint8), 256)[:, None], 3, axis=1)
+            colour = np.repeat(self.bgr_lut, 256, axis=0)
+            self._table = cv2.addWeighted(grey, 1 - self.alpha, colour, self.alpha, 0)
+        return np.take(self._table, (mask.astype(np.uint16) << 8) | image, axis=0)
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR if image.ndim == 3 else cv2.COLOR_GRAY2BGR)
+    return cv2.addWeighted(bgr, 1 - self.alpha, self.bgr_lut[mask], self.alpha, 0)
+def argmax_ids(logits):
+    logits = np.ascontiguousarray(logits)
+    if logits.dtype != np.float32 or np.isnan(logits.max()):
+        return np.argmax(logits, axis=1).astype(np.uint8)
+    out = np.zeros((logits.shape[0], *logits.shape[2:]), np.uint8)
+    for n, planes in enumerate(logits):
+        best, ids = planes[0].copy(), out[n]
+        for c in range(1, planes.shape[0]):
+            greater = cv2.compare(planes[c], best, cv2.CMP_GT)
+            cv2.bitwise_and(ids, cv2.bitwise_not(greater), dst=ids)
+            cv2.bitwise_or(ids, cv2.bitwise_and(greater, c), dst=ids)
+            cv2.max(best, planes[c], dst=best)
+    return out
+def class_counts(mask, where=None):
+    return np.bincount(mask.reshape(-1) if where is None else mask[where.astype(bool)], minlength=256)
+sinks.Writer.overlay, predict.argmax_ids, hazards.class_counts = overlay, argmax_ids, class_counts
+"""
+# the interpreter hands the GIL over after 0.5 ms instead of 5 ms: the inference thread, back from
+# ONNX Runtime, waits less for a writer that holds it
+SWITCH_FAST = "import sys\nsys.setswitchinterval(0.0005)\n"
 CV_CORES = ["--cv-threads", str(os.cpu_count() or 1)]  # OpenCV's default thread count (before)
 VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run options)
     "0 before (postprocess in infer thread, numpy argmax, old blend, cv2 threads = cores)":
@@ -99,6 +132,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run
     "8 default + ORT dynamic_block_base 4": (DYNAMIC_BLOCKS, []),
     "9 default + reader/writer threads at nice 10": (NICE_IO, []),
     "10 default + nice 10 + ORT allow_spinning=0": (NICE_IO + NO_SPIN, []),
+    "11 default before stop 24's per-frame cuts (table blend, bitwise argmax, bincount)": (BEFORE_CUTS, []),
+    "12 default + GIL switch interval 0.5 ms": (SWITCH_FAST, []),
+    "13 default + dynamic_block_base 4 + GIL switch interval 0.5 ms": (DYNAMIC_BLOCKS + SWITCH_FAST, []),
 }
 BACKEND_ALONE = """
 import json, sys, time

@@ -8,6 +8,7 @@ import pytest
 from marsedge.edge.hazards import (
     HazardConfig,
     HazardRules,
+    class_counts,
     class_fractions,
     corridor_mask,
     load_hazard_config,
@@ -59,6 +60,19 @@ def test_class_fractions_sum_to_one():
     mask = np.array([[0, 1], [2, 3]], np.uint8)
     f = class_fractions(mask, TABLE)
     assert f["soil"] == f["big rock"] == 0.25 and sum(f.values()) == pytest.approx(1.0)
+
+
+def test_class_counts_are_bincounts_inside_and_outside_a_region():
+    rng = np.random.default_rng(4)
+    mask = rng.integers(0, 256, (61, 67), dtype=np.uint8)  # odd sizes: no SIMD-friendly width
+    mask[:, :9] = 255  # the ignore id, counted like any other
+    where = rng.random(mask.shape) < 0.3
+    np.testing.assert_array_equal(class_counts(mask), np.bincount(mask.ravel(), minlength=256))
+    np.testing.assert_array_equal(class_counts(mask, where.view(np.uint8)),
+                                  np.bincount(mask[where], minlength=256))
+    assert class_counts(mask, np.zeros_like(mask)).sum() == 0
+    strided = mask[:, ::2]  # a view: not contiguous
+    np.testing.assert_array_equal(class_counts(strided), np.bincount(strided.ravel(), minlength=256))
 
 
 def test_config_errors_name_the_key(tmp_path):

@@ -49,7 +49,7 @@ def test_overlay_is_the_addweighted_blend_byte_for_byte(alpha, tmp_path):
     writer = Writer(tmp_path, {"overlay"}, alpha, table)
     rgb_lut = palette(table)
     mask = rng.integers(0, len(table), (40, 56), dtype=np.uint8)
-    for shape in ((40, 56), (40, 56, 3)):  # NAVCAM grey (the lookup table), colour (addWeighted)
+    for shape in ((40, 56), (40, 56, 3)):  # NAVCAM grey (per-channel LUT blend), colour (addWeighted)
         image = rng.integers(0, 256, shape, dtype=np.uint8)
         rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
         before = cv2.cvtColor(cv2.addWeighted(rgb, 1 - alpha, rgb_lut[mask], alpha, 0), cv2.COLOR_RGB2BGR)

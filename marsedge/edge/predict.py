@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -41,10 +42,10 @@ from marsedge.terrain import IGNORE_INDEX
 
 def argmax_ids(logits: np.ndarray) -> np.ndarray:
     """np.argmax(logits, axis=1) as uint8, exactly (first maximum on ties, infinities as numpy;
-    NaN: numpy itself), by OpenCV compare/max and branch-free bit operations over the class planes:
-    ids = (ids & ~greater) | (greater & c), where greater is 0/255. 0.5-0.6 ms for 6x512x512 on 2
-    cores whatever the logits look like; numpy's argmax over a strided axis takes 4-7 ms, and a
-    boolean-mask assignment (the previous version) 1.4 ms on smooth logits and 5.2 ms on noisy ones
+    NaN: numpy itself), by OpenCV over the class planes: where class c beats the best so far
+    (cv2.compare, strictly greater), c is copied in (cv2.copyTo from a constant plane). 0.37 ms for
+    6x512x512 on 2 cores whatever the logits look like; numpy's argmax over a strided axis takes
+    4-7 ms, bitwise and/or blending of the ids 0.6 ms, and a boolean-mask assignment 1.4-5.2 ms
     (unpredictable branches). edge-run pays it per frame."""
     if logits.dtype != np.float32 or not 2 <= logits.shape[1] <= 255 or logits.size == 0:
         return np.argmax(logits, axis=1).astype(np.uint8)
@@ -56,10 +57,16 @@ def argmax_ids(logits: np.ndarray) -> np.ndarray:
         best, ids = planes[0].copy(), out[n]
         for c in range(1, planes.shape[0]):
             greater = cv2.compare(planes[c], best, cv2.CMP_GT)  # 255 where class c beats the best so far
-            cv2.bitwise_and(ids, cv2.bitwise_not(greater), dst=ids)
-            cv2.bitwise_or(ids, cv2.bitwise_and(greater, c), dst=ids)
+            cv2.copyTo(_constant_plane(ids.shape, c), greater, ids)
             cv2.max(best, planes[c], dst=best)
     return out
+
+
+@lru_cache(maxsize=64)
+def _constant_plane(shape: tuple[int, ...], value: int) -> np.ndarray:
+    plane = np.full(shape, value, np.uint8)
+    plane.setflags(write=False)  # shared through the cache
+    return plane
 
 
 def logits_to_mask(logits: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
