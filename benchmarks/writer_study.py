@@ -85,7 +85,7 @@ def guarded(self, name, stage, code):
     return _guarded(self, name, niced, code)
 P.Pipeline._guarded = guarded
 """
-# the per-frame work before stop 24's cuts: (class, grey) table blend, bitwise argmax, np.bincount
+# the per-frame work before the per-frame cuts: (class, grey) table blend, bitwise argmax, np.bincount
 BEFORE_CUTS = """
 import cv2, numpy as np
 from marsedge.edge import hazards, predict, sinks
@@ -132,7 +132,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run
     "8 default + ORT dynamic_block_base 4": (DYNAMIC_BLOCKS, []),
     "9 default + reader/writer threads at nice 10": (NICE_IO, []),
     "10 default + nice 10 + ORT allow_spinning=0": (NICE_IO + NO_SPIN, []),
-    "11 default before stop 24's per-frame cuts (table blend, bitwise argmax, bincount)": (BEFORE_CUTS, []),
+    "11 default before the per-frame cuts (table blend, bitwise argmax, bincount)": (BEFORE_CUTS, []),
     "12 default + GIL switch interval 0.5 ms": (SWITCH_FAST, []),
     "13 default + dynamic_block_base 4 + GIL switch interval 0.5 ms": (DYNAMIC_BLOCKS + SWITCH_FAST, []),
 }
