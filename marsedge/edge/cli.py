@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from marsedge.edge.quantize import DEFAULT_FRAMES, METHODS, QUANTIZERS, recipe_choices
+from marsedge.edge.quantize import DEFAULT_FRAMES, METHODS, QUANTIZERS, RUNTIMES, recipe_choices
 
 
 def register(subparsers) -> None:
@@ -60,6 +60,9 @@ def register(subparsers) -> None:
                    help="the target's layout (" + "; ".join(f"{name}: {', '.join(quantizer.recipes)}"
                                                             for name, quantizer in QUANTIZERS.items())
                         + "), or auto: the fastest that passes the gate (default)")
+    q.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],
+                   help="--target cpu: where the gate and the timer run; openvino keeps the QDQ recipes "
+                        "(the ones it loads) and picks among them by OpenVINO's own speed")
     q.add_argument("--tolerance", type=float, default=1.0, help="max mIoU drop in points")
     q.add_argument("--threads", type=int, default=None)
     q.add_argument("--min-speedup", type=float, default=1.0,
@@ -116,7 +119,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     options = QuantizeOptions(target=args.target, method=args.method, n=args.n, min_frames=args.min_frames,
                               tolerance=args.tolerance, min_speedup=args.min_speedup, force=args.force,
                               dla=args.dla, per_node=args.per_node, threads=args.threads, recipe=args.recipe,
-                              progress=not args.quiet)
+                              runtime=args.runtime, progress=not args.quiet)
     options.validate()
     out, record = quantize_model(args.model, args.calib, args.out, args.eval, options,
                                  calib_split=args.calib_split, eval_split=args.eval_split)
@@ -124,7 +127,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         print("warning: the accuracy gate failed; written anyway because of --force")
     if not record.get("latency", {}).get("passed", True):
         print("warning: INT8 is slower than --min-speedup allows; written anyway because of --force")
-    print(f"wrote {out}")
+    print(f"wrote {out}" + (" (run it with --backend openvino)" if options.runtime == "openvino" else ""))
     return 0
 
 

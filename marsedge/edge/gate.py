@@ -40,14 +40,20 @@ class GateReference:
     fp32: Scores
 
 
-def _cpu_backend(path: Path, threads: int | None):
-    """The gate always runs on ONNX Runtime CPU (a TensorRT QDQ model runs there too)."""
+def _cpu_backend(path: Path, threads: int | None, runtime: str = "onnxruntime"):
+    """The gate runs on ONNX Runtime CPU (a TensorRT QDQ model runs there too), or on OpenVINO's CPU
+    plugin for a model meant for it (`quantize --runtime openvino`)."""
+    if runtime == "openvino":
+        from marsedge.edge.openvino import OpenVinoBackend
+
+        return OpenVinoBackend(path, threads=threads)
     from marsedge.edge.backends import OnnxBackend
 
     return OnnxBackend(path, threads=threads, providers=["CPUExecutionProvider"])
 
 
-def gate_reference(fp32_path: Path, eval_root: str, split: str, threads: int | None = None) -> GateReference:
+def gate_reference(fp32_path: Path, eval_root: str, split: str, threads: int | None = None,
+                   runtime: str = "onnxruntime") -> GateReference:
     """Read the labelled split once and score the FP32 model on it."""
     from marsedge.data.labelled import open_labelled
 
@@ -55,7 +61,7 @@ def gate_reference(fp32_path: Path, eval_root: str, split: str, threads: int | N
     if len(data) == 0:
         raise DataError(f"{eval_root}: evaluation split {split} is empty")
     samples = list(data)
-    fp32 = _cpu_backend(Path(fp32_path), threads)
+    fp32 = _cpu_backend(Path(fp32_path), threads, runtime)
     try:
         scores = score(fp32, samples)
     finally:
@@ -88,9 +94,9 @@ def _finite(x) -> bool:
 
 
 def accuracy_gate(reference: GateReference, int8_path: Path, tolerance: float,
-                  threads: int | None = None) -> dict:
+                  threads: int | None = None, runtime: str = "onnxruntime") -> dict:
     """Score the INT8 model on the reference's frames and compare; the record stored in the metadata."""
-    int8 = _cpu_backend(Path(int8_path), threads)
+    int8 = _cpu_backend(Path(int8_path), threads, runtime)
     try:
         scores = score(int8, reference.samples, reference.fp32.class_names)
     finally:
@@ -99,12 +105,12 @@ def accuracy_gate(reference: GateReference, int8_path: Path, tolerance: float,
 
 
 def latency_medians(models: dict[str, Path], batch: np.ndarray, threads: int | None,
-                    blocks: int = 4) -> dict[str, float]:
-    """Median ms of each model on ONNX Runtime CPU, all measured in one alternating-block run
+                    blocks: int = 4, runtime: str = "onnxruntime") -> dict[str, float]:
+    """Median ms of each model on `runtime` (CPU), all measured in one alternating-block run
     (marsedge.timing), so machine load hits every candidate alike."""
     from marsedge.timing import alternating_medians
 
-    opened = {k: _cpu_backend(Path(p), threads) for k, p in models.items()}
+    opened = {k: _cpu_backend(Path(p), threads, runtime) for k, p in models.items()}
     try:
         fns = {k: (lambda b=b: b.infer(batch)) for k, b in opened.items()}
         return alternating_medians(fns, blocks=blocks)
@@ -129,7 +135,8 @@ def format_report(record: dict) -> str:
     if "latency" in record:
         lat = record["latency"]
         verdict = "" if lat["passed"] else f"  SLOWER than --min-speedup {lat['min_speedup']}"
-        lines.append(f"latency (ONNX Runtime CPU, median): FP32 {lat['fp32_ms']:.1f} ms, INT8 "
+        where = "OpenVINO CPU" if record.get("runtime") == "openvino" else "ONNX Runtime CPU"
+        lines.append(f"latency ({where}, median): FP32 {lat['fp32_ms']:.1f} ms, INT8 "
                      f"{lat['int8_ms']:.1f} ms, {lat['speedup']:.2f}x{verdict}")
     if len(record.get("tried", [])) > 1:
         lines.append("candidates: " + ", ".join(

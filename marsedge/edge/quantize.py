@@ -16,6 +16,10 @@ Two gates, one reason line each, nothing written unless `--force`:
 - speed (measured targets): INT8 at least `--min-speedup` (1.0) times as fast as FP32 here. A
   64-128 px model is often too small for INT8 to pay; export at the deployment size.
 Every candidate is recorded in the metadata (`tried`: recipe, ms, speed-up, mIoU drop, verdict).
+`--runtime openvino` (with the `[openvino]` extra) makes the QDQ recipes the candidates and runs the
+FP32 reference, the gate and the timer on OpenVINO's CPU plugin, so that auto keeps the layout
+fastest where the file will run (`edge-run --backend openvino`; on a Zen 5, OpenVINO ran
+marsedge's qdq-u8s8-all in 14.9 ms against ONNX Runtime's best 17.8, benchmarks/results/cpu_runtimes.md).
 
 Defaults, for a quantize in about a minute (issue 19; `benchmarks/results/cpu_runtimes.md`, 512 px,
 2 cores, machine loaded to load average ~14): 64 calibration frames (was 500) and min-max
@@ -46,6 +50,7 @@ min-max/64 frames 0.004 mIoU points, entropy/64 frames 0.01, pixel agreement >= 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import tempfile
@@ -54,6 +59,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from marsedge.edge.cpu_recipes import (
+    AUTO_CPU_RECIPES,
+    AUTO_OPENVINO_RECIPES,
+    CPU_RECIPES,
+    excluded_convs,
+    quantized_op_types,
+)
 from marsedge.errors import ConfigError, ModelError
 from marsedge.metrics import HEADLINE
 
@@ -61,6 +73,7 @@ if TYPE_CHECKING:  # kept out of the import, so `marsedge --help` and the CLI ch
     from marsedge.data.preprocess import PreprocessSpec
     from marsedge.edge.calibration import CalibrationSet
 
+RUNTIMES = ("onnxruntime", "openvino")  # where the gate and the timer run (--target cpu)
 METHODS = ("max", "entropy")  # max (min-max) first: the default (entropy: ~10x slower to calibrate)
 DEFAULT_FRAMES = 64  # calibration frames by default (bounded: quantize in about a minute at 512 px;
 # calibration.WARN_FRAMES warns below the same count)
@@ -80,6 +93,7 @@ class QuantizeOptions:
     threads: int | None = None
     seed: int = 0
     recipe: str = "auto"  # "auto" (the quantizer's `auto` list) or one of the quantizer's recipes
+    runtime: str = "onnxruntime"  # openvino: QDQ recipes only, gated and timed on OpenVINO
     progress: bool = True
 
     def validate(self) -> None:
@@ -96,6 +110,16 @@ class QuantizeOptions:
         if self.recipe != "auto" and self.recipe not in quantizer.recipes:
             raise ConfigError(f"--recipe must be auto or one of {', '.join(quantizer.recipes)} for --target "
                               f"{self.target}, got {self.recipe!r}")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"--runtime must be one of {RUNTIMES}, got {self.runtime!r}")
+        if self.runtime == "openvino":
+            if self.target != "cpu":
+                raise ConfigError("--runtime openvino applies to --target cpu only")
+            if self.recipe != "auto" and not self.recipe.startswith("qdq-"):
+                raise ConfigError(f"--recipe {self.recipe} writes a QOperator file, which OpenVINO cannot "
+                                  "load: choose a qdq-* recipe or auto with --runtime openvino")
+            if importlib.util.find_spec("openvino") is None:
+                raise ConfigError("--runtime openvino needs OpenVINO: pip install .[openvino]")
         if self.n < 1 or self.min_frames < 1:
             raise ConfigError(f"--n and --min-frames must be positive, got {self.n} and {self.min_frames}")
         if self.min_speedup < 0:
@@ -136,9 +160,18 @@ class Quantizer:
     dla: bool = False  # accepts --dla
     per_node: bool = False  # accepts --per-node
 
+    def recipes_for(self, options: QuantizeOptions) -> tuple[str, ...]:
+        """--recipe, or for auto the `auto` list; on OpenVINO its QDQ list (it cannot load QOperator
+        files, and its INT8 kernels rank the layouts differently from ONNX Runtime's)."""
+        if options.recipe != "auto":
+            return (options.recipe,)
+        if options.runtime == "openvino":  # validated: --target cpu
+            return AUTO_OPENVINO_RECIPES
+        return self.auto
+
     def candidates(self, job: QuantizeJob) -> Iterator[tuple[Path, dict]]:
         """Each candidate in turn, each in its own file of the job's work folder."""
-        recipes = self.auto if job.options.recipe == "auto" else (job.options.recipe,)
+        recipes = self.recipes_for(job.options)
         for i, recipe in enumerate(recipes, 1):
             if len(recipes) > 1:
                 print(f"candidate {i}/{len(recipes)}: {recipe}", flush=True)
@@ -178,57 +211,6 @@ def keep_metadata(src: Path, dst: Path) -> None:
 
 
 # ---------------------------------------------------------------- the quantizers
-
-
-@dataclass(frozen=True)
-class CpuRecipe:
-    """One ONNX Runtime static-quantization layout (`benchmarks/edge_int8_layouts.py` compares them)."""
-
-    format: str  # "QOperator" (QLinearConv & co.) or "QDQ" (QuantizeLinear/DequantizeLinear pairs)
-    activations: str  # "uint8" or "int8"
-    per_channel: bool = True
-    fp32_convs: tuple[str, ...] = ("first", "last")  # convs kept FP32: "first", "last", "depthwise"
-    fp32_ops: tuple[str, ...] = ("Resize",)  # op types kept FP32 (their int8 kernel is slower here)
-    symmetric: bool = False  # activations symmetric around 0 (zero point 0: TensorRT's layout)
-
-
-CPU_RECIPES = {
-    "qop-u8s8": CpuRecipe("QOperator", "uint8"),
-    "qop-u8s8-fp32-classifier": CpuRecipe("QOperator", "uint8", fp32_convs=("last",)),
-    "qop-u8s8-all": CpuRecipe("QOperator", "uint8", fp32_convs=()),
-    "qop-u8s8-all-int8-resize": CpuRecipe("QOperator", "uint8", fp32_convs=(), fp32_ops=()),
-    "qop-u8s8-per-tensor": CpuRecipe("QOperator", "uint8", per_channel=False),
-    "qdq-u8s8": CpuRecipe("QDQ", "uint8"),
-    "qdq-u8s8-all": CpuRecipe("QDQ", "uint8", fp32_convs=()),
-    "qdq-s8s8": CpuRecipe("QDQ", "int8"),
-    "qdq-s8s8-sym": CpuRecipe("QDQ", "int8", fp32_convs=(), symmetric=True),
-    "qdq-u8s8-no-depthwise": CpuRecipe("QDQ", "uint8", fp32_convs=("first", "last", "depthwise")),
-}
-# `--recipe auto`: each is made and timed; the fastest passing the accuracy gate is written; the
-# last keeps the most layers FP32 (the one reported when all fail)
-AUTO_CPU_RECIPES = ("qop-u8s8-all", "qdq-u8s8-all", "qop-u8s8")
-
-
-def excluded_convs(model, recipe: CpuRecipe) -> list[str]:
-    """Names of the Conv nodes a recipe keeps in FP32."""
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    keep = []
-    if "first" in recipe.fp32_convs and convs:
-        keep.append(convs[0].name)
-    if "last" in recipe.fp32_convs and convs:
-        keep.append(convs[-1].name)
-    if "depthwise" in recipe.fp32_convs:
-        keep += [n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
-    return list(dict.fromkeys(keep))
-
-
-def quantized_op_types(model, recipe: CpuRecipe) -> list[str]:
-    """The op types of the model that ONNX Runtime quantizes in this format, less the recipe's FP32 ones."""
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    registry = QLinearOpsRegistry if recipe.format == "QOperator" else QDQRegistry
-    present = dict.fromkeys(n.op_type for n in model.graph.node)
-    return [op for op in present if op in registry and op not in recipe.fp32_ops]
 
 
 def _prepared(job: QuantizeJob) -> Path:
@@ -369,7 +351,7 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
           flush=True)
     C.load_frames(calib_set, meta.preprocess, options.progress)  # once, for every candidate
     C.check_usable(calib_set, options.min_frames)
-    reference = G.gate_reference(src, eval_root, eval_split, options.threads)  # once, too
+    reference = G.gate_reference(src, eval_root, eval_split, options.threads, options.runtime)  # once, too
 
     job = QuantizeJob(src, out, calib_set, meta.preprocess, source_model.graph.input[0].name, options)
     try:
@@ -377,17 +359,18 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
         ms = None
         if quantizer.measure_latency:
             ms = G.latency_medians({"fp32": src, **{r: p for r, (p, _) in made.items()}}, calib_set.frames[0],
-                                 options.threads)
+                                   options.threads, runtime=options.runtime)
         tried = []
         for recipe, (path, _) in made.items():
-            gate = G.accuracy_gate(reference, path, options.tolerance, options.threads)
+            gate = G.accuracy_gate(reference, path, options.tolerance, options.threads, options.runtime)
             tried.append({"recipe": recipe, "drop": gate["drop"], "passed": gate["passed"],
                           "gate": gate, **({"ms": round(ms[recipe], 2),
                                             "speedup": round(ms["fp32"] / ms[recipe], 3)} if ms else {})})
         chosen = _pick(tried, ms is not None)
         path, how = made[chosen["recipe"]]
         gate = chosen["gate"]
-        record = {"precision": "int8", "target": options.target, "method": options.method, **how,
+        record = {"precision": "int8", "target": options.target, "runtime": options.runtime,
+                  "method": options.method, **how,
                   "tried": [{k: v for k, v in t.items() if k != "gate"} for t in tried],
                   "calibration": {"source": calib_set.source, "frames": calib_set.usable,
                                   "skipped": calib_set.skipped},
