@@ -224,9 +224,8 @@ def markdown(result: dict) -> str:
         lines.append("- " + "; ".join(f"{k}: {v:.2f}x" for k, v in result["gaps"].items()))
     if result.get("quantize"):
         q = result["quantize"]
-        method = q.get("method", "entropy")  # results written before --method existed used entropy
-        lines += ["", f"Quantization ({q['calibration_frames']} calibration frames, shared; {method} ranges):"
-                  " seconds " + json.dumps(q["seconds"])]
+        lines += ["", f"Quantization ({q['calibration_frames']} calibration frames, shared; {q['method']} "
+                  "ranges): seconds " + json.dumps(q["seconds"])]
     if result.get("quantize_wall"):
         lines.append("`marsedge quantize` end to end: " + ", ".join(
             f"--target {k} {v['wall_s']} s (rc {v['rc']})" for k, v in result["quantize_wall"].items()))

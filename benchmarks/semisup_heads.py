@@ -112,11 +112,11 @@ def main(argv: list[str] | None = None) -> int:
                        "miou_per_seed": [r["test_metrics"]["miou"] for r in runs],
                        "pixel_accuracy_per_seed": [r["test_metrics"]["pixel_accuracy"] for r in runs],
                        "seconds": [r["seconds"] for r in runs]}
-    result = {"setup": {"backbone": BACKBONE, "input_px": args.input, "synthetic_px": args.size,
+    cpu = cpu_model()
+    result = {"cpu": cpu, "setup": {"backbone": BACKBONE, "input_px": args.input, "synthetic_px": args.size,
                         "labelled_frames": args.labelled, "unlabelled_frames": args.unlabelled,
                         "stage_epochs": list(args.stage_epochs), "weight": args.weight, "seeds": args.seeds,
-                        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, "
-                                   "no GPU",
+                        "machine": f"{cpu}, {os.cpu_count()} CPUs, no GPU",
                         "load_average": [round(load_start, 1), round(os.getloadavg()[0], 1)]},
               "rows": rows, "total_seconds": round(time.perf_counter() - start, 1)}
     atomic_write_json(out / "semisup_heads.json", result)

@@ -11,7 +11,8 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,41 +25,37 @@ os.umask(_UMASK)
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)` then rename tmp_path onto `path`. The temp file keeps the suffix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temp_beside(path)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _replacing(path) as (fd, tmp):
+        os.close(fd)
+        write(tmp)
     return path
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """`atomic_write` for bytes in hand with fewer system calls (one open, no mkdir while the folder
-    exists): edge-run writes two files per frame on cores its runtime is using."""
+    """`atomic_write` for bytes in hand, written through the temp file's own descriptor (one open):
+    edge-run writes two files per frame on cores its runtime is using."""
     path = Path(path)
+    with _replacing(path) as (fd, _), os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[tuple[int, Path]]:
+    """A temp file beside `path` (its folder made when missing, the usual permissions), renamed onto
+    `path` when the block ends well and removed when it raises."""
     try:
-        fd, tmp = _temp_beside(path)
-    except FileNotFoundError:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    except FileNotFoundError:  # no mkdir call while the folder exists (the common case)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _temp_beside(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600 files
-            f.write(data)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
+        yield fd, Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
-
-
-def _temp_beside(path: Path) -> tuple[int, str]:
-    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
