@@ -11,6 +11,10 @@ Two parts, both on this machine, in one run:
   2. rounds of child processes, alternately the backend alone (nothing else in the process) and
      edge-run with one variant (`VARIANTS`: patches that undo or add one change), so every
      variant's end-to-end FPS is divided by the mean of the two backend-only runs around it.
+     The backend alone is timed in both ways it can run: one frame at a time on all threads
+     (`--streams 1`, what `marsedge bench` times) and two frames at once on one thread each
+     (`--streams 2`); each variant's `ratio` is against the alone run of its own stream count
+     (like with like) and `ratio_vs_best_alone` against the faster of the two.
      Every figure carries the 1-minute load average at its start: the machine is shared.
 """
 
@@ -119,28 +123,36 @@ sinks.Writer.overlay, predict.argmax_ids, hazards.class_counts = overlay, argmax
 # ONNX Runtime, waits less for a writer that holds it
 SWITCH_FAST = "import sys\nsys.setswitchinterval(0.0005)\n"
 CV_CORES = ["--cv-threads", str(os.cpu_count() or 1)]  # OpenCV's default thread count (before)
+PNG_FILTER_BEFORE = """
+from marsedge.edge import sinks
+sinks.MASK_PNG[:] = []
+"""
+ONE = ["--streams", "1"]  # one frame at a time on all threads: edge-run before --streams
 VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run options)
     "0 before (postprocess in infer thread, numpy argmax, old blend, cv2 threads = cores)":
-        (POST_IN_INFER + NP_ARGMAX + OLD_BLEND, CV_CORES),
-    "1 + postprocess in writer thread": (NP_ARGMAX + OLD_BLEND, CV_CORES),
-    "2 + table blend": (NP_ARGMAX, CV_CORES),
-    "3 + OpenCV argmax": ("", CV_CORES),
-    "4 + cv2 threads 1 = now (default)": ("", []),
-    "5 default + ORT allow_spinning=0": (NO_SPIN, []),
-    "6 default + --overlay-every 2": ("", ["--overlay-every", "2"]),
-    "7 default + --visualize '' (no images)": ("", ["--visualize", ""]),
-    "8 default + ORT dynamic_block_base 4": (DYNAMIC_BLOCKS, []),
-    "9 default + reader/writer threads at nice 10": (NICE_IO, []),
-    "10 default + nice 10 + ORT allow_spinning=0": (NICE_IO + NO_SPIN, []),
-    "11 default before the per-frame cuts (table blend, bitwise argmax, bincount)": (BEFORE_CUTS, []),
-    "12 default + GIL switch interval 0.5 ms": (SWITCH_FAST, []),
-    "13 default + dynamic_block_base 4 + GIL switch interval 0.5 ms": (DYNAMIC_BLOCKS + SWITCH_FAST, []),
+        (POST_IN_INFER + NP_ARGMAX + OLD_BLEND, CV_CORES + ONE),
+    "1 + postprocess in writer thread": (NP_ARGMAX + OLD_BLEND, CV_CORES + ONE),
+    "2 + table blend": (NP_ARGMAX, CV_CORES + ONE),
+    "3 + OpenCV argmax": ("", CV_CORES + ONE),
+    "4 + cv2 threads 1 (the default of one stream)": ("", ONE),
+    "5 one stream + ORT allow_spinning=0": (NO_SPIN, ONE),
+    "6 one stream + --overlay-every 2": ("", ["--overlay-every", "2", *ONE]),
+    "7 one stream + --visualize '' (no images)": ("", ["--visualize", "", *ONE]),
+    "8 one stream + ORT dynamic_block_base 4": (DYNAMIC_BLOCKS, ONE),
+    "9 one stream + reader/writer threads at nice 10": (NICE_IO, ONE),
+    "10 one stream + nice 10 + ORT allow_spinning=0": (NICE_IO + NO_SPIN, ONE),
+    "11 one stream before the per-frame cuts (table blend, bitwise argmax, bincount)": (BEFORE_CUTS, ONE),
+    "12 one stream + GIL switch interval 0.5 ms": (SWITCH_FAST, ONE),
+    "13 one stream + dynamic_block_base 4 + GIL switch interval 0.5 ms": (DYNAMIC_BLOCKS + SWITCH_FAST, ONE),
+    "14 default now: 2 streams (two frames at once, one thread each)": ("", []),
+    "15 default + --visualize '' (no images)": ("", ["--visualize", ""]),
+    "16 default with the PNG mask filter of before (OpenCV's default)": (PNG_FILTER_BEFORE, []),
 }
 BACKEND_ALONE = """
 import json, sys, time
 from marsedge.edge.backends import open_backend
 from marsedge.edge.pipeline import backend_alone
-b = open_backend(sys.argv[1], threads=int(sys.argv[2]))
+b = open_backend(sys.argv[1], threads=int(sys.argv[2]), streams=int(sys.argv[4]))
 backend_alone(b, 1.0)  # warm-up (arena growth, first-run allocations), like the run's own probe
 print(json.dumps(backend_alone(b, float(sys.argv[3]))))
 """
@@ -168,7 +180,7 @@ def micro(frame_path: Path, model: Path, threads: int) -> dict:
     from marsedge.edge.backends import open_backend
     from marsedge.edge.hazards import HazardRules, class_fractions, load_hazard_config
     from marsedge.edge.predict import logits_to_mask
-    from marsedge.edge.sinks import OVERLAY_JPEG, Writer
+    from marsedge.edge.sinks import MASK_PNG, OVERLAY_JPEG, Writer
     from marsedge.terrain import palette
 
     backend = open_backend(model, threads=threads)
@@ -191,7 +203,10 @@ def micro(frame_path: Path, model: Path, threads: int) -> dict:
     record("argmax now (logits_to_mask)", lambda: logits_to_mask(logits, image.shape[:2]))
     record("class_fractions", lambda: class_fractions(mask, table))
     record("hazards.assess", lambda: hazards.assess(mask))
-    png = {"opencv default (edge-run)": [], "level 0": [cv2.IMWRITE_PNG_COMPRESSION, 0],
+    png = {"edge-run (filter none)": MASK_PNG, "opencv default (before)": [],
+           "filter up": [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP],
+           "filter sub": [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB],
+           "level 0": [cv2.IMWRITE_PNG_COMPRESSION, 0],
            "level 1": [cv2.IMWRITE_PNG_COMPRESSION, 1], "level 3": [cv2.IMWRITE_PNG_COMPRESSION, 3],
            "level 6": [cv2.IMWRITE_PNG_COMPRESSION, 6], "level 9": [cv2.IMWRITE_PNG_COMPRESSION, 9],
            "level 1 RLE": [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
@@ -240,10 +255,11 @@ def child(code: str, args: list[str]) -> str:
     return done.stdout
 
 
-def alone(model: Path, threads: int, seconds: float = 5.0) -> dict:
+def alone(model: Path, threads: int, streams: int, seconds: float = 5.0) -> dict:
     start = load()
-    return {**json.loads(child(BACKEND_ALONE, [str(model), str(threads), str(seconds)]).splitlines()[-1]),
-            "load": start}
+    args = [str(model), str(threads), str(seconds), str(streams)]
+    return {**json.loads(child(BACKEND_ALONE, args).splitlines()[-1]), "load": start}
+
 
 
 def edge_run(model: Path, frames: Path, threads: int, patch: str, extra: list[str]) -> dict:
@@ -252,7 +268,7 @@ def edge_run(model: Path, frames: Path, threads: int, patch: str, extra: list[st
     child(EDGE_RUN.format(patch=patch), [str(frames), str(out), "--model", str(model), "--threads",
                                          str(threads), "--backend-probe", "3", *extra])
     s = json.loads((out / "summary.json").read_text())
-    return {"load": start, "fps": s["fps"], "frames_ok": s["frames_ok"],
+    return {"load": start, "fps": s["fps"], "frames_ok": s["frames_ok"], "streams": s["backend"]["streams"],
             "probe_fps_after_run": s["backend_fps"], "ratio_vs_probe_after_run": s["fps_vs_backend"],
             "backend_fps_in_pipeline": s["backend_fps_in_pipeline"],
             "stages_mean_ms": {k: v.get("mean") for k, v in s["stages_ms"].items()}}
@@ -271,25 +287,33 @@ def study(model: Path, frames: Path, threads: int, rounds: int, out_path: Path,
     names = [n for i, n in enumerate(VARIANTS) if only is None or i in only]
     result["variants"] = names
     for r in range(rounds):
-        before = alone(model, threads)
+        before = {n: alone(model, threads, n) for n in (1, 2)}
         runs = []
         for name in names:
             patch, extra = VARIANTS[name]
             run = edge_run(model, frames, threads, patch, extra)
-            after = alone(model, threads)
-            base = (before["fps"] + after["fps"]) / 2
-            run |= {"variant": name, "backend_alone_fps": round(base, 3),
-                    "ratio": round(run["fps"] / base, 3), "backend_alone_runs": [before, after]}
+            after = {n: alone(model, threads, n) for n in (1, 2)}
+            base = {n: (before[n]["fps"] + after[n]["fps"]) / 2 for n in (1, 2)}
+            own = base[run["streams"]]
+            run |= {"variant": name, "backend_alone_fps": round(own, 3),
+                    "backend_alone_fps_by_streams": {n: round(v, 3) for n, v in base.items()},
+                    "ratio": round(run["fps"] / own, 3),
+                    "ratio_vs_best_alone": round(run["fps"] / max(base.values()), 3),
+                    "backend_alone_runs": [before, after]}
             print(f"round {r + 1} load {run['load']:5.2f}  {name:<62} {run['fps']:7.2f} FPS end-to-end / "
-                  f"{base:7.2f} backend alone = {run['ratio']:.3f} (probe after run: "
+                  f"{own:7.2f} backend alone = {run['ratio']:.3f}; vs best alone ({base[1]:.2f} / "
+                  f"{base[2]:.2f} at 1 / 2 streams) {run['ratio_vs_best_alone']:.3f} (probe after run: "
                   f"{run['ratio_vs_probe_after_run']})", flush=True)
             runs.append(run)
             before = after
         result["rounds"].append(runs)
-    result["ratio_by_variant"] = {name: [rnd[i]["ratio"] for rnd in result["rounds"]]
-                                  for i, name in enumerate(names)}
-    for name, ratios in result["ratio_by_variant"].items():
-        print(f"median ratio {np.median(ratios):.3f}  {name}  {ratios}")
+    for key in ("ratio", "ratio_vs_best_alone", "fps"):
+        result[f"{key}_by_variant"] = {name: [rnd[i][key] for rnd in result["rounds"]]
+                                       for i, name in enumerate(names)}
+    for name in names:
+        print(f"median ratio {np.median(result['ratio_by_variant'][name]):.3f}, vs best alone "
+              f"{np.median(result['ratio_vs_best_alone_by_variant'][name]):.3f}, end to end "
+              f"{np.median(result['fps_by_variant'][name]):.2f} FPS  {name}")
     atomic_write_json(out_path, result)
     print(f"wrote {out_path}")
     return 0

@@ -121,3 +121,47 @@ def test_bench_rows_for_one_file_on_both_cpu_runtimes(edge_student, tiny_ai4mars
     assert [(r["status"], r["backend"]) for r in rows] == [("ok", "onnxruntime"), ("ok", "openvino")]
     agreement = rows[1]["accuracy"]["agreement"]  # against the ONNX Runtime row of the same model
     assert agreement["reference"] == "student.onnx" and agreement["value"] > 0.99
+
+
+
+# Two backends (two OpenVINO Cores, two CPU plugins), freed in the order they were made: each plugin
+# gave the thread a signal stack of its own and hands back, when freed, the one it found, so without
+# marsedge's guard the thread is left on the first plugin's freed stack and the SIGINT kills the
+# process with SIGSEGV (OpenVINO 2026.4.1; measured by running this with the guard patched out).
+SIGNAL_AFTER_OPENVINO = """
+import ctypes, faulthandler, gc, signal, sys
+import numpy as np
+from marsedge.edge import openvino as ovb
+faulthandler.enable()  # as pytest does: the thread has an alternate signal stack of Python's
+def stack():
+    s = ovb._SignalStack()
+    ctypes.CDLL(None).sigaltstack(None, ctypes.byref(s))
+    return (s.ss_sp, s.ss_size, s.ss_flags)
+before = stack()
+backends = [ovb.OpenVinoBackend(sys.argv[1], threads=1),
+            ovb.OpenVinoBackend(sys.argv[1], threads=2, streams=2)]
+for backend in backends:
+    spec = backend.spec
+    backend.infer(np.zeros((1, spec.channels, spec.height, spec.width), np.float32))
+    backend.close()
+first = backends.pop(0)
+del first
+gc.collect()
+backends.clear()
+gc.collect()
+got = []
+signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+signal.raise_signal(signal.SIGINT)
+print(stack() == before, got)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_signal_after_openvino_backends_are_freed_is_delivered(edge_student):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_OPENVINO, str(edge_student[1])],
+                          capture_output=True, text=True, timeout=100)
+    assert done.returncode == 0, f"died of signal {-done.returncode}: {done.stderr[-1000:]}"
+    assert done.stdout.split() == ["True", "[2]"]  # the thread's own stack, and the handler ran

@@ -47,11 +47,11 @@ sinks.Writer.write = write
 """
 
 
-def _start(edge_student, tiny_ai4mars, tmp_path, patch):
+def _start(edge_student, tiny_ai4mars, tmp_path, patch, extra=()):
     copy_frames(tiny_ai4mars, tmp_path / "in", 3)
     marker = tmp_path / "reached"
     proc = edge_run_process([tmp_path / "in", tmp_path / "out", "--model", edge_student[1], "--threads", "1",
-                             "--loop", "--queue", "1"], f"MARKER = {str(marker)!r}\n{patch}")
+                             "--loop", "--queue", "1", *extra], f"MARKER = {str(marker)!r}\n{patch}")
     deadline = time.time() + 90
     while not marker.exists():
         if proc.poll() is not None or time.time() > deadline:
@@ -74,13 +74,14 @@ def _ended_within(proc: subprocess.Popen, seconds: float) -> tuple[float, str]:
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("state, patch, signum", [
-    ("writer stuck, queues full", STUCK_WRITER, signal.SIGTERM),
-    ("reading", STUCK_READER, signal.SIGINT),
-    ("inferring", STUCK_MODEL, signal.SIGTERM),
+@pytest.mark.parametrize("state, patch, signum, extra", [
+    ("writer stuck, queues full", STUCK_WRITER, signal.SIGTERM, ()),
+    ("reading", STUCK_READER, signal.SIGINT, ()),
+    ("inferring", STUCK_MODEL, signal.SIGTERM, ()),
+    ("inferring on two streams", STUCK_MODEL, signal.SIGINT, ("--streams", "2")),
 ])
-def test_signal_ends_the_run_within_2_s(state, patch, signum, edge_student, tiny_ai4mars, tmp_path):
-    proc = _start(edge_student, tiny_ai4mars, tmp_path, patch)
+def test_signal_ends_the_run_within_2_s(state, patch, signum, extra, edge_student, tiny_ai4mars, tmp_path):
+    proc = _start(edge_student, tiny_ai4mars, tmp_path, patch, extra)
     time.sleep(0.5)  # the queues behind the stuck stage fill up
     os.kill(proc.pid, signum)
     _, err = _ended_within(proc, 2.0)

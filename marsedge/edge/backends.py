@@ -57,6 +57,7 @@ class BaseBackend:
     name = "base"
     precision = "fp32"
     engine_batch: int | None = None
+    streams = 1  # frames `infer` may be called with at once, from as many threads (see `split_threads`)
     path: Path
     model_metadata: ModelMetadata
 
@@ -105,13 +106,49 @@ class BaseBackend:
         """Release the runtime's resources (idempotent)."""
 
 
+def available_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the host's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def split_threads(threads: int | None, streams: int, path: Path) -> int | None:
+    """The threads of one stream when `streams` frames run at once: the cores divided between them
+    (`threads`, else all of them), at least one each. A frame on one thread never waits at a
+    barrier for a sibling thread that another stage preempted, which is why two streams of one
+    thread keep the speed of the 2-core machine under load better than one stream of two."""
+    if streams < 1:
+        raise ModelError(f"{path}: streams must be at least 1, got {streams}")
+    if streams == 1:
+        return threads
+    return max(1, (threads or available_cores()) // streams)
+
+
+def default_streams(model_path: str | Path, backend: str | None, threads: int | None) -> int:
+    """edge-run's stream count when none is asked: 2 where the model runs on a CPU runtime with two
+    cores or more (two frames at once, one thread each, kept ONNX Runtime's INT8 student at 0.88 of
+    its backend alone on 2 cores with the default outputs where one frame at a time on both threads
+    kept 0.79: benchmarks/results/edge_writer_study_streams.md), else 1 (TensorRT, torch, and ONNX
+    Runtime where a GPU provider is installed: the GPU is the one device)."""
+    name = backend_for(model_path, backend)
+    if name not in ("onnxruntime", "openvino", "auto") or (threads or available_cores()) < 2:
+        return 1
+    if name == "onnxruntime":
+        import onnxruntime as ort
+
+        if set(ort.get_available_providers()) & {"TensorrtExecutionProvider", "CUDAExecutionProvider"}:
+            return 1
+    return 2
+
+
 class OnnxBackend(BaseBackend):
-    """ONNX Runtime session over an exported (or quantized) marsedge ONNX model."""
+    """ONNX Runtime session over an exported (or quantized) marsedge ONNX model. With `streams`
+    > 1 the session's threads are split between that many concurrent `infer` calls (ONNX Runtime's
+    `run` is thread-safe, and with one intra-op thread it computes on the calling thread)."""
 
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, threads: int | None = None,
-                 providers: list[str] | None = None) -> None:
+                 providers: list[str] | None = None, streams: int = 1) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -123,6 +160,8 @@ class OnnxBackend(BaseBackend):
         if unknown:
             raise ModelError(f"{self.path}: provider(s) {unknown} not in this ONNX Runtime ({available})")
         options = ort.SessionOptions()
+        threads = split_threads(threads, streams, self.path)
+        self.streams = streams
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
@@ -174,29 +213,41 @@ class TorchBackend(BaseBackend):
         self.model = None
 
 
-def _open_tensorrt(path: Path, threads: int | None, rebuild_stale: bool) -> Backend:
+def _one_stream(name: str, path: Path, streams: int) -> None:
+    if streams != 1:
+        raise ModelError(f"{path}: the {name} backend runs one frame at a time (streams {streams} asked); "
+                         "streams are for the CPU runtimes, onnxruntime and openvino")
+
+
+def _open_torch(path: Path, threads: int | None, rebuild_stale: bool, streams: int) -> Backend:
+    _one_stream("torch", path, streams)
+    return TorchBackend(path, threads=threads)
+
+
+def _open_tensorrt(path: Path, threads: int | None, rebuild_stale: bool, streams: int) -> Backend:
     from marsedge.edge.tensorrt import TensorRTBackend
 
+    _one_stream("tensorrt", path, streams)  # one execution context, one CUDA stream
     return TensorRTBackend(path, rebuild_stale=rebuild_stale)
 
 
-def _open_openvino(path: Path, threads: int | None, rebuild_stale: bool) -> Backend:
+def _open_openvino(path: Path, threads: int | None, rebuild_stale: bool, streams: int) -> Backend:
     from marsedge.edge.openvino import OpenVinoBackend
 
-    return OpenVinoBackend(path, threads=threads)
+    return OpenVinoBackend(path, threads=threads, streams=streams)
 
 
-def _open_fastest(path: Path, threads: int | None, rebuild_stale: bool) -> Backend:
+def _open_fastest(path: Path, threads: int | None, rebuild_stale: bool, streams: int) -> Backend:
     """`--backend auto`: for an ONNX file, ONNX Runtime and OpenVINO (where installed and able to
     load it) are timed on this machine (marsedge.timing, a zero frame) and the faster is kept, so
     OpenVINO is chosen only where it measures faster; any other file goes by its suffix."""
     if Path(path).suffix.lower() != ".onnx":
-        return BACKENDS[backend_for(path)](path, threads, rebuild_stale)
+        return BACKENDS[backend_for(path)](path, threads, rebuild_stale, streams)
     from marsedge.timing import alternating_medians
 
-    opened = {"onnxruntime": OnnxBackend(path, threads=threads)}
+    opened = {"onnxruntime": OnnxBackend(path, threads=threads, streams=streams)}
     try:
-        opened["openvino"] = _open_openvino(path, threads, rebuild_stale)
+        opened["openvino"] = _open_openvino(path, threads, rebuild_stale, streams)
     except ModelError:  # not installed, or a layout it cannot run (QOperator)
         return opened["onnxruntime"]
     spec = opened["onnxruntime"].spec
@@ -215,10 +266,10 @@ def _open_fastest(path: Path, threads: int | None, rebuild_stale: bool) -> Backe
     return opened[best]
 
 
-# name -> opener(path, threads, rebuild_stale); suffix -> name
-BACKENDS: dict[str, Callable[[Path, int | None, bool], Backend]] = {
-    "torch": lambda p, t, _r: TorchBackend(p, threads=t),
-    "onnxruntime": lambda p, t, _r: OnnxBackend(p, threads=t),
+# name -> opener(path, threads, rebuild_stale, streams); suffix -> name
+BACKENDS: dict[str, Callable[[Path, int | None, bool, int], Backend]] = {
+    "torch": _open_torch,
+    "onnxruntime": lambda p, t, _r, s: OnnxBackend(p, threads=t, streams=s),
     "tensorrt": _open_tensorrt,
     "openvino": _open_openvino,  # marsedge.edge.openvino (pip install .[openvino])
     "auto": _open_fastest,
@@ -241,12 +292,13 @@ def backend_for(path: str | Path, backend: str | None = None) -> str:
 
 
 def open_backend(model_path: str | Path, backend: str | None = None, threads: int | None = None,
-                 rebuild_stale: bool = False) -> Backend:
+                 rebuild_stale: bool = False, streams: int = 1) -> Backend:
     """Open a model file with the backend its suffix (or `backend`) names; its metadata is checked
-    against its graph (`marsedge.edge.model_check`) before anyone runs it."""
+    against its graph (`marsedge.edge.model_check`) before anyone runs it. `streams` > 1 (CPU
+    runtimes only): that many `infer` calls may run at once, the `threads` split between them."""
     from marsedge.edge.model_check import check_model
 
     path = Path(os.fspath(model_path))
-    opened = BACKENDS[backend_for(path, backend)](path, threads, rebuild_stale)
+    opened = BACKENDS[backend_for(path, backend)](path, threads, rebuild_stale, streams)
     check_model(opened, path)
     return opened

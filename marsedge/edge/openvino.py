@@ -18,6 +18,11 @@ needed on a rover that runs OpenVINO only. Precision: FP32 files run in FP32 (`i
 
 from __future__ import annotations
 
+import ctypes
+import queue
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +32,38 @@ from marsedge.edge.onnx_meta import parse_props
 from marsedge.errors import ModelError
 
 PRECISIONS = ("f32", "bf16")  # OpenVINO's INFERENCE_PRECISION_HINT values offered here
+
+
+class _SignalStack(ctypes.Structure):  # struct stack_t (Linux, <signal.h>)
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextmanager
+def _signal_stack_kept() -> Iterator[None]:
+    """Put the calling thread's alternate signal stack back as it was after the block.
+
+    Why: OpenVINO 2026.4's CPU plugin, when it is created (the first compile_model), gives the
+    calling thread an alternate signal stack of its own (sigaltstack, 11.5 KB) and frees that memory
+    with the plugin without handing the old one back. Python runs its signal handlers on the
+    alternate stack (SA_ONSTACK), so a SIGINT or SIGTERM after the plugin has gone (edge-run
+    writing its summary; the next test in one pytest process) was delivered onto freed memory: the
+    process died of SIGSEGV instead of stopping (found in the test suite, gdb: the kernel could not
+    write the signal frame, `raise` -> SIGSEGV). Linux only; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = _SignalStack()
+    if libc.sigaltstack(None, ctypes.byref(before)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        now = _SignalStack()
+        libc.sigaltstack(None, ctypes.byref(now))
+        if (now.ss_sp, now.ss_size, now.ss_flags) != (before.ss_sp, before.ss_size, before.ss_flags):
+            libc.sigaltstack(ctypes.byref(before), None)
 
 
 def _props(model) -> dict[str, str]:
@@ -46,7 +83,7 @@ class OpenVinoBackend(BaseBackend):
     name = "openvino"
 
     def __init__(self, path: str | Path, threads: int | None = None, inference_precision: str = "f32",
-                 device: str = "CPU") -> None:
+                 device: str = "CPU", streams: int = 1) -> None:
         try:
             import openvino as ov
         except ImportError:
@@ -74,23 +111,35 @@ class OpenVinoBackend(BaseBackend):
             self.precision = str(quant.get("precision", "int8"))
         elif inference_precision == "bf16":
             self.precision = "bf16"
-        config = {"INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": "LATENCY",
-                  "NUM_STREAMS": "1"}
+        if streams < 1:
+            raise ModelError(f"{self.path}: streams must be at least 1, got {streams}")
+        # OpenVINO's own streams: the plugin splits INFERENCE_NUM_THREADS between them
+        config = {"INFERENCE_PRECISION_HINT": inference_precision,
+                  "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
+                  "NUM_STREAMS": str(streams)}
         if threads:
-            config["INFERENCE_NUM_THREADS"] = str(int(threads))
+            config["INFERENCE_NUM_THREADS"] = str(max(int(threads), streams))
         try:
-            self.compiled = core.compile_model(model, device, config)
+            with _signal_stack_kept():
+                self.compiled = core.compile_model(model, device, config)
         except Exception as exc:
             raise ModelError(f"{self.path}: OpenVINO cannot compile it for {device}: "
                              f"{str(exc).splitlines()[0]}") from None
-        self.request = self.compiled.create_infer_request()
+        self.streams = streams
+        self.requests: queue.Queue = queue.Queue()  # one infer request per stream, lent per call
+        for _ in range(streams):
+            self.requests.put(self.compiled.create_infer_request())
         first = model.inputs[0].get_partial_shape()[0]
         self.engine_batch = first.get_length() if first.is_static else None
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        self.request.infer({0: batch})
-        # a copy: OpenVINO reuses the output buffer on the next call
-        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
+        request = self.requests.get()  # never waits longer than a sibling call's inference
+        try:
+            request.infer({0: batch})
+            # a copy: OpenVINO reuses the output buffer on the next call
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32)
+        finally:
+            self.requests.put(request)
 
     def close(self) -> None:
-        self.request = self.compiled = None
+        self.requests = self.compiled = None

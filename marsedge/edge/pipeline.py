@@ -2,7 +2,8 @@
 supervisor that only waits, so that a signal is always seen at once.
 
     reader   next input, decode (`marsedge.data.frames.read_frame`), check, preprocess
-    infer    backend.infer, nothing else
+    infer    backend.infer, nothing else; one thread per backend stream (`--streams`), so that
+             with two streams two frames are inferred at once, each on its own core
     writer   mask at frame size (`marsedge.edge.predict`), class fractions, hazards (both by the
              model's own class table, from its metadata); masks, overlays, frames.jsonl
              (`marsedge.edge.sinks.Writer`). An image classifier's frame gets its class, probability
@@ -11,7 +12,9 @@ supervisor that only waits, so that a signal is always seen at once.
 Why postprocessing is the writer's: the inference stage is the bottleneck, so whatever it does
 besides `backend.infer` adds to every frame's time, while the writer's work overlaps the next
 inference (argmax + fractions + hazards took 7.4 ms a 512 px frame with numpy's argmax, 0.9 ms
-now, on the 2-core test machine: benchmarks/edge_latency.py --writer-study).
+now, on the 2-core test machine: benchmarks/edge_latency.py --writer-study). The writer takes
+frames in input order whatever order the streams finish them in (a small reorder buffer), so
+frames.jsonl, resume and the outputs do not depend on the stream count.
 
 Why this shape: on the rover nobody is there to press Ctrl-C twice. Every stage runs inside a
 guard, so anything a frame does (a decoder raising an exception of its own, a MemoryError, a
@@ -144,8 +147,11 @@ class Pipeline:
         self.names = [str(c["name"]) for c in self.table]
         self.inbox: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self.outbox: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
+        self.streams = max(1, int(getattr(backend, "streams", 1)))
         self.stop = threading.Event()
         self.fatal: tuple[str, int] | None = None
+        self.model_failures = 0  # in a row, over all streams
+        self.failures_lock = threading.Lock()
         self.seen = 0
         self.stage_ms: dict[str, StageStats] = {}
         self.threads: list[threading.Thread] = []
@@ -205,13 +211,16 @@ class Pipeline:
         self._put(self.inbox, _DONE)
 
     def _infer(self) -> None:
-        in_a_row = 0
         while (frame := self._get(self.inbox)) is not None:
-            if frame is _DONE:
+            if frame is _DONE:  # left in the inbox for the sibling streams; each tells the writer
+                self._put(self.inbox, _DONE)
                 self._put(self.outbox, _DONE)
                 return
             if frame.error is None:
-                in_a_row = 0 if self.process(frame) else in_a_row + 1
+                ok = self.process(frame)
+                with self.failures_lock:
+                    self.model_failures = 0 if ok else self.model_failures + 1
+                    in_a_row = self.model_failures
                 if in_a_row >= MAX_MODEL_FAILURES_IN_A_ROW:
                     raise ModelError(f"the model failed on {in_a_row} frames in a row, last: {frame.error}")
             if not self._put(self.outbox, frame):
@@ -248,19 +257,38 @@ class Pipeline:
         frame.ms["postprocess"] = 1000 * (time.perf_counter() - start)
 
     def _write(self) -> None:
-        while (frame := self._get(self.outbox)) is not None and frame is not _DONE:
-            if frame.error is None:
-                self.postprocess(frame)
-            self.writer.write(frame)
-            if frame.error is None:
-                with self.writer.lock:
-                    for stage, ms in {**frame.ms, "total": sum(frame.ms.values())}.items():
-                        self.stage_ms.setdefault(stage, StageStats()).add(ms)
+        """Frames in input order: the streams may finish them out of order, so a frame waits in
+        `early` until every frame before it is written (at most about one per stream waits)."""
+        early: dict[int, Frame] = {}
+        following, done = 0, 0
+        while done < self.streams and (frame := self._get(self.outbox)) is not None:
+            if frame is _DONE:
+                done += 1
+                continue
+            early[frame.index] = frame
+            while following in early:
+                self._write_one(early.pop(following))
+                following += 1
+        if done == self.streams:  # complete: nothing may stay behind, even after a gap in the indices
+            for index in sorted(early):
+                self._write_one(early.pop(index))
+
+    def _write_one(self, frame: Frame) -> None:
+        if frame.error is None:
+            self.postprocess(frame)
+        self.writer.write(frame)
+        if frame.error is None:
+            with self.writer.lock:
+                for stage, ms in {**frame.ms, "total": sum(frame.ms.values())}.items():
+                    if stage not in self.stage_ms:  # (not setdefault: a StageStats per call is not free)
+                        self.stage_ms[stage] = StageStats()
+                    self.stage_ms[stage].add(ms)
 
     # --------------------------------------------------------------------------- supervisor
     def run(self) -> None:
-        self.threads = [self._guarded("reader", self._read, EXIT_INTERNAL),
-                        self._guarded("inference", self._infer, EXIT_MODEL),
+        streams = [self._guarded("inference" if self.streams == 1 else f"inference {i + 1}", self._infer,
+                                 EXIT_MODEL) for i in range(self.streams)]
+        self.threads = [self._guarded("reader", self._read, EXIT_INTERNAL), *streams,
                         self._guarded("writer", self._write, EXIT_SINK)]
         for t in self.threads:
             t.start()
@@ -282,21 +310,39 @@ def backend_alone(backend, seconds: float, stopped=lambda: False) -> dict | None
     """Backend-only FPS with nothing else running in the process: what end-to-end FPS is judged
     against. The in-pipeline inference time is no such figure: the reader and the writer share the
     cores with the runtime's threads, so it is slowed by exactly the contention it would hide
-    (33 FPS end to end read as 0.90 of it, but 0.69 of the unloaded backend, issue 19). One warm-up
-    call, then calls until `seconds` have passed (at least 3); None when stopped or failing."""
+    (33 FPS end to end read as 0.90 of it, but 0.69 of the unloaded backend, issue 19). Like with
+    like: as many threads calling `infer` at once as the backend has streams, as in the run. One
+    warm-up call each, then calls until `seconds` have passed (at least 3 each); None when stopped
+    or failing."""
     if seconds <= 0:
         return None
     spec = backend.spec
     x = np.random.default_rng(0).random((1, spec.channels, spec.height, spec.width), dtype=np.float32)
+    streams = max(1, int(getattr(backend, "streams", 1)))
+    calls, failed = [0] * streams, []
+
+    def calling(slot: int, deadline: float) -> None:
+        try:
+            while (calls[slot] < 3 or time.perf_counter() < deadline) and not stopped():
+                backend.infer(x)
+                calls[slot] += 1
+        except Exception as exc:  # the run is over and written; a probe failure only loses the figure
+            failed.append(exc)
+
     try:
-        backend.infer(x)
-        calls, start = 0, time.perf_counter()
-        while (calls < 3 or time.perf_counter() - start < seconds) and not stopped():
+        for _ in range(streams):
             backend.infer(x)
-            calls += 1
-        elapsed = time.perf_counter() - start
-    except Exception:  # the run is over and written; a probe failure only loses the figure
+    except Exception:
         return None
-    if stopped() or not calls:
+    start = time.perf_counter()
+    workers = [threading.Thread(target=calling, args=(i, start + seconds), daemon=True)
+               for i in range(streams)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - start
+    if failed or stopped() or not sum(calls):
         return None
-    return {"fps": round(calls / elapsed, 3), "calls": calls, "seconds": round(elapsed, 3)}
+    return {"fps": round(sum(calls) / elapsed, 3), "calls": sum(calls), "seconds": round(elapsed, 3),
+            "streams": streams}

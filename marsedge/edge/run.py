@@ -45,7 +45,7 @@ from pathlib import Path
 
 import cv2
 
-from marsedge.edge.backends import BACKENDS, open_backend
+from marsedge.edge.backends import BACKENDS, default_streams, open_backend
 from marsedge.edge.hazards import HazardRules, load_hazard_config
 from marsedge.edge.pipeline import Pipeline, backend_alone, describe
 from marsedge.edge.predict import is_classifier
@@ -104,8 +104,9 @@ def open_model(args: argparse.Namespace):
     """The backend (checked at open: `marsedge.edge.model_check`); anything a broken model file
     raises becomes one ModelError line."""
     try:
+        streams = args.streams or default_streams(args.model, args.backend, args.threads)
         backend = open_backend(args.model, args.backend, threads=args.threads,
-                               rebuild_stale=args.rebuild_stale)
+                               rebuild_stale=args.rebuild_stale, streams=streams)
     except MarsedgeError:
         raise
     except Exception as exc:  # a malformed sidecar, a foreign runtime error
@@ -192,14 +193,15 @@ def make_summary(args, backend, pipeline: Pipeline, source, kept: list[dict], wa
                  caught: list[int], code: int, alone: dict | None = None) -> dict:
     """summary.json. FPS: `fps` end to end (frames written / wall time), `backend_fps` the backend
     alone, measured unloaded after the run (`pipeline.backend_alone`, null when interrupted or
-    `--backend-probe 0`), `fps_vs_backend` their ratio, and `backend_fps_in_pipeline` (1000 / mean
+    `--backend-probe 0`), `fps_vs_backend` their ratio, and `backend_fps_in_pipeline` (1000 x streams / mean
     in-pipeline inference ms), which the contention slows and so is no baseline for the ratio."""
     writer = pipeline.writer
     with writer.lock:
         ok, failed, failures = writer.ok, writer.failed, list(writer.failures)
         stats = {k: v.summary() for k, v in pipeline.stage_ms.items()}
         infer = pipeline.stage_ms.get("infer")
-        in_pipeline = round(1000 * infer.count / infer.total, 3) if infer and infer.total else None
+        in_pipeline = (round(1000 * pipeline.streams * infer.count / infer.total, 3)  # streams overlap
+                       if infer and infer.total else None)
     fps = round(ok / wall, 3) if wall > 0 else None
     backend_fps = alone["fps"] if alone else None
     status = "stopped" if pipeline.fatal else "interrupted" if caught else "complete"
@@ -208,7 +210,8 @@ def make_summary(args, backend, pipeline: Pipeline, source, kept: list[dict], wa
         "status": status, "exit_code": code, "reason": reason,
         "input": str(args.input), "model": str(args.model),
         "backend": {"name": backend.name, "precision": backend.precision,
-                    "providers": getattr(backend, "providers", None), "threads": args.threads},
+                    "providers": getattr(backend, "providers", None), "threads": args.threads,
+                    "streams": backend.streams},
         "frames_ok": ok + len(kept), "frames_failed": failed, "failures": failures,
         "frames_seen": pipeline.seen, "frames_resumed": len(kept),
         "frames_dropped": max(0, pipeline.seen - ok - failed),  # in the queues when the run stopped
@@ -254,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=sorted(BACKENDS), help="default: from the model file's suffix")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime / torch")
     p.add_argument("--visualize", default="overlay,mask", help="comma list of: overlay, mask (or '')")
+    p.add_argument("--streams", type=positive_int, default=None, metavar="N",
+                   help="frames inferred at once, the --threads split between them (onnxruntime, "
+                        "openvino; default 2 on a CPU with 2+ cores, else 1): more frames per second "
+                        "beside the writer, each frame slower; 1 for the lowest latency per frame")
     p.add_argument("--cv-threads", type=positive_int, default=1, metavar="N",
                    help="OpenCV's own threads (resize, colour conversion); 1 leaves the cores to the "
                         "model runtime (benchmarks/edge_latency.py --writer-study)")

@@ -39,11 +39,12 @@ VISUALS = {"mask": ("masks", ".png"), "overlay": ("overlays", ".jpg")}  # visual
 # Encoder settings, chosen by benchmarks/edge_latency.py --writer-study (cv2.imencode of a 512x512
 # mask with 6 smooth regions and its overlay, 2 shared cores, load 4.2). Masks: greyscale 8-bit PNG
 # (lossless class ids that any reader gets back as ids; a palette PNG comes back as BGR colours from
-# cv2.imread and took 0.9 ms) with OpenCV's own default (zlib level 1, its fast strategy): 0.44 ms,
-# 8.3 KB, where an explicit level 1 takes 1.5 ms (10.6 KB), level 6 2.6 ms (7.0 KB), level 9 14 ms.
+# cv2.imread and took 0.9 ms), OpenCV's fast zlib settings with PNG's row filter off: 0.34 ms, 8.4 KB
+# on a real 512 px mask (OpenCV's default filter 0.52 ms, 10.3 KB: a mask of flat regions gains
+# nothing from predicting pixels), where an explicit level 1 takes 1.5 ms, level 6 2.6 ms, level 9 14 ms.
 # Overlays: JPEG quality 95, 4:2:0 (OpenCV's default): 0.63 ms, 96 KB; quality 90 saves 0.07 ms and
 # 4:4:4 costs 0.3 ms more, so the overlay stays as it was.
-MASK_PNG: list[int] = []
+MASK_PNG = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
 OVERLAY_JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95]
 JSONL, SUMMARY = "frames.jsonl", "summary.json"
 SUMMARY_RESERVE = 64 * 1024  # bytes kept for the summary from the start (a full disk still gets one)
