@@ -152,7 +152,7 @@ BACKEND_ALONE = """
 import json, sys, time
 from marsedge.edge.backends import open_backend
 from marsedge.edge.pipeline import backend_alone
-b = open_backend(sys.argv[1], threads=int(sys.argv[2]), streams=int(sys.argv[4]))
+b = open_backend(sys.argv[1], sys.argv[5] or None, threads=int(sys.argv[2]), streams=int(sys.argv[4]))
 backend_alone(b, 1.0)  # warm-up (arena growth, first-run allocations), like the run's own probe
 print(json.dumps(backend_alone(b, float(sys.argv[3]))))
 """
@@ -255,18 +255,20 @@ def child(code: str, args: list[str]) -> str:
     return done.stdout
 
 
-def alone(model: Path, threads: int, streams: int, seconds: float = 5.0) -> dict:
+def alone(model: Path, threads: int, streams: int, backend: str | None, seconds: float = 5.0) -> dict:
     start = load()
-    args = [str(model), str(threads), str(seconds), str(streams)]
+    args = [str(model), str(threads), str(seconds), str(streams), backend or ""]
     return {**json.loads(child(BACKEND_ALONE, args).splitlines()[-1]), "load": start}
 
 
 
-def edge_run(model: Path, frames: Path, threads: int, patch: str, extra: list[str]) -> dict:
+def edge_run(model: Path, frames: Path, threads: int, patch: str, extra: list[str],
+             backend: str | None) -> dict:
     out = Path(tempfile.mkdtemp(prefix="writer_study_")) / "out"
     start = load()
     child(EDGE_RUN.format(patch=patch), [str(frames), str(out), "--model", str(model), "--threads",
-                                         str(threads), "--backend-probe", "3", *extra])
+                                         str(threads), "--backend-probe", "3",
+                                         *(["--backend", backend] if backend else []), *extra])
     s = json.loads((out / "summary.json").read_text())
     return {"load": start, "fps": s["fps"], "frames_ok": s["frames_ok"], "streams": s["backend"]["streams"],
             "probe_fps_after_run": s["backend_fps"], "ratio_vs_probe_after_run": s["fps_vs_backend"],
@@ -275,24 +277,26 @@ def edge_run(model: Path, frames: Path, threads: int, patch: str, extra: list[st
 
 
 def study(model: Path, frames: Path, threads: int, rounds: int, out_path: Path,
-          only: list[int] | None = None) -> int:
+          only: list[int] | None = None, backend: str | None = None) -> int:
     from marsedge.bench.environment import cpu_model
     from marsedge.io import atomic_write_json
 
     first = sorted(p for p in frames.iterdir() if p.is_file())[0]
-    result: dict = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads, "model": str(model),
+    result: dict = {"command": " ".join(["python benchmarks/edge_latency.py", *sys.argv[1:]]),
+                    "cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads, "model": str(model),
+                    "backend": backend or "from the suffix",
                     "frames": str(frames), "frame_count": sum(1 for p in frames.iterdir() if p.is_file()),
                     "micro": micro(first, model, threads), "rounds": []}
     print(json.dumps(result["micro"], indent=1), flush=True)
     names = [n for i, n in enumerate(VARIANTS) if only is None or i in only]
     result["variants"] = names
     for r in range(rounds):
-        before = {n: alone(model, threads, n) for n in (1, 2)}
+        before = {n: alone(model, threads, n, backend) for n in (1, 2)}
         runs = []
         for name in names:
             patch, extra = VARIANTS[name]
-            run = edge_run(model, frames, threads, patch, extra)
-            after = {n: alone(model, threads, n) for n in (1, 2)}
+            run = edge_run(model, frames, threads, patch, extra, backend)
+            after = {n: alone(model, threads, n, backend) for n in (1, 2)}
             base = {n: (before[n]["fps"] + after[n]["fps"]) / 2 for n in (1, 2)}
             own = base[run["streams"]]
             run |= {"variant": name, "backend_alone_fps": round(own, 3),
@@ -315,5 +319,41 @@ def study(model: Path, frames: Path, threads: int, rounds: int, out_path: Path,
               f"{np.median(result['ratio_vs_best_alone_by_variant'][name]):.3f}, end to end "
               f"{np.median(result['fps_by_variant'][name]):.2f} FPS  {name}")
     atomic_write_json(out_path, result)
-    print(f"wrote {out_path}")
+    write_markdown(result, out_path.with_suffix(".md"))
+    print(f"wrote {out_path} and {out_path.with_suffix('.md')}")
     return 0
+
+
+def write_markdown(result: dict, path: Path) -> None:
+    """The study as a table a person reads: per variant the ratio per round and its median, against
+    the backend alone at the run's own stream count and against the faster of the two counts."""
+    from marsedge.io import atomic_write_text
+
+    def alone_fps(run: dict, n: int) -> float:  # int keys in memory, str keys read back from JSON
+        by = run["backend_alone_fps_by_streams"]
+        return by[n] if n in by else by[str(n)]
+
+    rows = ["| variant | streams | ratio per round (own streams alone) | median | median vs one-stream "
+            "alone | median vs best alone | median end-to-end FPS |", "|---|---|---|---|---|---|---|"]
+    for i, name in enumerate(result["variants"]):
+        streams = result["rounds"][0][i]["streams"]
+        ratios = result["ratio_by_variant"][name]
+        best = np.median(result["ratio_vs_best_alone_by_variant"][name])
+        one = np.median([rnd[i]["fps"] / alone_fps(rnd[i], 1) for rnd in result["rounds"]])
+        fps = np.median(result["fps_by_variant"][name])
+        rows.append(f"| {name} | {streams} | {', '.join(f'{r:.3f}' for r in ratios)} | "
+                    f"{np.median(ratios):.3f} | {one:.3f} | {best:.3f} | {fps:.1f} |")
+
+    alone = {n: [alone_fps(v, n) for rnd in result["rounds"] for v in rnd] for n in (1, 2)}
+    micro = ", ".join(f"{k} {v}" for k, v in result["micro"]["ms"].items())
+    text = (f"# edge-run end to end vs the backend alone ({result['cpu']}, {result['cores']} cores)\n\n"
+            f"`{result.get('command', '')}`; model {result['model']} ({result['backend']}), "
+            f"{result['frame_count']} frames from {result['frames']}, {result['threads']} threads, "
+            f"{len(result['rounds'])} interleaved rounds. {result.get('stop', '')}\n\n"
+            "Ratio = end-to-end FPS / mean of the unloaded backend-alone runs (child processes) before "
+            "and after it, at the run's own stream count; 'vs best alone' divides by the faster of the "
+            "one-stream and two-stream backend-alone runs. Backend alone over the study: one stream "
+            f"{min(alone[1]):.1f}-{max(alone[1]):.1f} FPS, two streams {min(alone[2]):.1f}-"
+            f"{max(alone[2]):.1f} FPS (a shared VM: compare within a round).\n\n"
+            + "\n".join(rows) + f"\n\nPer-step ms on one frame, one thread (micro): {micro}\n")
+    atomic_write_text(path, text)

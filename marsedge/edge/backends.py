@@ -9,7 +9,8 @@ and CPU providers in that order where available), `TensorRTBackend` (.engine, in
 `marsedge.edge.openvino`); `--backend auto` times ONNX Runtime against OpenVINO and keeps the faster.
 Each subclasses `BaseBackend` (one input check, one batch split) and
 exposes the model's own description (`.metadata`, `.spec`), so the caller preprocesses frames
-exactly as training did without any other file.
+exactly as training did without any other file. The CPU runtimes also serve `streams` calls at
+once (`open_backend(..., streams=2)`: the threads split between them; edge-run's default on a CPU).
 
 Nothing here imports torch at module level: the rover runs ONNX Runtime, OpenVINO or TensorRT.
 """
@@ -125,10 +126,10 @@ def split_threads(threads: int | None, streams: int, path: Path) -> int | None:
 
 def default_streams(model_path: str | Path, backend: str | None, threads: int | None) -> int:
     """edge-run's stream count when none is asked: 2 where the model runs on a CPU runtime with two
-    cores or more (two frames at once, one thread each, kept ONNX Runtime's INT8 student at 0.88 of
-    its backend alone on 2 cores with the default outputs where one frame at a time on both threads
-    kept 0.79: benchmarks/results/edge_writer_study_streams.md), else 1 (TensorRT, torch, and ONNX
-    Runtime where a GPU provider is installed: the GPU is the one device)."""
+    cores or more (two frames at once, one thread each: end to end 45.4 -> 52.0 FPS with ONNX Runtime
+    and 56.1 -> 63.3 with OpenVINO for the INT8 student at 512 px on 2 cores, default outputs,
+    benchmarks/results/edge_writer_study_streams*.md), else 1 (TensorRT, torch, and ONNX Runtime
+    where a GPU provider is installed: the GPU is the one device)."""
     name = backend_for(model_path, backend)
     if name not in ("onnxruntime", "openvino", "auto") or (threads or available_cores()) < 2:
         return 1

@@ -23,9 +23,13 @@ summary entry, never the run; a failing OUTPUT or model stops the run with one l
 code below; SIGINT/SIGTERM end it within 2 s, and the summary is written in every case (its room
 is reserved when the run starts).
 
-Speed: summary.json's `fps` is end to end (frames written / wall time); `backend_fps` is the
-backend alone, timed for `--backend-probe` seconds after a complete run with nothing else running
-in the process, and `fps_vs_backend` their ratio (aim: >= 0.90 with the default outputs, issue 19).
+Speed: on a CPU runtime with two cores or more, two frames are inferred at once, each on half the
+threads (`--streams`, default 2 there; `--streams 1` for the lowest latency per frame): a frame on
+one thread never waits for a sibling thread that decoding or encoding preempted, so the writer's
+work costs the run only its own CPU time. summary.json's `fps` is end to end (frames written / wall
+time); `backend_fps` is the backend alone, timed for `--backend-probe` seconds after a complete run
+with nothing else running in the process and as many calls at once as the run had streams, and
+`fps_vs_backend` their ratio (aim: >= 0.90 with the default outputs, issue 19).
 `backend_fps_in_pipeline` (from the in-pipeline inference time) is slowed by the very contention
 the ratio measures, so it is reported but never the baseline. What the writer costs and what each
 choice bought: benchmarks/edge_latency.py --writer-study.
