@@ -295,9 +295,9 @@ def test_runtime_options_are_checked_before_any_work(options, message):
 
 
 def test_openvino_runtime_gates_and_times_the_qdq_layouts_on_openvino(quantized, tiny_ai4mars, tmp_path):
-    # In a child process, as a user runs it: in the pytest process, this quantize followed by a
-    # test raising SIGINT inside torch training segfaulted in the signal's delivery (see the stop's
-    # closing note); `marsedge quantize` and `edge-run --backend openvino` both exit cleanly on SIGINT.
+    # In a child process, as a user runs it. (In the pytest process this quantize, followed by a test
+    # raising SIGINT, once segfaulted: OpenVINO's CPU plugins left the thread on a freed signal stack;
+    # marsedge.edge.openvino keeps the thread's own, tests/test_edge_openvino.py holds it to that.)
     pytest.importorskip("openvino", reason="openvino is not installed (pip install .[openvino])")
     from marsedge.edge.onnx_meta import read_onnx_metadata
     from marsedge.edge.quantize import AUTO_OPENVINO_RECIPES
