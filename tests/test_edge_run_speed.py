@@ -26,7 +26,7 @@ def _lines(out):
     return [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("shape", [(1, 6, 64, 48), (3, 4, 7, 5), (1, 2, 1, 9)])
+@pytest.mark.parametrize("shape", [(1, 6, 64, 48), (3, 4, 7, 5), (1, 2, 1, 9), (2, 5, 300, 7)])  # 300: bands
 def test_argmax_ids_is_numpys_argmax_with_ties_and_non_finite_values(shape):
     rng = np.random.default_rng(0)
     logits = rng.standard_normal(shape, dtype=np.float32)
