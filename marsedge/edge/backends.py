@@ -112,13 +112,22 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def check_streams(streams: int, path: str | Path) -> None:
+    if streams < 1:
+        raise ModelError(f"{path}: streams must be at least 1, got {streams}")
+
+
+def streams_of(backend) -> int:
+    """How many `infer` calls a backend takes at once (1 for a backend that does not say)."""
+    return max(1, int(getattr(backend, "streams", 1)))
+
+
 def split_threads(threads: int | None, streams: int, path: Path) -> int | None:
     """The threads of one stream when `streams` frames run at once: the cores divided between them
     (`threads`, else all of them), at least one each. A frame on one thread never waits at a
     barrier for a sibling thread that another stage preempted, which is why two streams of one
     thread keep the speed of the 2-core machine under load better than one stream of two."""
-    if streams < 1:
-        raise ModelError(f"{path}: streams must be at least 1, got {streams}")
+    check_streams(streams, path)
     if streams == 1:
         return threads
     return max(1, (threads or available_cores()) // streams)

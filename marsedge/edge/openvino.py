@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from marsedge.edge.backends import BaseBackend
+from marsedge.edge.backends import BaseBackend, check_streams
 from marsedge.edge.onnx_meta import parse_props
 from marsedge.errors import ModelError
 
@@ -42,13 +42,15 @@ class _SignalStack(ctypes.Structure):  # struct stack_t (Linux, <signal.h>)
 def _signal_stack_kept() -> Iterator[None]:
     """Put the calling thread's alternate signal stack back as it was after the block.
 
-    Why: OpenVINO 2026.4's CPU plugin, when it is created (the first compile_model), gives the
-    calling thread an alternate signal stack of its own (sigaltstack, 11.5 KB) and frees that memory
-    with the plugin without handing the old one back. Python runs its signal handlers on the
-    alternate stack (SA_ONSTACK), so a SIGINT or SIGTERM after the plugin has gone (edge-run
-    writing its summary; the next test in one pytest process) was delivered onto freed memory: the
-    process died of SIGSEGV instead of stopping (found in the test suite, gdb: the kernel could not
-    write the signal frame, `raise` -> SIGSEGV). Linux only; elsewhere a no-op."""
+    Why: OpenVINO 2026.4's CPU plugin, when it is created (the first compile_model of an ov.Core),
+    gives the calling thread an alternate signal stack of its own (sigaltstack, 11.5 KB) and, when
+    it is destroyed, frees it and restores the stack it found. Two Cores freed in the order they
+    were made (two backends; `quantize --runtime openvino` opens several) leave the thread on the
+    first plugin's freed stack. Python runs its signal handlers on the alternate stack (SA_ONSTACK),
+    so the next SIGINT or SIGTERM could not be delivered and the process died of SIGSEGV instead of
+    stopping (found in the test suite; gdb: the kernel could not write the signal frame). With the
+    thread's own stack put back at once, no plugin's stack is ever in use. Linux only; elsewhere a
+    no-op."""
     if not sys.platform.startswith("linux"):
         yield
         return
@@ -111,8 +113,7 @@ class OpenVinoBackend(BaseBackend):
             self.precision = str(quant.get("precision", "int8"))
         elif inference_precision == "bf16":
             self.precision = "bf16"
-        if streams < 1:
-            raise ModelError(f"{self.path}: streams must be at least 1, got {streams}")
+        check_streams(streams, self.path)
         # OpenVINO's own streams: the plugin splits INFERENCE_NUM_THREADS between them
         config = {"INFERENCE_PRECISION_HINT": inference_precision,
                   "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",

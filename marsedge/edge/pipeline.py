@@ -38,6 +38,7 @@ import numpy as np
 
 from marsedge.data import frames
 from marsedge.data.preprocess import PreprocessSpec, preprocess
+from marsedge.edge.backends import streams_of
 from marsedge.edge.hazards import HazardRules, class_fractions
 from marsedge.edge.predict import is_classifier, logits_to_mask, top_classes
 from marsedge.edge.sinks import SinkError, Writer
@@ -147,7 +148,7 @@ class Pipeline:
         self.names = [str(c["name"]) for c in self.table]
         self.inbox: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self.outbox: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
-        self.streams = max(1, int(getattr(backend, "streams", 1)))
+        self.streams = streams_of(backend)
         self.stop = threading.Event()
         self.fatal: tuple[str, int] | None = None
         self.model_failures = 0  # in a row, over all streams
@@ -318,7 +319,7 @@ def backend_alone(backend, seconds: float, stopped=lambda: False) -> dict | None
         return None
     spec = backend.spec
     x = np.random.default_rng(0).random((1, spec.channels, spec.height, spec.width), dtype=np.float32)
-    streams = max(1, int(getattr(backend, "streams", 1)))
+    streams = streams_of(backend)
     calls, failed = [0] * streams, []
 
     def calling(slot: int, deadline: float) -> None:
