@@ -40,10 +40,16 @@ def test_threads_are_split_between_streams():
         split_threads(2, 0, "m.onnx")
 
 
-def test_two_streams_by_default_on_a_cpu_runtime_with_two_cores():
+def test_two_streams_by_default_on_a_cpu_runtime_with_two_cores(monkeypatch):
     assert default_streams("m.onnx", None, 2) == 2 and default_streams("m.onnx", "openvino", 4) == 2
     assert default_streams("m.onnx", None, 1) == 1  # one core: nothing to split
     assert default_streams("m.pt", None, 2) == default_streams("m.engine", None, 2) == 1
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])  # onnxruntime-gpu
+    assert default_streams("m.onnx", None, 2) == default_streams("m.onnx", "auto", 2) == 1
+    assert default_streams("m.onnx", "openvino", 2) == 2  # OpenVINO's CPU plugin
 
 
 def _concurrent(backend, batches):

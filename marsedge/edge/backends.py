@@ -142,7 +142,7 @@ def default_streams(model_path: str | Path, backend: str | None, threads: int | 
     name = backend_for(model_path, backend)
     if name not in ("onnxruntime", "openvino", "auto") or (threads or available_cores()) < 2:
         return 1
-    if name == "onnxruntime":
+    if name in ("onnxruntime", "auto"):  # auto may keep ONNX Runtime, on its GPU provider
         import onnxruntime as ort
 
         if set(ort.get_available_providers()) & {"TensorrtExecutionProvider", "CUDAExecutionProvider"}:
