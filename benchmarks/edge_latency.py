@@ -93,6 +93,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="--writer-study: rounds over every variant")
     ap.add_argument("--variants", help="--writer-study: comma list of indices into writer_study.VARIANTS")
     ap.add_argument("--backend", help="--writer-study: edge-run's --backend (default: from the suffix)")
+    ap.add_argument("--out-root", help="--writer-study: where edge-run writes (default: the temp folder); "
+                    "/dev/shm separates the pipeline from the disk")
     args = ap.parse_args()
     if args.writer_study:
         from writer_study import study
@@ -101,7 +103,8 @@ def main() -> int:
             raise SystemExit("--writer-study needs --model and --frames-dir")
         only = [int(i) for i in args.variants.split(",")] if args.variants else None
         return study(Path(args.model), Path(args.frames_dir), args.threads, args.rounds,
-                     Path(args.out if args.out != DEFAULT_OUT else STUDY_OUT), only, args.backend)
+                     Path(args.out if args.out != DEFAULT_OUT else STUDY_OUT), only, args.backend,
+                     Path(args.out_root) if args.out_root else None)
 
     import torch
 

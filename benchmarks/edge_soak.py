@@ -11,7 +11,7 @@ sampled together with the number of frames.jsonl lines written, so RSS is known 
 
 Checks (exit 1 if any fails): peak RSS of the last --window frames <= first --window frames'
 + --rss-slack-mb; every broken input named exactly as often as it was fed (frames.jsonl and one
-stderr "skipped" line each), no good input ever failing; frames ok + failed == frames seen == N.
+stderr "failed" line each), no good input ever failing; frames ok + failed == frames seen == N.
 Writes edge_soak.json and edge_soak.md under --out (default benchmarks/results/). Without
 --model a narrow 64-px student is built and exported (tests/edge_support.py; needs torch).
 """
@@ -128,8 +128,8 @@ def soak(args: argparse.Namespace, model: Path, work: Path) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     fed = Counter(names[i % len(names)] for i in range(args.frames))
     failed = Counter(r["name"] for r in records if "error" in r)
-    stderr_named = Counter(line.split(": ", 1)[0][len("skipped "):]
-                           for line in err_path.read_text().splitlines() if line.startswith("skipped "))
+    stderr_named = Counter(line.split(": ", 1)[0][len("failed "):]
+                           for line in err_path.read_text().splitlines() if line.startswith("failed "))
     window = min(args.window, args.frames)
     first = [r for n, r in samples if n <= window]
     last = [r for n, r in samples if n >= args.frames - window]

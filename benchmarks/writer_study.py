@@ -127,6 +127,16 @@ PNG_FILTER_BEFORE = """
 from marsedge.edge import sinks
 sinks.MASK_PNG[:] = []
 """
+PREPROCESS_BEFORE = """
+import numpy as np
+from marsedge.data import preprocess as pre
+from marsedge.edge import pipeline
+def preprocess(image, spec):  # steps 3 and 4 as two array passes, as before the lookup table
+    image = pre.to_grey(image, spec.colour_to_grey)
+    x = image.astype(np.float32) / 255.0
+    return np.clip(x * np.float32(spec.gain), 0.0, 1.0, out=x)[None]
+pipeline.preprocess = preprocess  # (grey frames at the model size: this study's frames)
+"""
 ONE = ["--streams", "1"]  # one frame at a time on all threads: edge-run before --streams
 VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run options)
     "0 before (postprocess in infer thread, numpy argmax, old blend, cv2 threads = cores)":
@@ -147,6 +157,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run
     "14 default now: 2 streams (two frames at once, one thread each)": ("", []),
     "15 default + --visualize '' (no images)": ("", ["--visualize", ""]),
     "16 default with the PNG mask filter of before (OpenCV's default)": (PNG_FILTER_BEFORE, []),
+    "17 default with the preprocessing of before (two array passes, no table)": (PREPROCESS_BEFORE, []),
 }
 BACKEND_ALONE = """
 import json, sys, time
@@ -177,6 +188,7 @@ def micro(frame_path: Path, model: Path, threads: int) -> dict:
     from PIL import Image
 
     from marsedge.data.frames import read_frame
+    from marsedge.data.preprocess import preprocess
     from marsedge.edge.backends import open_backend
     from marsedge.edge.hazards import HazardRules, class_fractions, load_hazard_config
     from marsedge.edge.predict import logits_to_mask
@@ -199,6 +211,10 @@ def micro(frame_path: Path, model: Path, threads: int) -> dict:
         if size is not None:
             out["bytes"][name] = len(size())
 
+    spec = backend.spec
+    record("preprocess now (one lookup table)", lambda: preprocess(image, spec))
+    record("preprocess before (astype, divide, multiply, clip)",
+           lambda: np.clip(image.astype(np.float32) / 255.0 * np.float32(spec.gain), 0.0, 1.0)[None])
     record("argmax numpy (before)", lambda: np.argmax(logits, axis=1).astype(np.uint8))
     record("argmax now (logits_to_mask)", lambda: logits_to_mask(logits, image.shape[:2]))
     record("class_fractions", lambda: class_fractions(mask, table))
@@ -263,8 +279,8 @@ def alone(model: Path, threads: int, streams: int, backend: str | None, seconds:
 
 
 def edge_run(model: Path, frames: Path, threads: int, patch: str, extra: list[str],
-             backend: str | None) -> dict:
-    out = Path(tempfile.mkdtemp(prefix="writer_study_")) / "out"
+             backend: str | None, out_root: Path | None = None) -> dict:
+    out = Path(tempfile.mkdtemp(prefix="writer_study_", dir=out_root)) / "out"
     start = load()
     child(EDGE_RUN.format(patch=patch), [str(frames), str(out), "--model", str(model), "--threads",
                                          str(threads), "--backend-probe", "3",
@@ -276,8 +292,22 @@ def edge_run(model: Path, frames: Path, threads: int, patch: str, extra: list[st
             "stages_mean_ms": {k: v.get("mean") for k, v in s["stages_ms"].items()}}
 
 
+def filesystem(path: Path) -> str:
+    """The type of the file system `path` is on (/proc/mounts, longest mount point), e.g. ext4."""
+    path, best = path.resolve(), ("", "unknown")
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return best[1]
+    for line in mounts:
+        point, kind = line.split()[1:3]
+        if (path == Path(point) or Path(point) in path.parents) and len(point) > len(best[0]):
+            best = (point, kind)
+    return best[1]
+
+
 def study(model: Path, frames: Path, threads: int, rounds: int, out_path: Path,
-          only: list[int] | None = None, backend: str | None = None) -> int:
+          only: list[int] | None = None, backend: str | None = None, out_root: Path | None = None) -> int:
     from marsedge.bench.environment import cpu_model
     from marsedge.io import atomic_write_json
 
@@ -285,6 +315,8 @@ def study(model: Path, frames: Path, threads: int, rounds: int, out_path: Path,
     result: dict = {"command": " ".join(["python benchmarks/edge_latency.py", *sys.argv[1:]]),
                     "cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads, "model": str(model),
                     "backend": backend or "from the suffix",
+                    "output_root": str(out_root or tempfile.gettempdir()),
+                    "output_filesystem": filesystem(out_root or Path(tempfile.gettempdir())),
                     "frames": str(frames), "frame_count": sum(1 for p in frames.iterdir() if p.is_file()),
                     "micro": micro(first, model, threads), "rounds": []}
     print(json.dumps(result["micro"], indent=1), flush=True)
@@ -295,7 +327,7 @@ def study(model: Path, frames: Path, threads: int, rounds: int, out_path: Path,
         runs = []
         for name in names:
             patch, extra = VARIANTS[name]
-            run = edge_run(model, frames, threads, patch, extra, backend)
+            run = edge_run(model, frames, threads, patch, extra, backend, out_root)
             after = {n: alone(model, threads, n, backend) for n in (1, 2)}
             base = {n: (before[n]["fps"] + after[n]["fps"]) / 2 for n in (1, 2)}
             own = base[run["streams"]]
@@ -349,7 +381,9 @@ def write_markdown(result: dict, path: Path) -> None:
     text = (f"# edge-run end to end vs the backend alone ({result['cpu']}, {result['cores']} cores)\n\n"
             f"`{result.get('command', '')}`; model {result['model']} ({result['backend']}), "
             f"{result['frame_count']} frames from {result['frames']}, {result['threads']} threads, "
-            f"{len(result['rounds'])} interleaved rounds. {result.get('stop', '')}\n\n"
+            f"{len(result['rounds'])} interleaved rounds, edge-run writing to "
+            f"{result.get('output_root', '?')} "
+            f"({result.get('output_filesystem', '?')}). {result.get('stop', '')}\n\n"
             "Ratio = end-to-end FPS / mean of the unloaded backend-alone runs (child processes) before "
             "and after it, at the run's own stream count; 'vs best alone' divides by the faster of the "
             "one-stream and two-stream backend-alone runs. Backend alone over the study: one stream "

@@ -47,6 +47,30 @@ def test_gain_scales_and_clips():
     np.testing.assert_allclose(out16, [0.0, 32768 / 65535], rtol=1e-6)
 
 
+@pytest.mark.parametrize("gain", [1.0, 1.5, 0.7, 2.3])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_uint8_frames_get_the_bits_of_the_arithmetic(gain, channels):
+    """The lookup table a uint8 frame goes through gives float32(v) / 255 * gain clipped to [0, 1],
+    bit for bit, for every value, at the model size and after a resize, grey or colour, also for a
+    strided view (a camera frame cropped in place)."""
+    every = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    frames = [every, GREY, COLOUR, COLOUR[::2, 1::2], np.dstack([every] * 3)]
+    for frame in frames:
+        spec = PreprocessSpec(frame.shape[0], frame.shape[1], channels=channels, gain=gain)
+        for size in (spec, PreprocessSpec(40, 24, channels=channels, gain=gain)):
+            out = preprocess(frame, size)
+            grey = frame if channels == 3 or frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+            if (grey.shape[0], grey.shape[1]) != size.size:
+                interp = cv2.INTER_AREA if grey.shape[0] * grey.shape[1] > 40 * 24 else cv2.INTER_LINEAR
+                grey = cv2.resize(np.ascontiguousarray(grey), (size.width, size.height), interpolation=interp)
+            if channels == 3 and grey.ndim == 2:
+                grey = np.dstack([grey] * 3)
+            want = np.clip(grey.astype(np.float32) / np.float32(255) * np.float32(gain), 0, 1)
+            want = want[None] if want.ndim == 2 else want.transpose(2, 0, 1)
+            assert out.dtype == np.float32 and out.flags.c_contiguous
+            np.testing.assert_array_equal(out, want)
+
+
 def test_colour_to_grey_uses_luma():
     rgb = np.zeros((1, 1, 3), np.uint8)
     rgb[..., 1] = 200  # pure green

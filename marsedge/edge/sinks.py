@@ -290,7 +290,7 @@ class Writer:
             except (cv2.error, ValueError, IndexError, TypeError, AttributeError) as exc:
                 frame.error = f"encoding failed: {type(exc).__name__}: {str(exc)[:200]}"
         if frame.error is not None:
-            print(f"skipped {frame.name}: {frame.error}", file=sys.stderr, flush=True)
+            print(f"failed {frame.name}: {frame.error}", file=sys.stderr, flush=True)  # as summary.json counts it
             self._append({"name": frame.name, "index": frame.index, "error": frame.error})
             with self.lock:
                 self.failed += 1
