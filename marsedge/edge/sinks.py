@@ -290,7 +290,8 @@ class Writer:
             except (cv2.error, ValueError, IndexError, TypeError, AttributeError) as exc:
                 frame.error = f"encoding failed: {type(exc).__name__}: {str(exc)[:200]}"
         if frame.error is not None:
-            print(f"failed {frame.name}: {frame.error}", file=sys.stderr, flush=True)  # as summary.json counts it
+            # "failed", as summary.json counts it
+            print(f"failed {frame.name}: {frame.error}", file=sys.stderr, flush=True)
             self._append({"name": frame.name, "index": frame.index, "error": frame.error})
             with self.lock:
                 self.failed += 1

@@ -91,12 +91,12 @@ def augmented(image: np.ndarray, label: np.ndarray | None, spec: PreprocessSpec,
     return torch.from_numpy(np.ascontiguousarray(x)), label
 
 
-class SegmentationFrames(Dataset):
-    """Labelled AI4Mars frames as training/evaluation tensors (augmentation off when `augment` is None)."""
+class _AugmentedFrames(Dataset):
+    """What both frame sets share: frames, THE preprocessing, augmentation drawn per (seed, epoch, index)."""
 
-    def __init__(self, source: AI4MarsDataset, spec: PreprocessSpec,
-                 augment: JointAugmentConfig | None = None, seed: int = 0) -> None:
-        self.source = source
+    def __init__(self, frames, spec: PreprocessSpec, augment: JointAugmentConfig | None = None,
+                 seed: int = 0) -> None:
+        self.frames = frames
         self.spec = spec
         self.augment = augment
         self.seed = seed
@@ -107,19 +107,30 @@ class SegmentationFrames(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.source)
+        return len(self.frames)
+
+    def _augmented(self, image: np.ndarray, label: np.ndarray | None, index: int):
+        return augmented(image, label, self.spec, self.augment, sample_rng(self.seed, self.epoch, index))
+
+
+class SegmentationFrames(_AugmentedFrames):
+    """Labelled AI4Mars frames as training/evaluation tensors (augmentation off when `augment` is None)."""
+
+    def __init__(self, source: AI4MarsDataset, spec: PreprocessSpec,
+                 augment: JointAugmentConfig | None = None, seed: int = 0) -> None:
+        super().__init__(source, spec, augment, seed)
+        self.source = source
 
     def __getitem__(self, index: int) -> dict:
         sample = self.source[index]
         if sample.label is None:
             raise DataError(f"{self.source.items[index].image}: no label (training needs labelled frames)")
-        x, label = augmented(sample.image, sample.label, self.spec, self.augment,
-                             sample_rng(self.seed, self.epoch, index))
+        x, label = self._augmented(sample.image, sample.label, index)
         y = resize_label(label, self.spec.height, self.spec.width)
         return {"image": x, "label": torch.from_numpy(y.astype(np.int64)), "index": index}
 
 
-class UnlabelledFrames(Dataset):
+class UnlabelledFrames(_AugmentedFrames):
     """Frames without labels (frame refs from marsedge.train.frame_sources) as training tensors; their
     label is all ignore (255), so only terms that need no label learn from them. The one way semisup
     and distill read unlabelled frames. `seed` names the augmentation stream: give it one the labelled
@@ -127,21 +138,10 @@ class UnlabelledFrames(Dataset):
 
     def __init__(self, frames: list[FrameRef], spec: PreprocessSpec,
                  augment: JointAugmentConfig | None = None, seed: int = 0) -> None:
-        self.frames = frames
-        self.spec = spec
-        self.augment = augment
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.frames)
+        super().__init__(frames, spec, augment, seed)
 
     def __getitem__(self, index: int) -> dict:
-        x, _ = augmented(read_frame(self.frames[index].path), None, self.spec, self.augment,
-                         sample_rng(self.seed, self.epoch, index))
+        x, _ = self._augmented(read_frame(self.frames[index].path), None, index)
         label = torch.full((self.spec.height, self.spec.width), IGNORE_INDEX, dtype=torch.int64)
         return {"image": x, "label": label, "index": index}
 
