@@ -138,6 +138,27 @@ def preprocess(image, spec):  # steps 3 and 4 as two array passes, as before the
 pipeline.preprocess = preprocess  # (grey frames at the model size: this study's frames)
 """
 ONE = ["--streams", "1"]  # one frame at a time on all threads: edge-run before --streams
+ENCODE_IN_STREAMS = """
+from marsedge.edge import pipeline as P, sinks
+_process, _encode = P.Pipeline.process, sinks.Writer._encode
+def process(self, frame):
+    if not _process(self, frame):
+        return False
+    self.postprocess(frame)
+    if frame.error is None:
+        try:
+            frame.encoded = _encode(self.writer, frame)
+        except Exception:
+            frame.encoded = None  # the writer encodes it again and records the failure
+    return True
+def encode(self, frame):
+    return frame.__dict__.pop("encoded", None) or _encode(self, frame)
+_post = P.Pipeline.postprocess
+def postprocess(self, frame):
+    if frame.logits is not None:
+        _post(self, frame)
+P.Pipeline.process, P.Pipeline.postprocess, sinks.Writer._encode = process, postprocess, encode
+"""
 VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run options)
     "0 before (postprocess in infer thread, numpy argmax, old blend, cv2 threads = cores)":
         (POST_IN_INFER + NP_ARGMAX + OLD_BLEND, CV_CORES + ONE),
@@ -158,6 +179,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run
     "15 default + --visualize '' (no images)": ("", ["--visualize", ""]),
     "16 default with the PNG mask filter of before (OpenCV's default)": (PNG_FILTER_BEFORE, []),
     "17 default with the preprocessing of before (two array passes, no table)": (PREPROCESS_BEFORE, []),
+    "18 default + --overlay-every 2": ("", ["--overlay-every", "2"]),
+    "19 default + --overlay-every 4": ("", ["--overlay-every", "4"]),
+    "20 default + --visualize mask (no overlays)": ("", ["--visualize", "mask"]),
+    "21 default with postprocessing in the stream threads": (POST_IN_INFER, []),
+    "22 default with postprocessing and encoding in the stream threads": (ENCODE_IN_STREAMS, []),
 }
 BACKEND_ALONE = """
 import json, sys, time
