@@ -140,24 +140,20 @@ pipeline.preprocess = preprocess  # (grey frames at the model size: this study's
 ONE = ["--streams", "1"]  # one frame at a time on all threads: edge-run before --streams
 ENCODE_IN_STREAMS = """
 from marsedge.edge import pipeline as P, sinks
-_process, _encode = P.Pipeline.process, sinks.Writer._encode
-def process(self, frame):
-    if not _process(self, frame):
+# after POST_IN_INFER, in the same namespace: its own names (_process, process) are left alone
+_postprocessed, _encode = P.Pipeline.process, sinks.Writer._encode
+def process_and_encode(self, frame):
+    if not _postprocessed(self, frame):
         return False
-    self.postprocess(frame)
     if frame.error is None:
         try:
             frame.encoded = _encode(self.writer, frame)
         except Exception:
             frame.encoded = None  # the writer encodes it again and records the failure
     return True
-def encode(self, frame):
+def encode_once(self, frame):
     return frame.__dict__.pop("encoded", None) or _encode(self, frame)
-_post = P.Pipeline.postprocess
-def postprocess(self, frame):
-    if frame.logits is not None:
-        _post(self, frame)
-P.Pipeline.process, P.Pipeline.postprocess, sinks.Writer._encode = process, postprocess, encode
+P.Pipeline.process, sinks.Writer._encode = process_and_encode, encode_once
 """
 VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run options)
     "0 before (postprocess in infer thread, numpy argmax, old blend, cv2 threads = cores)":
@@ -183,7 +179,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run
     "19 default + --overlay-every 4": ("", ["--overlay-every", "4"]),
     "20 default + --visualize mask (no overlays)": ("", ["--visualize", "mask"]),
     "21 default with postprocessing in the stream threads": (POST_IN_INFER, []),
-    "22 default with postprocessing and encoding in the stream threads": (ENCODE_IN_STREAMS, []),
+    "22 default with postprocessing and encoding in the stream threads":
+        (POST_IN_INFER + ENCODE_IN_STREAMS, []),
 }
 BACKEND_ALONE = """
 import json, sys, time

@@ -269,8 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="OpenCV's own threads (resize, colour conversion); 1 leaves the cores to the "
                         "model runtime (benchmarks/edge_latency.py --writer-study)")
     p.add_argument("--overlay-every", type=positive_int, default=1, metavar="N",
-                   help="write the overlay of every Nth frame only (masks: always); on a CPU that "
-                        "the model keeps busy, 4 brings edge-run within 0.90 of its backend alone")
+                   help="write the overlay of every Nth frame only (masks: always); 4 took edge-run "
+                        "from 0.85 to 0.90 of its backend alone on 2 CPU cores at 512 px (README)")
     p.add_argument("--backend-probe", type=float, default=1.0, metavar="SECONDS",
                    help="after the run, time the backend alone this long for summary.json's "
                         "backend_fps and fps_vs_backend (0: skip)")

@@ -94,8 +94,8 @@ def augmented(image: np.ndarray, label: np.ndarray | None, spec: PreprocessSpec,
 class _AugmentedFrames(Dataset):
     """What both frame sets share: frames, THE preprocessing, augmentation drawn per (seed, epoch, index)."""
 
-    def __init__(self, frames, spec: PreprocessSpec, augment: JointAugmentConfig | None = None,
-                 seed: int = 0) -> None:
+    def __init__(self, frames: AI4MarsDataset | list[FrameRef], spec: PreprocessSpec,
+                 augment: JointAugmentConfig | None = None, seed: int = 0) -> None:
         self.frames = frames
         self.spec = spec
         self.augment = augment
@@ -114,12 +114,12 @@ class _AugmentedFrames(Dataset):
 
 
 class SegmentationFrames(_AugmentedFrames):
-    """Labelled AI4Mars frames as training/evaluation tensors (augmentation off when `augment` is None)."""
+    """Labelled AI4Mars frames (an AI4MarsDataset) as training/evaluation tensors (augmentation off
+    when `augment` is None)."""
 
-    def __init__(self, source: AI4MarsDataset, spec: PreprocessSpec,
-                 augment: JointAugmentConfig | None = None, seed: int = 0) -> None:
-        super().__init__(source, spec, augment, seed)
-        self.source = source
+    @property
+    def source(self) -> AI4MarsDataset:
+        return self.frames
 
     def __getitem__(self, index: int) -> dict:
         sample = self.source[index]
@@ -135,10 +135,6 @@ class UnlabelledFrames(_AugmentedFrames):
     label is all ignore (255), so only terms that need no label learn from them. The one way semisup
     and distill read unlabelled frames. `seed` names the augmentation stream: give it one the labelled
     set does not use, so frame i of each set is not augmented alike."""
-
-    def __init__(self, frames: list[FrameRef], spec: PreprocessSpec,
-                 augment: JointAugmentConfig | None = None, seed: int = 0) -> None:
-        super().__init__(frames, spec, augment, seed)
 
     def __getitem__(self, index: int) -> dict:
         x, _ = self._augmented(read_frame(self.frames[index].path), None, index)
