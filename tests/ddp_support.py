@@ -30,9 +30,7 @@ def ddp_worker(rank: int, world: int, port: int, train, *args) -> None:
     ctx = init_distributed("cpu")
     try:
         train(ctx, *args)
-        # every rank done before any tears down: rank 0 hosts the rendezvous store, and in one CI run
-        # rank 0 aborted (SIGABRT) in teardown, likely while rank 1 was still finishing
-        barrier(ctx)
+        barrier(ctx)  # every rank done before any leaves the group, as run_job does
     finally:
         shutdown_distributed()
 

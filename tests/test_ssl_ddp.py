@@ -6,11 +6,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from ddp_support import free_port
+from ddp_support import free_port, set_rank_env
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from marsedge.ssl.contrastive import ClusterAwareNTXentLoss, NTXentLoss
+from marsedge.train.engine.distributed import init_distributed, shutdown_distributed
 
 WORLD = 2
 N_PER_RANK = 3
@@ -65,7 +66,8 @@ MODES = ("plain", "cluster", "naive")
 
 
 def _worker(rank, port, out_dir):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    set_rank_env(rank, WORLD, port)
+    init_distributed("cpu")  # and shutdown_distributed below: the group's threads stop before exit
     try:
         for mode in MODES:  # one process group for every case: spawning costs seconds
             x_a, x_b = _data()
@@ -85,11 +87,9 @@ def _worker(rank, port, out_dir):
                 "x_b": x_b.grad,
             }
             torch.save(result, f"{out_dir}/{mode}_rank{rank}.pt")
-        # every rank done before any tears down (rank 0 hosts the store; a full-suite run saw rank 0
-        # abort with SIGABRT in teardown while rank 1 was still finishing, as in ddp_support)
-        dist.barrier()
+        dist.barrier()  # every rank done before any leaves the group
     finally:
-        dist.destroy_process_group()
+        shutdown_distributed()
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ gets a `DistContext` of world size 1 and the same code path, so there is one loo
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,14 +53,34 @@ def init_distributed(device: str = "auto") -> DistContext:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
+        _import_what_ddp_imports()
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", init_method="env://")
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
+def _import_what_ddp_imports() -> None:
+    """Import torch._dynamo (DDP's constructor imports it) before the default group exists.
+
+    Through it, torch.distributed.nn.functional binds `group=group.WORLD` as default arguments when
+    it is imported. Imported after init_process_group, those defaults hold the default group for the
+    life of the process: destroy_process_group cannot free it, gloo's worker threads outlive it and
+    are torn down during interpreter shutdown, where one can abort the rank (SIGABRT, "terminate
+    called without an active exception") after a run that succeeded. Imported first, the defaults
+    are None. Seen in CI twice; tests/test_train_ddp_teardown.py checks that the threads stop.
+    """
+    import torch._dynamo  # noqa: F401
+
+
 def shutdown_distributed() -> None:
+    """Leave the process group so that its threads stop now, while the interpreter is whole.
+
+    The collection first: a DDP wrapper left in a reference cycle (the training loop's run state)
+    holds the group through its reducer until the cycle is collected, which may be at exit.
+    """
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

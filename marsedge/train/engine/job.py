@@ -117,8 +117,7 @@ def run_job(cfg: TrainConfig, resume: bool | str | Path, job_class: type[Job]) -
                       artifact=plan.artifact, resume=resume,
                       find_unused_parameters=plan.find_unused_parameters)
         result = job.finish(summary)
-        # Every rank done (rank 0 finishes last: it writes the reports) before any leaves the group:
-        # a gloo peer whose partner tears down mid-way can abort (SIGABRT) instead of exiting 0.
+        # Every rank done (rank 0 finishes last: it writes the reports) before any leaves the group.
         # Only on success: after an exception the other ranks may never arrive, and a run never hangs.
         barrier(ctx)
         return result
