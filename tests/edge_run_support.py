@@ -11,6 +11,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -65,3 +66,32 @@ def edge_run_process(args: list[str], patch: str = "") -> subprocess.Popen:
     script = "import sys\n" + patch + "\nfrom marsedge.edge.run import main\nsys.exit(main(sys.argv[1:]))\n"
     return subprocess.Popen([sys.executable, "-c", script, *map(str, args)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def start_with_fault(edge_student, tiny_ai4mars, tmp_path, patch, extra=()) -> subprocess.Popen:
+    """edge-run looping over 3 frames with `patch` injected; returns once the fault is reached
+    (the patch touches MARKER)."""
+    copy_frames(tiny_ai4mars, tmp_path / "in", 3)
+    marker = tmp_path / "reached"
+    proc = edge_run_process([tmp_path / "in", tmp_path / "out", "--model", edge_student[1], "--threads", "1",
+                             "--loop", "--queue", "1", *extra], f"MARKER = {str(marker)!r}\n{patch}")
+    deadline = time.time() + 90
+    while not marker.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"the fault was never reached: {proc.communicate()[1][-2000:]}")
+        time.sleep(0.05)
+    return proc
+
+
+def ended_within(proc: subprocess.Popen, seconds: float) -> tuple[float, str]:
+    """Wait for the process (30 s at most); fail unless it ended within `seconds`."""
+    start = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("edge-run did not end within 30 s")
+    elapsed = time.monotonic() - start
+    assert elapsed <= seconds, f"took {elapsed:.2f} s"
+    return elapsed, err

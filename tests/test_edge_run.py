@@ -51,7 +51,7 @@ def test_folder_with_broken_frames(edge_student, frames_dir, tmp_path, capsys):
     lines = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
     assert len(lines) == 9
     ok = [r for r in lines if "error" not in r]
-    assert set(ok[0]["ms"]) == {"decode", "preprocess", "infer", "postprocess", "write"}
+    assert set(ok[0]["ms"]) == {"decode", "preprocess", "infer", "postprocess", "encode", "write"}
     assert {"big_rock", "sand", "flags", "hazard"} <= set(ok[0]["hazards"])
     assert sum(ok[0]["classes"].values()) == pytest.approx(1.0, abs=1e-3)
     assert len(list((out / "masks").iterdir())) == 5 and len(list((out / "overlays").iterdir())) == 5

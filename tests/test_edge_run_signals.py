@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 
 import pytest
-from edge_run_support import copy_frames, edge_run_process
+from edge_run_support import ended_within, start_with_fault
 
 # Faults injected into the child before edge-run starts; each touches MARKER when the state is reached.
 STUCK_WRITER = """
@@ -47,32 +46,6 @@ sinks.Writer.write = write
 """
 
 
-def _start(edge_student, tiny_ai4mars, tmp_path, patch, extra=()):
-    copy_frames(tiny_ai4mars, tmp_path / "in", 3)
-    marker = tmp_path / "reached"
-    proc = edge_run_process([tmp_path / "in", tmp_path / "out", "--model", edge_student[1], "--threads", "1",
-                             "--loop", "--queue", "1", *extra], f"MARKER = {str(marker)!r}\n{patch}")
-    deadline = time.time() + 90
-    while not marker.exists():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"the fault was never reached: {proc.communicate()[1][-2000:]}")
-        time.sleep(0.05)
-    return proc
-
-
-def _ended_within(proc: subprocess.Popen, seconds: float) -> tuple[float, str]:
-    start = time.monotonic()
-    try:
-        _, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail("edge-run did not end within 30 s")
-    elapsed = time.monotonic() - start
-    assert elapsed <= seconds, f"took {elapsed:.2f} s"
-    return elapsed, err
-
-
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("state, patch, signum, extra", [
     ("writer stuck, queues full", STUCK_WRITER, signal.SIGTERM, ()),
@@ -81,10 +54,10 @@ def _ended_within(proc: subprocess.Popen, seconds: float) -> tuple[float, str]:
     ("inferring on two streams", STUCK_MODEL, signal.SIGINT, ("--streams", "2")),
 ])
 def test_signal_ends_the_run_within_2_s(state, patch, signum, extra, edge_student, tiny_ai4mars, tmp_path):
-    proc = _start(edge_student, tiny_ai4mars, tmp_path, patch, extra)
+    proc = start_with_fault(edge_student, tiny_ai4mars, tmp_path, patch, extra)
     time.sleep(0.5)  # the queues behind the stuck stage fill up
     os.kill(proc.pid, signum)
-    _, err = _ended_within(proc, 2.0)
+    _, err = ended_within(proc, 2.0)
     assert proc.returncode == 128 + signum, err
     assert err.strip().splitlines()[-1] == f"edge-run: stopped by {signal.Signals(signum).name}"
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -94,8 +67,8 @@ def test_signal_ends_the_run_within_2_s(state, patch, signum, extra, edge_studen
 
 @pytest.mark.timeout(180)
 def test_dead_writer_stops_the_run_by_itself(edge_student, tiny_ai4mars, tmp_path):
-    proc = _start(edge_student, tiny_ai4mars, tmp_path, DEAD_WRITER)
-    _, err = _ended_within(proc, 2.0)
+    proc = start_with_fault(edge_student, tiny_ai4mars, tmp_path, DEAD_WRITER)
+    _, err = ended_within(proc, 2.0)
     assert proc.returncode == 3, err
     assert err.strip().splitlines()[-1].startswith(
         "edge-run: error: writer stage failed: MemoryError: no memory for the overlay (run stopped;")

@@ -5,9 +5,13 @@ supervisor that only waits, so that a signal is always seen at once.
     infer    backend.infer, nothing else; one thread per backend stream (`--streams`), so that
              with two streams two frames are inferred at once, each on its own core
     writer   mask at frame size (`marsedge.edge.predict`), class fractions, hazards (both by the
-             model's own class table, from its metadata); masks, overlays, frames.jsonl
-             (`marsedge.edge.sinks.Writer`). An image classifier's frame gets its class, probability
-             and top 5 in frames.jsonl instead, and no mask.
+             model's own class table, from its metadata); PNG/JPEG encoding; masks, overlays,
+             frames.jsonl (`marsedge.edge.sinks.Writer`). An image classifier's frame gets its
+             class, probability and top 5 in frames.jsonl instead, and no mask.
+    encoders (`--encoders N`, N > 1) the writer's per-frame CPU work (postprocessing and encoding)
+             on N threads, frames in parallel; the writer then only names, writes and logs them,
+             in input order. For hosts whose cores inference leaves idle (a GPU or DLA backend):
+             on a CPU runtime the cores are the model's and it buys nothing (issue 19's study).
 
 Why postprocessing is the writer's: the inference stage is the bottleneck, so whatever it does
 besides `backend.infer` adds to every frame's time, while the writer's work overlaps the next
@@ -65,6 +69,7 @@ class Frame:
     tensor: np.ndarray | None = None
     logits: np.ndarray | None = None
     mask: np.ndarray | None = None
+    encoded: dict[str, bytes] | None = None  # visual -> file bytes (`Writer.encode`)
     record: dict = field(default_factory=dict)
     ms: dict = field(default_factory=dict)
     error: str | None = None
@@ -140,7 +145,7 @@ class Pipeline:
     """Runs `items` through backend and writer; `run()` returns when done, stopped or fatal."""
 
     def __init__(self, items: Iterable[Item], backend, writer: Writer, hazards: HazardRules,
-                 queue_size: int = 4) -> None:
+                 queue_size: int = 4, encoders: int = 1) -> None:
         self.items, self.backend, self.writer, self.hazards = items, backend, writer, hazards
         self.spec: PreprocessSpec = backend.spec
         self.table = backend.metadata["class_table"]
@@ -149,6 +154,9 @@ class Pipeline:
         self.inbox: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self.outbox: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self.streams = streams_of(backend)
+        self.streams_left = self.streams  # the last stream to finish tells the next stage
+        self.encoders = max(1, int(encoders))
+        self.encoded: queue.Queue = queue.Queue(maxsize=max(1, queue_size))  # encoders -> writer
         self.stop = threading.Event()
         self.fatal: tuple[str, int] | None = None
         self.model_failures = 0  # in a row, over all streams
@@ -213,9 +221,13 @@ class Pipeline:
 
     def _infer(self) -> None:
         while (frame := self._get(self.inbox)) is not None:
-            if frame is _DONE:  # left in the inbox for the sibling streams; each tells the writer
+            if frame is _DONE:  # left in the inbox for the sibling streams; the last one tells the next stage
                 self._put(self.inbox, _DONE)
-                self._put(self.outbox, _DONE)
+                with self.failures_lock:
+                    self.streams_left -= 1
+                    last = self.streams_left == 0
+                if last:  # every stream's frames are in the outbox already, so _DONE comes after them all
+                    self._put(self.outbox, _DONE)
                 return
             if frame.error is None:
                 ok = self.process(frame)
@@ -240,6 +252,24 @@ class Pipeline:
         frame.ms["infer"] = 1000 * (time.perf_counter() - start)
         return True
 
+    def prepare(self, frame: Frame) -> None:
+        """A frame's CPU work before its files: postprocessing, then encoding (unless it failed)."""
+        if frame.error is None:
+            self.postprocess(frame)
+        if frame.error is None:
+            self.writer.encode(frame)
+
+    def _encode_frames(self) -> None:
+        """One of `--encoders` threads: frames from the outbox, prepared, to the writer in any order."""
+        while (frame := self._get(self.outbox)) is not None:
+            if frame is _DONE:  # left in the outbox for the sibling encoders; each tells the writer
+                self._put(self.outbox, _DONE)
+                self._put(self.encoded, _DONE)
+                return
+            self.prepare(frame)
+            if not self._put(self.encoded, frame):
+                return
+
     def postprocess(self, frame: Frame) -> None:
         """Argmax at the frame's size, class fractions and hazards (in the writer's thread); for a
         classifier the frame's class, its probability and the top 5."""
@@ -258,11 +288,12 @@ class Pipeline:
         frame.ms["postprocess"] = 1000 * (time.perf_counter() - start)
 
     def _write(self) -> None:
-        """Frames in input order: the streams may finish them out of order, so a frame waits in
-        `early` until every frame before it is written (at most about one per stream waits)."""
+        """Frames in input order: the streams (and encoders) may finish them out of order, so a
+        frame waits in `early` until every frame before it is written (about one per thread waits)."""
+        source, senders = (self.encoded, self.encoders) if self.encoders > 1 else (self.outbox, 1)
         early: dict[int, Frame] = {}
         following, done = 0, 0
-        while done < self.streams and (frame := self._get(self.outbox)) is not None:
+        while done < senders and (frame := self._get(source)) is not None:
             if frame is _DONE:
                 done += 1
                 continue
@@ -270,13 +301,13 @@ class Pipeline:
             while following in early:
                 self._write_one(early.pop(following))
                 following += 1
-        if done == self.streams:  # complete: nothing may stay behind, even after a gap in the indices
+        if done == senders:  # complete: nothing may stay behind, even after a gap in the indices
             for index in sorted(early):
                 self._write_one(early.pop(index))
 
     def _write_one(self, frame: Frame) -> None:
-        if frame.error is None:
-            self.postprocess(frame)
+        if self.encoders == 1:
+            self.prepare(frame)
         self.writer.write(frame)
         if frame.error is None:
             with self.writer.lock:
@@ -289,7 +320,9 @@ class Pipeline:
     def run(self) -> None:
         streams = [self._guarded("inference" if self.streams == 1 else f"inference {i + 1}", self._infer,
                                  EXIT_MODEL) for i in range(self.streams)]
-        self.threads = [self._guarded("reader", self._read, EXIT_INTERNAL), *streams,
+        encoders = [self._guarded(f"encoder {i + 1}", self._encode_frames, EXIT_INTERNAL)
+                    for i in range(self.encoders if self.encoders > 1 else 0)]
+        self.threads = [self._guarded("reader", self._read, EXIT_INTERNAL), *streams, *encoders,
                         self._guarded("writer", self._write, EXIT_SINK)]
         for t in self.threads:
             t.start()

@@ -32,7 +32,9 @@ with nothing else running in the process and as many calls at once as the run ha
 `fps_vs_backend` their ratio (aim: >= 0.90 with the default outputs, issue 19).
 `backend_fps_in_pipeline` (from the in-pipeline inference time) is slowed by the very contention
 the ratio measures, so it is reported but never the baseline. What the writer costs and what each
-choice bought: benchmarks/edge_latency.py --writer-study.
+choice bought: benchmarks/edge_latency.py --writer-study. Where inference leaves cores idle (a
+TensorRT engine), `--encoders N` postprocesses and encodes N frames at once beside the one writer
+(benchmarks/encoder_pool.py: 155 -> 214 FPS of the other stages with 2 on 2 cores).
 
 Needs only numpy, OpenCV, ONNX Runtime (and TensorRT for engines): no torch.
 """
@@ -149,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"edge-run: note: {note}", file=sys.stderr)
     writer = Writer(out, visuals, args.alpha, backend.metadata["class_table"], namer, args.overlay_every)
     skip = {r["name"] for r in kept} if source.kind == "files" else set()
-    pipeline = Pipeline(source.items(args.loop, args.max_frames, skip), backend, writer, hazards, args.queue)
+    pipeline = Pipeline(source.items(args.loop, args.max_frames, skip), backend, writer, hazards, args.queue,
+                        args.encoders)
     caught: list[int] = []
 
     def on_signal(signum, _frame) -> None:
@@ -228,6 +231,7 @@ def make_summary(args, backend, pipeline: Pipeline, source, kept: list[dict], wa
         "backend_fps_in_pipeline": in_pipeline,
         "backend_probe": alone,
         "overlay_every": args.overlay_every,
+        "encoders": pipeline.encoders,
         "latency_ms": stats.pop("total", {}),
         "stages_ms": stats,
         "model_metadata": backend.metadata,
@@ -271,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay-every", type=positive_int, default=1, metavar="N",
                    help="write the overlay of every Nth frame only (masks: always); 4 took edge-run "
                         "from 0.85 to 0.90 of its backend alone on 2 CPU cores at 512 px (README)")
+    p.add_argument("--encoders", type=positive_int, default=1, metavar="N",
+                   help="threads that postprocess and encode frames (argmax, class fractions, hazards, "
+                        "PNG/JPEG) beside the one that writes them in order: for a GPU or DLA backend "
+                        "that leaves cores idle (a CPU runtime's cores are the model's: keep 1)")
     p.add_argument("--backend-probe", type=float, default=1.0, metavar="SECONDS",
                    help="after the run, time the backend alone this long for summary.json's "
                         "backend_fps and fps_vs_backend (0: skip)")

@@ -281,14 +281,22 @@ class Writer:
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR if image.ndim == 3 else cv2.COLOR_GRAY2BGR)
         return cv2.addWeighted(bgr, 1 - self.alpha, self.bgr_lut[mask], self.alpha, 0)
 
-    def write(self, frame) -> None:
-        """Write one frame's outputs and its line. SinkError when OUTPUT itself failed."""
+    def encode(self, frame) -> None:
+        """The frame's files as bytes in `frame.encoded`, or its `error`. Touches no file and no
+        state of the writer's, so that `--encoders` threads can run it on several frames at once."""
         start = time.perf_counter()
-        if frame.error is None:
-            try:
-                encoded = self._encode(frame)
-            except (cv2.error, ValueError, IndexError, TypeError, AttributeError) as exc:
-                frame.error = f"encoding failed: {type(exc).__name__}: {str(exc)[:200]}"
+        try:
+            frame.encoded = self._encode(frame)
+        except (cv2.error, ValueError, IndexError, TypeError, AttributeError) as exc:
+            frame.error = f"encoding failed: {type(exc).__name__}: {str(exc)[:200]}"
+        frame.ms["encode"] = 1000 * (time.perf_counter() - start)
+
+    def write(self, frame) -> None:
+        """Write one frame's outputs (encoding them first unless `encode` has) and its line, in the
+        order frames come. SinkError when OUTPUT itself failed."""
+        if frame.error is None and frame.encoded is None:
+            self.encode(frame)
+        start = time.perf_counter()
         if frame.error is not None:
             # "failed", as summary.json counts it
             print(f"failed {frame.name}: {frame.error}", file=sys.stderr, flush=True)
@@ -298,8 +306,9 @@ class Writer:
                 if len(self.failures) < MAX_RECORDED_FAILURES:
                     self.failures.append({"name": frame.name, "reason": frame.error})
             return
-        stem = self.namer.stem(frame.name)
+        stem = self.namer.stem(frame.name)  # here, in input order: a case-only clash numbers alike
         paths = {}
+        encoded, frame.encoded = frame.encoded, None
         for visual, data in encoded.items():
             folder, suffix = VISUALS[visual]
             rel = f"{folder}/{stem}{suffix}"
