@@ -160,7 +160,7 @@ class Pipeline:
         self.stop = threading.Event()
         self.fatal: tuple[str, int] | None = None
         self.model_failures = 0  # in a row, over all streams
-        self.failures_lock = threading.Lock()
+        self.failures_lock = threading.Lock()  # the streams' shared counters (model_failures, streams_left)
         self.seen = 0
         self.stage_ms: dict[str, StageStats] = {}
         self.threads: list[threading.Thread] = []
