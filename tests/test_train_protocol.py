@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 from pathlib import Path
 
 import pytest
@@ -311,7 +312,10 @@ class SigintInStep:
 def test_a_sigint_inside_the_optimiser_step_is_held_until_the_step_is_whole(tmp_path):
     run_fit(make_cfg(tmp_path, "full"))
     cut = run_fit(make_cfg(tmp_path, "cut"), SigintInStep())
-    assert cut["interrupted"] and cut["step"] == 6  # the step completed, then the interrupt
+    # the step completed, then the interrupt (each part on its own, with the summary: it failed once
+    # in a stop-27 CI run and passed in every rerun, so the next failure should say which part)
+    assert cut["interrupted"], (signal.getsignal(signal.SIGINT), cut)
+    assert cut["step"] == 6, cut
     run_fit(make_cfg(tmp_path, "cut"), resume=True)
     a = load_checkpoint(tmp_path / "full" / "last.pt").state_dict
     b = load_checkpoint(tmp_path / "cut" / "last.pt").state_dict
