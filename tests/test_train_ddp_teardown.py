@@ -21,8 +21,13 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="re
 
 def _native_threads() -> list[str]:
     """The names of this process's OS threads (gloo names its own pt_gloo_runloop, gloo_tcp_loop)."""
-    tasks = Path("/proc/self/task")
-    return sorted((tasks / t / "comm").read_text().strip() for t in os.listdir(tasks))
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            names.append(Path("/proc/self/task", task, "comm").read_text().strip())
+        except FileNotFoundError:  # the thread ended between the listing and the read
+            continue
+    return sorted(names)
 
 
 def _rank(rank: int, world: int, port: int, out_dir: str) -> None:
