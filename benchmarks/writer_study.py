@@ -139,21 +139,16 @@ pipeline.preprocess = preprocess  # (grey frames at the model size: this study's
 """
 ONE = ["--streams", "1"]  # one frame at a time on all threads: edge-run before --streams
 ENCODE_IN_STREAMS = """
-from marsedge.edge import pipeline as P, sinks
+from marsedge.edge import pipeline as P
 # after POST_IN_INFER, in the same namespace: its own names (_process, process) are left alone
-_postprocessed, _encode = P.Pipeline.process, sinks.Writer._encode
+_postprocessed = P.Pipeline.process
 def process_and_encode(self, frame):
     if not _postprocessed(self, frame):
         return False
     if frame.error is None:
-        try:
-            frame.encoded = _encode(self.writer, frame)
-        except Exception:
-            frame.encoded = None  # the writer encodes it again and records the failure
+        self.writer.encode(frame)  # frame.encoded: the writer then writes it without encoding again
     return True
-def encode_once(self, frame):
-    return frame.__dict__.pop("encoded", None) or _encode(self, frame)
-P.Pipeline.process, sinks.Writer._encode = process_and_encode, encode_once
+P.Pipeline.process = process_and_encode
 """
 VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run options)
     "0 before (postprocess in infer thread, numpy argmax, old blend, cv2 threads = cores)":
@@ -181,6 +176,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run
     "21 default with postprocessing in the stream threads": (POST_IN_INFER, []),
     "22 default with postprocessing and encoding in the stream threads":
         (POST_IN_INFER + ENCODE_IN_STREAMS, []),
+    "23 default + --encoders 2 (on a CPU runtime)": ("", ["--encoders", "2"]),
 }
 BACKEND_ALONE = """
 import json, sys, time

@@ -1,10 +1,12 @@
 """edge-run as a process: SIGINT/SIGTERM end it within 2 s in every state (reading, inferring, the
-writer stuck with the queues full, the writer dead), with the documented exit code and a summary."""
+writer or every encoder stuck with the queues full, the writer or an encoder dead), with the
+documented exit code and a summary."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -44,6 +46,23 @@ def write(self, frame):
     raise MemoryError("no memory for the overlay")
 sinks.Writer.write = write
 """
+STUCK_ENCODER = """
+import pathlib, time
+from marsedge.edge import sinks
+def encode(self, frame):
+    pathlib.Path(MARKER).touch()
+    time.sleep(3600)  # an encoder that never returns: the outbox fills up behind it
+sinks.Writer.encode = encode
+"""
+DEAD_ENCODER = """
+import pathlib
+from marsedge.edge import sinks
+def encode(self, frame):
+    pathlib.Path(MARKER).touch()
+    raise MemoryError("no memory for the overlay")
+sinks.Writer.encode = encode
+"""
+ENCODERS = ("--encoders", "2")
 
 
 @pytest.mark.timeout(180)
@@ -52,6 +71,7 @@ sinks.Writer.write = write
     ("reading", STUCK_READER, signal.SIGINT, ()),
     ("inferring", STUCK_MODEL, signal.SIGTERM, ()),
     ("inferring on two streams", STUCK_MODEL, signal.SIGINT, ("--streams", "2")),
+    ("every encoder stuck", STUCK_ENCODER, signal.SIGTERM, ENCODERS),
 ])
 def test_signal_ends_the_run_within_2_s(state, patch, signum, extra, edge_student, tiny_ai4mars, tmp_path):
     proc = start_with_fault(edge_student, tiny_ai4mars, tmp_path, patch, extra)
@@ -63,14 +83,22 @@ def test_signal_ends_the_run_within_2_s(state, patch, signum, extra, edge_studen
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["exit_code"] == 128 + signum
     assert summary["stuck_stages"], state  # the stuck stage was left behind, not waited for
+    if patch is STUCK_ENCODER:
+        assert "edge-run encoder 1" in summary["stuck_stages"]
 
 
 @pytest.mark.timeout(180)
-def test_dead_writer_stops_the_run_by_itself(edge_student, tiny_ai4mars, tmp_path):
-    proc = start_with_fault(edge_student, tiny_ai4mars, tmp_path, DEAD_WRITER)
+@pytest.mark.parametrize("patch, extra, code, stage", [
+    (DEAD_WRITER, (), 3, "writer"),
+    (DEAD_ENCODER, ENCODERS, 1, "encoder [12]"),
+])
+def test_a_dead_stage_stops_the_run_by_itself(patch, extra, code, stage, edge_student, tiny_ai4mars,
+                                              tmp_path):
+    proc = start_with_fault(edge_student, tiny_ai4mars, tmp_path, patch, extra)
     _, err = ended_within(proc, 2.0)
-    assert proc.returncode == 3, err
-    assert err.strip().splitlines()[-1].startswith(
-        "edge-run: error: writer stage failed: MemoryError: no memory for the overlay (run stopped;")
+    assert proc.returncode == code, err
+    assert re.match(rf"edge-run: error: {stage} stage failed: MemoryError: no memory for the overlay \(run "
+                    r"stopped;", err.strip().splitlines()[-1]), err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["status"] == "stopped" and "MemoryError" in summary["reason"]
+    assert summary["exit_code"] == code

@@ -11,7 +11,8 @@ supervisor that only waits, so that a signal is always seen at once.
     encoders (`--encoders N`, N > 1) the writer's per-frame CPU work (postprocessing and encoding)
              on N threads, frames in parallel; the writer then only names, writes and logs them,
              in input order. For hosts whose cores inference leaves idle (a GPU or DLA backend):
-             on a CPU runtime the cores are the model's and it buys nothing (issue 19's study).
+             on a CPU runtime the cores are the model's (2 encoders: 0.86 of the backend alone
+             against 0.92 for one, benchmarks/results/edge_writer_study_encoders.md).
 
 Why postprocessing is the writer's: the inference stage is the bottleneck, so whatever it does
 besides `backend.infer` adds to every frame's time, while the writer's work overlaps the next
@@ -253,7 +254,8 @@ class Pipeline:
         return True
 
     def prepare(self, frame: Frame) -> None:
-        """A frame's CPU work before its files: postprocessing, then encoding (unless it failed)."""
+        """An encoder's work on a frame: postprocessing, then its files' bytes (`Writer.encode`; with
+        one writer, `Writer.write` encodes as it writes)."""
         if frame.error is None:
             self.postprocess(frame)
         if frame.error is None:
@@ -306,9 +308,9 @@ class Pipeline:
                 self._write_one(early.pop(index))
 
     def _write_one(self, frame: Frame) -> None:
-        if self.encoders == 1:
-            self.prepare(frame)
-        self.writer.write(frame)
+        if self.encoders == 1 and frame.error is None:  # else an encoder has prepared it
+            self.postprocess(frame)
+        self.writer.write(frame)  # encodes it unless an encoder has
         if frame.error is None:
             with self.writer.lock:
                 for stage, ms in {**frame.ms, "total": sum(frame.ms.values())}.items():
