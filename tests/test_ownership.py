@@ -8,7 +8,8 @@ import pytest
 from marsedge.errors import ConfigError
 from marsedge.ownership import OutputBusy, OutputLock, refuse_existing, refuse_same_path
 
-HOLD = "import sys, time; from marsedge.ownership import OutputLock; OutputLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"
+HOLD = ("import sys, time; from marsedge.ownership import OutputLock; "
+        "OutputLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)")
 
 
 def test_second_holder_refused_while_first_lives_then_admitted(tmp_path):
