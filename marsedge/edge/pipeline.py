@@ -44,6 +44,7 @@ import numpy as np
 from marsedge.data import frames
 from marsedge.data.preprocess import PreprocessSpec, preprocess
 from marsedge.edge.backends import streams_of
+from marsedge.edge.confidence import Confidence
 from marsedge.edge.hazards import HazardRules, class_fractions
 from marsedge.edge.predict import is_classifier, logits_to_mask, top_classes
 from marsedge.edge.sinks import SinkError, Writer
@@ -70,6 +71,7 @@ class Frame:
     tensor: np.ndarray | None = None
     logits: np.ndarray | None = None
     mask: np.ndarray | None = None
+    confidence: np.ndarray | None = None  # max softmax probability 0..1, only when asked for
     encoded: dict[str, bytes] | None = None  # visual -> file bytes (`Writer.encode`)
     record: dict = field(default_factory=dict)
     ms: dict = field(default_factory=dict)
@@ -151,6 +153,7 @@ class Pipeline:
         self.spec: PreprocessSpec = backend.spec
         self.table = backend.metadata["class_table"]
         self.classifier = is_classifier(backend)  # an image classifier: a class per frame, no mask
+        self.confidence: Confidence | None = None  # set when confidence is wanted (masks, --min-confidence)
         self.names = [str(c["name"]) for c in self.table]
         self.inbox: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self.outbox: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
@@ -280,6 +283,11 @@ class Pipeline:
             if self.classifier:
                 top = top_classes(frame.logits, self.names)
                 frame.record = {"class": top[0]["class"], "p": top[0]["p"], "top5": top}
+            elif self.confidence is not None:
+                frame.mask, frame.confidence, means = self.confidence.apply(frame.logits,
+                                                                            frame.image.shape[:2])
+                frame.record = {"classes": class_fractions(frame.mask, self.table),
+                                "hazards": self.hazards.assess(frame.mask), "confidence": means}
             else:
                 frame.mask = logits_to_mask(frame.logits, frame.image.shape[:2])[0]  # THE resolution policy
                 frame.record = {"classes": class_fractions(frame.mask, self.table),

@@ -52,6 +52,8 @@ from pathlib import Path
 import cv2
 
 from marsedge.edge.backends import BACKENDS, default_streams, open_backend
+from marsedge.edge.confidence import Confidence
+from marsedge.edge.follow import DEFAULT_SETTLE
 from marsedge.edge.hazards import HazardRules, load_hazard_config
 from marsedge.edge.pipeline import Pipeline, backend_alone, describe
 from marsedge.edge.predict import is_classifier
@@ -93,6 +95,16 @@ def alpha_value(text: str) -> float:
         hint = (f"; jetson-inference segnet's 0-255 alpha {text} is --alpha {value / 255:.2f} here"
                 if 1.0 < value <= 255.0 else "")
         raise argparse.ArgumentTypeError(f"{text} is outside 0..1{hint}")
+    return value
+
+
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (a probability 0..1)") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..1")
     return value
 
 
@@ -140,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
         visuals = set()
     try:
         hazards = HazardRules.for_model(hazard_config, [] if classifier else backend.metadata["class_table"])
-        source = open_source(args.input, exclude=out)
+        source = open_source(args.input, exclude=out, topic=args.topic, follow=args.follow,
+                             settle=args.settle)
         namer, kept = prepare_output(out, visuals, args.resume, args.overwrite)
     except BaseException:
         backend.close()
@@ -153,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
     skip = {r["name"] for r in kept} if source.kind == "files" else set()
     pipeline = Pipeline(source.items(args.loop, args.max_frames, skip), backend, writer, hazards, args.queue,
                         args.encoders)
+    pipeline.stop = source.stop  # one flag: a signal or a fatal error also ends a followed folder
+    if not classifier and ("confidence" in visuals or args.min_confidence):  # else no softmax at all
+        pipeline.confidence = Confidence(backend.metadata["class_table"], args.min_confidence)
     caught: list[int] = []
 
     def on_signal(signum, _frame) -> None:
@@ -259,12 +275,24 @@ def print_summary(summary: dict, stats: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="edge-run", description=__doc__.splitlines()[0], epilog=EPILOG,
                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", help="file, folder, glob, video, /dev/videoN, file://, v4l2://, csi://N, rtsp://")
+    p.add_argument("input", help="file, folder, glob, video, /dev/videoN, file://, v4l2://, csi://N, "
+                   "rtsp://, a bag (--topic)")
     p.add_argument("output", help="output folder (new or empty; see --resume, --overwrite)")
     p.add_argument("--model", required=True, help="model file: .onnx, .engine or .pt")
     p.add_argument("--backend", choices=sorted(BACKENDS), help="default: from the model file's suffix")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime / torch")
-    p.add_argument("--visualize", default="overlay,mask", help="comma list of: overlay, mask (or '')")
+    p.add_argument("--visualize", default="overlay,mask",
+                   help="comma list of: overlay, mask, confidence (max softmax probability x 255) (or '')")
+    p.add_argument("--min-confidence", type=probability, default=None, metavar="P",
+                   help="pixels whose max softmax probability is below P become 255 (unknown) in masks, "
+                        "class fractions and hazards")
+    p.add_argument("--topic", default=None, help="the sensor_msgs/Image topic of a bag INPUT "
+                   "(.mcap, .db3, rosbag2 folder, ROS 1 .bag)")
+    p.add_argument("--follow", action="store_true",
+                   help="keep watching the INPUT folder: each new frame once complete, until SIGINT/SIGTERM "
+                        "(with --resume: continue after a restart)")
+    p.add_argument("--settle", type=float, default=DEFAULT_SETTLE, metavar="SECONDS",
+                   help="--follow: a file is complete once its size and time held still this long")
     p.add_argument("--streams", type=positive_int, default=None, metavar="N",
                    help="frames inferred at once, the --threads split between them (onnxruntime, "
                         "openvino; default 2 on a CPU with 2+ cores, else 1): more frames per second "
