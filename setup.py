@@ -6,6 +6,8 @@ Extras are split by where the code runs:
           one by one, because `nvidia-modelopt[onnx]` pulls onnxruntime-gpu next to onnxruntime)
   train   torch and what training needs; on the project's CPU machines torch is 2.13.0 (Makefile)
   openvino  the OpenVINO backend (`--backend openvino`), beside ONNX Runtime (issue 19)
+  bags    recorded bags (rosbag2 sqlite3/MCAP, ROS 1) as edge-run input
+  ros2    the ROS 2 node (`marsedge ros2`, `edge-ros`): ROS 2 Jazzy's rclpy and messages as wheels
   bench   plots for reports
   dev     tests and lint
 """
@@ -13,6 +15,9 @@ Extras are split by where the code runs:
 from setuptools import find_packages, setup
 
 EDGE = ["numpy>=1.24", "opencv-python-headless>=4.8", "onnxruntime>=1.18", "pdr>=1.1"]
+BAGS = ["rosbags>=0.10"]  # recorded bags as edge-run input (pure Python: no ROS installation)
+# Jazzy's rclpy as wheels; without its fastrtps extra the import fails on librmw_fastrtps_cpp.so
+ROS2 = ["ros-jazzy-rclpy[fastrtps]", "ros-sensor-msgs", "ros-std-msgs"]
 DEPLOY = [
     "onnx~=1.21.0",  # the version nvidia-modelopt 0.47 is tested with
     "onnxscript",
@@ -45,13 +50,16 @@ setup(
         "train": EDGE + TRAIN,
         "openvino": EDGE + OPENVINO,
         "bench": EDGE + BENCH,
+        "bags": EDGE + BAGS,
+        "ros2": EDGE + BAGS + ROS2,
         "dev": DEV,
-        "all": EDGE + DEPLOY + TRAIN + OPENVINO + BENCH + DEV,
+        "all": EDGE + DEPLOY + TRAIN + OPENVINO + BENCH + BAGS + ROS2 + DEV,
     },
     entry_points={
         "console_scripts": [
             "marsedge=marsedge.cli:main",
             "edge-run=marsedge.edge.run:main",
+            "edge-ros=marsedge.edge.ros2_cli:main",
         ]
     },
 )

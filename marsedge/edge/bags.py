@@ -33,7 +33,7 @@ def _open_reader(path: Path):
         from rosbags.highlevel import AnyReader
         from rosbags.typesys import Stores, get_typestore
     except ImportError:
-        raise ConfigError(f"INPUT {path}: reading bags needs rosbags (marsedge[edge])") from None
+        raise ConfigError(f"INPUT {path}: needs rosbags: pip install 'marsedge[bags]'") from None
     if not path.exists():
         raise DataError(f"bag not found: {path}")
     try:  # a rosbag2 sqlite bag may carry no message definitions: ROS 2 Jazzy's are the default
