@@ -11,8 +11,8 @@ id. Nothing here runs unless confidence is requested (`--visualize confidence`, 
 the node's `confidence` topic): the default outputs pay no exponentials.
 
 `--min-confidence P` maps pixels below P to 255 ("unknown", the ignore id): masks, class fractions
-and the hazard shares then count only pixels the model is sure of. frames.jsonl's per-class mean
-confidence is over the pixels the argmax gave each class, before that mapping.
+and the hazard shares then count only pixels the model is sure of. frames.jsonl's `mean_confidence`
+of a class is over the pixels the argmax gave it, before that mapping.
 """
 
 from __future__ import annotations

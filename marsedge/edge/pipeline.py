@@ -287,7 +287,7 @@ class Pipeline:
                 frame.mask, frame.confidence, means = self.confidence.apply(frame.logits,
                                                                             frame.image.shape[:2])
                 frame.record = {"classes": class_fractions(frame.mask, self.table),
-                                "hazards": self.hazards.assess(frame.mask), "confidence": means}
+                                "hazards": self.hazards.assess(frame.mask), "mean_confidence": means}
             else:
                 frame.mask = logits_to_mask(frame.logits, frame.image.shape[:2])[0]  # THE resolution policy
                 frame.record = {"classes": class_fractions(frame.mask, self.table),

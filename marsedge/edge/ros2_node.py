@@ -158,7 +158,7 @@ class SegmentationNode(Node):
         record: dict = {}
         confidence = None
         if self.wanted("confidence") or self.confidence.min_confidence:
-            mask, confidence, record["confidence"] = self.confidence.apply(logits, image.shape[:2])
+            mask, confidence, record["mean_confidence"] = self.confidence.apply(logits, image.shape[:2])
         else:
             mask = logits_to_mask(logits, image.shape[:2])[0]
         header = msg.header
