@@ -1,0 +1,162 @@
+"""The ROS 2 node for real: `marsedge ros2` in its own process on a real exported student, real rclpy
+and DDS on localhost (a domain id of this test run's own, so that parallel runs never hear each
+other), 20 sensor_msgs/Image frames of four encodings in, masks compared with edge-run's for the
+same frames as files; headers copied; malformed messages logged and survived; SIGINT ends it."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from ros_support import fields, frames, write_file
+
+from marsedge.edge.run import main as edge_run
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip install 'marsedge[ros2]')")
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.signals import SignalHandlerOptions  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+N = 20
+
+
+@pytest.fixture()
+def ros_domain(monkeypatch) -> int:
+    domain = random.Random(os.getpid() * 1000 + time.time_ns()).randint(1, 100)
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    return domain
+
+
+class Peer:
+    """A test-side rclpy node: one publisher to image_in, subscribers that keep what arrives."""
+
+    def __init__(self, domain: int, topics: dict[str, type]) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node("marsedge_tester", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.got: dict[str, list] = {topic: [] for topic in topics}
+        for topic, kind in topics.items():
+            self.node.create_subscription(kind, topic, self.got[topic].append,
+                                          latched if topic == "class_table" else reliable)
+        self.images = self.node.create_publisher(Image, "image_in", reliable)
+
+    def spin_until(self, done, seconds: float, what: str, proc: subprocess.Popen) -> None:
+        deadline = time.monotonic() + seconds
+        while not done():
+            if proc.poll() is not None:
+                pytest.fail(f"the node ended while waiting for {what}: rc {proc.returncode}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {what} within {seconds} s")
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def image(kind: str, samples: np.ndarray, sec: int, frame_id: str, pad: int = 0, **override) -> Image:
+    """A sensor_msgs/Image of `kind` with header (sec, frame_id); `override` breaks a field on purpose."""
+    msg = Image(**{**fields(kind, samples, pad=pad, bigendian=sec % 3 == 0), **override})
+    msg.header.stamp.sec, msg.header.frame_id = sec, frame_id
+    return msg
+
+
+def start_node(model: Path, log: Path, *params: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "marsedge", "ros2", "--model", str(model), "--ros-args",
+            "-p", "threads:=1", "-p", "qos:=reliable", "-p", "queue_depth:=50", *params]
+    return subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log.open("w"),
+                            env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"})
+
+
+def test_node_masks_equal_edge_runs_headers_copied_malformed_survived(edge_student, tiny_ai4mars, tmp_path,
+                                                                      ros_domain):
+    log = tmp_path / "node.log"
+    proc = start_node(edge_student[1], log, "-p", "confidence_encoding:=32FC1")
+    tester = Peer(ros_domain, {"class_mask": Image, "overlay": Image, "confidence": Image,
+                                 "hazards": String, "class_table": String})
+    try:
+        # edge-run on the same frames as files, while the node starts
+        sent = frames(tiny_ai4mars, N)
+        for i, (encoding, samples) in enumerate(sent):
+            write_file(tmp_path / "png", f"{i:02d}", encoding, samples)
+        assert edge_run([str(tmp_path / "png"), str(tmp_path / "out"), "--model", str(edge_student[1]),
+                         "--threads", "1", "--visualize", "mask", "--backend-probe", "0"]) == 0
+        expected = {int(r["name"][:2]): cv2.imread(str(tmp_path / "out" / r["mask"]), cv2.IMREAD_UNCHANGED)
+                    for r in map(json.loads, (tmp_path / "out/frames.jsonl").read_text().splitlines())}
+
+        tester.spin_until(lambda: tester.got["class_table"], 60, "latched class table", proc)
+        table = json.loads(tester.got["class_table"][0].data)
+        assert [c["name"] for c in table["classes"]][:4] == ["soil", "bedrock", "sand", "big rock"]
+        tester.spin_until(lambda: tester.images.get_subscription_count() > 0, 30, "subscription", proc)
+
+        for i, (encoding, samples) in enumerate(sent):
+            tester.images.publish(image(encoding, samples, 100 + i, f"navcam_{i}", pad=2 * (i % 3)))
+        grey = sent[0][1]
+        h, w = grey.shape
+        tester.images.publish(image("mono8", grey, 200, "wrong_step", step=w - 1))
+        tester.images.publish(image("mono8", grey, 201, "short", data=grey.tobytes()[:-w]))
+        tester.images.publish(image("mono8", grey, 202, "yuv", encoding="yuv422"))
+        tester.images.publish(image("mono8", grey, 203, "after"))  # the node still works
+        tester.spin_until(lambda: len(tester.got["class_mask"]) == len(tester.got["hazards"]) == N + 1, 60,
+                          f"{N + 1} masks", proc)
+
+        for msg in tester.got["class_mask"]:
+            i = msg.header.stamp.sec - 100
+            assert msg.encoding == "mono8" and msg.step == msg.width
+            mask = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width)
+            if msg.header.frame_id == "after":
+                assert i == 103 and mask.shape == grey.shape
+                continue
+            assert msg.header.frame_id == f"navcam_{i}"
+            assert np.array_equal(mask, expected[i]), f"frame {i} ({sent[i][0]})"
+        for msg in tester.got["overlay"] + tester.got["confidence"]:
+            assert msg.header.frame_id in {f"navcam_{msg.header.stamp.sec - 100}", "after"}
+        overlay, confidence = tester.got["overlay"][0], tester.got["confidence"][0]
+        assert overlay.encoding == "rgb8" and overlay.step == 3 * overlay.width
+        assert confidence.encoding == "32FC1"
+        values = np.frombuffer(bytes(confidence.data), "<f4")
+        assert values.size == confidence.width * confidence.height and 0 < values.min() <= values.max() <= 1
+        summary = json.loads(tester.got["hazards"][0].data)
+        assert {"classes", "hazards", "mean_confidence", "stamp", "frame_id"} <= set(summary)
+    finally:
+        tester.close()
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("the node did not end within 20 s of SIGINT")
+    err = log.read_text()
+    assert rc == 0, err[-2000:]
+    assert "wrong step" in err and "size mismatch" in err, err[-2000:]
+    assert err.count("unsupported image encoding 'yuv422'") == 1
+    stopped = next(line for line in err.splitlines() if "stopped:" in line)
+    counts = json.loads(stopped.split("published ", 1)[1])
+    assert f"{N + 1} frames ok, 3 failed" in stopped
+    assert counts["color_mask"] == 0 and counts["overlay"] == N + 1  # only what someone listens to
+
+
+def test_node_without_a_model_is_one_line(tmp_path, ros_domain):
+    done = subprocess.run([sys.executable, "-m", "marsedge", "ros2"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and lines[0].startswith("marsedge ros2: error: parameter model"), done.stderr
