@@ -5,7 +5,8 @@ supervisor that only waits, so that a signal is always seen at once.
     infer    backend.infer, nothing else; one thread per backend stream (`--streams`), so that
              with two streams two frames are inferred at once, each on its own core
     writer   mask at frame size (`marsedge.edge.predict`), class fractions, hazards (both by the
-             model's own class table, from its metadata); PNG/JPEG encoding; masks, overlays,
+             model's own class table, from its metadata), the confidence beside the argmax only
+             when asked for (`Pipeline.confidence`); PNG/JPEG encoding; masks, overlays,
              frames.jsonl (`marsedge.edge.sinks.Writer`). An image classifier's frame gets its
              class, probability and top 5 in frames.jsonl instead, and no mask.
     encoders (`--encoders N`, N > 1) the writer's per-frame CPU work (postprocessing and encoding)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     node = None
     try:
         node = SegmentationNode()
-        executor = MultiThreadedExecutor(num_threads=max(1, int(node.settings["streams"])))
+        streams = int(node.settings["streams"])
+        executor = MultiThreadedExecutor(num_threads=streams) if streams > 1 else SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

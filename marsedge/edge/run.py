@@ -6,8 +6,10 @@
 
 INPUT is a file, folder (sorted), glob (`**` for subfolders), video, `/dev/videoN`, or a URI
 as jetson-utils writes them: file://, v4l2:///dev/videoN, csi://N (GStreamer), rtsp://
-(`marsedge.edge.sources`). OUTPUT gets masks/, overlays/, frames.jsonl and summary.json, named from
-each frame's path relative to INPUT (`marsedge.edge.sinks`).
+(`marsedge.edge.sources`), a recorded bag with `--topic` (frames named by their stamps), or a
+folder that fills, with `--follow`. OUTPUT gets masks/, overlays/, frames.jsonl and summary.json,
+named from each frame's path relative to INPUT (`marsedge.edge.sinks`); `--visualize confidence`
+and `--min-confidence` add the per-pixel confidence (`marsedge.edge.confidence`, docs/rover-bus.md).
 
 Everything about the model comes from the model file: THE preprocessing spec (size, channels,
 bit-depth mapping; a one-channel model sees colour frames through the spec's `colour_to_grey`
