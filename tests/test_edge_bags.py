@@ -125,3 +125,10 @@ def test_a_malformed_message_is_a_failed_frame(edge_student, tiny_ai4mars, tmp_p
     summary = json.loads((tmp_path / "out/summary.json").read_text())
     assert summary["frames_ok"] == 1 and summary["frames_failed"] == 1
     assert "wrong step" in summary["failures"][0]["reason"]
+
+
+def test_topic_on_a_folder_of_frames_is_a_usage_error(edge_student, tiny_ai4mars, tmp_path, capsys):
+    folder = tmp_path / "frames"
+    write_file(folder, "a", *frames(tiny_ai4mars, 1)[0])
+    assert run(edge_student[1], folder, tmp_path / "out", "--topic", TOPIC) == 2
+    assert f"INPUT {folder}: --topic reads a bag" in capsys.readouterr().err

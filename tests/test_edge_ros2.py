@@ -91,7 +91,7 @@ def test_node_masks_equal_edge_runs_headers_copied_malformed_survived(edge_stude
                                                                       ros_domain):
     log = tmp_path / "node.log"
     proc = start_node(edge_student[1], log, "-p", "confidence_encoding:=32FC1")
-    tester = Peer(ros_domain, {"class_mask": Image, "overlay": Image, "confidence": Image,
+    peer = Peer(ros_domain, {"class_mask": Image, "overlay": Image, "confidence": Image,
                                  "hazards": String, "class_table": String})
     try:
         # edge-run on the same frames as files, while the node starts
@@ -103,23 +103,23 @@ def test_node_masks_equal_edge_runs_headers_copied_malformed_survived(edge_stude
         expected = {int(r["name"][:2]): cv2.imread(str(tmp_path / "out" / r["mask"]), cv2.IMREAD_UNCHANGED)
                     for r in map(json.loads, (tmp_path / "out/frames.jsonl").read_text().splitlines())}
 
-        tester.spin_until(lambda: tester.got["class_table"], 60, "latched class table", proc)
-        table = json.loads(tester.got["class_table"][0].data)
+        peer.spin_until(lambda: peer.got["class_table"], 60, "latched class table", proc)
+        table = json.loads(peer.got["class_table"][0].data)
         assert [c["name"] for c in table["classes"]][:4] == ["soil", "bedrock", "sand", "big rock"]
-        tester.spin_until(lambda: tester.images.get_subscription_count() > 0, 30, "subscription", proc)
+        peer.spin_until(lambda: peer.images.get_subscription_count() > 0, 30, "subscription", proc)
 
         for i, (encoding, samples) in enumerate(sent):
-            tester.images.publish(image(encoding, samples, 100 + i, f"navcam_{i}", pad=2 * (i % 3)))
+            peer.images.publish(image(encoding, samples, 100 + i, f"navcam_{i}", pad=2 * (i % 3)))
         grey = sent[0][1]
         h, w = grey.shape
-        tester.images.publish(image("mono8", grey, 200, "wrong_step", step=w - 1))
-        tester.images.publish(image("mono8", grey, 201, "short", data=grey.tobytes()[:-w]))
-        tester.images.publish(image("mono8", grey, 202, "yuv", encoding="yuv422"))
-        tester.images.publish(image("mono8", grey, 203, "after"))  # the node still works
-        tester.spin_until(lambda: len(tester.got["class_mask"]) == len(tester.got["hazards"]) == N + 1, 60,
+        peer.images.publish(image("mono8", grey, 200, "wrong_step", step=w - 1))
+        peer.images.publish(image("mono8", grey, 201, "short", data=grey.tobytes()[:-w]))
+        peer.images.publish(image("mono8", grey, 202, "yuv", encoding="yuv422"))
+        peer.images.publish(image("mono8", grey, 203, "after"))  # the node still works
+        peer.spin_until(lambda: len(peer.got["class_mask"]) == len(peer.got["hazards"]) == N + 1, 60,
                           f"{N + 1} masks", proc)
 
-        for msg in tester.got["class_mask"]:
+        for msg in peer.got["class_mask"]:
             i = msg.header.stamp.sec - 100
             assert msg.encoding == "mono8" and msg.step == msg.width
             mask = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width)
@@ -128,17 +128,17 @@ def test_node_masks_equal_edge_runs_headers_copied_malformed_survived(edge_stude
                 continue
             assert msg.header.frame_id == f"navcam_{i}"
             assert np.array_equal(mask, expected[i]), f"frame {i} ({sent[i][0]})"
-        for msg in tester.got["overlay"] + tester.got["confidence"]:
+        for msg in peer.got["overlay"] + peer.got["confidence"]:
             assert msg.header.frame_id in {f"navcam_{msg.header.stamp.sec - 100}", "after"}
-        overlay, confidence = tester.got["overlay"][0], tester.got["confidence"][0]
+        overlay, confidence = peer.got["overlay"][0], peer.got["confidence"][0]
         assert overlay.encoding == "rgb8" and overlay.step == 3 * overlay.width
         assert confidence.encoding == "32FC1"
         values = np.frombuffer(bytes(confidence.data), "<f4")
         assert values.size == confidence.width * confidence.height and 0 < values.min() <= values.max() <= 1
-        summary = json.loads(tester.got["hazards"][0].data)
+        summary = json.loads(peer.got["hazards"][0].data)
         assert {"classes", "hazards", "mean_confidence", "stamp", "frame_id"} <= set(summary)
     finally:
-        tester.close()
+        peer.close()
         proc.send_signal(signal.SIGINT)
         try:
             rc = proc.wait(timeout=20)
@@ -153,6 +153,48 @@ def test_node_masks_equal_edge_runs_headers_copied_malformed_survived(edge_stude
     counts = json.loads(stopped.split("published ", 1)[1])
     assert f"{N + 1} frames ok, 3 failed" in stopped
     assert counts["color_mask"] == 0 and counts["overlay"] == N + 1  # only what someone listens to
+
+
+def nan_on_black_model(student: Path, out: Path) -> Path:
+    """The student with `+ 0 * log(max(input))` on its logits: unchanged for a real frame, NaN
+    everywhere for a black one (0 * -inf), so the node meets real non-finite logits."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(student))
+    graph = model.graph
+    x, y = graph.input[0].name, graph.output[0].name
+    graph.initializer.append(onnx.numpy_helper.from_array(np.zeros((), np.float32), "zero"))
+    for node in graph.node:  # the logits now go through the new nodes
+        node.output[:] = [f"{y}_raw" if o == y else o for o in node.output]
+    graph.node.extend([helper.make_node("ReduceMax", [x], ["peak"], keepdims=1),
+                       helper.make_node("Log", ["peak"], ["log_peak"]),
+                       helper.make_node("Mul", ["log_peak", "zero"], ["nan_if_black"]),
+                       helper.make_node("Add", [f"{y}_raw", "nan_if_black"], [y])])
+    onnx.save(model, str(out))
+    return out
+
+
+def test_non_finite_logits_are_a_dropped_frame(edge_student, tiny_ai4mars, tmp_path, ros_domain):
+    model = nan_on_black_model(edge_student[1], tmp_path / "nan_on_black.onnx")
+    log = tmp_path / "node.log"
+    proc = start_node(model, log)
+    peer = Peer(ros_domain, {"class_mask": Image, "class_table": String})
+    try:
+        peer.spin_until(lambda: peer.got["class_table"], 60, "latched class table", proc)
+        peer.spin_until(lambda: peer.images.get_subscription_count() > 0, 30, "subscription", proc)
+        grey = frames(tiny_ai4mars, 1)[0][1]
+        peer.images.publish(image("mono8", np.zeros_like(grey), 1, "black"))
+        peer.images.publish(image("mono8", grey, 2, "navcam"))
+        peer.spin_until(lambda: peer.got["class_mask"], 30, "the mask of the real frame", proc)
+        assert [m.header.frame_id for m in peer.got["class_mask"]] == ["navcam"]
+    finally:
+        peer.close()
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=20)
+    err = log.read_text()
+    assert rc == 0 and "frame 1.000000000 dropped: the model's logits are not finite" in err, err[-2000:]
+    assert "1 frames ok, 1 failed" in err
 
 
 def test_node_without_a_model_is_one_line(tmp_path, ros_domain):
