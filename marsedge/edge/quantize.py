@@ -22,8 +22,8 @@ fastest where the file will run (`edge-run --backend openvino`; on a Zen 5, Open
 marsedge's qdq-u8s8-all in 14.9 ms against ONNX Runtime's best 17.8, benchmarks/results/cpu_runtimes.md).
 
 Defaults, for a quantize in about a minute (`benchmarks/results/cpu_runtimes.md`, 512 px,
-2 cores, machine loaded to load average ~14): 64 calibration frames (was 500) and min-max
-calibration (was entropy). ORT's entropy histograms cost ~3 s a frame here: calibrating 64 frames
+2 cores, machine loaded to load average ~14): 64 calibration frames and min-max
+calibration (not entropy). ORT's entropy histograms cost ~3 s a frame here: calibrating 64 frames
 took 212 s, against 116 s for the whole `quantize --target cpu` with min-max (three candidates,
 gate and timing included; each further candidate costs ~2.5 s on the shared ranges). Accuracy
 cost on the trained benchmark student (a weak one: FP32 mIoU 9.3% on 30 gold-min1 frames):
