@@ -115,3 +115,10 @@ def test_mkdocs_site_builds_strict(tmp_path):
                            env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert build.returncode == 0, build.stderr[-4000:]
     assert (tmp_path / "index.html").exists()
+
+
+def test_readme_stays_a_front_door():
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= 180, f"README.md has {len(lines)} lines: move detail into docs/"
+    for section in ("## Use your own data", "## On the rover"):
+        assert section in lines, f"README.md lacks its '{section}' section"
