@@ -3,7 +3,7 @@
     python benchmarks/cpu_runtimes.py --quick                                  # random-init student
     python benchmarks/cpu_runtimes.py --student runs/edge512/student.pt --data runs/edge512/data
 
-Issue 19's table, regenerated: the rover student (mnv2_1.0 + separable DeepLabv3+, batch 1,
+The CPU paths of the rover student (mnv2_1.0 + separable DeepLabv3+, batch 1,
 1x1x512x512) on PyTorch eager FP32, torch.compile + channels_last (where compile works), ONNX
 Runtime FP32 and each INT8 recipe of `marsedge quantize` (all calibrated on the same frames),
 OpenVINO FP32 / BF16 and INT8 on the QDQ files (marsedge's and the TensorRT-style modelopt one),
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 # INT8 recipes quantized for the table: (row label, target, recipe)
 RECIPES = [("qop-u8s8-all", "cpu", "qop-u8s8-all"),
-           ("qop-u8s8-all-int8-resize", "cpu", "qop-u8s8-all-int8-resize"),  # the layout before issue 19
+           ("qop-u8s8-all-int8-resize", "cpu", "qop-u8s8-all-int8-resize"),  # INT8 Resize too
            ("qop-u8s8", "cpu", "qop-u8s8"),
            ("qdq-u8s8-all", "cpu", "qdq-u8s8-all"),
            ("qdq-u8s8", "cpu", "qdq-u8s8"),

@@ -137,7 +137,7 @@ def default_streams(model_path: str | Path, backend: str | None, threads: int | 
     """edge-run's stream count when none is asked: 2 where the model runs on a CPU runtime with two
     cores or more (two frames at once, one thread each: end to end 45.4 -> 52.0 FPS with ONNX Runtime
     and 56.1 -> 63.3 with OpenVINO for the INT8 student at 512 px on 2 cores, default outputs,
-    benchmarks/results/edge_writer_study_streams*.md), else 1 (TensorRT, torch, and ONNX Runtime
+    benchmarks/results/edge_writer_study.md), else 1 (TensorRT, torch, and ONNX Runtime
     where a GPU provider is installed: the GPU is the one device)."""
     name = backend_for(model_path, backend)
     if name not in ("onnxruntime", "openvino", "auto") or (threads or available_cores()) < 2:

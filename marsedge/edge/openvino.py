@@ -3,7 +3,7 @@
     backend = OpenVinoBackend("student.int8.onnx", threads=2)      # or: edge-run ... --backend openvino
     logits = backend.infer(batch)
 
-Why it is here (issue 19, measured on a 2-core AMD EPYC Zen 5 with AVX-512 VNNI at 512 px,
+Why it is here (measured on a 2-core AMD EPYC Zen 5 with AVX-512 VNNI at 512 px,
 `benchmarks/results/cpu_runtimes.md`): OpenVINO runs QDQ files natively as INT8 (marsedge's
 `qdq-*` recipes, and the QDQ file made for TensorRT), with a faster depthwise int8 kernel than
 ONNX Runtime's, so one QDQ file can serve TensorRT and the CPU. It cannot load ONNX Runtime's

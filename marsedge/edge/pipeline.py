@@ -13,7 +13,7 @@ supervisor that only waits, so that a signal is always seen at once.
              on N threads, frames in parallel; the writer then only names, writes and logs them,
              in input order. For hosts whose cores inference leaves idle (a GPU or DLA backend):
              on a CPU runtime the cores are the model's (2 encoders: 0.86 of the backend alone
-             against 0.92 for one, benchmarks/results/edge_writer_study_encoders.md).
+             against 0.92 for one, benchmarks/results/edge_writer_study.md).
 
 Why postprocessing is the writer's: the inference stage is the bottleneck, so whatever it does
 besides `backend.infer` adds to every frame's time, while the writer's work overlaps the next
@@ -355,7 +355,7 @@ def backend_alone(backend, seconds: float, stopped=lambda: False) -> dict | None
     """Backend-only FPS with nothing else running in the process: what end-to-end FPS is judged
     against. The in-pipeline inference time is no such figure: the reader and the writer share the
     cores with the runtime's threads, so it is slowed by exactly the contention it would hide
-    (33 FPS end to end read as 0.90 of it, but 0.69 of the unloaded backend, issue 19). Like with
+    (33 FPS end to end read as 0.90 of it, but 0.69 of the unloaded backend). Like with
     like: as many threads calling `infer` at once as the backend has streams, as in the run. One
     warm-up call each, then calls until `seconds` have passed (at least 3 each); None when stopped
     or failing."""

@@ -21,9 +21,9 @@ FP32 reference, the gate and the timer on OpenVINO's CPU plugin, so that auto ke
 fastest where the file will run (`edge-run --backend openvino`; on a Zen 5, OpenVINO ran
 marsedge's qdq-u8s8-all in 14.9 ms against ONNX Runtime's best 17.8, benchmarks/results/cpu_runtimes.md).
 
-Defaults, for a quantize in about a minute (issue 19; `benchmarks/results/cpu_runtimes.md`, 512 px,
-2 cores, machine loaded to load average ~14): 64 calibration frames (was 500) and min-max
-calibration (was entropy). ORT's entropy histograms cost ~3 s a frame here: calibrating 64 frames
+Defaults, for a quantize in about a minute (`benchmarks/results/cpu_runtimes.md`, 512 px,
+2 cores, machine loaded to load average ~14): 64 calibration frames and min-max
+calibration (not entropy). ORT's entropy histograms cost ~3 s a frame here: calibrating 64 frames
 took 212 s, against 116 s for the whole `quantize --target cpu` with min-max (three candidates,
 gate and timing included; each further candidate costs ~2.5 s on the shared ranges). Accuracy
 cost on the trained benchmark student (a weak one: FP32 mIoU 9.3% on 30 gold-min1 frames):
@@ -34,7 +34,7 @@ min-max/64 frames 0.004 mIoU points, entropy/64 frames 0.01, pixel agreement >= 
   kernels fuse (`CPU_RECIPES`; `benchmarks/edge_int8_layouts.py` and `benchmarks/cpu_runtimes.py`
   measure them). u8 activations x s8 weights (MLAS's VNNI GEMMs are u8 x s8; S8 activations miss
   them). Resize stays FP32 in every recipe: ORT's uint8 Resize kernel took 6.2 ms of a 22.9 ms
-  512 px run (two nodes) where the FP32 one takes 1.3-1.9 ms (issue 19's profile). `qop-*` are
+  512 px run (two nodes) where the FP32 one takes 1.3-1.9 ms (ONNX Runtime's profile). `qop-*` are
   QOperator files (QLinearConv & co., explicit in the file); `qdq-*` are QuantizeLinear /
   DequantizeLinear files that ONNX Runtime fuses at load and OpenVINO runs natively as INT8
   (it cannot load QOperator files). `qdq-s8s8-sym` (symmetric int8 activations and weights, the

@@ -31,7 +31,7 @@ one thread never waits for a sibling thread that decoding or encoding preempted,
 work costs the run only its own CPU time. summary.json's `fps` is end to end (frames written / wall
 time); `backend_fps` is the backend alone, timed for `--backend-probe` seconds after a complete run
 with nothing else running in the process and as many calls at once as the run had streams, and
-`fps_vs_backend` their ratio (aim: >= 0.90 with the default outputs, issue 19).
+`fps_vs_backend` their ratio (aim: >= 0.90 with the default outputs).
 `backend_fps_in_pipeline` (from the in-pipeline inference time) is slowed by the very contention
 the ratio measures, so it is reported but never the baseline. What the writer costs and what each
 choice bought: benchmarks/edge_latency.py --writer-study. Where inference leaves cores idle (a
@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "model runtime (benchmarks/edge_latency.py --writer-study)")
     p.add_argument("--overlay-every", type=positive_int, default=1, metavar="N",
                    help="write the overlay of every Nth frame only (masks: always); 4 took edge-run "
-                        "from 0.85 to 0.90 of its backend alone on 2 CPU cores at 512 px (README)")
+                        "from 0.85 to 0.90 of its backend alone on 2 CPU cores at 512 px (docs/edge-run.md)")
     p.add_argument("--encoders", type=positive_int, default=1, metavar="N",
                    help="threads that postprocess and encode frames (argmax, class fractions, hazards, "
                         "PNG/JPEG) beside the one that writes them in order: for a GPU or DLA backend "
