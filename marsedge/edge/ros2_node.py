@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
@@ -75,9 +76,8 @@ class SegmentationNode(Node):
 
     def __init__(self, node_name: str = "marsedge_segmentation") -> None:
         super().__init__(node_name)
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, descriptor=_describe(description))
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = {name: self._parameter(name, default, description)
+             for name, (default, description) in PARAMETERS.items()}
         self.settings = p
         self._check(p)
         self.backend = open_backend(p["model"], p["backend"] or None, threads=p["threads"] or None,
@@ -109,6 +109,17 @@ class SegmentationNode(Node):
                                f"{p['streams']} stream(s), QoS {p['qos']} depth {p['queue_depth']}: "
                                f"image_in ({', '.join(ENCODINGS)}) -> class_mask, color_mask, overlay, "
                                "confidence, hazards, class_table")
+
+    def _parameter(self, name: str, default, description: str):
+        """Declared with dynamic typing (`-p min_confidence:=1` is an int to ROS), then taken as
+        the default's type; a value that is not one is a ConfigError naming the parameter."""
+        descriptor = ParameterDescriptor(description=description, dynamic_typing=True)
+        value = self.declare_parameter(name, default, descriptor=descriptor).value
+        try:
+            return type(default)(value)
+        except (TypeError, ValueError):
+            kind = type(default).__name__
+            raise ConfigError(f"parameter {name}: {value!r} is not a {kind} value") from None
 
     @staticmethod
     def _check(p: dict) -> None:
@@ -188,12 +199,6 @@ class SegmentationNode(Node):
     def destroy_node(self) -> None:
         self.backend.close()
         super().destroy_node()
-
-
-def _describe(text: str):
-    from rcl_interfaces.msg import ParameterDescriptor
-
-    return ParameterDescriptor(description=text)
 
 
 def _qos(name: str, depth: int) -> QoSProfile:
