@@ -197,8 +197,15 @@ def test_non_finite_logits_are_a_dropped_frame(edge_student, tiny_ai4mars, tmp_p
     assert "1 frames ok, 1 failed" in err
 
 
-def test_node_without_a_model_is_one_line(tmp_path, ros_domain):
-    done = subprocess.run([sys.executable, "-m", "marsedge", "ros2"], cwd=REPO, capture_output=True,
+@pytest.mark.parametrize("args, line", [
+    ([], "model: no model file"),
+    (["--model", "MODEL", "--ros-args", "-p", "min_confidence:=2"], "min_confidence: 2.0 is outside"),
+    (["--model", "MODEL", "--ros-args", "-p", "streams:=two"], "streams: 'two' is not an integer"),
+])
+def test_a_bad_parameter_is_one_line_and_exit_2(edge_student, ros_domain, args, line):
+    args = [str(edge_student[1]) if a == "MODEL" else a for a in args]
+    done = subprocess.run([sys.executable, "-m", "marsedge", "ros2", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 2 and lines[0].startswith("marsedge ros2: error: parameter model"), done.stderr
+    lines = [text for text in done.stderr.splitlines() if text.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"marsedge ros2: error: parameter {line}"), lines

@@ -118,8 +118,8 @@ class SegmentationNode(Node):
         try:
             return type(default)(value)
         except (TypeError, ValueError):
-            kind = type(default).__name__
-            raise ConfigError(f"parameter {name}: {value!r} is not a {kind} value") from None
+            kind = "an integer" if isinstance(default, int) else "a number"
+            raise ConfigError(f"parameter {name}: {value!r} is not {kind}") from None
 
     @staticmethod
     def _check(p: dict) -> None:
