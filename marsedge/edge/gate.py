@@ -105,12 +105,14 @@ def accuracy_gate(reference: GateReference, int8_path: Path, tolerance: float,
 
 
 def latency_medians(models: dict[str, Path], batch: np.ndarray, threads: int | None,
-                    blocks: int = 4, runtime: str = "onnxruntime") -> dict[str, float]:
-    """Median ms of each model on `runtime` (CPU), all measured in one alternating-block run
-    (marsedge.timing), so machine load hits every candidate alike."""
+                    blocks: int = 4, runtime: str = "onnxruntime",
+                    runtimes: dict[str, str] | None = None) -> dict[str, float]:
+    """Median ms of each model on `runtime` (CPU; or, by key, on `runtimes[key]`), all measured in one
+    alternating-block run (marsedge.timing), so machine load hits every candidate alike."""
     from marsedge.timing import alternating_medians
 
-    opened = {k: _cpu_backend(Path(p), threads, runtime) for k, p in models.items()}
+    runtimes = runtimes or {}
+    opened = {k: _cpu_backend(Path(p), threads, runtimes.get(k, runtime)) for k, p in models.items()}
     try:
         fns = {k: (lambda b=b: b.infer(batch)) for k, b in opened.items()}
         return alternating_medians(fns, blocks=blocks)
@@ -139,7 +141,9 @@ def format_report(record: dict) -> str:
         lines.append(f"latency ({where}, median): FP32 {lat['fp32_ms']:.1f} ms, INT8 "
                      f"{lat['int8_ms']:.1f} ms, {lat['speedup']:.2f}x{verdict}")
     if len(record.get("tried", [])) > 1:
+        several = len({t.get("runtime") for t in record["tried"]}) > 1  # name each candidate's runtime
         lines.append("candidates: " + ", ".join(
-            f"{t['recipe']} " + (f"{t['ms']:.1f} ms " if "ms" in t else "") + f"drop {t['drop']:+.2f}"
+            t["recipe"] + (f"@{t['runtime']} " if several else " ")
+            + (f"{t['ms']:.1f} ms " if "ms" in t else "") + f"drop {t['drop']:+.2f}"
             + ("" if t["passed"] else " (failed)") for t in record["tried"]))
     return "\n".join(lines)

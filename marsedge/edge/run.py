@@ -262,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="file, folder, glob, video, /dev/videoN, file://, v4l2://, csi://N, rtsp://")
     p.add_argument("output", help="output folder (new or empty; see --resume, --overwrite)")
     p.add_argument("--model", required=True, help="model file: .onnx, .engine or .pt")
-    p.add_argument("--backend", choices=sorted(BACKENDS), help="default: from the model file's suffix")
+    p.add_argument("--backend", choices=sorted(BACKENDS),
+                   help="default: the runtime the model's metadata names, else the file's suffix")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime / torch")
     p.add_argument("--visualize", default="overlay,mask", help="comma list of: overlay, mask (or '')")
     p.add_argument("--streams", type=positive_int, default=None, metavar="N",
