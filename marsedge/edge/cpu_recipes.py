@@ -34,7 +34,7 @@ CPU_RECIPES = {
 # `--recipe auto`: each is made and timed; the fastest passing the accuracy gate is written; the
 # last keeps the most layers FP32 (the one reported when all fail)
 AUTO_CPU_RECIPES = ("qop-u8s8-all", "qdq-u8s8-all", "qop-u8s8")
-# `--runtime openvino --recipe auto`: the QDQ layouts OpenVINO loads (benchmarks/cpu_runtimes.py times them)
+# OpenVINO's `--recipe auto` candidates: QDQ, the layout it loads (benchmarks/cpu_runtimes.py times them)
 AUTO_OPENVINO_RECIPES = ("qdq-u8s8-all", "qdq-u8s8", "qdq-s8s8-sym")
 
 

@@ -42,7 +42,7 @@ class GateReference:
 
 def _cpu_backend(path: Path, threads: int | None, runtime: str = "onnxruntime"):
     """The gate runs on ONNX Runtime CPU (a TensorRT QDQ model runs there too), or on OpenVINO's CPU
-    plugin for a model meant for it (`quantize --runtime openvino`)."""
+    plugin for a candidate meant for it (marsedge.edge.runtime_choice)."""
     if runtime == "openvino":
         from marsedge.edge.openvino import OpenVinoBackend
 
