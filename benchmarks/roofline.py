@@ -30,7 +30,7 @@ FUSED = {"Clip", "Relu", "BatchNormalization", "Identity"}  # folded into the op
 # runtime node types of work the graph never asked for
 LAYOUT = {"Reorder", "ReorderInput", "ReorderOutput", "Transpose", "QuantizeLinear", "DequantizeLinear",
           "FakeQuantize", "Convert", "DynamicQuantizeLinear"}
-BY_TYPE = {"Interpolate": "resize", "Resize": "resize", "GroupConvolution": "depthwise"}
+BY_TYPE = {"Interpolate": "resize", "Resize": "resize", "Upsample": "resize", "GroupConvolution": "depthwise"}
 
 
 def _category(node, shapes: dict) -> str:
@@ -61,7 +61,8 @@ def op_costs(onnx_path: Path) -> tuple[list[dict], dict[str, str]]:
     weights = {name: int(np.prod(d)) for name, d in dims.items()}
     costs, names = [], {}
     for node in graph.node:
-        category = _category(node, shapes)
+        # a fused activation is its producer's (runtimes name the fused kernel after either)
+        category = names.get(node.input[0], "other") if node.op_type in FUSED else _category(node, shapes)
         for key in (node.name, *node.output):
             names[key] = category
         if node.op_type in FUSED:
