@@ -61,7 +61,7 @@ def test_candidates_span_the_installed_runtimes():
 
 
 @needs_openvino
-def test_the_recorded_runtime_is_followed_and_backend_overrides(edge_student, tmp_path):
+def test_the_recorded_runtime_is_followed_and_backend_overrides(edge_student, tiny_ai4mars, tmp_path):
     path = _with_props(edge_student[1], tmp_path / "student.int8.onnx", {RUNTIME: "openvino"})
     assert backend_for(path) == backend_for(path, "auto") == "openvino"
     assert backend_for(path, "onnxruntime") == "onnxruntime"
@@ -70,6 +70,11 @@ def test_the_recorded_runtime_is_followed_and_backend_overrides(edge_student, tm
     assert followed.name == "openvino" and followed.metadata["runtime"] == "openvino"
     assert not hasattr(followed, "measured_ms")  # auto/unset defer to quantize's measurement: no re-timing
     assert open_backend(path, "onnxruntime", threads=1).name == "onnxruntime"
+    from marsedge.bench.runner import BenchSettings, run_bench  # bench opens models the same way
+
+    settings = BenchSettings(data=str(tiny_ai4mars), warmup=1, iters=2, duration=None, threads=1, samples=1)
+    rows = run_bench([str(path), f"{path}@onnxruntime"], settings, tmp_path / "bench")["models"]
+    assert [(r["status"], r["backend"]) for r in rows] == [("ok", "openvino"), ("ok", "onnxruntime")]
     plain = _with_props(edge_student[1], tmp_path / "plain.onnx", {RUNTIME: "onnxruntime"})
     assert open_backend(plain, threads=1).name == "onnxruntime"
     odd = _with_props(edge_student[1], tmp_path / "odd.onnx", {RUNTIME: "tflite"})

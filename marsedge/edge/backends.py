@@ -254,8 +254,9 @@ def _open_openvino(path: Path, threads: int | None, rebuild_stale: bool, streams
 
 
 def _open_fastest(path: Path, threads: int | None, rebuild_stale: bool, streams: int) -> Backend:
-    """`--backend auto`: for an ONNX file, ONNX Runtime and OpenVINO (where installed and able to
-    load it) are timed on this machine (marsedge.timing, a zero frame) and the faster is kept, so
+    """`--backend auto` on a file whose metadata names no runtime (`backend_for` sends the others
+    there): for an ONNX file, ONNX Runtime and OpenVINO (where installed and able to load it) are
+    timed on this machine (marsedge.timing, a zero frame) and the faster is kept, so
     OpenVINO is chosen only where it measures faster; any other file goes by its suffix."""
     if Path(path).suffix.lower() != ".onnx":
         return BACKENDS[backend_for(path)](path, threads, rebuild_stale, streams)

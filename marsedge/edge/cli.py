@@ -15,6 +15,7 @@ import argparse
 import json
 
 from marsedge.edge.quantize import DEFAULT_FRAMES, METHODS, QUANTIZERS, RUNTIMES, recipe_choices
+from marsedge.edge.runtimes import DEFAULT_CPU_RUNTIME
 
 
 def register(subparsers) -> None:
@@ -129,7 +130,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         print("warning: the accuracy gate failed; written anyway because of --force")
     if not record.get("latency", {}).get("passed", True):
         print("warning: INT8 is slower than --min-speedup allows; written anyway because of --force")
-    chose = len({t["runtime"] for t in record["tried"]}) > 1 or record["runtime"] != "onnxruntime"
+    chose = len({t["runtime"] for t in record["tried"]}) > 1 or record["runtime"] != DEFAULT_CPU_RUNTIME
     print(f"wrote {out}" + (f" (runs on {record['runtime']}: recorded in its metadata)" if chose else ""))
     return 0
 

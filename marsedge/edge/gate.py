@@ -104,15 +104,13 @@ def accuracy_gate(reference: GateReference, int8_path: Path, tolerance: float,
     return {"eval": reference.eval, **compare(reference.fp32, scores, tolerance)}
 
 
-def latency_medians(models: dict[str, Path], batch: np.ndarray, threads: int | None,
-                    blocks: int = 4, runtime: str = "onnxruntime",
-                    runtimes: dict[str, str] | None = None) -> dict[str, float]:
-    """Median ms of each model on `runtime` (CPU; or, by key, on `runtimes[key]`), all measured in one
-    alternating-block run (marsedge.timing), so machine load hits every candidate alike."""
+def latency_medians(models: dict[str, tuple[Path, str]], batch: np.ndarray, threads: int | None,
+                    blocks: int = 4) -> dict[str, float]:
+    """Median ms of each (model file, CPU runtime), all measured in one alternating-block run
+    (marsedge.timing), so machine load hits every candidate alike."""
     from marsedge.timing import alternating_medians
 
-    runtimes = runtimes or {}
-    opened = {k: _cpu_backend(Path(p), threads, runtimes.get(k, runtime)) for k, p in models.items()}
+    opened = {k: _cpu_backend(Path(p), threads, runtime) for k, (p, runtime) in models.items()}
     try:
         fns = {k: (lambda b=b: b.infer(batch)) for k, b in opened.items()}
         return alternating_medians(fns, blocks=blocks)

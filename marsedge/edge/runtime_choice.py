@@ -57,8 +57,7 @@ def measure_and_gate(src: Path, made: dict[str, Path], candidates: list[tuple[st
     if frame is not None:
         models = {label("fp32", rt): (src, rt) for rt in references}
         models |= {label(recipe, rt): (made[recipe], rt) for recipe, rt in candidates}
-        ms = G.latency_medians({k: p for k, (p, _) in models.items()}, frame, threads,
-                               runtimes={k: rt for k, (_, rt) in models.items()})
+        ms = G.latency_medians(models, frame, threads)
     tried = []
     for recipe, rt in candidates:
         gate = G.accuracy_gate(references[rt], made[recipe], tolerance, threads, rt)
