@@ -3,7 +3,7 @@
     python benchmarks/cpu_runtimes.py --quick                                  # random-init student
     python benchmarks/cpu_runtimes.py --student runs/edge512/student.pt --data runs/edge512/data
 
-Issue 19's table, regenerated: the rover student (mnv2_1.0 + separable DeepLabv3+, batch 1,
+The rover student (mnv2_1.0 + separable DeepLabv3+, batch 1,
 1x1x512x512) on PyTorch eager FP32, torch.compile + channels_last (where compile works), ONNX
 Runtime FP32 and each INT8 recipe of `marsedge quantize` (all calibrated on the same frames),
 OpenVINO FP32 / BF16 and INT8 on the QDQ files (marsedge's and the TensorRT-style modelopt one),
@@ -11,10 +11,12 @@ all timed together with marsedge.timing's alternating blocks (machine load hits 
 compare ratios within a run). The `default` row is what a user gets without flags: `marsedge quantize`
 with its defaults (every installed runtime's candidates; marsedge.edge.runtime_choice) opened by
 `open_backend` without --backend (the runtime recorded in the file); `default / best` is its speed
-against the fastest path of the run. One experiment row: OpenVINO INT8 with INFERENCE_PRECISION_HINT
-bf16 (the layers left FP32 run in BF16), scored like every other row. Beside them, the compute floors
-of this CPU: the best INT8 GEMM (`torch._int_mm` or ONNX Runtime's MatMulInteger u8s8, 2048^3), BF16
-and FP32 GEMM rates, turned into milliseconds for this network's MACs, and the roofline
+against the fastest path of the run. Experiment rows, scored like every other row: OpenVINO INT8 with
+INFERENCE_PRECISION_HINT bf16 (the layers left FP32 run in BF16), and the QDQ recipes
+qdq-u8s8-all-int8-resize (Resize in INT8 too) and qdq-u8s8-no-depthwise (depthwise convolutions FP32).
+Beside them, the compute floors of this CPU: the best INT8 GEMM (`torch._int_mm` or ONNX Runtime's
+MatMulInteger u8s8, 2048^3), BF16 and FP32 GEMM rates, turned into milliseconds for this network's
+MACs, and the roofline
 (benchmarks/roofline.py): per op type, the compute and memory floors, which bounds it, and how far
 the fastest INT8 path of each runtime (and FP32) is from each, from the runtimes' own profiles.
 With `--data` (an AI4Mars tree) every INT8 path is scored against FP32 (mIoU drop,
@@ -49,8 +51,12 @@ RECIPES = [("qop-u8s8-all", "cpu", "qop-u8s8-all"),
            ("qdq-u8s8-all", "cpu", "qdq-u8s8-all"),
            ("qdq-u8s8", "cpu", "qdq-u8s8"),
            ("qdq-s8s8-sym", "cpu", "qdq-s8s8-sym"),
+           # experiments for OpenVINO: Resize in INT8 too; depthwise convolutions left FP32
+           ("qdq-u8s8-all-int8-resize", "cpu", "qdq-u8s8-all-int8-resize"),
+           ("qdq-u8s8-no-depthwise", "cpu", "qdq-u8s8-no-depthwise"),
            ("modelopt-qdq", "tensorrt", "modelopt-int8")]
-OPENVINO_INT8 = ("qdq-u8s8-all", "qdq-u8s8", "qdq-s8s8-sym", "modelopt-qdq")
+OPENVINO_INT8 = ("qdq-u8s8-all", "qdq-u8s8", "qdq-s8s8-sym", "qdq-u8s8-all-int8-resize",
+                 "qdq-u8s8-no-depthwise", "modelopt-qdq")
 
 
 def torch_paths(checkpoint: Path, threads: int, size: int, compile_: bool) -> tuple[dict, dict]:

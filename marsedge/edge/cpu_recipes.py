@@ -27,6 +27,7 @@ CPU_RECIPES = {
     "qop-u8s8-per-tensor": CpuRecipe("QOperator", "uint8", per_channel=False),
     "qdq-u8s8": CpuRecipe("QDQ", "uint8"),
     "qdq-u8s8-all": CpuRecipe("QDQ", "uint8", fp32_convs=()),
+    "qdq-u8s8-all-int8-resize": CpuRecipe("QDQ", "uint8", fp32_convs=(), fp32_ops=()),  # for OpenVINO
     "qdq-s8s8": CpuRecipe("QDQ", "int8"),
     "qdq-s8s8-sym": CpuRecipe("QDQ", "int8", fp32_convs=(), symmetric=True),
     "qdq-u8s8-no-depthwise": CpuRecipe("QDQ", "uint8", fp32_convs=("first", "last", "depthwise")),
