@@ -1,6 +1,6 @@
 """The runtime of a CPU INT8 model: chosen by `marsedge quantize` among the installed runtimes,
 recorded in the file (`marsedge.runtime`), followed by open_backend (edge-run, bench) unless
-`--backend` says otherwise; without OpenVINO, ONNX Runtime's candidates only, as before."""
+`--backend` says otherwise; without OpenVINO, ONNX Runtime's candidates only."""
 
 from __future__ import annotations
 

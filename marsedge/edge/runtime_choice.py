@@ -8,7 +8,7 @@ scored on that same runtime; FP32 on each runtime and every candidate are timed 
 alternating-block run (`marsedge.timing`); the fastest candidate that passes is kept, and its runtime
 is written into the file (`marsedge.runtime`), which `open_backend` follows. `--runtime onnxruntime`
 or `--runtime openvino` narrows the candidates to one runtime; where OpenVINO is not installed, only
-ONNX Runtime's are made, as before there was a choice.
+ONNX Runtime's are made, gated and timed.
 """
 
 from __future__ import annotations

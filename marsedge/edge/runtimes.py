@@ -62,7 +62,7 @@ def known_suffixes() -> list[str]:
 def cpu_quantize_runtimes() -> tuple[str, ...]:
     """The runtimes `quantize --target cpu` measures by default: every installed CPU runtime with INT8
     recipes, the default one last (when every candidate fails the gate, the last tried is the one
-    reported, and it should be the default runtime's most conservative recipe, as without a choice)."""
+    reported, and it should be the default runtime's most conservative recipe)."""
     others = [r.name for r in RUNTIMES.values()
               if r.auto_recipes and r.name != DEFAULT_CPU_RUNTIME and r.available()]
     return (*others, DEFAULT_CPU_RUNTIME)
