@@ -348,10 +348,11 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
     job = QuantizeJob(src, out, calib_set, meta.preprocess, source_model.graph.input[0].name, options)
     try:
         made = {how["recipe"]: (path, how) for path, how in quantizer.candidates(job)}
-        tried, fp32_ms = RC.measure_and_gate(src, {r: p for r, (p, _) in made.items()}, plan, references,
-                                             options.tolerance, options.threads,
-                                             calib_set.frames[0] if quantizer.measure_latency else None)
-        chosen = RC.pick(tried, fp32_ms is not None)
+        # ms: FP32's median ms on each runtime (None where the target is not timed here)
+        tried, ms = RC.measure_and_gate(src, {r: p for r, (p, _) in made.items()}, plan, references,
+                                        options.tolerance, options.threads,
+                                        calib_set.frames[0] if quantizer.measure_latency else None)
+        chosen = RC.pick(tried, ms is not None)
         path, how = made[chosen["recipe"]]
         gate = chosen["gate"]
         record = {"precision": "int8", "target": options.target, "runtime": chosen["runtime"],
@@ -360,18 +361,18 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
                   "calibration": {"source": calib_set.source, "frames": calib_set.usable,
                                   "skipped": calib_set.skipped},
                   "source_onnx_sha256": sha256_file(src), "gate": gate}
-        if fp32_ms:
+        if ms:
             speedup = chosen["speedup"]  # against FP32 on the chosen runtime
-            record["latency"] = {"fp32_ms": fp32_ms[chosen["runtime"]], "int8_ms": chosen["ms"],
+            record["latency"] = {"fp32_ms": ms[chosen["runtime"]], "int8_ms": chosen["ms"],
                                  "speedup": speedup, "threads": options.threads,
                                  "min_speedup": options.min_speedup, "passed": speedup >= options.min_speedup}
-            if len(fp32_ms) > 1:
-                record["latency"]["fp32_ms_by_runtime"] = fp32_ms
-        print("\n".join([G.format_report(record), *RC.summary(chosen, tried, fp32_ms)]))
+            if len(ms) > 1:
+                record["latency"]["fp32_ms_by_runtime"] = ms
+        print("\n".join([G.format_report(record), *RC.summary(chosen, tried, ms)]))
         if not gate["passed"] and not options.force:
             raise G.GateError(f"{src}: INT8 loses {gate['drop']:.2f} {HEADLINE[gate['metric']]} points "
                               f"(> {options.tolerance}); not written (use --force to keep it anyway)")
-        if fp32_ms and not record["latency"]["passed"] and not options.force:
+        if ms and not record["latency"]["passed"] and not options.force:
             lat = record["latency"]
             raise G.SpeedGateError(
                 f"{src}: INT8 ({chosen['recipe']}) runs {lat['int8_ms']:.1f} ms vs FP32 "
