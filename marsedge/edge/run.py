@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "rtsp://, a bag (--topic)")
     p.add_argument("output", help="output folder (new or empty; see --resume, --overwrite)")
     p.add_argument("--model", required=True, help="model file: .onnx, .engine or .pt")
-    p.add_argument("--backend", choices=sorted(BACKENDS), help="default: from the model file's suffix")
+    p.add_argument("--backend", choices=sorted(BACKENDS),
+                   help="default: the runtime the model's metadata names, else the file's suffix")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime / torch")
     p.add_argument("--visualize", default="overlay,mask",
                    help="comma list of: overlay, mask, confidence (max softmax probability x 255) (or '')")
