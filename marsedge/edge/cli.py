@@ -15,6 +15,7 @@ import argparse
 import json
 
 from marsedge.edge.quantize import DEFAULT_FRAMES, METHODS, QUANTIZERS, RUNTIMES, recipe_choices
+from marsedge.edge.verdict import DEFAULT_TOLERANCE
 
 
 def register(subparsers) -> None:
@@ -63,7 +64,9 @@ def register(subparsers) -> None:
     q.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],
                    help="--target cpu: where the gate and the timer run; openvino keeps the QDQ recipes "
                         "(the ones it loads) and picks among them by OpenVINO's own speed")
-    q.add_argument("--tolerance", type=float, default=1.0, help="max mIoU drop in points")
+    q.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help=f"the INT8 verdict: max mIoU drop as a fraction (default {DEFAULT_TOLERANCE}: "
+                        "one point)")
     q.add_argument("--threads", type=int, default=None)
     q.add_argument("--min-speedup", type=float, default=1.0,
                    help="speed gate (targets timed here): INT8 at least this many times as fast as FP32 "
