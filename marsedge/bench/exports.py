@@ -3,9 +3,10 @@
 The report's like-for-like speed-ups set two models against each other only on the same runtime
 and precision (marsedge.bench.report.like_for_like). Given `teacher.pt` and the student's ONNX
 files, there would be no teacher row on ONNX Runtime to compare the student with, so bench exports
-the checkpoint to OUT/<name>.onnx (marsedge export, procedural verification frames) and benches that
-file too. An ONNX file counts as the checkpoint's export when its metadata names the checkpoint's
-sha256 as its source (exports and their quantized files both do). torch is imported only here.
+the checkpoint to OUT/<name>.onnx (a run's best.pt: OUT/<run name>.onnx) with `marsedge export`
+(procedural verification frames) and benches that file too. An ONNX file counts as the
+checkpoint's export when its metadata names the checkpoint's sha256 as its source (exports and
+their quantized files both do). torch is imported only here.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def export_missing_onnx(models: list[str], out: Path) -> list[str]:
         sha = sha256_file(path)
         if sha in exported:
             continue
-        target = out / f"{path.stem}.onnx"
+        # a run's best.pt / last.pt is named by its run folder (runs/own_teacher/best.pt -> own_teacher.onnx)
+        target = out / f"{path.parent.name if path.stem in ('best', 'last') else path.stem}.onnx"
         if target.exists():
             if read_onnx_metadata(target).source_sha256 != sha:
                 raise ConfigError(f"{target}: exists and was not exported from {path}; remove it or "

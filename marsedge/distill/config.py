@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from marsedge.config import REQUIRED
 from marsedge.errors import ConfigError
 from marsedge.models.build import ModelConfig
 from marsedge.train.config import TrainConfig
 from marsedge.train.frame_sources import SourceConfig
 
-REQUIRED = "???"  # a config value the user must give (configs/own/ leave the teacher to the command line)
 CACHE_IN_RUN = "run"  # distill.cache_dir: the run's own folder
 
 

@@ -22,7 +22,13 @@ from marsedge.models.build import build_model
 from marsedge.train.engine.distributed import DistContext, barrier
 from marsedge.train.engine.job import FitPlan, Job, register_mode
 from marsedge.train.engine.state import Artifact
-from marsedge.train.supervised import build_evaluator, build_loss_for, build_test_evaluator, initialise
+from marsedge.train.supervised import (
+    build_evaluator,
+    build_loss_for,
+    build_test_evaluator,
+    evaluation_sizes,
+    initialise,
+)
 
 from .cache import LogitCache, fill_cache
 from .config import DistillConfig
@@ -104,7 +110,8 @@ class Distill(Job):
         cfg, ctx, d, frames = self.cfg, self.ctx, self.cfg.distill, self.frames
         unlabelled = len(frames.unlabelled) if frames.unlabelled is not None else 0
         return (f"student {cfg.model.backbone} + {cfg.model.head} ({self.origin}) <- teacher {d.teacher}; "
-                f"{len(frames.labelled)} labelled + {unlabelled} unlabelled frames, "
+                f"{len(frames.labelled)} labelled + {unlabelled} unlabelled frames "
+                f"({evaluation_sizes(self.evaluator, self.test_evaluator)}), "
                 f"{'cached' if d.cache_dir else 'live'} teacher, {ctx.world_size} process(es) "
                 f"on {ctx.device}")
 
