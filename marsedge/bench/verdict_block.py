@@ -27,9 +27,13 @@ def _architectures(rows: list[dict]) -> list[list[dict]]:
 
 
 def _fp32_pair(student: list[dict], teacher: list[dict]) -> tuple[dict, dict, bool]:
-    """(student row, teacher row, same backend): FP32 rows on one backend where there is one."""
-    s32 = [r for r in student if r.get("precision") == "fp32"] or student
-    t32 = [r for r in teacher if r.get("precision") == "fp32"] or teacher
+    """(student row, teacher row, same backend): FP32 rows on one backend where there is one, ONNX
+    Runtime (or any rover runtime) before PyTorch."""
+    def fp32_rover_first(rows: list[dict]) -> list[dict]:  # the runtime the rover runs before PyTorch
+        fp32 = [r for r in rows if r.get("precision") == "fp32"] or rows
+        return sorted(fp32, key=lambda r: r.get("backend") == "torch")
+
+    s32, t32 = fp32_rover_first(student), fp32_rover_first(teacher)
     for s in s32:
         for t in t32:
             if s.get("backend") == t.get("backend") and s.get("latency") and t.get("latency"):
