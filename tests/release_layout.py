@@ -58,7 +58,8 @@ def write_release_06(root: Path, train: int = 40, gold: int = 6, unlabelled: int
     for i in range(train + gold + unlabelled):
         sclk = 397681455 + 20_000 * i  # one spacecraft-clock group per frame
         image, label = terrain(rng, size, size)
-        cv2.imwrite(str(folders["images/edr"] / f"{msl_stem(sclk)}.JPG"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        edr = folders["images/edr"] / f"{msl_stem(sclk)}.JPG"
+        cv2.imwrite(str(edr), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
         if i % 3 == 0:  # a rover mask on some frames: the bottom rows
             rover = np.zeros_like(label)
             rover[-size // 8:, : size // 3] = 1

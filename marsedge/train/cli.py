@@ -41,12 +41,9 @@ def _format(value) -> str:
 
 def _per_split(metrics: dict) -> dict[str, dict[str, float]]:
     """{split: {metric: value}} of every scored split (`split/metric` keys; scalars only)."""
-    out: dict[str, dict[str, float]] = {}
-    for key, value in metrics.items():
-        split, sep, name = key.partition("/")
-        if sep and isinstance(value, float) and name in ("miou", "pixel_accuracy", "top1"):
-            out.setdefault(split, {})[name] = value
-    return out
+    splits = dict.fromkeys(key.split("/", 1)[0] for key in metrics if "/" in key)
+    return {split: {name: metrics[f"{split}/{name}"] for name in ("miou", "pixel_accuracy", "top1")
+                    if isinstance(metrics.get(f"{split}/{name}"), float)} for split in splits}
 
 
 def _resume_argument(args: argparse.Namespace) -> None:
