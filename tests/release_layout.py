@@ -76,9 +76,9 @@ def write_release_06(root: Path, train: int = 40, gold: int = 6, unlabelled: int
                 sparse[rng.random(label.shape) < 0.15 * k] = 255
                 cv2.imwrite(str(folder / f"{msl_stem(sclk)}_merged.png"), sparse)
     images, labels = root / "m2020/images/ncam", root / "m2020/labels/NAV"
-    images.mkdir(parents=True)
-    labels.mkdir(parents=True)
     for i in range(m2020):
+        images.mkdir(parents=True, exist_ok=True)
+        labels.mkdir(parents=True, exist_ok=True)
         stem = f"NLF_{100 + i:04d}_{667000000 + i * 90_000:010d}_123ECM_N0000000NCAM00000_01_095J"
         grey, label = terrain(rng, size * 3 // 4, size)
         cv2.imwrite(str(images / f"{stem}.png"), cv2.merge([grey, grey, grey]))
