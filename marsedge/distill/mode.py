@@ -110,10 +110,9 @@ class Distill(Job):
         cfg, ctx, d, frames = self.cfg, self.ctx, self.cfg.distill, self.frames
         unlabelled = len(frames.unlabelled) if frames.unlabelled is not None else 0
         return (f"student {cfg.model.backbone} + {cfg.model.head} ({self.origin}) <- teacher {d.teacher}; "
-                f"{len(frames.labelled)} labelled + {unlabelled} unlabelled frames "
-                f"({evaluation_sizes(self.evaluator, self.test_evaluator)}), "
+                f"{len(frames.labelled)} labelled + {unlabelled} unlabelled frames, "
                 f"{'cached' if d.cache_dir else 'live'} teacher, {ctx.world_size} process(es) "
-                f"on {ctx.device}")
+                f"on {ctx.device}; {evaluation_sizes(self.evaluator, self.test_evaluator)}")
 
     def finish(self, summary: dict) -> dict:
         """runs/<name>/student.pt (rank 0, training finished); its path joins the summary."""
