@@ -285,7 +285,9 @@ def run_bench(models: list[str], settings: BenchSettings, out: str | Path) -> di
     """Bench every model, write OUT/results.json and return the results dict."""
     from tqdm import tqdm
 
+    from marsedge.bench.baseline import intensity_baseline
     from marsedge.data.labelled import open_labelled
+    from marsedge.terrain import NUM_CLASSES
 
     if settings.reference is not None and not any(
             settings.reference in (p, Path(p).name) or Path(p).resolve() == Path(settings.reference).resolve()
@@ -294,9 +296,6 @@ def run_bench(models: list[str], settings: BenchSettings, out: str | Path) -> di
     out = Path(out)
     masks_dir = out / ".masks"
     masks_dir.mkdir(parents=True, exist_ok=True)
-    from marsedge.bench.baseline import intensity_baseline
-    from marsedge.terrain import NUM_CLASSES
-
     dataset = open_labelled(settings.data, settings.split)
     results = R.new_results(capture(settings.threads), {**asdict(settings), "models": list(models)},
                             {"root": str(settings.data), "split": settings.split, "frames": len(dataset),
