@@ -87,3 +87,11 @@ def test_distill_refuses_a_missing_teacher_and_a_teacher_of_other_data(ran, tiny
     assert len(err) == 1 and "is not a teacher of this data" in err[0]
     assert f"it was trained on {root}" in err[0] and "distill.allow_other_data=true" in err[0]
     assert not (tmp_path / "demo_student").exists()
+
+
+def test_configs_outside_the_demo_name_no_demo_file():
+    from marsedge.distill.config import DistillSection
+
+    outside = [p for p in (REPO / "configs").rglob("*.yaml") if "demo" not in p.relative_to(REPO).parts]
+    assert outside and not [p for p in outside if "runs/demo" in p.read_text() or "demo_" in p.read_text()]
+    assert DistillSection().teacher == "???"  # no default teacher: it is named or refused
