@@ -45,6 +45,7 @@ def ran(tmp_path_factory):
     return root, out, done.stdout
 
 
+@pytest.mark.slow
 def test_the_recipe_ends_in_a_verdict_on_the_student(ran):
     root, out, printed = ran
     assert "AI4Mars release 0.6 layout" in printed and "nothing to merge" in printed  # data prepare
@@ -68,6 +69,7 @@ def test_the_recipe_ends_in_a_verdict_on_the_student(ran):
     assert "WARNING: student.int8.onnx is below the intensity-only baseline" in verdict
 
 
+@pytest.mark.slow
 def test_distill_refuses_a_missing_teacher_and_a_teacher_of_other_data(ran, tiny_ai4mars, tmp_path, capsys):
     from marsedge.distill.cli import main
 
