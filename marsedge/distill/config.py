@@ -74,12 +74,9 @@ class DistillConfig(TrainConfig):
             raise ConfigError("config key 'distill.teacher' is required: the teacher's checkpoint "
                               "(distill.teacher=runs/<teacher>/best.pt)")
         for i, src in enumerate(d.unlabelled):
-            if src.root in ("", REQUIRED):
+            if not src.root:
                 raise ConfigError(f"config key 'distill.unlabelled[{i}].root' is required: a tree or folder "
                                   "of unlabelled frames (distill.unlabelled=[] for none)")
-        if d.cache_dir == REQUIRED:
-            raise ConfigError("config key 'distill.cache_dir' is required: run (the run's own folder), a "
-                              "folder, or null (the teacher runs live)")
         weights = {"gt_weight": d.gt_weight, "kd_weight": d.kd_weight, "cwd_weight": d.cwd_weight,
                    "feature_weight": d.feature_weight}
         for key, value in weights.items():
