@@ -82,14 +82,16 @@ def baseline_lines(rows: list[dict], baseline: dict | None) -> list[str]:
         return []
     lines = [f"Intensity-only baseline of this split (the best grey-level -> class lookup): mIoU "
              f"{baseline['miou']:.4f}, pixel accuracy {baseline['pixel_accuracy']:.4f}."]
+    below = []
     for row in rows:
         metrics = (row.get("accuracy") or {}).get("metrics") or {}
-        below = [name for name, key in (("mIoU", "miou"), ("pixel accuracy", "pixel_accuracy"))
+        under = [name for name, key in (("mIoU", "miou"), ("pixel accuracy", "pixel_accuracy"))
                  if key in metrics and metrics[key] < baseline[key]]
-        if below:
-            lines.append(f"WARNING: {row['id']} is below the intensity-only baseline in "
-                         f"{' and '.join(below)}: it segments worse than brightness alone (train "
-                         "longer, or check the data).")
+        if under:
+            below.append(f"{row['id']} ({', '.join(under)})")
+    if below:
+        lines.append("WARNING: below the intensity-only baseline, segmenting worse than brightness alone "
+                     "(train longer, or check the data): " + "; ".join(below) + ".")
     return lines
 
 
