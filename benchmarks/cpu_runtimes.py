@@ -197,11 +197,11 @@ def score_paths(backends: dict, data: Path, threads: int) -> dict:
     from marsedge.edge.predict import score
 
     reference = gate_reference(backends["onnxruntime fp32"].path, str(data), "val", threads)
-    out = {"eval": reference.eval, "miou_fp32": round(100 * reference.fp32.metrics["miou"], 2)}
+    out = {"eval": reference.eval, "miou_fp32": round(reference.fp32.metrics["miou"], 4)}  # a fraction
     for label, backend in backends.items():
         if label == "onnxruntime fp32":
             continue
-        gate = compare(reference.fp32, score(backend, reference.samples, reference.fp32.class_names), 1.0)
+        gate = compare(reference.fp32, score(backend, reference.samples, reference.fp32.class_names), 0.01)
         out[label] = {"miou_drop": gate["miou_drop"], "pixel_agreement": gate["pixel_agreement"]}
     return out
 
@@ -221,11 +221,11 @@ def markdown(result: dict) -> str:
              + str(libs.get("onnxruntime")) + ", openvino " + str(libs.get("openvino")) + ".",
              f"Timing: {result['blocks']} alternating blocks x {result['per_block']} timed calls per path, "
              f"batch 1, 1x1x{result['size']}x{result['size']}; {result['macs_g']:.2f} GMACs.", "",
-             "| path | median ms | x ORT FP32 | mIoU drop (points) | pixel agreement |",
+             "| path | median ms | x ORT FP32 | mIoU drop | pixel agreement |",
              "|---|---|---|---|---|"]
     for r in rows:
-        drop = "" if r.get("miou_drop") is None else f"{r['miou_drop']:+.2f}"
-        agree = "" if r.get("pixel_agreement") is None else f"{100 * r['pixel_agreement']:.2f}%"
+        drop = "" if r.get("miou_drop") is None else f"{r['miou_drop']:+.4f}"
+        agree = "" if r.get("pixel_agreement") is None else f"{r['pixel_agreement']:.4f}"
         lines.append(f"| {r['path']} | {r['median_ms']:.1f} | {r['x_ort_fp32']:.2f} | {drop} | {agree} |")
     f = result["floors"]
     lines += ["", "Compute floors (best GEMM rate of this CPU, 2048^3):"]

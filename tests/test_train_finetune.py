@@ -37,7 +37,9 @@ def test_train_py_writes_a_usable_run(tiny_ai4mars, tmp_path, capsys):
     code = main(["--config", DEMO, *overrides, "loss.name=inverse_frequency_recall"])
     assert code == 0
     run = tmp_path / "t"
-    assert "final test: pixel_accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "final test (fractions, scored once with best.pt): gold-min" in printed and " miou 0." in printed
+    assert " val frames; test gold-min" in printed  # the banner says what it selects and scores on
     model, ckpt = load_model(run / "best.pt")  # weights_only load, model rebuilt from its config
     assert ckpt.preprocess == {"height": 64, "width": 64, "channels": 1, "gain": 1.5,
                                "bit_depth_mapping": "linear", "percentile_low": 0.5,
@@ -142,7 +144,7 @@ def test_torchrun_two_processes(tiny_ai4mars, tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     ranks = [line for line in out.stderr.splitlines() if "torch/distributed/" not in line]
     assert out.returncode == 0, "\n".join(ranks[-60:])
-    assert out.stdout.count("final test:") == 1  # rank 0 only
+    assert out.stdout.count("final test (") == 1  # rank 0 only
     assert load_checkpoint(tmp_path / "ddp" / "best.pt").extra["train"]["world_size"] == 2
 
 

@@ -23,7 +23,9 @@ A row is one model file on one backend:
     memory:   {rss_baseline_mb, rss_peak_mb, rss_model_mb, device_mb},
     accuracy: {metrics (marsedge.metrics.segmentation_metrics), confusion (KxK counts),
                class_names, per_frame [{name, miou, pixel_accuracy}],
-               agreement {reference, value, min_agreement, passed} | null}
+               agreement {reference, value} | null}   (information only)
+    quantize_verdict: the INT8 verdict quantize recorded in the model (marsedge.edge.verdict) | null,
+    int8_verdict (INT8 rows with an FP32 row of the same model): {reference, bench, quantize}
 
 Any part a failed row could not measure is null. Rows keep the order models were given in.
 """

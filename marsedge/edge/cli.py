@@ -16,6 +16,7 @@ import json
 
 from marsedge.edge.quantize import DEFAULT_FRAMES, METHODS, QUANTIZERS, RUNTIMES, recipe_choices
 from marsedge.edge.runtimes import DEFAULT_CPU_RUNTIME
+from marsedge.edge.verdict import DEFAULT_TOLERANCE
 
 
 def register(subparsers) -> None:
@@ -66,7 +67,9 @@ def register(subparsers) -> None:
                         "on its runtime; auto (default): every installed one (ONNX Runtime, and OpenVINO "
                         "where installed); the chosen runtime is recorded in the model for edge-run and "
                         "bench (docs/cpu-runtime-choice.md)")
-    q.add_argument("--tolerance", type=float, default=1.0, help="max mIoU drop in points")
+    q.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help=f"the INT8 verdict: max mIoU drop as a fraction (default {DEFAULT_TOLERANCE}: "
+                        "one point)")
     q.add_argument("--threads", type=int, default=None)
     q.add_argument("--min-speedup", type=float, default=1.0,
                    help="speed gate (targets timed here): INT8 at least this many times as fast as FP32 "

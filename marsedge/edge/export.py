@@ -108,6 +108,7 @@ def export(checkpoint: str | Path, out: str | Path | None = None, size: int | No
               f"{meta.trained_size[0]}x{meta.trained_size[1]} (recorded as marsedge.trained_size)")
     spec = meta.preprocess
     out = Path(out) if out else checkpoint.with_suffix(".onnx")
+    out.parent.mkdir(parents=True, exist_ok=True)  # -o into a folder that does not exist yet
 
     dummy = torch.zeros(1, spec.channels, spec.height, spec.width)
     axes = {"image": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None

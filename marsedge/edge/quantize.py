@@ -11,7 +11,8 @@ FP32 and every candidate are timed together in alternating blocks (`marsedge.tim
 candidate is gated on accuracy (`marsedge.edge.gate`), and the fastest that passes is kept.
 
 Two gates, one reason line each, nothing written unless `--force`:
-- accuracy: mIoU drop <= `--tolerance` points; when every candidate fails, the last of the list
+- accuracy: the one INT8 verdict (`marsedge.edge.verdict`, the rule bench and the report apply too):
+  mIoU drop <= `--tolerance` (a fraction, 0.01 = one point); when every candidate fails, the last of the list
   (the one that keeps the most layers FP32) is the one reported (and written with --force);
 - speed (measured targets): INT8 at least `--min-speedup` (1.0) times as fast as FP32 here. A
   64-128 px model is often too small for INT8 to pay; export at the deployment size.
@@ -25,8 +26,8 @@ Defaults, for a quantize in about a minute (`benchmarks/results/cpu_runtimes.md`
 calibration (not entropy). ORT's entropy histograms cost ~3 s a frame here: calibrating 64 frames
 took 212 s, against 116 s for the whole `quantize --target cpu` with min-max (three candidates,
 gate and timing included; each further candidate costs ~2.5 s on the shared ranges). Accuracy
-cost on the trained benchmark student (a weak one: FP32 mIoU 9.3% on 30 gold-min1 frames):
-min-max/64 frames 0.004 mIoU points, entropy/64 frames 0.01, pixel agreement >= 99.98% both; use
+cost on the trained benchmark student (a weak one: FP32 mIoU 0.093 on 30 gold-min1 frames): mIoU
+drop 0.00004 with min-max/64 frames, 0.0001 with entropy/64, pixel agreement >= 0.9998 both; use
 `--method entropy --n 500` where a model's activations have long tails the gate rejects.
 
 - `--target cpu` (output MODEL.int8.onnx): ONNX Runtime's own quantizer in the layouts its CPU
@@ -64,6 +65,7 @@ from marsedge.edge.cpu_recipes import (
     quantized_op_types,
 )
 from marsedge.edge.runtimes import RUNTIMES as RUNTIME_REGISTRY
+from marsedge.edge.verdict import DEFAULT_TOLERANCE, check_tolerance
 from marsedge.errors import ConfigError, ModelError
 from marsedge.metrics import HEADLINE
 
@@ -84,7 +86,7 @@ class QuantizeOptions:
     method: str = METHODS[0]
     n: int = DEFAULT_FRAMES
     min_frames: int = 32
-    tolerance: float = 1.0  # mIoU points
+    tolerance: float = DEFAULT_TOLERANCE  # mIoU drop as a fraction (marsedge.edge.verdict)
     min_speedup: float = 1.0  # INT8 vs FP32 on this machine (targets that measure latency); 0: off
     force: bool = False
     dla: bool = False
@@ -121,6 +123,7 @@ class QuantizeOptions:
                 raise ConfigError("--runtime openvino needs OpenVINO: pip install .[openvino]")
         if self.n < 1 or self.min_frames < 1:
             raise ConfigError(f"--n and --min-frames must be positive, got {self.n} and {self.min_frames}")
+        check_tolerance(self.tolerance)
         if self.min_speedup < 0:
             raise ConfigError(f"--min-speedup must be >= 0, got {self.min_speedup}")
 
@@ -370,8 +373,9 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
                 record["latency"]["fp32_ms_by_runtime"] = ms
         print("\n".join([G.format_report(record), *RC.summary(chosen, tried, ms)]))
         if not gate["passed"] and not options.force:
-            raise G.GateError(f"{src}: INT8 loses {gate['drop']:.2f} {HEADLINE[gate['metric']]} points "
-                              f"(> {options.tolerance}); not written (use --force to keep it anyway)")
+            raise G.GateError(f"{src}: INT8 loses {gate['drop']:.4f} {HEADLINE[gate['metric']]} "
+                              f"(> --tolerance {options.tolerance}); not written (use --force to keep it "
+                              "anyway)")
         if ms and not record["latency"]["passed"] and not options.force:
             lat = record["latency"]
             raise G.SpeedGateError(

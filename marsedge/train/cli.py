@@ -39,6 +39,13 @@ def _format(value) -> str:
     return "nan" if isinstance(value, float) and math.isnan(value) else f"{value:.4f}"
 
 
+def _per_split(metrics: dict) -> dict[str, dict[str, float]]:
+    """{split: {metric: value}} of every scored split (`split/metric` keys; scalars only)."""
+    splits = dict.fromkeys(key.split("/", 1)[0] for key in metrics if "/" in key)
+    return {split: {name: metrics[f"{split}/{name}"] for name in ("miou", "pixel_accuracy", "top1")
+                    if isinstance(metrics.get(f"{split}/{name}"), float)} for split in splits}
+
+
 def _resume_argument(args: argparse.Namespace) -> None:
     """`--resume key=value`: argparse took an override for the optional path; give it back."""
     if isinstance(args.resume, str) and "=" in args.resume and not Path(args.resume).exists():
@@ -72,15 +79,14 @@ def _print_summary(cfg, result: dict) -> None:
               f"({result['run_dir']}/last.pt)")
         return
     metrics = result.get("test_metrics", {})
-    scalars = {k: v for k, v in metrics.items() if "/" not in k and isinstance(v, float)}
-    shown = ", ".join(f"{k} {_format(v)}" for k, v in scalars.items())
-    first = next((k.split("/", 1)[0] for k in metrics if "/" in k), None)
+    shown = "; ".join(f"{split} {', '.join(f'{k} {_format(v)}' for k, v in values.items())}"
+                      for split, values in _per_split(metrics).items())
     best = result["best"]
     print(f"[{cfg.name}] {result['epoch']} epochs, {result['step']} steps"
           + (" (stopped early)" if result["stopped_early"] else "")
           + (f"; best val {best['metric']} {_format(best['value'])} at epoch {best['epoch']}"
              if best["value"] is not None else "; no val split: final weights")
-          + (f"; final test: {shown} ({first or 'test'}, scored once with best.pt)" if shown else "")
+          + (f"; final test (fractions, scored once with best.pt): {shown}" if shown else "")
           + f"; {result['run_dir']}/best.pt")
 
 

@@ -296,6 +296,17 @@ def build_evaluator(cfg: TrainConfig, ctx: DistContext) -> SegmentationEvaluator
     return _evaluator(cfg, ctx, {"val": val}) if val is not None else None
 
 
+def evaluation_sizes(evaluator: SegmentationEvaluator | None,
+                     test_evaluator: SegmentationEvaluator | None) -> str:
+    """"19 val frames; test gold-min1 6, gold-min3 6 frames": what a run selects on and is scored on."""
+
+    def sizes(ev: SegmentationEvaluator) -> str:
+        return ", ".join(f"{split} {len(loader.dataset)}" for split, loader in ev.loaders.items())
+
+    val = f"{len(evaluator.loaders['val'].dataset)} val frames" if evaluator is not None else "no val split"
+    return val + (f"; test {sizes(test_evaluator)} frames" if test_evaluator is not None else "")
+
+
 def build_test_evaluator(cfg: TrainConfig, ctx: DistContext) -> SegmentationEvaluator:
     """Every metric on each of `data.test_splits`: run once, after training, on the selected weights."""
     return _evaluator(cfg, ctx, test_sets(cfg.data))

@@ -75,8 +75,10 @@ def save(run: RunState, path: Path, gather: bool = True, extra: dict | None = No
     if not run.state.ctx.is_main:
         return
     a = run.artifact
-    save_checkpoint(path, a.module, a.model_config, a.preprocess, extra={"train": state, **(extra or {})},
-                    classes=a.classes)
+    # the data it learnt from, so that distillation can tell a teacher of other data (marsedge.distill)
+    dataset = {"root": str(Path(run.state.cfg.data.root).resolve())}
+    save_checkpoint(path, a.module, a.model_config, a.preprocess,
+                    extra={"train": state, "dataset": dataset, **(extra or {})}, classes=a.classes)
 
 
 def _int_keys(optimizer_state: dict) -> dict:
