@@ -89,7 +89,7 @@ def test_default_quantize_chooses_among_runtimes_and_edge_run_follows(edge_stude
     # runtimes whichever wins (the auto recipe lists' plan is checked above).
     src = Path(shutil.copy(edge_student[1], tmp_path / "student.onnx"))
     command = [sys.executable, "-m", "marsedge", "quantize", str(src), "--calib", str(tiny_ai4mars),
-               "--n", "8", "--min-frames", "8", "--tolerance", "100", "--min-speedup", "0", "--threads", "1",
+               "--n", "8", "--min-frames", "8", "--tolerance", "1", "--min-speedup", "0", "--threads", "1",
                "--recipe", "qdq-u8s8-all", "--quiet"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -134,7 +134,7 @@ from marsedge.cli import main
 from marsedge.edge.backends import open_backend
 from marsedge.edge.onnx_meta import file_props
 src, calib, ov_file = sys.argv[1:4]
-code = main(["quantize", src, "--calib", calib, "--n", "8", "--min-frames", "8", "--tolerance", "100",
+code = main(["quantize", src, "--calib", calib, "--n", "8", "--min-frames", "8", "--tolerance", "1",
              "--min-speedup", "0", "--threads", "1", "--quiet"])
 out = src.replace(".onnx", ".int8.onnx")
 with warnings.catch_warnings(record=True) as caught:
