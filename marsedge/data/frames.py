@@ -16,7 +16,9 @@ with `@register_reader(".ext")` (a reader is `fn(path, max_pixels) -> array`).
 
 `iter_frames(uri)` walks a file, folder, glob, video (`.mp4`, `.avi`, ...) or camera
 (`/dev/videoN`) and yields `(name, frame)` or `(name, FrameError)`, so a long run logs a bad frame
-and keeps going. `name` is the path relative to the folder (a glob: to its fixed leading folders).
+and keeps going. A video file that ends before the frame count its header declares ends with an
+`EndedEarly` error saying how many frames were read. `name` is the path relative to the folder
+(a glob: to its fixed leading folders).
 Entries of a folder or glob that carry a frame suffix but cannot be read as files (FIFOs, sockets,
 symlink loops, dangling links, unreadable entries) are yielded in order as `(name, FrameError)`
 saying why they were skipped (`scan_frames` lists them). This is what `edge-run` reads with.
@@ -139,7 +141,7 @@ def _sort_entries(scan: FrameScan, paths: list[Path]) -> FrameScan:
     return scan
 
 
-def _glob_root(pattern: str) -> Path:
+def glob_root(pattern: str) -> Path:
     """The leading folders of a glob pattern that hold no wildcard: frame names are relative to it."""
     fixed = []
     for part in Path(pattern).parts[:-1]:
@@ -167,7 +169,7 @@ def scan_frames(uri: str | Path) -> FrameScan:
     if mode is not None:  # there, but neither a file nor a folder: reading it could block or never end
         raise FrameError(f"{text} is {_special_kind(mode)}, not a frame file, folder, glob or video")
     if any(ch in text for ch in "*?["):
-        scan = FrameScan(_glob_root(text))
+        scan = FrameScan(glob_root(text))
         if "**" in Path(text).parts:
             pattern = Path(text).parts[len(scan.root.parts) if str(scan.root) != "." else 0:]
             return _sort_entries(scan, _walk_glob(scan.root, pattern, scan.skipped))
@@ -248,6 +250,10 @@ def list_frames(uri: str | Path) -> list[Path]:
     return files
 
 
+class EndedEarly(FrameError):
+    """A video file that ends before the frame count its header declares (a truncated file)."""
+
+
 def _capture_frames(
     source: str | int, name: str, uri: str, limit: int
 ) -> Iterator[tuple[str, np.ndarray | FrameError]]:
@@ -261,6 +267,7 @@ def _capture_frames(
             yield name, FrameError(f"cannot open video source {uri}")
             return
         width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if isinstance(source, str) else 0  # a camera: none
         if width > 0 and height > 0:
             try:
                 check_pixels(uri, width, height, limit)
@@ -280,6 +287,9 @@ def _capture_frames(
             if not ok:
                 if index == 0:
                     yield name, FrameError(f"no frames could be read from {uri}")
+                elif index < declared:  # the decoder just stops; only the header tells
+                    yield f"{name}_{index:06d}", EndedEarly(
+                        f"{uri} ended early: {index} of the {declared} frames its header declares were read")
                 return
             frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else frame
             yield f"{name}_{index:06d}", frame

@@ -7,6 +7,13 @@
                                         fractions by the model's class names, hazards (null for a
                                         rule the model cannot judge), per-stage ms; or the frame's error
     OUTPUT/summary.json                 reserved when the run starts ({"status": "running"}), final at the end
+    OUTPUT/run.json                     what --resume must find unchanged: the model's sha256, the
+                                        backend, INPUT and the options that shape the outputs
+    OUTPUT/.marsedge.lock               held by the live run (`marsedge.ownership.OutputLock`)
+
+A frame name that is not valid UTF-8 (a Linux file name may hold any bytes) is written to
+frames.jsonl with each undecodable byte as `\\xNN` and, in `name_hex`, its exact bytes: every line
+is valid UTF-8 JSON, without lone surrogates (`name_fields`).
 
 Names come from the path relative to INPUT with subfolders and extension kept (`x.jpg` and `x.png`
 stay apart); a name that had to be mapped (unsafe characters, `..`) carries a hash of the original
@@ -33,6 +40,7 @@ import numpy as np
 
 from marsedge.errors import ConfigError, DataError, MarsedgeError
 from marsedge.io import atomic_write_bytes, atomic_write_json, guarded_path, safe_relpath
+from marsedge.ownership import LOCK_NAME
 from marsedge.terrain import palette
 
 VISUALS = {"mask": ("masks", ".png"), "overlay": ("overlays", ".jpg")}  # visual -> (folder, suffix)
@@ -46,7 +54,10 @@ VISUALS = {"mask": ("masks", ".png"), "overlay": ("overlays", ".jpg")}  # visual
 # 4:4:4 costs 0.3 ms more, so the overlay stays as it was.
 MASK_PNG = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
 OVERLAY_JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95]
-JSONL, SUMMARY = "frames.jsonl", "summary.json"
+JSONL, SUMMARY, RUN_RECORD = "frames.jsonl", "summary.json", "run.json"
+# run.json keys --resume compares, in the words its refusal uses (all else may change on resume)
+MUST_MATCH = {"model_sha256": "model", "backend": "backend", "input": "INPUT", "visualize": "--visualize",
+              "alpha": "--alpha", "overlay_every": "--overlay-every", "hazards": "--hazards"}
 SUMMARY_RESERVE = 64 * 1024  # bytes kept for the summary from the start (a full disk still gets one)
 MAX_RECORDED_FAILURES = 1000  # the summary lists this many failure reasons, then only counts
 
@@ -88,6 +99,54 @@ class Namer:
         if self.remember_new or stem != base:
             self.add(name, stem)
         return stem
+
+
+def name_fields(name: str) -> dict[str, str]:
+    """A frame's name for JSON: itself when it is valid Unicode, else (bytes that are not UTF-8)
+    each undecodable byte as `\\xNN`, with the exact bytes in `name_hex`."""
+    raw = name.encode("utf-8", "surrogateescape")
+    text = raw.decode("utf-8", "backslashreplace")
+    return {"name": text} if text == name else {"name": text, "name_hex": raw.hex()}
+
+
+def record_name(record: dict) -> str:
+    """Inverse of `name_fields`: the frame's name as the source gives it."""
+    if isinstance(record.get("name_hex"), str):
+        try:
+            return bytes.fromhex(record["name_hex"]).decode("utf-8", "surrogateescape")
+        except ValueError:
+            pass
+    return record["name"]
+
+
+def holds_files(root: Path) -> bool:
+    """OUTPUT has something in it besides the lock of a run."""
+    return root.is_dir() and any(p.name != LOCK_NAME for p in root.iterdir())
+
+
+def check_resume(root: Path, record: dict, records: list[dict]) -> None:
+    """--resume continues only the same work: everything in MUST_MATCH as the earlier run recorded
+    it in run.json, else one ConfigError naming what differs."""
+    path = root / RUN_RECORD
+    if not path.is_file():
+        if records:
+            raise ConfigError(f"--resume: {root} holds frames but no {RUN_RECORD}, so nothing tells which "
+                              "model made them; pass --overwrite to start again")
+        return
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(earlier, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--resume: cannot read {path} ({exc}); pass --overwrite to start again") from None
+    for key, words in MUST_MATCH.items():
+        then, now = earlier.get(key), record.get(key)
+        if then != now:
+            if key == "model_sha256":  # the file names, and the hashes that tell them apart
+                then = f"{earlier.get('model')} sha256 {str(then)[:12]}"
+                now = f"{record['model']} sha256 {str(now)[:12]}"
+            raise ConfigError(f"--resume: the {words} differs from the earlier run in {root}: {now} now, "
+                              f"{then} then (edge-run --help: what must match; --overwrite starts again)")
 
 
 def read_records(path: Path) -> tuple[list[dict], int]:
@@ -140,7 +199,7 @@ def _remove_earlier(root: Path, records: list[dict]) -> int:
     folders that this left empty. Nothing else is touched."""
     removed = 0
     paths = [_own_path(root, record.get(v), v) for record in records for v in VISUALS]
-    for path in [p for p in paths if p is not None] + [root / JSONL, root / SUMMARY]:
+    for path in [p for p in paths if p is not None] + [root / JSONL, root / SUMMARY, root / RUN_RECORD]:
         if path.is_file() and not path.is_symlink():
             path.unlink()
             removed += 1
@@ -151,17 +210,21 @@ def _remove_earlier(root: Path, records: list[dict]) -> int:
     return removed
 
 
-def prepare_output(root: Path, visuals: set[str], resume: bool, overwrite: bool) -> tuple[Namer, list[dict]]:
-    """Check OUTPUT, apply the rerun rule, reserve the summary. Returns the namer (preloaded on
-    resume) and the records kept from an earlier run (frames that --resume skips)."""
+def prepare_output(root: Path, visuals: set[str], resume: bool, overwrite: bool,
+                   record: dict | None = None) -> tuple[Namer, list[dict]]:
+    """Check OUTPUT, apply the rerun rule (--resume: `check_resume` against `record`), reserve the
+    summary, write `record` as run.json. The caller holds OUTPUT's lock. Returns the namer
+    (preloaded on resume) and the records kept from an earlier run (frames that --resume skips)."""
     if root.exists() and not root.is_dir():
         raise ConfigError(f"OUTPUT {root} is a file, not a folder")
     kept: list[dict] = []
-    if root.is_dir() and any(root.iterdir()):
+    if holds_files(root):
         if not (resume or overwrite):
             raise ConfigError(f"OUTPUT {root} is not empty: pass --resume to continue the earlier run "
                               "or --overwrite to replace what it wrote")
         records, torn = read_records(root / JSONL)
+        if resume and record is not None:
+            check_resume(root, record, records)
         try:
             if overwrite:
                 _remove_earlier(root, records)
@@ -172,13 +235,15 @@ def prepare_output(root: Path, visuals: set[str], resume: bool, overwrite: bool)
         except OSError as exc:
             raise sink_error(exc, root) from None
     namer = Namer()
-    for record in kept:
-        named = [v for v in sorted(visuals) if isinstance(record.get(v), str)]
+    for line in kept:
+        named = [v for v in sorted(visuals) if isinstance(line.get(v), str)]
         if named:
-            namer.add(record["name"], _stem(record, named[0]))
+            namer.add(record_name(line), _stem(line, named[0]))
     try:
         root.mkdir(parents=True, exist_ok=True)
         reserve_summary(root / SUMMARY)
+        if record is not None:
+            atomic_write_json(guarded_path(root, RUN_RECORD), record)
     except OSError as exc:
         raise sink_error(exc, root) from None
     return namer, kept
@@ -300,11 +365,11 @@ class Writer:
         if frame.error is not None:
             # "failed", as summary.json counts it
             print(f"failed {frame.name}: {frame.error}", file=sys.stderr, flush=True)
-            self._append({"name": frame.name, "index": frame.index, "error": frame.error})
+            self._append({**name_fields(frame.name), "index": frame.index, "error": frame.error})
             with self.lock:
                 self.failed += 1
                 if len(self.failures) < MAX_RECORDED_FAILURES:
-                    self.failures.append({"name": frame.name, "reason": frame.error})
+                    self.failures.append({**name_fields(frame.name), "reason": frame.error})
             return
         stem = self.namer.stem(frame.name)  # here, in input order: a case-only clash numbers alike
         paths = {}
@@ -324,7 +389,7 @@ class Writer:
         if "overlay" in self.visuals and "overlay" not in paths and frame.mask is not None:
             paths["overlay"] = None  # left out by --overlay-every
         frame.ms["write"] = 1000 * (time.perf_counter() - start)
-        self._append({"name": frame.name, "index": frame.index, **paths, **frame.record,
+        self._append({**name_fields(frame.name), "index": frame.index, **paths, **frame.record,
                       "ms": {k: round(v, 3) for k, v in frame.ms.items()}})
         with self.lock:
             self.ok += 1

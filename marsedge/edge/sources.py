@@ -50,6 +50,7 @@ class Source:
     kind: str  # "files" or "stream"
     passes: Callable[[], Iterator[Item]]
     skipped: list[dict] = field(default_factory=list)
+    ended_early: list[str] = field(default_factory=list)  # a truncated video says so here (and per frame)
 
     def items(self, loop: bool = False, max_frames: int | None = None,
               skip: set[str] | frozenset = frozenset()) -> Iterator[Item]:
@@ -96,11 +97,14 @@ def file_source(text: str, exclude: Path | None = None) -> Source:
 # ---------------------------------------------------------------------------------------- streams
 
 
-def _delegated(uri: str) -> Callable[[], Iterator[Item]]:
-    """Video files and /dev/videoN through `frames.iter_frames` (its bounded decoding)."""
+def _delegated(uri: str, ended_early: list[str]) -> Callable[[], Iterator[Item]]:
+    """Video files and /dev/videoN through `frames.iter_frames` (its bounded decoding); a video that
+    ends before its declared frame count is noted in `ended_early` as well as failing a frame."""
 
     def passes() -> Iterator[Item]:
         for name, frame in frames.iter_frames(uri):
+            if isinstance(frame, frames.EndedEarly) and str(frame) not in ended_early:
+                ended_early.append(str(frame))
             if isinstance(frame, Exception):
                 yield Item(str(name), error=str(frame))
             else:
@@ -170,7 +174,8 @@ def _v4l2(uri: str, parsed) -> Source:
     device = parsed.path or parsed.netloc
     if not device.startswith("/dev/video"):
         raise ConfigError(f"INPUT {uri}: v4l2:// takes a device, e.g. v4l2:///dev/video0")
-    return Source(uri, "stream", _delegated(device))
+    ended: list[str] = []
+    return Source(uri, "stream", _delegated(device, ended), ended_early=ended)
 
 
 def _rtsp(uri: str, parsed) -> Source:
@@ -196,5 +201,6 @@ def open_source(uri: str, exclude: Path | None = None) -> Source:
     if _CAMERA.match(text) or text.lower().endswith(frames.VIDEO_SUFFIXES):
         if not text.startswith("/dev/") and not Path(text).is_file():
             raise FrameError(f"video not found: {text}")
-        return Source(text, "stream", _delegated(text))
+        ended: list[str] = []
+        return Source(text, "stream", _delegated(text, ended), ended_early=ended)
     return file_source(text, exclude=exclude)
