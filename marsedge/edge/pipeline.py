@@ -200,6 +200,8 @@ class Pipeline:
                 stage()
             except SinkError as exc:
                 self.fail(str(exc), exc.exit_code)
+            except ModelError as exc:  # one line already, about the model
+                self.fail(str(exc), code)
             except BaseException as exc:  # a stage must never die silently
                 self.fail(f"{name} stage failed: {describe(exc)}", code)
 
