@@ -197,8 +197,10 @@ def test_out_of_range_options_are_usage_errors(edge_student, tmp_path, capsys, o
 def test_names_that_are_not_utf8_are_written_as_valid_utf8_json_and_resume(edge_student, tiny_ai4mars,
                                                                            tmp_path):
     src = copy_frames(tiny_ai4mars, tmp_path / "in", 2)
-    odd = os.path.join(os.fsencode(tmp_path / "in"), b"sol\xff\xfe.JPG")
-    os.rename(src[0], odd)
+    folder = os.fsencode(tmp_path / "in")
+    os.rename(src[0], os.path.join(folder, b"sol\xff\xfe.JPG"))
+    with open(os.path.join(folder, b"broken\xfe.JPG"), "wb") as f:  # its error message quotes the path
+        f.write(b"not a JPEG")
     out = tmp_path / "out"
     args = [str(tmp_path / "in"), str(out), "--model", str(edge_student[1]), "--threads", "1",
             "--backend-probe", "0"]
@@ -206,8 +208,11 @@ def test_names_that_are_not_utf8_are_written_as_valid_utf8_json_and_resume(edge_
     for name in ("frames.jsonl", "summary.json", "run.json"):
         text = (out / name).read_bytes().decode("utf-8")  # strict: raises on anything but UTF-8
         assert "\\ud" not in text.lower()  # no lone surrogates escaped into the JSON either
-    record = next(r for r in _lines(out) if "name_hex" in r)
-    assert record["name"] == "sol\\xff\\xfe.JPG" and bytes.fromhex(record["name_hex"]) == b"sol\xff\xfe.JPG"
+    records = {r["name"]: r for r in _lines(out)}
+    record = records["sol\\xff\\xfe.JPG"]
+    assert bytes.fromhex(record["name_hex"]) == b"sol\xff\xfe.JPG"
     assert record["mask"].isascii() and (out / record["mask"]).is_file()
+    assert "broken\\xfe.JPG" in records["broken\\xfe.JPG"]["error"]
     assert main([*args, "--resume"]) == 0
-    assert _summary(out)["frames_resumed"] == 2 and len(_lines(out)) == 2
+    summary = _summary(out)
+    assert (summary["frames_resumed"], summary["frames_failed"], len(_lines(out))) == (2, 1, 3)

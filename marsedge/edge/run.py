@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import signal
 import sys
 import time
@@ -52,26 +51,23 @@ from pathlib import Path
 
 import cv2
 
-from marsedge.config import to_dict
 from marsedge.data.frames import glob_root
 from marsedge.edge.backends import BACKENDS, default_streams, open_backend
 from marsedge.edge.hazards import HazardRules, load_hazard_config
 from marsedge.edge.pipeline import Pipeline, backend_alone, describe
 from marsedge.edge.predict import is_classifier
+from marsedge.edge.run_record import holds_files, make_record, record_name
 from marsedge.edge.sinks import (
     JSONL,
     SUMMARY,
     VISUALS,
     Writer,
-    holds_files,
     prepare_output,
-    record_name,
     sink_error,
     write_summary,
 )
 from marsedge.edge.sources import open_source
 from marsedge.errors import ConfigError, MarsedgeError, ModelError
-from marsedge.io import sha256_file
 from marsedge.ownership import OutputLock, refuse_same_path
 
 EPILOG = """\
@@ -153,15 +149,6 @@ def input_folder(text: str) -> Path | None:
     return path if path.is_dir() else None
 
 
-def run_record(args: argparse.Namespace, backend, visuals: set[str], hazard_config) -> dict:
-    """OUTPUT/run.json: what this run is, so that --resume continues only the same work
-    (`marsedge.edge.sinks.MUST_MATCH`)."""
-    text = str(args.input)
-    return {"model": str(args.model), "model_sha256": sha256_file(args.model), "backend": backend.name,
-            "input": text if "://" in text else os.path.abspath(text), "visualize": sorted(visuals),
-            "alpha": args.alpha, "overlay_every": args.overlay_every, "hazards": to_dict(hazard_config)}
-
-
 def open_model(args: argparse.Namespace):
     """The backend (checked at open: `marsedge.edge.model_check`); anything a broken model file
     raises becomes one ModelError line."""
@@ -219,7 +206,7 @@ def owned_run(args: argparse.Namespace, out: Path, visuals: set[str], backend, c
     try:
         hazards = HazardRules.for_model(hazard_config, [] if classifier else backend.metadata["class_table"])
         source = open_source(args.input, exclude=out)
-        record = run_record(args, backend, visuals, hazard_config)
+        record = make_record(args, backend, visuals, hazard_config)
         namer, kept = prepare_output(out, visuals, args.resume, args.overwrite, record)
     except BaseException:
         backend.close()

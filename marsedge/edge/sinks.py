@@ -13,7 +13,7 @@
 
 A frame name that is not valid UTF-8 (a Linux file name may hold any bytes) is written to
 frames.jsonl with each undecodable byte as `\\xNN` and, in `name_hex`, its exact bytes: every line
-is valid UTF-8 JSON, without lone surrogates (`name_fields`).
+is valid UTF-8 JSON, without lone surrogates (`marsedge.edge.run_record`).
 
 Names come from the path relative to INPUT with subfolders and extension kept (`x.jpg` and `x.png`
 stay apart); a name that had to be mapped (unsafe characters, `..`) carries a hash of the original
@@ -38,9 +38,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from marsedge.edge.run_record import (
+    RUN_RECORD,
+    check_resume,
+    holds_files,
+    json_safe,
+    name_fields,
+    record_name,
+)
 from marsedge.errors import ConfigError, DataError, MarsedgeError
 from marsedge.io import atomic_write_bytes, atomic_write_json, guarded_path, safe_relpath
-from marsedge.ownership import LOCK_NAME
 from marsedge.terrain import palette
 
 VISUALS = {"mask": ("masks", ".png"), "overlay": ("overlays", ".jpg")}  # visual -> (folder, suffix)
@@ -54,10 +61,7 @@ VISUALS = {"mask": ("masks", ".png"), "overlay": ("overlays", ".jpg")}  # visual
 # 4:4:4 costs 0.3 ms more, so the overlay stays as it was.
 MASK_PNG = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
 OVERLAY_JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95]
-JSONL, SUMMARY, RUN_RECORD = "frames.jsonl", "summary.json", "run.json"
-# run.json keys --resume compares, in the words its refusal uses (all else may change on resume)
-MUST_MATCH = {"model_sha256": "model", "backend": "backend", "input": "INPUT", "visualize": "--visualize",
-              "alpha": "--alpha", "overlay_every": "--overlay-every", "hazards": "--hazards"}
+JSONL, SUMMARY = "frames.jsonl", "summary.json"
 SUMMARY_RESERVE = 64 * 1024  # bytes kept for the summary from the start (a full disk still gets one)
 MAX_RECORDED_FAILURES = 1000  # the summary lists this many failure reasons, then only counts
 
@@ -99,54 +103,6 @@ class Namer:
         if self.remember_new or stem != base:
             self.add(name, stem)
         return stem
-
-
-def name_fields(name: str) -> dict[str, str]:
-    """A frame's name for JSON: itself when it is valid Unicode, else (bytes that are not UTF-8)
-    each undecodable byte as `\\xNN`, with the exact bytes in `name_hex`."""
-    raw = name.encode("utf-8", "surrogateescape")
-    text = raw.decode("utf-8", "backslashreplace")
-    return {"name": text} if text == name else {"name": text, "name_hex": raw.hex()}
-
-
-def record_name(record: dict) -> str:
-    """Inverse of `name_fields`: the frame's name as the source gives it."""
-    if isinstance(record.get("name_hex"), str):
-        try:
-            return bytes.fromhex(record["name_hex"]).decode("utf-8", "surrogateescape")
-        except ValueError:
-            pass
-    return record["name"]
-
-
-def holds_files(root: Path) -> bool:
-    """OUTPUT has something in it besides the lock of a run."""
-    return root.is_dir() and any(p.name != LOCK_NAME for p in root.iterdir())
-
-
-def check_resume(root: Path, record: dict, records: list[dict]) -> None:
-    """--resume continues only the same work: everything in MUST_MATCH as the earlier run recorded
-    it in run.json, else one ConfigError naming what differs."""
-    path = root / RUN_RECORD
-    if not path.is_file():
-        if records:
-            raise ConfigError(f"--resume: {root} holds frames but no {RUN_RECORD}, so nothing tells which "
-                              "model made them; pass --overwrite to start again")
-        return
-    try:
-        earlier = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(earlier, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--resume: cannot read {path} ({exc}); pass --overwrite to start again") from None
-    for key, words in MUST_MATCH.items():
-        then, now = earlier.get(key), record.get(key)
-        if then != now:
-            if key == "model_sha256":  # the file names, and the hashes that tell them apart
-                then = f"{earlier.get('model')} sha256 {str(then)[:12]}"
-                now = f"{record['model']} sha256 {str(now)[:12]}"
-            raise ConfigError(f"--resume: the {words} differs from the earlier run in {root}: {now} now, "
-                              f"{then} then (edge-run --help: what must match; --overwrite starts again)")
 
 
 def read_records(path: Path) -> tuple[list[dict], int]:
@@ -243,7 +199,7 @@ def prepare_output(root: Path, visuals: set[str], resume: bool, overwrite: bool,
         root.mkdir(parents=True, exist_ok=True)
         reserve_summary(root / SUMMARY)
         if record is not None:
-            atomic_write_json(guarded_path(root, RUN_RECORD), record)
+            atomic_write_json(guarded_path(root, RUN_RECORD), json_safe(record))
     except OSError as exc:
         raise sink_error(exc, root) from None
     return namer, kept
@@ -262,6 +218,7 @@ def reserve_summary(path: Path) -> None:
 def write_summary(path: Path, summary: dict) -> str | None:
     """Atomically when the disk allows; else in place, into the reserved blocks (failure list cut
     to fit). Returns None, or the reason no summary could be written."""
+    summary = json_safe(summary)
     try:
         atomic_write_json(path, summary)
         return None
@@ -304,7 +261,7 @@ class Writer:
         self._jsonl = None
 
     def _append(self, record: dict) -> None:
-        line = (json.dumps(record, default=str) + "\n").encode()
+        line = (json.dumps(json_safe(record), default=str) + "\n").encode()
         path = self.root / JSONL
         try:
             if self._jsonl is None:
