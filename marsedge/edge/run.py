@@ -185,6 +185,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"edge-run: note: {args.model} is an image classifier: frames.jsonl gets each frame's "
               "class, probability and top 5; no masks, overlays or hazards", file=sys.stderr)
         visuals = set()
+    try:
+        hazards = HazardRules.for_model(hazard_config, [] if classifier else backend.metadata["class_table"])
+        source = open_source(args.input, exclude=out)
+    except BaseException:
+        backend.close()
+        raise
     lock = OutputLock(out, "edge-run")
     try:  # OUTPUT is ours from here to the end: a second edge-run (or --overwrite) is refused
         lock.acquire()
@@ -195,18 +201,16 @@ def run(args: argparse.Namespace) -> int:
         backend.close()
         raise
     try:
-        return owned_run(args, out, visuals, backend, classifier, hazard_config)
+        return owned_run(args, out, visuals, backend, classifier, hazards, source)
     finally:
         lock.release()
 
 
 def owned_run(args: argparse.Namespace, out: Path, visuals: set[str], backend, classifier: bool,
-              hazard_config) -> int:
-    """The run, with OUTPUT's lock held."""
+              hazards: HazardRules, source) -> int:
+    """The run, with OUTPUT's lock held: the rerun rule, then the pipeline."""
     try:
-        hazards = HazardRules.for_model(hazard_config, [] if classifier else backend.metadata["class_table"])
-        source = open_source(args.input, exclude=out)
-        record = make_record(args, backend, visuals, hazard_config)
+        record = make_record(args, backend, visuals, hazards.config)
         namer, kept = prepare_output(out, visuals, args.resume, args.overwrite, record)
     except BaseException:
         backend.close()
