@@ -7,7 +7,9 @@
 INPUT is a file, folder (sorted), glob (`**` for subfolders), video, `/dev/videoN`, or a URI
 as jetson-utils writes them: file://, v4l2:///dev/videoN, csi://N (GStreamer), rtsp://
 (`marsedge.edge.sources`). OUTPUT gets masks/, overlays/, frames.jsonl and summary.json, named from
-each frame's path relative to INPUT (`marsedge.edge.sinks`).
+each frame's path relative to INPUT (`marsedge.edge.sinks`), and run.json, what `--resume` must find
+unchanged (`marsedge.edge.run_record`). The run holds OUTPUT's lock (`marsedge.ownership`) from
+before it reads or changes anything there until it ends. What each fault does: docs/fault-behaviour.md.
 
 Everything about the model comes from the model file: THE preprocessing spec (size, channels,
 bit-depth mapping; a one-channel model sees colour frames through the spec's `colour_to_grey`
