@@ -53,7 +53,6 @@ from pathlib import Path
 
 import cv2
 
-from marsedge.data.frames import glob_root
 from marsedge.edge.backends import BACKENDS, default_streams, open_backend
 from marsedge.edge.hazards import HazardRules, load_hazard_config
 from marsedge.edge.pipeline import Pipeline, backend_alone, describe
@@ -68,7 +67,7 @@ from marsedge.edge.sinks import (
     sink_error,
     write_summary,
 )
-from marsedge.edge.sources import open_source
+from marsedge.edge.sources import input_folder, open_source
 from marsedge.errors import ConfigError, MarsedgeError, ModelError
 from marsedge.ownership import OutputLock, refuse_same_path
 
@@ -141,16 +140,6 @@ def seconds_value(text: str) -> float:
     return value
 
 
-def input_folder(text: str) -> Path | None:
-    """The local folder INPUT reads (a folder, a glob's fixed folders), None for a file or a URI."""
-    if "://" in text and not text.startswith("file://"):
-        return None
-    path = Path(text.removeprefix("file://"))
-    if any(ch in text for ch in "*?["):
-        return glob_root(str(path))
-    return path if path.is_dir() else None
-
-
 def open_model(args: argparse.Namespace):
     """The backend (checked at open: `marsedge.edge.model_check`); anything a broken model file
     raises becomes one ModelError line."""
@@ -190,15 +179,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         hazards = HazardRules.for_model(hazard_config, [] if classifier else backend.metadata["class_table"])
         source = open_source(args.input, exclude=out)
-    except BaseException:
-        backend.close()
-        raise
-    lock = OutputLock(out, "edge-run")
-    try:  # OUTPUT is ours from here to the end: a second edge-run (or --overwrite) is refused
-        lock.acquire()
-    except OSError as exc:
-        backend.close()
-        raise sink_error(exc, out) from None
+        try:  # OUTPUT is ours from here to the end: a second edge-run (or --overwrite) is refused
+            lock = OutputLock(out, "edge-run").acquire()
+        except OSError as exc:
+            raise sink_error(exc, out) from None
     except BaseException:
         backend.close()
         raise

@@ -186,6 +186,16 @@ def _rtsp(uri: str, parsed) -> Source:
 SCHEMES: dict[str, Callable[..., Source]] = {"csi": _csi, "v4l2": _v4l2, "rtsp": _rtsp, "rtsps": _rtsp}
 
 
+def input_folder(text: str) -> Path | None:
+    """The local folder INPUT reads (a folder, a glob's fixed folders), None for a file or a URI."""
+    if "://" in text and not text.startswith("file://"):
+        return None
+    path = Path(text.removeprefix("file://"))
+    if any(ch in text for ch in "*?["):
+        return frames.glob_root(str(path))
+    return path if path.is_dir() else None
+
+
 def open_source(uri: str, exclude: Path | None = None) -> Source:
     """INPUT (a path or a URI) -> Source. An unknown scheme or a missing path is one error line."""
     text = str(uri)
