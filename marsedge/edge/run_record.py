@@ -1,10 +1,11 @@
 """What edge-run records about a run in OUTPUT, and how it writes text into JSON.
 
-    OUTPUT/run.json    the work this run does: the model file's sha256 (and its path), the backend,
-                       INPUT, and the options that shape the outputs. `--resume` continues only
-                       the same work: every key of MUST_MATCH must equal the earlier run's, else
-                       one line names what differs (`check_resume`). The model's path, the
-                       backend and the speed options (threads, streams, encoders, queue) may change.
+    OUTPUT/run.json    the work this run does: the model file's sha256 (and its path), INPUT, the
+                       options that shape the outputs, and the backend that ran. `--resume`
+                       continues only the same work: every key of MUST_MATCH must equal the
+                       earlier run's, else one line names what differs (`check_resume`). The
+                       model's path, the backend and the speed options (threads, streams,
+                       encoders, queue) may change.
 
 Names and messages: a Linux file name may hold bytes that are not UTF-8; Python carries them as
 lone surrogates, which JSON then writes as `"\\udcff"`, text most readers refuse. Everything edge-run

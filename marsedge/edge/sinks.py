@@ -7,8 +7,8 @@
                                         fractions by the model's class names, hazards (null for a
                                         rule the model cannot judge), per-stage ms; or the frame's error
     OUTPUT/summary.json                 reserved when the run starts ({"status": "running"}), final at the end
-    OUTPUT/run.json                     what --resume must find unchanged: the model's sha256, the
-                                        backend, INPUT and the options that shape the outputs
+    OUTPUT/run.json                     what --resume must find unchanged: the model's sha256,
+                                        INPUT and the options that shape the outputs (`run_record`)
     OUTPUT/.marsedge.lock               held by the live run (`marsedge.ownership.OutputLock`)
 
 A frame name that is not valid UTF-8 (a Linux file name may hold any bytes) is written to
