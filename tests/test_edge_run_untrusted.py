@@ -102,6 +102,16 @@ def test_non_finite_metadata_is_refused_at_model_load_naming_the_key(edge_studen
     assert not (tmp_path / "out").exists()  # refused before OUTPUT was made
 
 
+@pytest.mark.parametrize("gain", [float("nan"), float("inf")])
+def test_a_non_finite_gain_is_refused_by_the_spec_itself(gain):
+    """The spec guards checkpoints and engine sidecars too, whose metadata is not ONNX's JSON."""
+    from marsedge.data.preprocess import PreprocessSpec
+    from marsedge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="preprocess.gain must be positive"):
+        PreprocessSpec(64, 64, gain=gain)
+
+
 # --------------------------------------------------------------------------------------- inputs
 
 
