@@ -96,7 +96,7 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     for key, value in data.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
-            raise ConfigError(f"unknown config key '{dotted}'{_suggest(str(key), list(fields))}")
+            raise ConfigError(f"unknown config key {dotted!r}{_suggest(str(key), list(fields))}")
         kwargs[key] = _coerce(value, hints[key], dotted)
     try:
         return cls(**kwargs)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,9 +142,13 @@ def parse_props(props: dict[str, str], source: str | Path) -> ModelMetadata:
 
     def load(key: str) -> Any:
         try:
-            return json.loads(props[key])
+            value = json.loads(props[key])
         except json.JSONDecodeError as exc:
             raise ModelError(f"{source}: metadata {key} is not valid JSON ({exc})") from None
+        where = non_finite(value)  # Python's JSON reads NaN, Infinity and 1e999 as numbers
+        if where is not None:
+            raise ModelError(f"{source}: metadata {key}{where} is not a finite number")
+        return value
 
     return ModelMetadata(
         class_table=load(CLASS_TABLE),
@@ -154,6 +159,19 @@ def parse_props(props: dict[str, str], source: str | Path) -> ModelMetadata:
         trained_size=load(TRAINED_SIZE) if TRAINED_SIZE in props else None,
         runtime=props.get(RUNTIME),
     )
+
+
+def non_finite(value: Any, where: str = "") -> str | None:
+    """Where in JSON data the first NaN or infinite number is (`.gain`, `[2].colour[0]`), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or " value"
+    items = (value.items() if isinstance(value, dict)
+             else enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        found = non_finite(item, f"{where}.{key}" if isinstance(value, dict) else f"{where}[{key}]")
+        if found is not None:
+            return found
+    return None
 
 
 def read_onnx_metadata(path: str | Path) -> ModelMetadata:

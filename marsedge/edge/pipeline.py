@@ -47,7 +47,7 @@ from marsedge.data.preprocess import PreprocessSpec, preprocess
 from marsedge.edge.backends import streams_of
 from marsedge.edge.confidence import Confidence
 from marsedge.edge.hazards import HazardRules, class_fractions
-from marsedge.edge.predict import is_classifier, logits_to_mask, top_classes
+from marsedge.edge.predict import finite, is_classifier, logits_to_mask, top_classes
 from marsedge.edge.sinks import SinkError, Writer
 from marsedge.edge.sources import Item
 from marsedge.errors import FrameError, ModelError
@@ -168,6 +168,10 @@ class Pipeline:
         self.failures_lock = threading.Lock()  # the streams' shared counters (model_failures, streams_left)
         self.seen = 0
         self.stage_ms: dict[str, StageStats] = {}
+        self.inferring = 0  # calls in progress, over all streams (under failures_lock)
+        self.infer_calls = 0
+        self.infer_busy_s = 0.0  # wall time during which at least one call was in progress
+        self._busy_since = 0.0
         self.threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ stop flag and queues
@@ -200,6 +204,8 @@ class Pipeline:
                 stage()
             except SinkError as exc:
                 self.fail(str(exc), exc.exit_code)
+            except ModelError as exc:  # one line already, about the model
+                self.fail(str(exc), code)
             except BaseException as exc:  # a stage must never die silently
                 self.fail(f"{name} stage failed: {describe(exc)}", code)
 
@@ -245,7 +251,9 @@ class Pipeline:
                 return
 
     def process(self, frame: Frame) -> bool:
-        """The model on one frame (logits kept for `postprocess`); False when inference failed."""
+        """The model on one frame (logits kept for `postprocess`); False when inference failed or
+        gave a NaN or infinite logit: garbage in every pixel's argmax, never a result."""
+        self._busy(+1)
         start = time.perf_counter()
         try:
             frame.logits = np.asarray(self.backend.infer(frame.tensor))
@@ -254,8 +262,26 @@ class Pipeline:
             return False
         finally:
             frame.tensor = None
+            self._busy(-1)
         frame.ms["infer"] = 1000 * (time.perf_counter() - start)
+        if not finite(frame.logits):
+            frame.error = "inference failed: the model gave non-finite logits (NaN or Inf)"
+            frame.logits = None
+            return False
         return True
+
+    def _busy(self, change: int) -> None:
+        """A call in (+1) or out (-1). The in-pipeline inference rate is calls / the time at least one
+        ran: streams overlap only as much as the reader feeds them (streams / mean call overstates)."""
+        with self.failures_lock:
+            now = time.perf_counter()
+            if change > 0 and self.inferring == 0:
+                self._busy_since = now
+            self.inferring += change
+            if change < 0:
+                self.infer_calls += 1
+                if self.inferring == 0:
+                    self.infer_busy_s += now - self._busy_since
 
     def prepare(self, frame: Frame) -> None:
         """An encoder's work on a frame: postprocessing, then its files' bytes (`Writer.encode`; with

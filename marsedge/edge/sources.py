@@ -56,6 +56,7 @@ class Source:
     passes: Callable[[], Iterator[Item]]
     skipped: list[dict] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)  # ends an endless source (--follow)
+    ended_early: list[str] = field(default_factory=list)  # a truncated video says so here (and per frame)
 
     def items(self, loop: bool = False, max_frames: int | None = None,
               skip: set[str] | frozenset = frozenset()) -> Iterator[Item]:
@@ -102,11 +103,14 @@ def file_source(text: str, exclude: Path | None = None) -> Source:
 # ---------------------------------------------------------------------------------------- streams
 
 
-def _delegated(uri: str) -> Callable[[], Iterator[Item]]:
-    """Video files and /dev/videoN through `frames.iter_frames` (its bounded decoding)."""
+def _delegated(uri: str, ended_early: list[str]) -> Callable[[], Iterator[Item]]:
+    """Video files and /dev/videoN through `frames.iter_frames` (its bounded decoding); a video that
+    ends before its declared frame count is noted in `ended_early` as well as failing a frame."""
 
     def passes() -> Iterator[Item]:
         for name, frame in frames.iter_frames(uri):
+            if isinstance(frame, frames.EndedEarly) and str(frame) not in ended_early:
+                ended_early.append(str(frame))
             if isinstance(frame, Exception):
                 yield Item(str(name), error=str(frame))
             else:
@@ -176,7 +180,8 @@ def _v4l2(uri: str, parsed) -> Source:
     device = parsed.path or parsed.netloc
     if not device.startswith("/dev/video"):
         raise ConfigError(f"INPUT {uri}: v4l2:// takes a device, e.g. v4l2:///dev/video0")
-    return Source(uri, "stream", _delegated(device))
+    ended: list[str] = []
+    return Source(uri, "stream", _delegated(device, ended), ended_early=ended)
 
 
 def _rtsp(uri: str, parsed) -> Source:
@@ -185,6 +190,16 @@ def _rtsp(uri: str, parsed) -> Source:
 
 
 SCHEMES: dict[str, Callable[..., Source]] = {"csi": _csi, "v4l2": _v4l2, "rtsp": _rtsp, "rtsps": _rtsp}
+
+
+def input_folder(text: str) -> Path | None:
+    """The local folder INPUT reads (a folder, a glob's fixed folders), None for a file or a URI."""
+    if "://" in text and not text.startswith("file://"):
+        return None
+    path = Path(text.removeprefix("file://"))
+    if any(ch in text for ch in "*?["):
+        return frames.glob_root(str(path))
+    return path if path.is_dir() else None
 
 
 def open_source(uri: str, exclude: Path | None = None, topic: str | None = None, follow: bool = False,
@@ -206,7 +221,8 @@ def open_source(uri: str, exclude: Path | None = None, topic: str | None = None,
     if _CAMERA.match(text) or text.lower().endswith(frames.VIDEO_SUFFIXES):
         if not text.startswith("/dev/") and not Path(text).is_file():
             raise FrameError(f"video not found: {text}")
-        return Source(text, "stream", _delegated(text))
+        ended: list[str] = []
+        return Source(text, "stream", _delegated(text, ended), ended_early=ended)
     return file_source(text, exclude=exclude)
 
 
