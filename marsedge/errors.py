@@ -30,3 +30,17 @@ class ModelError(MarsedgeError):
     """A checkpoint, ONNX model or engine that cannot be used as asked (names the file and why)."""
 
     exit_code = 1
+
+
+class WriteError(MarsedgeError, OSError):
+    """A file that could not be written (disk full, read-only folder, file size limit): says
+    "cannot write PATH: REASON". Still an OSError (errno, strerror, filename kept) for callers that
+    handle write failures themselves."""
+
+    exit_code = 1
+
+    def __init__(self, path: object, cause: OSError) -> None:
+        OSError.__init__(self, cause.errno, cause.strerror or str(cause), str(path))
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"

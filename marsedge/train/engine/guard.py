@@ -48,6 +48,28 @@ def deferred_sigint():
             raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def sigterm_as_sigint():
+    """A SIGTERM (`kill`, a job scheduler, a container stop) stops a run the way Ctrl-C does:
+    last.pt written at the last whole step and a line saying how to resume (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def as_sigint(signum, frame) -> None:
+        handler = signal.getsignal(signal.SIGINT)  # deferred_sigint's while an optimiser step runs
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, as_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class StepGuard:
     """Snapshot at each accumulation window's start, rollback on Ctrl-C, stop on non-finite values."""
 
