@@ -45,6 +45,7 @@ def register(subparsers) -> None:
     bench.add_argument("--timeout", type=float, default=1800.0, help="seconds per model before it fails")
     bench.add_argument("--keep-masks", action="store_true", help="keep every model's masks in OUT/.masks")
     bench.add_argument("-o", "--out", default="runs/bench", help="output folder (default runs/bench)")
+    bench.add_argument("--overwrite", action="store_true", help="replace the results already in OUT")
     bench.set_defaults(func=run_bench)
 
     report = subparsers.add_parser("report", help="results.json files -> report.md + report.html",
@@ -85,9 +86,13 @@ def run_bench(args: argparse.Namespace) -> int:
         iters=args.iters, duration=None if args.iters else args.duration, threads=args.threads,
         backend=args.backend, reference=args.reference, min_agreement=args.min_agreement,
         min_miou=args.min_miou, samples=args.samples, timeout=args.timeout, keep_masks=args.keep_masks)
+    from marsedge.ownership import OutputLock, refuse_existing
+
     out = Path(args.out)
-    results = runner.run_bench(args.models, settings, out)
-    md, page = write_report([results], [out / "results.json"], out)
+    with OutputLock(out, "bench"):
+        refuse_existing(out / "results.json", args.overwrite, "the results of an earlier bench")
+        results = runner.run_bench(args.models, settings, out)
+        md, page = write_report([results], [out / "results.json"], out)
     print("\n".join(summary_lines(results)))
     print(f"wrote {out / 'results.json'}, {md}, {page}")
     return 1 if any(r["status"] == R.STATUS_FAILED for r in results["models"]) else 0

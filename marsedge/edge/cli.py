@@ -13,8 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from marsedge.edge.quantize import DEFAULT_FRAMES, METHODS, QUANTIZERS, RUNTIMES, recipe_choices
+
+
+def non_negative(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 def register(subparsers) -> None:
@@ -29,6 +41,7 @@ def register(subparsers) -> None:
     exp.add_argument("--frames", default=None,
                      help="frames to verify on (folder/glob); default: procedural NAVCAM scenes")
     exp.add_argument("--no-simplify", action="store_true", help="skip onnxslim simplification")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     exp.set_defaults(func=run_export)
 
     q = subparsers.add_parser("quantize", help="FP32 ONNX -> INT8, calibrated on real frames, gated")
@@ -63,12 +76,13 @@ def register(subparsers) -> None:
     q.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],
                    help="--target cpu: where the gate and the timer run; openvino keeps the QDQ recipes "
                         "(the ones it loads) and picks among them by OpenVINO's own speed")
-    q.add_argument("--tolerance", type=float, default=1.0, help="max mIoU drop in points")
+    q.add_argument("--tolerance", type=non_negative, default=1.0, help="max mIoU drop in points (>= 0)")
     q.add_argument("--threads", type=int, default=None)
     q.add_argument("--min-speedup", type=float, default=1.0,
                    help="speed gate (targets timed here): INT8 at least this many times as fast as FP32 "
                         "(default 1.0; 0 turns it off)")
     q.add_argument("--force", action="store_true", help="write the model even if a gate fails")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=run_quantize)
 
@@ -107,7 +121,14 @@ def register(subparsers) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from marsedge.edge.export import export
 
-    out, _ = export(args.checkpoint, args.out, size=args.size, opset=args.opset,
+    from pathlib import Path
+
+    from marsedge.ownership import refuse_existing, refuse_same_path
+
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")  # export's default
+    refuse_same_path(args.checkpoint, out, "ONNX model")
+    refuse_existing(out, args.overwrite, "the ONNX model")
+    out, _ = export(args.checkpoint, out, size=args.size, opset=args.opset,
                     dynamic_batch=args.dynamic_batch, frames=args.frames, simplify=not args.no_simplify)
     print(f"wrote {out}")
     return 0
@@ -117,7 +138,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     from marsedge.edge.quantize import QuantizeOptions, quantize_model
 
     options = QuantizeOptions(target=args.target, method=args.method, n=args.n, min_frames=args.min_frames,
-                              tolerance=args.tolerance, min_speedup=args.min_speedup, force=args.force,
+                              tolerance=args.tolerance, min_speedup=args.min_speedup, force=args.force, overwrite=args.overwrite,
                               dla=args.dla, per_node=args.per_node, threads=args.threads, recipe=args.recipe,
                               runtime=args.runtime, progress=not args.quiet)
     options.validate()
