@@ -102,8 +102,12 @@ def run_report(args: argparse.Namespace) -> int:
     from marsedge.bench.report import write_report
     from marsedge.bench.results import load_results
 
+    from marsedge.bench.compare import check_comparable
+
     sources = [Path(p) for p in args.results]
     results = [load_results(p) for p in sources]
+    for source, baseline in zip(sources[1:], results[1:], strict=True):
+        check_comparable(results[0], baseline, str(sources[0]), str(source))
     md, page = write_report(results, sources, args.out, args.latency_tol, args.miou_tol)
     print(f"wrote {md}, {page}")
     if args.screenshot:
