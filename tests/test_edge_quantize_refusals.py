@@ -19,7 +19,7 @@ def one_line(capsys) -> str:
     return err
 
 
-def test_the_output_is_never_the_input_and_never_replaced_unasked(edge_student, tiny_ai4mars, tmp_path, capsys):
+def test_the_output_is_never_the_input_nor_replaced_unasked(edge_student, tiny_ai4mars, tmp_path, capsys):
     src = tmp_path / "s.onnx"
     shutil.copy(edge_student[1], src)
     before = src.read_bytes()
@@ -51,7 +51,7 @@ def test_a_negative_tolerance_fails_at_parsing(tmp_path, capsys):
     assert caught.value.code == 2 and "--tolerance: must be a finite number >= 0" in capsys.readouterr().err
 
 
-def test_a_model_with_non_finite_outputs_is_refused_naming_the_frame(edge_student, tiny_ai4mars, tmp_path, capsys):
+def test_non_finite_model_outputs_are_refused_naming_the_frame(edge_student, tiny_ai4mars, tmp_path, capsys):
     import onnx
     from onnx import numpy_helper
 

@@ -73,9 +73,11 @@ def test_resume_accepts_the_listed_changes_and_refuses_the_others_naming_them(ti
     run = tmp_path / "c1"
     config = (run / "config.yaml").read_text()
     capsys.readouterr()
-    assert cli.main(train(tiny_ai4mars, tmp_path, "optim.lr=0.5", "data.preprocess.height=96", "--resume")) == 2
+    changed = ("optim.lr=0.5", "data.preprocess.height=96")
+    assert cli.main(train(tiny_ai4mars, tmp_path, *changed, "--resume")) == 2
     err = one_line(capsys)
-    assert "optim.lr 0.004 -> 0.5" in err and "data.preprocess.height 64 -> 96" in err and "run.max_steps" in err
+    assert "optim.lr 0.004 -> 0.5" in err and "data.preprocess.height 64 -> 96" in err
+    assert "may change only name, run.out_dir, epochs, run.max_steps" in err
     assert cli.main(train(tiny_ai4mars, tmp_path, "model.backbone=r18_0.5x_sk0", "--resume")) == 2
     assert "model.backbone 'r18_0.25x_sk0' -> 'r18_0.5x_sk0'" in one_line(capsys)
     assert (run / "config.yaml").read_text() == config and not (run / "config_history.jsonl").exists()
@@ -151,7 +153,8 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_resume_continues_it(tiny_ai4mars, t
     proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (tmp_path / "c1" / "config.yaml").exists() and proc.poll() is None and time.monotonic() < deadline:
+    started = tmp_path / "c1" / "config.yaml"
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)  # training has started: in the first epoch (it has 50)
     out, err = proc.communicate(timeout=120)

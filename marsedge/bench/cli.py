@@ -99,10 +99,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from marsedge.bench.compare import check_comparable
     from marsedge.bench.report import write_report
     from marsedge.bench.results import load_results
-
-    from marsedge.bench.compare import check_comparable
 
     sources = [Path(p) for p in args.results]
     results = [load_results(p) for p in sources]

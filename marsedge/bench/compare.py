@@ -33,9 +33,11 @@ def check_comparable(current: dict, baseline: dict, current_source: str, baselin
     path is not compared: the same data may live elsewhere on the other machine)."""
     now, then = current["dataset"], baseline["dataset"]
     if (now.get("split"), now.get("frames")) != (then.get("split"), then.get("frames")):
-        raise DataError(f"cannot compare {current_source} (split {now.get('split')}, {now.get('frames')} frames "
-                        f"of {now.get('root')}) with {baseline_source} (split {then.get('split')}, "
-                        f"{then.get('frames')} frames of {then.get('root')}): bench both on the same split")
+        def data(d: dict) -> str:
+            return f"split {d.get('split')}, {d.get('frames')} frames of {d.get('root')}"
+
+        raise DataError(f"cannot compare {current_source} ({data(now)}) with {baseline_source} "
+                        f"({data(then)}): bench both on the same split")
 
 
 def compare_rows(current: dict, baseline: dict, latency_tol: float = 0.10, miou_tol: float = 0.01) -> dict:

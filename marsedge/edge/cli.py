@@ -119,10 +119,9 @@ def register(subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from marsedge.edge.export import export
-
     from pathlib import Path
 
+    from marsedge.edge.export import export
     from marsedge.ownership import refuse_existing, refuse_same_path
 
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")  # export's default
@@ -138,9 +137,9 @@ def run_quantize(args: argparse.Namespace) -> int:
     from marsedge.edge.quantize import QuantizeOptions, quantize_model
 
     options = QuantizeOptions(target=args.target, method=args.method, n=args.n, min_frames=args.min_frames,
-                              tolerance=args.tolerance, min_speedup=args.min_speedup, force=args.force, overwrite=args.overwrite,
+                              tolerance=args.tolerance, min_speedup=args.min_speedup, force=args.force,
                               dla=args.dla, per_node=args.per_node, threads=args.threads, recipe=args.recipe,
-                              runtime=args.runtime, progress=not args.quiet)
+                              runtime=args.runtime, progress=not args.quiet, overwrite=args.overwrite)
     options.validate()
     out, record = quantize_model(args.model, args.calib, args.out, args.eval, options,
                                  calib_split=args.calib_split, eval_split=args.eval_split)

@@ -153,6 +153,7 @@ def record_config(run_dir: Path, cfg, step: int, checkpoint: Path | None, change
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         (run_dir / HISTORY).unlink(missing_ok=True)
         if checkpoint is not None:
-            append_jsonl(run_dir / HISTORY, {"step": step, "resumed_from": str(checkpoint), "changed": changes})
+            record = {"step": step, "resumed_from": str(checkpoint), "changed": changes}
+            append_jsonl(run_dir / HISTORY, record)
     elif changes:
         append_jsonl(run_dir / HISTORY, {"step": step, "changed": changes})
