@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import signal
 import threading
 
@@ -51,8 +52,11 @@ def deferred_sigint():
 @contextlib.contextmanager
 def sigterm_as_sigint():
     """A SIGTERM (`kill`, a job scheduler, a container stop) stops a run the way Ctrl-C does:
-    last.pt written at the last whole step and a line saying how to resume (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
+    last.pt written at the last whole step and a line saying how to resume (main thread only).
+    Not under torchrun: its agent stops the other ranks with SIGTERM when one fails, and a rank
+    waiting in a collective would only see the interrupt when the collective times out."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed or threading.current_thread() is not threading.main_thread():
         yield
         return
 
