@@ -4,6 +4,10 @@
     torchrun --nproc_per_node=4 train.py --config ... run.amp=bf16 run.channels_last=true
     python train.py --config ... --resume          # continue runs/<name>/last.pt exactly
     python train.py --config ... --resume runs/x/last.pt   # continue that checkpoint
+    python train.py --config ... --overwrite       # replace an earlier run of this name
+
+A folder holding a run is never written over unasked, and a resume may change only the keys its
+--help lists (docs/resume-and-overwrite.md; marsedge.train.engine.rundir).
 
 best.pt is chosen on the `val` split; the summary's "final test" line is the test splits scored
 once, at the end, with it (runs/<name>/test_metrics.json).
