@@ -53,6 +53,16 @@ def test_a_malformed_results_file_is_one_line_naming_the_file_and_key(valid, tmp
     assert not (tmp_path / "report" / "report.md").exists()
 
 
+def test_what_bench_writes_loads(valid, tmp_path):
+    """Per-class NaN (a class the split lacks) and a classifier's metrics (top-1, a confusion list)."""
+    results = copy.deepcopy(valid)
+    results["models"][0]["accuracy"]["metrics"]["iou"]["rover"] = float("nan")
+    R.load_results(write(tmp_path, results))
+    results["models"][0]["accuracy"]["metrics"] = {"top1": 0.5, "recall": {"dust": float("nan")},
+                                                   "confusion": [[1, 2], [3, 4]]}
+    R.load_results(write(tmp_path, results))
+
+
 def test_runs_on_different_splits_are_not_compared(valid, tmp_path, capsys):
     a, b = copy.deepcopy(valid), copy.deepcopy(valid)
     a["dataset"].update(split="gold-min3", frames=322)

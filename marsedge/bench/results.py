@@ -109,15 +109,23 @@ def _check_stats(stats, source: str, key: str) -> None:
         _expect(stats.get(stat), (int, float), source, f"{key}.{stat}")
 
 
+def _no_infinity(value) -> bool:
+    """True when no number inside `value` (a number, list or dict) is infinite."""
+    if isinstance(value, dict):
+        return all(_no_infinity(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_no_infinity(v) for v in value)
+    return not (_is_number(value) and math.isinf(value))
+
+
 def _check_metrics(metrics, source: str, key: str) -> None:
     """The headline (mIoU, or top-1) is a finite number; per-class values may be NaN or null (a class
-    the split lacks)."""
+    the split lacks), never infinite."""
     _expect(metrics, (dict,), source, key)
     _expect(metrics.get(headline(metrics)[0]), (int, float), source, f"{key}.{headline(metrics)[0]}")
     for name, value in metrics.items():
-        values = value.values() if isinstance(value, dict) else [value]
-        if not all(v is None or _is_number(v) and not math.isinf(v) for v in values):
-            raise _fail(source, f"{key}.{name}", "must hold numbers")
+        if not _no_infinity(value):
+            raise _fail(source, f"{key}.{name}", "holds an infinite number")
 
 
 def _check_row(row, source: str, key: str) -> None:
