@@ -66,7 +66,7 @@ def test_a_k_class_model_runs_through_edge_run_with_its_own_table(k, tiny_ai4mar
 
 
 def test_a_four_class_model_benched_gated_and_run_by_edge_run(tiny_ai4mars, tmp_path):
-    """The issue's case: rover and background are not the model's classes anywhere on the way."""
+    """A 4-class model: rover and background are not the model's classes anywhere on the way."""
     model = write_tiny_onnx(tmp_path / "four.onnx", SIZE, weights=WEIGHTS[:4], biases=BIASES[:4],
                             model_config={"backbone": "tiny-conv", "num_classes": 4})
     settings = BenchSettings(data=str(tiny_ai4mars), split="gold-min1", warmup=0, iters=2, duration=None,

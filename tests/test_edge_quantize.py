@@ -108,7 +108,7 @@ def test_int8_outputs_track_fp32(quantized):
 def test_failed_gate_writes_nothing_unless_forced(quantized, tiny_ai4mars, tmp_path):
     src = quantized[0]
     strict = QuantizeOptions(method="max", n=8, min_frames=8, tolerance=-100.0,  # impossible to meet
-                             min_speedup=0)
+                             min_speedup=0, runtime="onnxruntime")
     with pytest.warns(UserWarning), pytest.raises(GateError, match="not written"):
         quantize_model(src, str(tiny_ai4mars), tmp_path / "a.onnx", None, strict)
     assert not (tmp_path / "a.onnx").exists()
@@ -132,7 +132,8 @@ def test_auto_recipe_keeps_the_fastest_layout_that_passes(quantized, tiny_ai4mar
     real_reader, real_read = calibration.frame_reader, frames.read_frame
     monkeypatch.setattr(calibration, "frame_reader", lambda *a: calibrations.append(1) or real_reader(*a))
     monkeypatch.setattr(frames, "read_frame", lambda p, *a, **k: reads.append(p) or real_read(p, *a, **k))
-    lenient = QuantizeOptions(method="max", n=8, min_frames=8, tolerance=100.0, min_speedup=0)
+    lenient = QuantizeOptions(method="max", n=8, min_frames=8, tolerance=100.0, min_speedup=0,
+                              runtime="onnxruntime")  # both runtimes: test_edge_runtime_choice.py
     with pytest.warns(UserWarning):
         out, record = quantize_model(quantized[0], str(tiny_ai4mars), tmp_path / "c.onnx", None, lenient)
     tried = record["tried"]
@@ -299,8 +300,8 @@ def test_openvino_runtime_gates_and_times_the_qdq_layouts_on_openvino(quantized,
     # raising SIGINT, once segfaulted: OpenVINO's CPU plugins left the thread on a freed signal stack;
     # marsedge.edge.openvino keeps the thread's own, tests/test_edge_openvino.py holds it to that.)
     pytest.importorskip("openvino", reason="openvino is not installed (pip install .[openvino])")
+    from marsedge.edge.cpu_recipes import AUTO_OPENVINO_RECIPES
     from marsedge.edge.onnx_meta import read_onnx_metadata
-    from marsedge.edge.quantize import AUTO_OPENVINO_RECIPES
 
     out = tmp_path / "ov.onnx"
     done = subprocess.run([sys.executable, "-m", "marsedge", "quantize", str(quantized[0]), "--calib",
@@ -308,9 +309,10 @@ def test_openvino_runtime_gates_and_times_the_qdq_layouts_on_openvino(quantized,
                            "--min-speedup", "0", "--runtime", "openvino", "-o", str(out), "--quiet"],
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "latency (OpenVINO CPU, median)" in done.stdout and "--backend openvino" in done.stdout
+    assert "latency (OpenVINO CPU, median)" in done.stdout and "runs on openvino" in done.stdout
     record = read_onnx_metadata(out).quantization
     tried = record["tried"]
     assert record["runtime"] == "openvino" and [t["recipe"] for t in tried] == list(AUTO_OPENVINO_RECIPES)
+    assert read_onnx_metadata(out).runtime == "openvino"  # recorded: edge-run runs it there unasked
     assert all(t["ms"] > 0 for t in tried) and record["recipe"] == min(tried, key=lambda t: t["ms"])["recipe"]
     assert record["gate"]["passed"]

@@ -313,7 +313,7 @@ def test_a_sigint_inside_the_optimiser_step_is_held_until_the_step_is_whole(tmp_
     run_fit(make_cfg(tmp_path, "full"))
     cut = run_fit(make_cfg(tmp_path, "cut"), SigintInStep())
     # the step completed, then the interrupt (each part on its own, with the summary: it failed once
-    # in a stop-27 CI run and passed in every rerun, so the next failure should say which part)
+    # in CI and passed in every rerun, so the next failure should say which part)
     assert cut["interrupted"], (signal.getsignal(signal.SIGINT), cut)
     assert cut["step"] == 6, cut
     run_fit(make_cfg(tmp_path, "cut"), resume=True)

@@ -32,7 +32,8 @@ def register(subparsers) -> None:
     how_long.add_argument("--iters", type=int, default=None,
                           help="timed frames per model (instead of --duration)")
     bench.add_argument("--threads", type=int, default=None, help="backend threads (default: the backend's)")
-    bench.add_argument("--backend", default=None, help="force a backend instead of choosing by file suffix")
+    bench.add_argument("--backend", default=None, help="force a backend instead of the runtime the model's "
+                       "metadata names (else its file suffix)")
     bench.add_argument("--reference", default=None,
                        help="model whose masks every other is compared with (default: per model, the first "
                             "given model of the same architecture)")

@@ -16,6 +16,7 @@ import json
 import math
 
 from marsedge.edge.quantize import DEFAULT_FRAMES, METHODS, QUANTIZERS, RUNTIMES, recipe_choices
+from marsedge.edge.runtimes import DEFAULT_CPU_RUNTIME
 
 
 def non_negative(text: str) -> float:
@@ -74,8 +75,10 @@ def register(subparsers) -> None:
                                                             for name, quantizer in QUANTIZERS.items())
                         + "), or auto: the fastest that passes the gate (default)")
     q.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],
-                   help="--target cpu: where the gate and the timer run; openvino keeps the QDQ recipes "
-                        "(the ones it loads) and picks among them by OpenVINO's own speed")
+                   help="--target cpu: the runtimes whose INT8 layouts are candidates, each gated and timed "
+                        "on its runtime; auto (default): every installed one (ONNX Runtime, and OpenVINO "
+                        "where installed); the chosen runtime is recorded in the model for edge-run and "
+                        "bench (docs/cpu-runtime-choice.md)")
     q.add_argument("--tolerance", type=non_negative, default=1.0, help="max mIoU drop in points (>= 0)")
     q.add_argument("--threads", type=int, default=None)
     q.add_argument("--min-speedup", type=float, default=1.0,
@@ -147,7 +150,8 @@ def run_quantize(args: argparse.Namespace) -> int:
         print("warning: the accuracy gate failed; written anyway because of --force")
     if not record.get("latency", {}).get("passed", True):
         print("warning: INT8 is slower than --min-speedup allows; written anyway because of --force")
-    print(f"wrote {out}" + (" (run it with --backend openvino)" if options.runtime == "openvino" else ""))
+    chose = len({t["runtime"] for t in record["tried"]}) > 1 or record["runtime"] != DEFAULT_CPU_RUNTIME
+    print(f"wrote {out}" + (f" (runs on {record['runtime']}: recorded in its metadata)" if chose else ""))
     return 0
 
 

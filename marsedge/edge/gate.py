@@ -42,7 +42,7 @@ class GateReference:
 
 def _cpu_backend(path: Path, threads: int | None, runtime: str = "onnxruntime"):
     """The gate runs on ONNX Runtime CPU (a TensorRT QDQ model runs there too), or on OpenVINO's CPU
-    plugin for a model meant for it (`quantize --runtime openvino`)."""
+    plugin for a candidate meant for it (marsedge.edge.runtime_choice)."""
     if runtime == "openvino":
         from marsedge.edge.openvino import OpenVinoBackend
 
@@ -104,13 +104,13 @@ def accuracy_gate(reference: GateReference, int8_path: Path, tolerance: float,
     return {"eval": reference.eval, **compare(reference.fp32, scores, tolerance)}
 
 
-def latency_medians(models: dict[str, Path], batch: np.ndarray, threads: int | None,
-                    blocks: int = 4, runtime: str = "onnxruntime") -> dict[str, float]:
-    """Median ms of each model on `runtime` (CPU), all measured in one alternating-block run
+def latency_medians(models: dict[str, tuple[Path, str]], batch: np.ndarray, threads: int | None,
+                    blocks: int = 4) -> dict[str, float]:
+    """Median ms of each (model file, CPU runtime), all measured in one alternating-block run
     (marsedge.timing), so machine load hits every candidate alike."""
     from marsedge.timing import alternating_medians
 
-    opened = {k: _cpu_backend(Path(p), threads, runtime) for k, p in models.items()}
+    opened = {k: _cpu_backend(Path(p), threads, runtime) for k, (p, runtime) in models.items()}
     try:
         fns = {k: (lambda b=b: b.infer(batch)) for k, b in opened.items()}
         return alternating_medians(fns, blocks=blocks)
@@ -139,7 +139,9 @@ def format_report(record: dict) -> str:
         lines.append(f"latency ({where}, median): FP32 {lat['fp32_ms']:.1f} ms, INT8 "
                      f"{lat['int8_ms']:.1f} ms, {lat['speedup']:.2f}x{verdict}")
     if len(record.get("tried", [])) > 1:
+        several = len({t.get("runtime") for t in record["tried"]}) > 1  # name each candidate's runtime
         lines.append("candidates: " + ", ".join(
-            f"{t['recipe']} " + (f"{t['ms']:.1f} ms " if "ms" in t else "") + f"drop {t['drop']:+.2f}"
+            t["recipe"] + (f"@{t['runtime']} " if several else " ")
+            + (f"{t['ms']:.1f} ms " if "ms" in t else "") + f"drop {t['drop']:+.2f}"
             + ("" if t["passed"] else " (failed)") for t in record["tried"]))
     return "\n".join(lines)

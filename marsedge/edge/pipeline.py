@@ -5,14 +5,15 @@ supervisor that only waits, so that a signal is always seen at once.
     infer    backend.infer, nothing else; one thread per backend stream (`--streams`), so that
              with two streams two frames are inferred at once, each on its own core
     writer   mask at frame size (`marsedge.edge.predict`), class fractions, hazards (both by the
-             model's own class table, from its metadata); PNG/JPEG encoding; masks, overlays,
+             model's own class table, from its metadata), the confidence beside the argmax only
+             when asked for (`Pipeline.confidence`); PNG/JPEG encoding; masks, overlays,
              frames.jsonl (`marsedge.edge.sinks.Writer`). An image classifier's frame gets its
              class, probability and top 5 in frames.jsonl instead, and no mask.
     encoders (`--encoders N`, N > 1) the writer's per-frame CPU work (postprocessing and encoding)
              on N threads, frames in parallel; the writer then only names, writes and logs them,
              in input order. For hosts whose cores inference leaves idle (a GPU or DLA backend):
              on a CPU runtime the cores are the model's (2 encoders: 0.86 of the backend alone
-             against 0.92 for one, benchmarks/results/edge_writer_study_encoders.md).
+             against 0.92 for one, benchmarks/results/edge_writer_study.md).
 
 Why postprocessing is the writer's: the inference stage is the bottleneck, so whatever it does
 besides `backend.infer` adds to every frame's time, while the writer's work overlaps the next
@@ -44,6 +45,7 @@ import numpy as np
 from marsedge.data import frames
 from marsedge.data.preprocess import PreprocessSpec, preprocess
 from marsedge.edge.backends import streams_of
+from marsedge.edge.confidence import Confidence
 from marsedge.edge.hazards import HazardRules, class_fractions
 from marsedge.edge.predict import is_classifier, logits_to_mask, top_classes
 from marsedge.edge.sinks import SinkError, Writer
@@ -70,6 +72,7 @@ class Frame:
     tensor: np.ndarray | None = None
     logits: np.ndarray | None = None
     mask: np.ndarray | None = None
+    confidence: np.ndarray | None = None  # max softmax probability 0..1, only when asked for
     encoded: dict[str, bytes] | None = None  # visual -> file bytes (`Writer.encode`)
     record: dict = field(default_factory=dict)
     ms: dict = field(default_factory=dict)
@@ -151,6 +154,7 @@ class Pipeline:
         self.spec: PreprocessSpec = backend.spec
         self.table = backend.metadata["class_table"]
         self.classifier = is_classifier(backend)  # an image classifier: a class per frame, no mask
+        self.confidence: Confidence | None = None  # set when confidence is wanted (masks, --min-confidence)
         self.names = [str(c["name"]) for c in self.table]
         self.inbox: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self.outbox: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
@@ -280,6 +284,11 @@ class Pipeline:
             if self.classifier:
                 top = top_classes(frame.logits, self.names)
                 frame.record = {"class": top[0]["class"], "p": top[0]["p"], "top5": top}
+            elif self.confidence is not None:
+                frame.mask, frame.confidence, means = self.confidence.apply(frame.logits,
+                                                                            frame.image.shape[:2])
+                frame.record = {"classes": class_fractions(frame.mask, self.table),
+                                "hazards": self.hazards.assess(frame.mask), "mean_confidence": means}
             else:
                 frame.mask = logits_to_mask(frame.logits, frame.image.shape[:2])[0]  # THE resolution policy
                 frame.record = {"classes": class_fractions(frame.mask, self.table),
@@ -346,7 +355,7 @@ def backend_alone(backend, seconds: float, stopped=lambda: False) -> dict | None
     """Backend-only FPS with nothing else running in the process: what end-to-end FPS is judged
     against. The in-pipeline inference time is no such figure: the reader and the writer share the
     cores with the runtime's threads, so it is slowed by exactly the contention it would hide
-    (33 FPS end to end read as 0.90 of it, but 0.69 of the unloaded backend, issue 19). Like with
+    (33 FPS end to end read as 0.90 of it, but 0.69 of the unloaded backend). Like with
     like: as many threads calling `infer` at once as the backend has streams, as in the run. One
     warm-up call each, then calls until `seconds` have passed (at least 3 each); None when stopped
     or failing."""

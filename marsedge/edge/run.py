@@ -6,8 +6,10 @@
 
 INPUT is a file, folder (sorted), glob (`**` for subfolders), video, `/dev/videoN`, or a URI
 as jetson-utils writes them: file://, v4l2:///dev/videoN, csi://N (GStreamer), rtsp://
-(`marsedge.edge.sources`). OUTPUT gets masks/, overlays/, frames.jsonl and summary.json, named from
-each frame's path relative to INPUT (`marsedge.edge.sinks`).
+(`marsedge.edge.sources`), a recorded bag with `--topic` (frames named by their stamps), or a
+folder that fills, with `--follow`. OUTPUT gets masks/, overlays/, frames.jsonl and summary.json,
+named from each frame's path relative to INPUT (`marsedge.edge.sinks`); `--visualize confidence`
+and `--min-confidence` add the per-pixel confidence (`marsedge.edge.confidence`, docs/rover-bus.md).
 
 Everything about the model comes from the model file: THE preprocessing spec (size, channels,
 bit-depth mapping; a one-channel model sees colour frames through the spec's `colour_to_grey`
@@ -29,7 +31,7 @@ one thread never waits for a sibling thread that decoding or encoding preempted,
 work costs the run only its own CPU time. summary.json's `fps` is end to end (frames written / wall
 time); `backend_fps` is the backend alone, timed for `--backend-probe` seconds after a complete run
 with nothing else running in the process and as many calls at once as the run had streams, and
-`fps_vs_backend` their ratio (aim: >= 0.90 with the default outputs, issue 19).
+`fps_vs_backend` their ratio (aim: >= 0.90 with the default outputs).
 `backend_fps_in_pipeline` (from the in-pipeline inference time) is slowed by the very contention
 the ratio measures, so it is reported but never the baseline. What the writer costs and what each
 choice bought: benchmarks/edge_latency.py --writer-study. Where inference leaves cores idle (a
@@ -52,6 +54,8 @@ from pathlib import Path
 import cv2
 
 from marsedge.edge.backends import BACKENDS, default_streams, open_backend
+from marsedge.edge.confidence import Confidence
+from marsedge.edge.follow import DEFAULT_SETTLE
 from marsedge.edge.hazards import HazardRules, load_hazard_config
 from marsedge.edge.pipeline import Pipeline, backend_alone, describe
 from marsedge.edge.predict import is_classifier
@@ -93,6 +97,16 @@ def alpha_value(text: str) -> float:
         hint = (f"; jetson-inference segnet's 0-255 alpha {text} is --alpha {value / 255:.2f} here"
                 if 1.0 < value <= 255.0 else "")
         raise argparse.ArgumentTypeError(f"{text} is outside 0..1{hint}")
+    return value
+
+
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (a probability 0..1)") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..1")
     return value
 
 
@@ -140,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         visuals = set()
     try:
         hazards = HazardRules.for_model(hazard_config, [] if classifier else backend.metadata["class_table"])
-        source = open_source(args.input, exclude=out)
+        source = open_source(args.input, exclude=out, topic=args.topic, follow=args.follow,
+                             settle=args.settle)
         namer, kept = prepare_output(out, visuals, args.resume, args.overwrite)
     except BaseException:
         backend.close()
@@ -153,6 +168,9 @@ def run(args: argparse.Namespace) -> int:
     skip = {r["name"] for r in kept} if source.kind == "files" else set()
     pipeline = Pipeline(source.items(args.loop, args.max_frames, skip), backend, writer, hazards, args.queue,
                         args.encoders)
+    pipeline.stop = source.stop  # one flag: a signal or a fatal error also ends a followed folder
+    if not classifier and ("confidence" in visuals or args.min_confidence):  # else no softmax at all
+        pipeline.confidence = Confidence(backend.metadata["class_table"], args.min_confidence)
     caught: list[int] = []
 
     def on_signal(signum, _frame) -> None:
@@ -259,12 +277,25 @@ def print_summary(summary: dict, stats: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="edge-run", description=__doc__.splitlines()[0], epilog=EPILOG,
                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", help="file, folder, glob, video, /dev/videoN, file://, v4l2://, csi://N, rtsp://")
+    p.add_argument("input", help="file, folder, glob, video, /dev/videoN, file://, v4l2://, csi://N, "
+                   "rtsp://, a bag (--topic)")
     p.add_argument("output", help="output folder (new or empty; see --resume, --overwrite)")
     p.add_argument("--model", required=True, help="model file: .onnx, .engine or .pt")
-    p.add_argument("--backend", choices=sorted(BACKENDS), help="default: from the model file's suffix")
+    p.add_argument("--backend", choices=sorted(BACKENDS),
+                   help="default: the runtime the model's metadata names, else the file's suffix")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime / torch")
-    p.add_argument("--visualize", default="overlay,mask", help="comma list of: overlay, mask (or '')")
+    p.add_argument("--visualize", default="overlay,mask",
+                   help="comma list of: overlay, mask, confidence (max softmax probability x 255) (or '')")
+    p.add_argument("--min-confidence", type=probability, default=None, metavar="P",
+                   help="pixels whose max softmax probability is below P become 255 (unknown) in masks, "
+                        "class fractions and hazards")
+    p.add_argument("--topic", default=None, help="the sensor_msgs/Image topic of a bag INPUT "
+                   "(.mcap, .db3, rosbag2 folder, ROS 1 .bag)")
+    p.add_argument("--follow", action="store_true",
+                   help="keep watching the INPUT folder: each new frame once complete, until SIGINT/SIGTERM "
+                        "(with --resume: continue after a restart)")
+    p.add_argument("--settle", type=float, default=DEFAULT_SETTLE, metavar="SECONDS",
+                   help="--follow: a file is complete once its size and time held still this long")
     p.add_argument("--streams", type=positive_int, default=None, metavar="N",
                    help="frames inferred at once, the --threads split between them (onnxruntime, "
                         "openvino; default 2 on a CPU with 2+ cores, else 1): more frames per second "
@@ -274,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "model runtime (benchmarks/edge_latency.py --writer-study)")
     p.add_argument("--overlay-every", type=positive_int, default=1, metavar="N",
                    help="write the overlay of every Nth frame only (masks: always); 4 took edge-run "
-                        "from 0.85 to 0.90 of its backend alone on 2 CPU cores at 512 px (README)")
+                        "from 0.85 to 0.90 of its backend alone on 2 CPU cores at 512 px (docs/edge-run.md)")
     p.add_argument("--encoders", type=positive_int, default=1, metavar="N",
                    help="threads that postprocess and encode frames (argmax, class fractions, hazards, "
                         "PNG/JPEG) beside the one that writes them in order: for a GPU or DLA backend "

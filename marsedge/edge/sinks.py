@@ -3,6 +3,7 @@
     OUTPUT/masks/<input path>.png       class ids at the frame's size, e.g. masks/sol1/NLA_1.JPG.png
     OUTPUT/overlays/<input path>.jpg    class colours (the model's class table) blended over the frame
                                         (every Nth frame with --overlay-every N: `"overlay": null`)
+    OUTPUT/confidence/<input path>.png  with --visualize confidence: max softmax probability x 255
     OUTPUT/frames.jsonl                 one line per frame: input name -> mask and overlay paths, class
                                         fractions by the model's class names, hazards (null for a
                                         rule the model cannot judge), per-stage ms; or the frame's error
@@ -31,11 +32,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from marsedge.edge.confidence import confidence_bytes
 from marsedge.errors import ConfigError, DataError, MarsedgeError
 from marsedge.io import atomic_write_bytes, atomic_write_json, guarded_path, safe_relpath
 from marsedge.terrain import palette
 
-VISUALS = {"mask": ("masks", ".png"), "overlay": ("overlays", ".jpg")}  # visual -> (folder, suffix)
+VISUALS = {"mask": ("masks", ".png"), "overlay": ("overlays", ".jpg"),  # visual -> (folder, suffix)
+           "confidence": ("confidence", ".png")}  # max softmax probability x 255, 8-bit grey
 # Encoder settings, chosen by benchmarks/edge_latency.py --writer-study (cv2.imencode of a 512x512
 # mask with 6 smooth regions and its overlay, 2 shared cores, load 4.2). Masks: greyscale 8-bit PNG
 # (lossless class ids that any reader gets back as ids; a palette PNG comes back as BGR colours from
@@ -264,6 +267,9 @@ class Writer:
         out = {}
         if "mask" in self.visuals:
             out["mask"] = cv2.imencode(".png", mask, MASK_PNG)[1].tobytes()
+        if "confidence" in self.visuals:
+            grey = confidence_bytes(frame.confidence)
+            out["confidence"] = cv2.imencode(".png", grey, MASK_PNG)[1].tobytes()
         if "overlay" in self.visuals and frame.index % self.overlay_every == 0:
             out["overlay"] = cv2.imencode(".jpg", self.overlay(frame.image, mask), OVERLAY_JPEG)[1].tobytes()
         return out
