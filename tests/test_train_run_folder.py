@@ -44,35 +44,19 @@ def one_line(capsys) -> str:
     return err
 
 
-def test_a_finished_run_is_refused_without_resume_or_overwrite(tiny_ai4mars, tmp_path, capsys):
+def test_a_finished_run_is_refused_and_resume_changes_only_the_listed_keys(tiny_ai4mars, tmp_path, capsys):
     assert cli.main(train(tiny_ai4mars, tmp_path)) == 0
     run = tmp_path / "c1"
     best, metrics = (run / "best.pt").read_bytes(), (run / "metrics.jsonl").read_bytes()
+    config = (run / "config.yaml").read_text()
     capsys.readouterr()
-    assert cli.main(train(tiny_ai4mars, tmp_path)) == 2
+    assert cli.main(train(tiny_ai4mars, tmp_path)) == 2  # neither --resume nor --overwrite
     err = one_line(capsys)
     assert str(run) in err and "--resume" in err and "--overwrite" in err
     assert (run / "best.pt").read_bytes() == best and (run / "metrics.jsonl").read_bytes() == metrics
     assert cli.main(train(tiny_ai4mars, tmp_path, "--resume", "--overwrite")) == 2  # they contradict
     assert "pass one of them" in one_line(capsys)
-    (run / "stale.txt").write_text("from the earlier run")
-    assert cli.main(train(tiny_ai4mars, tmp_path, "--overwrite")) == 0
-    assert not (run / "stale.txt").exists() and (run / "best.pt").is_file()
 
-
-def test_a_live_run_holds_its_folder(tiny_ai4mars, tmp_path, capsys):
-    with OutputLock(tmp_path / "c1", "finetune"):
-        assert cli.main(train(tiny_ai4mars, tmp_path)) == 1
-    err = one_line(capsys)
-    assert "in use by a running command" in err and f"finetune pid {os.getpid()}" in err
-    assert not (tmp_path / "c1" / "config.yaml").exists()
-
-
-def test_resume_accepts_the_listed_changes_and_refuses_the_others_naming_them(tiny_ai4mars, tmp_path, capsys):
-    assert cli.main(train(tiny_ai4mars, tmp_path)) == 0
-    run = tmp_path / "c1"
-    config = (run / "config.yaml").read_text()
-    capsys.readouterr()
     changed = ("optim.lr=0.5", "data.preprocess.height=96")
     assert cli.main(train(tiny_ai4mars, tmp_path, *changed, "--resume")) == 2
     err = one_line(capsys)
@@ -98,6 +82,19 @@ def test_resume_accepts_the_listed_changes_and_refuses_the_others_naming_them(ti
     assert cli.main(train(tiny_ai4mars, tmp_path, "name=other", "model.backbone=r18_0.5x_sk0",
                           "--resume", str(bare / "last.pt"))) == 1
     assert "holds another model (model.backbone 'r18_0.25x_sk0' -> 'r18_0.5x_sk0')" in one_line(capsys)
+
+    (run / "stale.txt").write_text("from the earlier run")
+    assert cli.main(train(tiny_ai4mars, tmp_path, "--overwrite")) == 0
+    assert not (run / "stale.txt").exists() and not (run / "config_history.jsonl").exists()
+    assert load_checkpoint(run / "last.pt").extra["train"]["step"] == 1
+
+
+def test_a_live_run_holds_its_folder(tiny_ai4mars, tmp_path, capsys):
+    with OutputLock(tmp_path / "c1", "finetune"):
+        assert cli.main(train(tiny_ai4mars, tmp_path)) == 1
+    err = one_line(capsys)
+    assert "in use by a running command" in err and f"finetune pid {os.getpid()}" in err
+    assert not (tmp_path / "c1" / "config.yaml").exists()
 
 
 class WideNet(nn.Module):
