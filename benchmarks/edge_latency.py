@@ -136,7 +136,7 @@ def main() -> int:
     else:
         fp32_onnx, verification = export(student_ckpt, work / "student.onnx", size=args.size, verify_frames=2)
         options = QuantizeOptions(target="cpu", method="entropy", n=500, min_frames=32, threads=args.threads,
-                                  force=True)
+                                  force=True, overwrite=True)  # its own scratch folder
         int8_onnx, record = quantize_model(fp32_onnx, str(data), None, None, options)
 
     torch_b = open_backend(student_ckpt, threads=args.threads)

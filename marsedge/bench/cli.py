@@ -49,6 +49,7 @@ def register(subparsers) -> None:
     bench.add_argument("--timeout", type=float, default=1800.0, help="seconds per model before it fails")
     bench.add_argument("--keep-masks", action="store_true", help="keep every model's masks in OUT/.masks")
     bench.add_argument("-o", "--out", default="runs/bench", help="output folder (default runs/bench)")
+    bench.add_argument("--overwrite", action="store_true", help="replace the results already in OUT")
     bench.set_defaults(func=run_bench)
 
     report = subparsers.add_parser("report", help="results.json files -> report.md + report.html",
@@ -103,6 +104,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from marsedge.bench import runner
     from marsedge.bench.exports import export_missing_onnx
     from marsedge.bench.report import write_report
+    from marsedge.ownership import OutputLock, refuse_existing
 
     settings = runner.BenchSettings(
         data=args.data, split=args.split, size=args.size, warmup=args.warmup,
@@ -110,21 +112,26 @@ def run_bench(args: argparse.Namespace) -> int:
         backend=args.backend, reference=args.reference, min_miou=args.min_miou, samples=args.samples,
         timeout=args.timeout, keep_masks=args.keep_masks)
     out = Path(args.out)
-    models = args.models if args.no_export else export_missing_onnx(args.models, out)
-    results = runner.run_bench(models, settings, out)
-    md, page = write_report([results], [out / "results.json"], out)
+    with OutputLock(out, "bench"):
+        refuse_existing(out / "results.json", args.overwrite, "the results of an earlier bench")
+        models = args.models if args.no_export else export_missing_onnx(args.models, out)
+        results = runner.run_bench(models, settings, out)
+        md, page = write_report([results], [out / "results.json"], out)
     print("\n".join(summary_lines(results)))
     print(f"wrote {out / 'results.json'}, {md}, {page}")
     return 1 if any(r["status"] == R.STATUS_FAILED for r in results["models"]) else 0
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from marsedge.bench.compare import check_comparable
     from marsedge.bench.report import write_report
     from marsedge.bench.results import load_results
     from marsedge.ownership import refuse_existing
 
     sources = [Path(p) for p in args.results]
     results = [load_results(p) for p in sources]
+    for source, baseline in zip(sources[1:], results[1:], strict=True):
+        check_comparable(results[0], baseline, str(sources[0]), str(source))
     for name in ("report.md", "report.html"):
         refuse_existing(Path(args.out) / name, args.overwrite, "report")
     if len(sources) == 1:

@@ -68,6 +68,7 @@ from marsedge.edge.runtimes import RUNTIMES as RUNTIME_REGISTRY
 from marsedge.edge.verdict import DEFAULT_TOLERANCE, check_tolerance
 from marsedge.errors import ConfigError, ModelError
 from marsedge.metrics import HEADLINE
+from marsedge.ownership import refuse_existing, refuse_same_path
 
 if TYPE_CHECKING:  # kept out of the import, so `marsedge --help` and the CLI choices stay light
     from marsedge.data.preprocess import PreprocessSpec
@@ -89,6 +90,7 @@ class QuantizeOptions:
     tolerance: float = DEFAULT_TOLERANCE  # mIoU drop as a fraction (marsedge.edge.verdict)
     min_speedup: float = 1.0  # INT8 vs FP32 on this machine (targets that measure latency); 0: off
     force: bool = False
+    overwrite: bool = False  # replace an existing OUT
     dla: bool = False
     per_node: bool = False  # modelopt's calibrate_per_node (tensorrt target)
     threads: int | None = None
@@ -333,6 +335,8 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
     if meta.quantization:
         raise ModelError(f"{src} is already quantized; quantize the FP32 export")
     out = Path(out) if out else src.with_name(f"{src.stem}{quantizer.suffix}")
+    refuse_same_path(src, out, "quantized model")
+    refuse_existing(out, options.overwrite, "the quantized model")
     eval_root = eval_root or (calib if C.is_labelled_root(Path(calib)) else None)
     if eval_root is None:
         raise ConfigError("the accuracy gate needs a labelled tree (AI4Mars, or MSL surface for a "
@@ -344,13 +348,19 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
           flush=True)
     C.load_frames(calib_set, meta.preprocess, options.progress)  # once, for every candidate
     C.check_usable(calib_set, options.min_frames)
+    C.check_finite_outputs(src, calib_set, source_model.graph.input[0].name, options.threads, first=1)
     plan = RC.plan(options.target, options.runtime, options.recipe, quantizer.auto)
     references = {rt: G.gate_reference(src, eval_root, eval_split, options.threads, rt)  # once each, too
                   for rt in dict.fromkeys(rt for _, rt in plan)}
 
     job = QuantizeJob(src, out, calib_set, meta.preprocess, source_model.graph.input[0].name, options)
     try:
-        made = {how["recipe"]: (path, how) for path, how in quantizer.candidates(job)}
+        try:
+            made = {how["recipe"]: (path, how) for path, how in quantizer.candidates(job)}
+        except AssertionError as exc:  # ONNX Runtime's "scale issue": a calibrated range is not finite
+            C.check_finite_outputs(src, calib_set, job.input_name, options.threads)
+            raise ModelError(f"{src}: calibration failed ({exc}): a tensor inside the model is not finite "
+                             "on the calibration frames") from None
         # ms: FP32's median ms on each runtime (None where the target is not timed here)
         tried, ms = RC.measure_and_gate(src, {r: p for r, (p, _) in made.items()}, plan, references,
                                         options.tolerance, options.threads,

@@ -4,6 +4,10 @@
     torchrun --nproc_per_node=4 train.py --config ... run.amp=bf16 run.channels_last=true
     python train.py --config ... --resume          # continue runs/<name>/last.pt exactly
     python train.py --config ... --resume runs/x/last.pt   # continue that checkpoint
+    python train.py --config ... --overwrite       # replace an earlier run of this name
+
+A folder holding a run is never written over unasked, and a resume may change only the keys its
+--help lists (docs/resume-and-overwrite.md; marsedge.train.engine.rundir).
 
 best.pt is chosen on the `val` split; the summary's "final test" line is the test splits scored
 once, at the end, with it (runs/<name>/test_metrics.json).
@@ -21,10 +25,17 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from marsedge.train.engine.rundir import MAY_CHANGE_ON_RESUME
+
     parser.add_argument("--config", required=True, help="YAML config (configs/teacher/*.yaml, configs/demo/)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted config overrides")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
-                        help="continue runs/<name>/last.pt (or CHECKPOINT) exactly")
+                        help="continue runs/<name>/last.pt (or CHECKPOINT) exactly. The model and config "
+                             "must be the run's; only these keys may change (recorded in "
+                             f"config_history.jsonl): {', '.join(MAY_CHANGE_ON_RESUME)}")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run in runs/<name>/ (without it, a folder holding a run "
+                             "is refused: continue it with --resume)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
@@ -67,7 +78,10 @@ def handle(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
-    result = mode.run(cfg, resume=args.resume)
+    from marsedge.train.engine.guard import sigterm_as_sigint
+
+    with sigterm_as_sigint():  # SIGTERM, like Ctrl-C: last.pt written, a line on how to resume
+        result = mode.run(cfg, resume=args.resume, overwrite=args.overwrite)
     if result.get("is_main", True):
         _print_summary(cfg, result)
     return 130 if result["interrupted"] else 0

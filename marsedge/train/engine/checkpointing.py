@@ -88,16 +88,33 @@ def _int_keys(optimizer_state: dict) -> dict:
     return {**optimizer_state, "state": per_param}
 
 
+def _check_model(run: RunState, path: Path, recorded: dict) -> None:
+    """Another architecture is a one-line refusal naming what differs, not a size-mismatch traceback."""
+    from marsedge.models.build import ModelConfig
+
+    config = run.artifact.model_config
+    now = (config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)).to_dict()
+    recorded = ModelConfig.from_dict(recorded).to_dict()  # the same types and defaults on both sides
+    differ = [k for k in sorted(recorded.keys() | now.keys()) if recorded.get(k) != now.get(k)]
+    if differ:
+        shown = ", ".join(f"model.{k} {recorded.get(k)!r} -> {now.get(k)!r}" for k in differ)
+        raise ModelError(f"cannot resume {path}: it holds another model ({shown})")
+
+
 def restore(run: RunState, path: Path) -> None:
     """Load last.pt into a freshly built run (same config) so training continues exactly."""
     from marsedge.models.checkpoints import load_checkpoint
 
     if not path.is_file():
+        if (path.parent / "config.yaml").is_file():
+            raise ModelError(f"cannot resume: {path} does not exist (the run in {path.parent} stopped before "
+                             "its first checkpoint); start it again with --overwrite")
         raise ModelError(f"cannot resume: {path} does not exist (no earlier run of this name)")
     ckpt = load_checkpoint(path)
     state = (ckpt.extra or {}).get("train")
     if state is None:
         raise ModelError(f"cannot resume from {path}: it holds no training state")
+    _check_model(run, path, ckpt.model_config)
     s = run.state
     if state["world_size"] != s.ctx.world_size:
         raise ModelError(f"cannot resume {path}: written with {state['world_size']} processes, "

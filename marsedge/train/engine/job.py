@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from marsedge.train.config import TrainConfig
 from marsedge.train.engine.distributed import DistContext, barrier, init_distributed, shutdown_distributed
 from marsedge.train.engine.loop import build_train_loader, fit
+from marsedge.train.engine.rundir import claim_run_dir
 from marsedge.train.engine.state import Artifact, Evaluator, Objective, Stateful
 
 
@@ -77,10 +78,11 @@ class Mode:
     config: type[TrainConfig]
     job: type[Job]
 
-    def run(self, cfg: TrainConfig, resume: bool | str | Path = False) -> dict:
+    def run(self, cfg: TrainConfig, resume: bool | str | Path = False, overwrite: bool = False) -> dict:
         """Train as configured; the loop's summary (see marsedge.train.engine.loop.fit). `resume`:
-        True continues runs/<name>/last.pt, a path continues that checkpoint."""
-        return run_job(cfg, resume, self.job)
+        True continues runs/<name>/last.pt, a path continues that checkpoint. `overwrite` replaces
+        an earlier run in runs/<name>/ (marsedge.train.engine.rundir)."""
+        return run_job(cfg, resume, self.job, overwrite)
 
 
 # mode name -> Mode; filled by @register_mode when marsedge.train.modes is imported
@@ -100,10 +102,14 @@ def register_mode(name: str, config: type[TrainConfig] = TrainConfig):
     return decorate
 
 
-def run_job(cfg: TrainConfig, resume: bool | str | Path, job_class: type[Job]) -> dict[str, Any]:
-    """The lifecycle of one run: distributed init, prepare, seed, build, banner, fit, finish, shutdown."""
+def run_job(cfg: TrainConfig, resume: bool | str | Path, job_class: type[Job],
+            overwrite: bool = False) -> dict[str, Any]:
+    """The lifecycle of one run: distributed init, the run folder claimed (locked, an earlier run
+    refused unless resumed or overwritten), prepare, seed, build, banner, fit, finish, shutdown."""
     ctx = init_distributed(cfg.run.device)
+    lock = None
     try:
+        lock = claim_run_dir(cfg.run_dir, resume, overwrite, ctx, command=cfg.mode)
         job = job_class(cfg, ctx)
         job.prepare()
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
@@ -122,4 +128,6 @@ def run_job(cfg: TrainConfig, resume: bool | str | Path, job_class: type[Job]) -
         barrier(ctx)
         return result
     finally:
+        if lock is not None:
+            lock.release()
         shutdown_distributed()

@@ -53,16 +53,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from marsedge.config import to_dict
 from marsedge.errors import ConfigError
-from marsedge.io import atomic_write_text
 from marsedge.train.config import TrainConfig
-from marsedge.train.engine import checkpointing, selection
+from marsedge.train.engine import checkpointing, rundir, selection
 from marsedge.train.engine.distributed import (
     DistContext,
     ResumableDistributedSampler,
@@ -208,11 +205,14 @@ def fit(
         artifact=artifact or Artifact(model, cfg.model, cfg.data.preprocess),
         extra_state=dict(extra_state or {}),
     )
-    if resume:
-        checkpointing.restore(run, run_dir / "last.pt" if resume is True else Path(resume))
+    checkpoint = (run_dir / "last.pt" if resume is True else Path(resume)) if resume else None
+    changes = {}
+    if checkpoint is not None:
+        changes = rundir.config_changes(cfg, checkpoint)  # the resume contract, before any weight moves
+        checkpointing.restore(run, checkpoint)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        rundir.record_config(run_dir, cfg, state.step, checkpoint, changes)
         run.logger = RunLogger(run_dir, resume_step=state.step if resume else None)
     return _train(run, objective, train_loader, evaluator, test_evaluator)
 
