@@ -35,7 +35,8 @@ def plot_curves(run_dir: Path, metric: str) -> Path | None:
     evals = [r for r in records if r.get("kind") == "eval"]
     if not train and not evals:
         return None
-    fig = Figure(figsize=(15, 4), layout="constrained")
+    fig = Figure(figsize=(15, 4))
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.14, top=0.91, wspace=0.2)
     loss_ax, lr_ax, val_ax = fig.subplots(1, 3)
     terms = sorted({k for r in train for k, v in r.items() if k not in _NOT_PLOTTED and isinstance(v, float)})
     for key in terms:
