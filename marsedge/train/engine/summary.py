@@ -3,14 +3,15 @@ and the lines train.py / distill.py print from it.
 
     {"name", "mode", "finished", "interrupted", "stopped_early", "epochs", "steps", "processes", "device",
      "timing": {"wall_time_s", "train_time_s", "eval_time_s", "images", "images_per_s", "data_wait_share",
-                "logging_share"},
+                "logging_share", "views_time_s"},
      "best": {"metric", "value", "epoch"}, "selected_on": {..., "weights": "raw" | "ema"},
      "test_metrics": {scalars of test_metrics.json}, "artefacts": {role: path},
      "export": "marsedge export runs/<name>/best.pt" (null when the artefact is not a deployable model)}
 
 Timing is this process's (a resumed run counts from its resume): wall time from the start of the
 loop, training time (loader waits included, evaluations not), images per second of training time,
-the share of it spent waiting for the loader and on progress output and TensorBoard.
+the share of it spent waiting for the loader and on progress output and TensorBoard, and the time
+the evaluations' views took (their lines, TensorBoard images, curves.png).
 """
 
 from __future__ import annotations

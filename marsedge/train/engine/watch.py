@@ -43,6 +43,7 @@ class Watch:
         self.train_s = 0.0  # inside training batches, loader waits included (this process)
         self.wait_s = 0.0  # waiting for the loader
         self.logging_s = 0.0  # progress output and TensorBoard of the train windows
+        self.views_s = 0.0  # evaluation lines, TensorBoard images and curves.png
         self.eval_s: list[float] = []
         self.window = (0.0, 0.0, state.step)  # train_s, wait_s and step when the log window began
         self.current: float | None = None  # when the batch in hand was asked for
@@ -139,6 +140,7 @@ class Watch:
         self.eval_s.append(result.seconds)
         if not self.main:
             return
+        start = time.perf_counter()
         state, cfg = run.state, run.state.cfg
         if self.show:
             best = (run.early.best, run.early.best_epoch, run.ema.best if run.ema is not None else None)
@@ -150,6 +152,7 @@ class Watch:
             self.tb.evaluation(state.step, result.record, result.weights, panels)
         if cfg.run.curves:
             plot_curves(Path(state.run_dir), cfg.run.early_stop_metric)
+        self.views_s += time.perf_counter() - start
 
     def _overlays(self, run: RunState, evaluator: Evaluator, weights: str) -> list[np.ndarray]:
         state = run.state
@@ -161,14 +164,17 @@ class Watch:
     # ---- the end ------------------------------------------------------------------------------------
 
     def timing(self, step: int) -> dict:
-        """This process's time: wall, training (loader waits included), evaluations; throughput."""
+        """This process's time: wall, training (loader waits included), evaluations, throughput, and
+        what watching cost: `logging_share` of the training time (train windows: progress and
+        TensorBoard scalars), `views_time_s` after the evaluations (their lines, images, curves)."""
         images = (step - self.first_step) * self.images_per_step
         train = self.train_s
         return {"wall_time_s": round(time.perf_counter() - self.started, 3), "train_time_s": round(train, 3),
                 "eval_time_s": round(float(sum(self.eval_s)), 3), "images": images,
                 "images_per_s": round(images / train, 3) if train > 0 else None,
                 "data_wait_share": round(self.wait_s / train, 4) if train > 0 else None,
-                "logging_share": round(self.logging_s / train, 5) if train > 0 else None}
+                "logging_share": round(self.logging_s / train, 5) if train > 0 else None,
+                "views_time_s": round(self.views_s, 3)}
 
     def close(self) -> None:
         if self.bar is not None:
