@@ -7,6 +7,7 @@ Extras are split by where the code runs:
   train   torch and what training needs; on the project's CPU machines torch is 2.13.0 (Makefile)
   openvino  the OpenVINO backend (`--backend openvino`), beside ONNX Runtime (issue 19)
   bench   plots for reports
+  tensorboard  TensorBoard event files of training runs (`run.tensorboard: true`)
   dev     tests and lint
 """
 
@@ -28,6 +29,7 @@ DEPLOY = [
 TRAIN = ["torch>=2.4", "matplotlib>=3.7", "scikit-learn>=1.3", "safetensors>=0.4"]
 OPENVINO = ["openvino>=2024.0"]  # 2026.4.1 measured; pip check clean next to [deploy] and [train]
 BENCH = ["matplotlib>=3.7"]
+TENSORBOARD = ["tensorboard>=2.14"]  # 2.21.0 measured beside torch 2.13.0
 DEV = ["pytest>=8", "pytest-timeout", "ruff>=0.6", "hypothesis>=6.100"]
 
 setup(
@@ -45,8 +47,9 @@ setup(
         "train": EDGE + TRAIN,
         "openvino": EDGE + OPENVINO,
         "bench": EDGE + BENCH,
+        "tensorboard": TENSORBOARD,
         "dev": DEV,
-        "all": EDGE + DEPLOY + TRAIN + OPENVINO + BENCH + DEV,
+        "all": EDGE + DEPLOY + TRAIN + OPENVINO + BENCH + TENSORBOARD + DEV,
     },
     entry_points={
         "console_scripts": [

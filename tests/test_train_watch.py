@@ -145,18 +145,25 @@ def ce(model, batch, state):
     return CrossEntropyLoss()(model(batch["image"]), batch["label"]), {}
 
 
+def fit_bnnet(tmp_path, name: str, epochs: int = 2, **run) -> dict:
+    """BNNet on 16 in-memory frames (batch 4: 4 steps an epoch), scored by DistanceFromStart."""
+    cfg = TrainConfig(name=name, seed=3, epochs=epochs, batch_size=4, num_workers=0)
+    cfg.optim.lr, cfg.run.out_dir, cfg.run.curves, cfg.run.log_every = 0.1, str(tmp_path), False, 1
+    for key, value in run.items():
+        setattr(cfg.run, key, value)
+    torch.manual_seed(0)
+    model = BNNet()
+    ctx = DistContext()
+    loader = build_train_loader(Frames(16, seed=1), cfg, ctx)
+    return fit(cfg, model, ce, loader, evaluator=DistanceFromStart(model), ctx=ctx,
+               artifact=Artifact(model, ModelConfig(num_classes=2), cfg.data.preprocess))
+
+
 def test_the_average_is_scored_beside_the_weights_and_best_pt_holds_the_better(tmp_path):
     chosen = set()
     for mode in ("max", "min"):
-        cfg = TrainConfig(name=mode, seed=3, epochs=4, batch_size=4, num_workers=0)
-        cfg.optim.lr, cfg.run.out_dir, cfg.run.progress, cfg.run.curves = 0.1, str(tmp_path), False, False
-        cfg.run.ema, cfg.run.keep_checkpoints, cfg.run.early_stop_mode = 0.7, 9, mode
-        torch.manual_seed(0)
-        model = BNNet()
-        ctx = DistContext()
-        summary = fit(cfg, model, ce, build_train_loader(Frames(16, seed=1), cfg, ctx),
-                      evaluator=DistanceFromStart(model), ctx=ctx,
-                      artifact=Artifact(model, ModelConfig(num_classes=2), cfg.data.preprocess))
+        summary = fit_bnnet(tmp_path, mode, epochs=4, progress=False, ema=0.7, keep_checkpoints=9,
+                            early_stop_mode=mode)
         run = tmp_path / mode
         records = map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
         evals = [r for r in records if r["kind"] == "eval"]
@@ -213,3 +220,24 @@ def test_the_evaluation_line_names_the_rarest_classes_and_the_selection():
     assert progress.rarest({"top1": 0.5, "recall": {"a": 0.5, "b": 1.0}, "support": {"a": 4, "b": 2}}) == [
         ("b", 1.0), ("a", 0.5)]
     assert [progress.duration(s) for s in (None, 42, 312, 14700)] == ["?", "42s", "5m12s", "4h05m"]
+
+
+def test_on_a_terminal_a_bar_with_the_run_eta_replaces_the_lines(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "is_terminal", lambda: True)
+    fit_bnnet(tmp_path, "tty")
+    out = capsys.readouterr().out
+    assert "epoch 1/2" in out and "run ETA" in out  # the bar and its postfix
+    assert "[tty] step " not in out and out.count("[tty] eval epoch ") == 2
+
+
+def test_silent_with_progress_off_and_tensorboard_refused_without_its_package(tmp_path, capsys, monkeypatch):
+    fit_bnnet(tmp_path, "quiet", progress=False)
+    assert capsys.readouterr().out == ""
+    from marsedge.errors import ConfigError
+    from marsedge.train.config import load_train_config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"run\.tensorboard.*marsedge\[tensorboard\]"):
+        load_train_config(TrainConfig, DEMO, ["run.tensorboard=true"])

@@ -20,6 +20,7 @@ mode's Job (marsedge.train.engine.job).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,9 @@ from marsedge.data.augment import JointAugmentConfig
 from marsedge.data.preprocess import PreprocessSpec
 from marsedge.errors import ConfigError
 from marsedge.models.build import ModelConfig
+
+TENSORBOARD_MISSING = ("config key 'run.tensorboard' needs the tensorboard package "
+                       "(pip install 'marsedge[tensorboard]'), or set run.tensorboard=false")
 
 
 @dataclass
@@ -210,6 +214,8 @@ class TrainConfig:
         if self.run.ema is not None and not 0.0 < self.run.ema < 1.0:
             raise ConfigError(f"config key 'run.ema' must be in (0, 1) (a decay such as 0.999), "
                               f"got {self.run.ema}")
+        if self.run.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError(TENSORBOARD_MISSING)
         self._validate_protocol()
         if not self.data.test_splits:
             raise ConfigError("config key 'data.test_splits' must name at least one test split")

@@ -24,15 +24,16 @@ from torch import nn
 
 from marsedge.errors import ConfigError
 from marsedge.terrain import colorize
+from marsedge.train.config import TENSORBOARD_MISSING
 
 OVERLAYS = 3  # val frames drawn per evaluation
 
 
 def check_available() -> None:
-    """Refuse run.tensorboard before any work when the package is missing."""
+    """Refuse run.tensorboard before training when the package is missing (config files are checked
+    for it when they load: TrainConfig.validate)."""
     if importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError("config key 'run.tensorboard' needs the tensorboard package "
-                          "(pip install 'marsedge[tensorboard]'), or set run.tensorboard=false")
+        raise ConfigError(TENSORBOARD_MISSING)
 
 
 def _scalar(value) -> bool:
