@@ -145,7 +145,7 @@ def ce(model, batch, state):
     return CrossEntropyLoss()(model(batch["image"]), batch["label"]), {}
 
 
-def fit_bnnet(tmp_path, name: str, epochs: int = 2, **run) -> dict:
+def fit_bnnet(tmp_path, name: str, epochs: int = 2, objective=ce, resume: bool | Path = False, **run) -> dict:
     """BNNet on 16 in-memory frames (batch 4: 4 steps an epoch), scored by DistanceFromStart."""
     cfg = TrainConfig(name=name, seed=3, epochs=epochs, batch_size=4, num_workers=0)
     cfg.optim.lr, cfg.run.out_dir, cfg.run.curves, cfg.run.log_every = 0.1, str(tmp_path), False, 1
@@ -155,7 +155,7 @@ def fit_bnnet(tmp_path, name: str, epochs: int = 2, **run) -> dict:
     model = BNNet()
     ctx = DistContext()
     loader = build_train_loader(Frames(16, seed=1), cfg, ctx)
-    return fit(cfg, model, ce, loader, evaluator=DistanceFromStart(model), ctx=ctx,
+    return fit(cfg, model, objective, loader, evaluator=DistanceFromStart(model), ctx=ctx, resume=resume,
                artifact=Artifact(model, ModelConfig(num_classes=2), cfg.data.preprocess))
 
 
@@ -241,3 +241,32 @@ def test_silent_with_progress_off_and_tensorboard_refused_without_its_package(tm
                         lambda name, *a: None if name == "tensorboard" else real(name, *a))
     with pytest.raises(ConfigError, match=r"run\.tensorboard.*marsedge\[tensorboard\]"):
         load_train_config(TrainConfig, DEMO, ["run.tensorboard=true"])
+
+
+class CtrlCAt:
+    """Ctrl-C at the `call`-th micro-batch."""
+
+    def __init__(self, call: int) -> None:
+        self.call, self.calls = call, 0
+
+    def __call__(self, model, batch, state):
+        self.calls += 1
+        if self.calls == self.call:
+            raise KeyboardInterrupt
+        return ce(model, batch, state)
+
+
+@pytest.mark.skipif(not HAS_TENSORBOARD, reason="the tensorboard extra is not installed")
+def test_a_resumed_run_continues_its_tensorboard_events_without_the_interrupted_tail(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cut = fit_bnnet(tmp_path, "cut", epochs=3, objective=CtrlCAt(7), progress=False, tensorboard=True,
+                    keep_checkpoints=3)
+    assert cut["interrupted"] and cut["step"] == 6
+    # resumed from the end of epoch 1 (step 4): the interrupted run's events of steps 5 and 6 go
+    epoch_1 = tmp_path / "cut" / "epoch_001.pt"
+    fit_bnnet(tmp_path, "cut", epochs=3, progress=False, tensorboard=True, resume=epoch_1)
+    events = EventAccumulator(str(tmp_path / "cut" / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 13))
+    assert [e.step for e in events.Scalars("val/miou")] == [4, 8, 12]
