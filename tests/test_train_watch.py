@@ -270,3 +270,38 @@ def test_a_resumed_run_continues_its_tensorboard_events_without_the_interrupted_
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 13))
     assert [e.step for e in events.Scalars("val/miou")] == [4, 8, 12]
+
+
+class RanksAgree(DistanceFromStart):
+    """The score, and `agree`: 1.0 when every rank scores the very same weights and buffers."""
+
+    def __call__(self, model, state) -> dict:
+        import torch.distributed as dist
+
+        flat = torch.cat([v.detach().double().flatten() for v in model.state_dict().values()])
+        every = [torch.zeros_like(flat) for _ in range(state.ctx.world_size)]
+        dist.all_gather(every, flat)
+        return {**super().__call__(model, state), "agree": float(all(torch.equal(flat, v) for v in every))}
+
+
+def _ddp_ema_train(ctx, out: Path) -> None:
+    cfg = TrainConfig(name="ddp", seed=3, epochs=2, batch_size=4, num_workers=0)
+    cfg.optim.lr, cfg.run.out_dir, cfg.run.curves, cfg.run.progress = 0.1, str(out), False, False
+    cfg.run.ema = 0.7
+    torch.manual_seed(0)
+    model = BNNet()
+    loader = build_train_loader(Frames(16, seed=1), cfg, ctx)
+    fit(cfg, model, ce, loader, evaluator=RanksAgree(model), ctx=ctx,
+        artifact=Artifact(model, ModelConfig(num_classes=2), cfg.data.preprocess))
+
+
+def test_under_ddp_every_rank_scores_the_same_weights_and_average(tmp_path):
+    """Each rank's BatchNorm statistics follow its own batches; both the trained weights and the
+    average are scored as rank 0 holds them, on every rank."""
+    import torch.multiprocessing as mp
+    from ddp_support import ddp_worker, free_port
+
+    mp.spawn(ddp_worker, args=(2, free_port(), _ddp_ema_train, tmp_path), nprocs=2, join=True)
+    records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert len(evals) == 2 and all(r["agree"] == 1.0 and r["ema/agree"] == 1.0 for r in evals), evals

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 from marsedge.errors import ConfigError
 from marsedge.train.engine.ema import better
@@ -35,6 +36,16 @@ def due(state: LoopState, final: bool) -> bool:
     return final or (every > 0 and (state.epoch + 1) % every == 0)
 
 
+def _rank_zero_buffers(state: LoopState) -> None:
+    """Every rank takes rank 0's buffers. DDP broadcasts them from rank 0 at the start of each
+    forward, so after the last one each rank holds BatchNorm statistics of its own batches; the
+    shards of val are then all scored with the model rank 0 saves (the next forward would
+    broadcast the same values, so training is unchanged)."""
+    if state.ctx.distributed:
+        for buffer in state.model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def _scores(evaluator: Evaluator, state: LoopState) -> dict:
     state.model.eval()
     with torch.no_grad(), autocast_context(state.cfg.run.amp, state.device):
@@ -54,6 +65,7 @@ def evaluate(run: RunState, evaluator: Evaluator) -> Evaluation:
     """Score the weights (and their average) on val on every rank; rank 0 logs the record."""
     state, cfg = run.state, run.state.cfg
     start = time.perf_counter()
+    _rank_zero_buffers(state)
     metrics = _scores(evaluator, state)
     record, chosen, weights = dict(metrics), metrics, "raw"
     if run.ema is not None:
