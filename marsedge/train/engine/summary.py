@@ -97,7 +97,7 @@ def summary_lines(summary: dict) -> list[str]:
     else:
         lines.append(f"[{name}] no val split: best.pt holds the final weights")
     tests = summary["test_metrics"]
-    plain = {k: v for k, v in tests.items() if "/" not in k}
+    plain = {k: v for k, v in tests.items() if "/" not in k and isinstance(v, float)}  # not pixel counts
     if plain:
         first = next((k.split("/", 1)[0] for k in tests if "/" in k), "test")
         shown = ", ".join(f"{k} {_value(v)}" for k, v in plain.items())
