@@ -9,6 +9,7 @@ Extras are split by where the code runs:
   bags    recorded bags (rosbag2 sqlite3/MCAP, ROS 1) as edge-run input
   ros2    the ROS 2 node (`marsedge ros2`, `edge-ros`): ROS 2 Jazzy's rclpy and messages as wheels
   bench   plots for reports
+  tensorboard  TensorBoard event files of training runs (`run.tensorboard: true`)
   dev     tests, lint and the documentation site (mkdocs)
 """
 
@@ -33,6 +34,7 @@ DEPLOY = [
 TRAIN = ["torch>=2.4", "matplotlib>=3.7", "scikit-learn>=1.3", "safetensors>=0.4"]
 OPENVINO = ["openvino>=2024.0"]  # 2026.4.1 measured; pip check clean next to [deploy] and [train]
 BENCH = ["matplotlib>=3.7"]
+TENSORBOARD = ["tensorboard>=2.14"]  # 2.21.0 measured beside torch 2.13.0
 DEV = ["pytest>=8", "pytest-timeout", "ruff>=0.6", "hypothesis>=6.100",
        "mkdocs>=1.6", "mkdocs-material>=9.5"]  # the documentation site (mkdocs.yml)
 
@@ -53,8 +55,9 @@ setup(
         "bench": EDGE + BENCH,
         "bags": EDGE + BAGS,
         "ros2": EDGE + BAGS + ROS2,
+        "tensorboard": TENSORBOARD,
         "dev": DEV,
-        "all": EDGE + DEPLOY + TRAIN + OPENVINO + BENCH + BAGS + ROS2 + DEV,
+        "all": EDGE + DEPLOY + TRAIN + OPENVINO + BENCH + BAGS + ROS2 + TENSORBOARD + DEV,
     },
     entry_points={
         "console_scripts": [

@@ -10,7 +10,8 @@ A folder holding a run is never written over unasked, and a resume may change on
 --help lists (docs/resume-and-overwrite.md; marsedge.train.engine.rundir).
 
 best.pt is chosen on the `val` split; the summary's "final test" line is the test splits scored
-once, at the end, with it (runs/<name>/test_metrics.json).
+once, at the end, with it (runs/<name>/test_metrics.json). The summary (time, img/s, the selection,
+the files, the export command) is also runs/<name>/summary.json; docs/watching-training.md.
 
 Modes are registered Jobs (marsedge.train.modes, marsedge.train.engine.job): each names its config
 class (TrainConfig or a subclass with the mode's own section), and `run_job` runs it. This module
@@ -20,7 +21,6 @@ names no mode. Nothing heavy is imported here at module level: torch loads only 
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 
@@ -44,17 +44,6 @@ def register(subparsers) -> None:
                               description=__doc__.splitlines()[0])
     add_arguments(p)
     p.set_defaults(func=handle)
-
-
-def _format(value) -> str:
-    return "nan" if isinstance(value, float) and math.isnan(value) else f"{value:.4f}"
-
-
-def _per_split(metrics: dict) -> dict[str, dict[str, float]]:
-    """{split: {metric: value}} of every scored split (`split/metric` keys; scalars only)."""
-    splits = dict.fromkeys(key.split("/", 1)[0] for key in metrics if "/" in key)
-    return {split: {name: metrics[f"{split}/{name}"] for name in ("miou", "pixel_accuracy", "top1")
-                    if isinstance(metrics.get(f"{split}/{name}"), float)} for split in splits}
 
 
 def _resume_argument(args: argparse.Namespace) -> None:
@@ -92,16 +81,9 @@ def _print_summary(cfg, result: dict) -> None:
         print(f"[{cfg.name}] interrupted at step {result['step']}; resume with --resume "
               f"({result['run_dir']}/last.pt)")
         return
-    metrics = result.get("test_metrics", {})
-    shown = "; ".join(f"{split} {', '.join(f'{k} {_format(v)}' for k, v in values.items())}"
-                      for split, values in _per_split(metrics).items())
-    best = result["best"]
-    print(f"[{cfg.name}] {result['epoch']} epochs, {result['step']} steps"
-          + (" (stopped early)" if result["stopped_early"] else "")
-          + (f"; best val {best['metric']} {_format(best['value'])} at epoch {best['epoch']}"
-             if best["value"] is not None else "; no val split: final weights")
-          + (f"; final test (fractions, scored once with best.pt): {shown}" if shown else "")
-          + f"; {result['run_dir']}/best.pt")
+    from marsedge.train.engine.summary import summary_lines
+
+    print("\n".join(summary_lines(result["run_summary"])))
 
 
 def main(argv: list[str] | None = None) -> int:

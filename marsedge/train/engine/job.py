@@ -11,7 +11,8 @@
 `prepare`, seeds torch with `cfg.seed` (the same initial weights on every rank and every run: only
 the trained model's construction may consume that seed, so `prepare` runs before it), calls `build`,
 prints the banner, builds the training loader and runs `marsedge.train.engine.loop.fit`, calls
-`finish` on the summary, and always leaves the process group. A mode module defines one Job and
+`finish` on the summary, writes runs/<name>/summary.json (marsedge.train.engine.summary; rank 0,
+also under the result's "run_summary"), and always leaves the process group. A mode module defines one Job and
 nothing of this; `marsedge.train.modes` imports every mode so that `MODES` is complete.
 """
 
@@ -30,6 +31,7 @@ from marsedge.train.engine.distributed import DistContext, barrier, init_distrib
 from marsedge.train.engine.loop import build_train_loader, fit
 from marsedge.train.engine.rundir import claim_run_dir
 from marsedge.train.engine.state import Artifact, Evaluator, Objective, Stateful
+from marsedge.train.engine.summary import write_summary
 
 
 @dataclass
@@ -123,6 +125,8 @@ def run_job(cfg: TrainConfig, resume: bool | str | Path, job_class: type[Job],
                       artifact=plan.artifact, resume=resume,
                       find_unused_parameters=plan.find_unused_parameters)
         result = job.finish(summary)
+        if ctx.is_main:
+            result["run_summary"] = write_summary(cfg, result, ctx.world_size, str(ctx.device))
         # Every rank done (rank 0 finishes last: it writes the reports) before any leaves the group.
         # Only on success: after an exception the other ranks may never arrive, and a run never hangs.
         barrier(ctx)

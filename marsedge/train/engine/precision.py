@@ -11,6 +11,7 @@ instructions, else none.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 
@@ -48,3 +49,11 @@ def resolve_amp(requested: str, device: torch.device) -> str:
 def autocast_dtype(requested: str, device: torch.device) -> torch.dtype | None:
     """The dtype for torch.autocast, or None for full precision."""
     return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[resolve_amp(requested, device)]
+
+
+def autocast_context(amp: str, device: torch.device):
+    """torch.autocast for `run.amp` on `device`, or a null context for full precision."""
+    dtype = autocast_dtype(amp, device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
