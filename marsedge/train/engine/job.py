@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from marsedge.train.config import TrainConfig
 from marsedge.train.engine.distributed import DistContext, barrier, init_distributed, shutdown_distributed
 from marsedge.train.engine.loop import build_train_loader, fit
-from marsedge.train.engine.rundir import claim_run_dir
+from marsedge.train.engine.rundir import claim_run_dir, release_run_dir
 from marsedge.train.engine.state import Artifact, Evaluator, Objective, Stateful
 from marsedge.train.engine.summary import write_summary
 
@@ -109,7 +109,7 @@ def run_job(cfg: TrainConfig, resume: bool | str | Path, job_class: type[Job],
     """The lifecycle of one run: distributed init, the run folder claimed (locked, an earlier run
     refused unless resumed or overwritten), prepare, seed, build, banner, fit, finish, shutdown."""
     ctx = init_distributed(cfg.run.device)
-    lock = None
+    lock, created = None, not Path(cfg.run_dir).exists()
     try:
         lock = claim_run_dir(cfg.run_dir, resume, overwrite, ctx, command=cfg.mode)
         job = job_class(cfg, ctx)
@@ -132,6 +132,5 @@ def run_job(cfg: TrainConfig, resume: bool | str | Path, job_class: type[Job],
         barrier(ctx)
         return result
     finally:
-        if lock is not None:
-            lock.release()
+        release_run_dir(lock, Path(cfg.run_dir), created)
         shutdown_distributed()

@@ -31,7 +31,7 @@ from marsedge.ownership import LOCK_NAME, OutputLock
 MAY_CHANGE_ON_RESUME = (
     "name", "run.out_dir", "epochs", "run.max_steps", "run.log_every", "run.eval_every",
     "run.checkpoint_every", "run.early_stop_patience", "run.progress", "run.confusion_png",
-    "num_workers", "data.eval_batch_size",
+    "run.curves", "run.tensorboard", "run.keep_checkpoints", "num_workers", "data.eval_batch_size",
 )
 # what an earlier run leaves in its folder (config.yaml alone: it stopped before its first checkpoint)
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.yaml")
@@ -62,6 +62,17 @@ def claim_run_dir(run_dir: Path, resume: bool | str | Path, overwrite: bool, ctx
     if messages[0] is not None:
         raise ConfigError(messages[0])
     return lock
+
+
+def release_run_dir(lock: OutputLock | None, run_dir: Path, created: bool) -> None:
+    """Release the run's lock; a folder this run created and left holding nothing but the lock (a
+    run refused while it was being set up) is removed, so a refusal leaves no trace."""
+    if lock is None:
+        return
+    if created and [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
+        (run_dir / LOCK_NAME).unlink()
+        run_dir.rmdir()
+    lock.release()
 
 
 def _continues(run_dir: Path, resume: bool | str | Path) -> bool:
