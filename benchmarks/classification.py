@@ -132,8 +132,8 @@ def linear_config(root: Path, args, checkpoint: str | None, fraction: float, see
 
 
 def make_data(work: Path, args) -> tuple[Path, Path]:
-    from marsedge.data.synthetic import SynthOptions, generate
-    from marsedge.data.synthetic_classes import ClassSynthOptions, generate_classes
+    from marsedge.synthetic.classes import ClassSynthOptions, generate_classes
+    from marsedge.synthetic.navcam import SynthOptions, generate
 
     classes = work / "classes"
     generate_classes(
@@ -152,8 +152,8 @@ def make_data(work: Path, args) -> tuple[Path, Path]:
 
 def pretrain_all(work: Path, classes: Path, navcam: Path, args, seed: int) -> dict[str, str | None]:
     """The three pretraining modes for one seed; pretraining checkpoints by name."""
+    from marsedge.data.frame_sources import SourceConfig, mix_sources
     from marsedge.ssl.cluster import cluster_frames
-    from marsedge.train.frame_sources import SourceConfig, mix_sources
 
     # the unlabelled Curiosity-like images only (never the labelled splits); mixed-domain swaps half
     # of them for NAVCAM terrain frames at the same frames per epoch (Ward et al.'s 50K + 50K)

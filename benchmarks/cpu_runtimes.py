@@ -9,7 +9,7 @@ Runtime FP32 and each INT8 recipe of `marsedge quantize` (all calibrated on the 
 OpenVINO FP32 / BF16 and INT8 on the QDQ files (marsedge's and the TensorRT-style modelopt one),
 all timed together with marsedge.timing's alternating blocks (machine load hits every path alike;
 compare ratios within a run). The `default` row is what a user gets without flags: `marsedge quantize`
-with its defaults (every installed runtime's candidates; marsedge.edge.runtime_choice) opened by
+with its defaults (every installed runtime's candidates; marsedge.deploy.runtime_choice) opened by
 `open_backend` without --backend (the runtime recorded in the file); `default / best` is its speed
 against the fastest path of the run. Experiment rows, scored like every other row: OpenVINO INT8 with
 INFERENCE_PRECISION_HINT bf16 (the layers left FP32 run in BF16), and the QDQ recipes
@@ -100,9 +100,9 @@ def quantize_all(fp32: Path, data: Path, n: int, work: Path, names: list[str],
                  method: str) -> tuple[dict, dict]:
     """Every recipe of RECIPES (in `names`), all on one calibration set and one set of ORT ranges,
     calibrated by `method` (marsedge quantize's default unless --method says otherwise)."""
-    from marsedge.edge.calibration import calibration_set, load_frames
+    from marsedge.deploy.calibration import calibration_set, load_frames
+    from marsedge.deploy.quantize import QUANTIZERS, QuantizeJob, QuantizeOptions
     from marsedge.edge.onnx_meta import read_onnx_metadata
-    from marsedge.edge.quantize import QUANTIZERS, QuantizeJob, QuantizeOptions
 
     spec = read_onnx_metadata(fp32).preprocess
     calib = calibration_set(str(data), n, min_frames=8, split="train-val")
@@ -129,7 +129,7 @@ def quantize_all(fp32: Path, data: Path, n: int, work: Path, names: list[str],
 def default_model(fp32: Path, data: Path, n: int, work: Path, threads: int) -> Path:
     """What `marsedge quantize --target cpu` writes with its defaults (forced, so a failed gate still
     gives its row; the gates are in the file's record), made once in the work folder."""
-    from marsedge.edge.quantize import QuantizeOptions, quantize_model
+    from marsedge.deploy.quantize import QuantizeOptions, quantize_model
 
     out = work / "default.int8.onnx"
     if not out.exists():
@@ -193,7 +193,7 @@ def environment(threads: int) -> dict:
 def score_paths(backends: dict, data: Path, threads: int) -> dict:
     """mIoU drop and pixel agreement of each INT8 path against ORT FP32, on val (the gate's code
     and split)."""
-    from marsedge.edge.gate import compare, gate_reference
+    from marsedge.deploy.gate import compare, gate_reference
     from marsedge.edge.predict import score
 
     reference = gate_reference(backends["onnxruntime fp32"].path, str(data), "val", threads)
@@ -261,7 +261,7 @@ def markdown(result: dict) -> str:
 
 
 def main() -> int:
-    from marsedge.edge.quantize import METHODS
+    from marsedge.deploy.quantize import METHODS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--student", help="checkpoint (default: random-init mnv2_1.0 + separable DeepLabv3+)")
@@ -288,8 +288,8 @@ def main() -> int:
     from edge_latency import random_checkpoint, synthetic_gate_tree
 
     from marsedge.bench.environment import load_average
+    from marsedge.deploy.export import export
     from marsedge.edge.backends import OnnxBackend, open_backend
-    from marsedge.edge.export import export
     from marsedge.edge.onnx_meta import read_onnx_metadata
     from marsedge.io import atomic_write_json, atomic_write_text
     from marsedge.timing import alternating_medians

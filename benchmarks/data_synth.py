@@ -43,8 +43,8 @@ sys.path.insert(0, str(REPO))
 from marsedge.data.ai4mars import AI4MarsDataset, list_items  # noqa: E402
 from marsedge.data.labels import agreement_scores, merge_labels  # noqa: E402
 from marsedge.data.stats import dataset_stats  # noqa: E402
-from marsedge.data.synthetic import SynthOptions, generate  # noqa: E402
 from marsedge.io import atomic_write_json, atomic_write_text  # noqa: E402
+from marsedge.synthetic.navcam import SynthOptions, generate  # noqa: E402
 from marsedge.terrain import CLASS_NAMES, IGNORE_INDEX, NUM_TERRAIN_CLASSES  # noqa: E402
 
 # AI4Mars MSL pixels per class (semi-supervised Mars segmentation paper, Table 2)

@@ -88,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def synthesise(root: Path, args: argparse.Namespace) -> Path:
-    from marsedge.data.synthetic import SynthOptions, generate
+    from marsedge.synthetic.navcam import SynthOptions, generate
 
     generate(SynthOptions(str(root), "msl", n=args.frames, size=args.frame_size, seed=args.seed,
                           test_fraction=0.25, unlabelled=args.unlabelled), progress=True)

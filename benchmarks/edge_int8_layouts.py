@@ -3,7 +3,7 @@
     python benchmarks/edge_int8_layouts.py                       # random-init student, synthetic data
     python benchmarks/edge_int8_layouts.py --onnx student.onnx --data runs/demo/data
 
-Quantizes one FP32 student ONNX with every recipe in `marsedge.edge.quantize.CPU_RECIPES` plus the
+Quantizes one FP32 student ONNX with every recipe in `marsedge.deploy.quantize.CPU_RECIPES` plus the
 nvidia-modelopt QDQ model (the TensorRT target, run here on CPU for reference), all calibrated on
 the same real frames (one ORT calibration shared by every recipe), then times every model in
 alternating blocks (medians; machine load hits all alike)
@@ -42,11 +42,11 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from edge_latency import random_checkpoint, synthetic_gate_tree
 
+    from marsedge.deploy.calibration import calibration_set
+    from marsedge.deploy.gate import accuracy_gate, gate_reference
+    from marsedge.deploy.quantize import CPU_RECIPES, QUANTIZERS, QuantizeJob, QuantizeOptions
     from marsedge.edge.backends import OnnxBackend
-    from marsedge.edge.calibration import calibration_set
-    from marsedge.edge.gate import accuracy_gate, gate_reference
     from marsedge.edge.onnx_meta import read_onnx_metadata
-    from marsedge.edge.quantize import CPU_RECIPES, QUANTIZERS, QuantizeJob, QuantizeOptions
     from marsedge.io import atomic_write_json
     from marsedge.timing import alternating_medians
 
@@ -54,7 +54,7 @@ def main() -> int:
     if args.onnx:
         fp32 = Path(args.onnx)
     else:
-        from marsedge.edge.export import export
+        from marsedge.deploy.export import export
 
         fp32 = work / "student.onnx"
         if not fp32.exists():

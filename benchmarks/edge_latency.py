@@ -66,7 +66,7 @@ def random_checkpoint(path: Path, backbone: str, head: str, size: int, separable
 
 def synthetic_gate_tree(root: Path, frame_size: int) -> Path:
     """44 procedural MSL frames in the AI4Mars layout: 36 to calibrate on, 8 gold frames for the gate."""
-    from marsedge.data.synthetic import SynthOptions, generate
+    from marsedge.synthetic.navcam import SynthOptions, generate
 
     generate(SynthOptions(str(root), "msl", n=44, size=frame_size, seed=0, test_fraction=8 / 44, workers=1),
              progress=False)
@@ -110,10 +110,10 @@ def main() -> int:
 
     from marsedge.bench.environment import cpu_model
     from marsedge.data.frames import read_frame
+    from marsedge.deploy.export import export
+    from marsedge.deploy.quantize import QuantizeOptions, quantize_model
     from marsedge.edge.backends import open_backend
-    from marsedge.edge.export import export
     from marsedge.edge.onnx_meta import read_onnx_metadata
-    from marsedge.edge.quantize import QuantizeOptions, quantize_model
     from marsedge.edge.run import main as edge_run
     from marsedge.io import atomic_write_json, sha256_file
     from marsedge.timing import alternating_medians

@@ -109,7 +109,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data
         if root is None:
-            from marsedge.data.synthetic import SynthOptions, generate
+            from marsedge.synthetic.navcam import SynthOptions, generate
 
             root = Path(tmp) / "data"
             generate(SynthOptions(str(root), "msl", n=360, size=192, seed=0), progress=False)

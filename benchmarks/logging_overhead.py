@@ -41,7 +41,7 @@ DEMO = REPO / "configs" / "demo" / "teacher.yaml"
 
 
 def synth_data(root: Path, n: int, size: int) -> Path:
-    from marsedge.data.synthetic import SynthOptions, generate
+    from marsedge.synthetic.navcam import SynthOptions, generate
 
     generate(SynthOptions(str(root), "msl", n=n, size=size, seed=0, test_fraction=0.1), progress=False)
     return root

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=1)
     args = parser.parse_args(argv)
 
-    from marsedge.data.synthetic import SynthOptions, generate
+    from marsedge.synthetic.navcam import SynthOptions, generate
 
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -115,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finetune-seeds", type=int, default=2)
     args = parser.parse_args(argv)
 
-    from marsedge.data.synthetic import SynthOptions, generate
+    from marsedge.data.frame_sources import SourceConfig, mix_sources
     from marsedge.ssl.class_folder import build_class_folder
     from marsedge.ssl.cluster import cluster_frames
-    from marsedge.train.frame_sources import SourceConfig, mix_sources
+    from marsedge.synthetic.navcam import SynthOptions, generate
 
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

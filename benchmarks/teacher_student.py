@@ -296,9 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from label_fraction_curve import intensity_baseline
 
-    from marsedge.data.synthetic import SynthOptions, generate
     from marsedge.models.build import ModelConfig, build_model
     from marsedge.models.summary import count_macs
+    from marsedge.synthetic.navcam import SynthOptions, generate
     from marsedge.train.config import TrainConfig, load_train_config
     from marsedge.train.supervised import training_set
 

@@ -94,7 +94,7 @@ def loader_throughput(root: Path, size: int, batch: int, workers: int, batches: 
 
 
 def synth_data(root: Path, n: int, size: int) -> Path:
-    from marsedge.data.synthetic import SynthOptions, generate
+    from marsedge.synthetic.navcam import SynthOptions, generate
 
     generate(SynthOptions(str(root), "msl", n=n, size=size, seed=0, test_fraction=0.0), progress=False)
     return root

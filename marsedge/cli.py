@@ -22,7 +22,7 @@ AREAS = (
     "marsedge.train.cli",
     "marsedge.ssl.cli",
     "marsedge.distill.cli",
-    "marsedge.edge.cli",
+    "marsedge.deploy.cli",
     "marsedge.edge.ros2_cli",
     "marsedge.bench.cli",
 )

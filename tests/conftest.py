@@ -17,7 +17,7 @@ TINY_SIZE = 96
 
 @pytest.fixture(scope="session")
 def tiny_ai4mars(tmp_path_factory) -> Path:
-    from marsedge.data.synthetic import SynthOptions, generate
+    from marsedge.synthetic.navcam import SynthOptions, generate
 
     root = tmp_path_factory.mktemp("ai4mars")
     generate(

@@ -2,7 +2,7 @@
 
 `make_student(dir)` builds the real student architecture (mnv2_0.35, separable head, 32 channels),
 gives its BatchNorm layers non-trivial statistics (so export folds real numbers), saves it as a
-marsedge checkpoint and exports it with `marsedge.edge.export` (which verifies itself).
+marsedge checkpoint and exports it with `marsedge.deploy.export` (which verifies itself).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def make_student(folder: Path, size: int = SIZE, seed: int = 0) -> tuple[Path, P
     import torch
 
     from marsedge.data.preprocess import PreprocessSpec
-    from marsedge.edge.export import export
+    from marsedge.deploy.export import export
     from marsedge.models.build import ModelConfig, build_model
     from marsedge.models.checkpoints import save_checkpoint
 

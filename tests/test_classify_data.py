@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from marsedge.data.msl_surface import MSLSurfaceDataset, read_class_map, sol_of
-from marsedge.data.synthetic_classes import CLASS_PRIORS, ClassSynthOptions, _plan, generate_classes
 from marsedge.errors import DataError
+from marsedge.synthetic.classes import CLASS_PRIORS, ClassSynthOptions, _plan, generate_classes
 
 V21_CLASSES = [
     "Arm cover",

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from marsedge.data.synthetic_classes import ClassSynthOptions, generate_classes
 from marsedge.errors import ConfigError
 from marsedge.models.build import ModelConfig
 from marsedge.models.checkpoints import load_checkpoint
 from marsedge.models.classifier import build_classifier
+from marsedge.synthetic.classes import ClassSynthOptions, generate_classes
 from marsedge.train.config import load_train_config
 from marsedge.train.engine.job import run_job
 from marsedge.train.modes import resolve_mode

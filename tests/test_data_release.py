@@ -15,8 +15,8 @@ from marsedge.data.ai4mars import AI4MarsDataset, available_splits, list_items
 from marsedge.data.frames import list_frames, read_frame
 from marsedge.data.sampling import clock_group
 from marsedge.data.stats import dataset_stats, format_stats
-from marsedge.data.synthetic import SynthOptions, generate
 from marsedge.errors import DataError
+from marsedge.synthetic.navcam import SynthOptions, generate
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 from marsedge.cli import main
 from marsedge.data.ai4mars import AI4MarsDataset, list_items
 from marsedge.data.labels import merge_labels
-from marsedge.data.synthetic import SynthOptions, generate, plan_frames
 from marsedge.errors import ConfigError
+from marsedge.synthetic.navcam import SynthOptions, generate, plan_frames
 from marsedge.terrain import BEDROCK, BIG_ROCK, IGNORE_INDEX, SAND, SOIL
 
 

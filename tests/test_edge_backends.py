@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from marsedge.data.preprocess import PreprocessSpec
-from marsedge.edge import export as export_module
+from marsedge.deploy import export as export_module
 from marsedge.edge.backends import OnnxBackend, backend_for, open_backend
 from marsedge.errors import ModelError
 

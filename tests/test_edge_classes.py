@@ -14,7 +14,7 @@ from edge_run_support import copy_frames
 from marsedge.bench.runner import BenchSettings, bench_model
 from marsedge.data.frames import read_frame
 from marsedge.data.preprocess import PreprocessSpec, preprocess
-from marsedge.edge.gate import accuracy_gate, gate_reference
+from marsedge.deploy.gate import accuracy_gate, gate_reference
 from marsedge.edge.run import main
 from marsedge.terrain import CLASS_NAMES, class_table, palette
 

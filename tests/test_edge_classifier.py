@@ -58,7 +58,7 @@ def release(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(release, tmp_path_factory):
     """A tiny classifier trained by `mode: classify` (CE) and exported: (run folder, ONNX, summary)."""
-    from marsedge.edge.export import export
+    from marsedge.deploy.export import export
     from marsedge.train.config import load_train_config
     from marsedge.train.modes import resolve_mode
 
@@ -149,7 +149,7 @@ def test_a_classifier_and_a_segmentation_model_refuse_each_others_labels(trained
 
 
 def test_quantize_gates_a_classifier_on_top1(trained, release, tmp_path):
-    from marsedge.edge.quantize import QuantizeOptions, quantize_model
+    from marsedge.deploy.quantize import QuantizeOptions, quantize_model
 
     fp32 = _onnx(trained[1])
     val_top1 = score(fp32, open_labelled(release, "val")).metrics["top1"]
@@ -168,7 +168,7 @@ def test_quantize_gates_a_classifier_on_top1(trained, release, tmp_path):
 
 
 def test_quantize_refuses_calibration_images_from_the_gate_split(trained, release, tmp_path):
-    from marsedge.edge.quantize import QuantizeOptions, quantize_model
+    from marsedge.deploy.quantize import QuantizeOptions, quantize_model
 
     options = QuantizeOptions(n=12, min_frames=8, tolerance=1.0, min_speedup=0, progress=False)
     with pytest.raises(DataError, match="in the evaluation split"), pytest.warns(UserWarning):

@@ -43,7 +43,7 @@ def _checkpoint(path, in_channels: int, spec_channels: int):
 
 @pytest.fixture(scope="module")
 def colour_model(tiny_ai4mars, tmp_path_factory):
-    from marsedge.edge.export import export
+    from marsedge.deploy.export import export
 
     folder = tmp_path_factory.mktemp("colour")
     ckpt = _checkpoint(folder / "colour.pt", 3, 3)
@@ -170,7 +170,7 @@ def test_a_grey_model_on_colour_frames_uses_its_specs_luminance(tmp_path):
 
 
 def test_a_checkpoint_whose_channels_disagree_is_refused_by_export(tmp_path):
-    from marsedge.edge.export import export
+    from marsedge.deploy.export import export
 
     ckpt = _checkpoint(tmp_path / "bad.pt", 3, 1)
     with pytest.raises(ModelError, match=r"bad.pt: model_config.in_channels 3 but preprocess.channels 1"):

@@ -50,7 +50,7 @@ def test_bf16_is_opt_in_and_reported(edge_student):
 
 @pytest.fixture(scope="module")
 def int8_files(edge_student, tiny_ai4mars, tmp_path_factory):
-    from marsedge.edge.quantize import QuantizeOptions, quantize_model
+    from marsedge.deploy.quantize import QuantizeOptions, quantize_model
 
     folder = tmp_path_factory.mktemp("ov")
     src = folder / "student.onnx"

@@ -9,8 +9,8 @@ from bench_support import BIASES, WEIGHTS, numpy_logits, write_tiny_onnx
 from marsedge.bench.runner import BenchSettings, bench_model
 from marsedge.data.ai4mars import AI4MarsDataset, Sample
 from marsedge.data.preprocess import PreprocessSpec, preprocess
+from marsedge.deploy.gate import accuracy_gate, gate_reference
 from marsedge.edge.backends import OnnxBackend
-from marsedge.edge.gate import accuracy_gate, gate_reference
 from marsedge.edge.predict import predict, score
 from marsedge.terrain import BACKGROUND, IGNORE_INDEX, ROVER
 

@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 
+from marsedge.deploy.calibration import CalibrationSet, calibration_set, check_disjoint
+from marsedge.deploy.gate import GateError
+from marsedge.deploy.quantize import AUTO_CPU_RECIPES, QuantizeOptions, quantize_model
 from marsedge.edge.backends import OnnxBackend
-from marsedge.edge.calibration import CalibrationSet, calibration_set, check_disjoint
-from marsedge.edge.gate import GateError
-from marsedge.edge.quantize import AUTO_CPU_RECIPES, QuantizeOptions, quantize_model
 from marsedge.errors import ConfigError, DataError
 
 
@@ -30,7 +30,7 @@ def test_too_few_calibration_frames_are_refused_and_few_warned(tiny_ai4mars):
 
 
 def test_calibration_runs_in_strides_that_divide_the_set():
-    from marsedge.edge.calibration import calibration_stride
+    from marsedge.deploy.calibration import calibration_stride
 
     assert [calibration_stride(n) for n in (36, 37, 500, 3)] == [4, 1, 4, 3]
 
@@ -126,7 +126,7 @@ def test_auto_recipe_keeps_the_fastest_layout_that_passes(quantized, tiny_ai4mar
     from collections import Counter
 
     from marsedge.data import frames
-    from marsedge.edge import calibration
+    from marsedge.deploy import calibration
 
     calibrations, reads = [], []
     real_reader, real_read = calibration.frame_reader, frames.read_frame
@@ -196,7 +196,7 @@ def test_symmetric_qdq_recipe_has_zero_points_of_zero(quantized, tiny_ai4mars, t
 
 
 def test_an_int8_model_slower_than_asked_is_not_written_unless_forced(quantized, tiny_ai4mars, tmp_path):
-    from marsedge.edge.gate import SpeedGateError
+    from marsedge.deploy.gate import SpeedGateError
 
     greedy = QuantizeOptions(method="max", n=8, min_frames=8, tolerance=1.0, recipe="qop-u8s8",
                              min_speedup=1000.0)  # no INT8 model is 1000x faster
@@ -218,7 +218,7 @@ def test_unknown_recipe_fails_before_calibration(quantized, tiny_ai4mars, tmp_pa
 
 def test_cli_choices_come_from_the_registry_and_options_are_checked_first(tmp_path, capsys):
     from marsedge.cli import main
-    from marsedge.edge.quantize import QUANTIZERS, recipe_choices
+    from marsedge.deploy.quantize import QUANTIZERS, recipe_choices
 
     assert set(QUANTIZERS) == {"cpu", "tensorrt"}
     assert {"auto", "qop-u8s8", "modelopt-int8", "qdq-s8s8-sym"} <= set(recipe_choices())

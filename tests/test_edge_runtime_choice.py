@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from marsedge.deploy.runtime_choice import plan
 from marsedge.edge.backends import backend_for, default_streams, open_backend
 from marsedge.edge.cpu_recipes import AUTO_CPU_RECIPES, AUTO_OPENVINO_RECIPES
 from marsedge.edge.onnx_meta import RUNTIME, file_props, recorded_runtime
-from marsedge.edge.runtime_choice import plan
 
 REPO = Path(__file__).resolve().parents[1]
 needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,

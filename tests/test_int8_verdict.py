@@ -13,7 +13,7 @@ from marsedge.bench.baseline import intensity_baseline
 from marsedge.bench.report import build_blocks, to_markdown
 from marsedge.bench.runner import judge_int8
 from marsedge.data.ai4mars import Sample
-from marsedge.edge.quantize import QuantizeOptions
+from marsedge.deploy.quantize import QuantizeOptions
 from marsedge.edge.verdict import Int8Verdict, int8_verdict
 from marsedge.errors import ConfigError
 

@@ -4,6 +4,7 @@ module grows far past ~400 lines. test_train_layout.py checks the training packa
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 from test_train_layout import find_cycle, import_time_imports
@@ -35,14 +36,14 @@ def graph() -> dict[str, set[str]]:
 
 def test_no_import_cycle_in_the_package():
     g = graph()
-    assert "marsedge.edge.predict" in g["marsedge.edge.gate"]  # the parser sees imports
+    assert "marsedge.edge.predict" in g["marsedge.deploy.gate"]  # the parser sees imports
     assert find_cycle(g) is None
 
 
 def test_no_module_imports_an_area_above_it():
     bad = []
     for name, imports in graph().items():
-        if name == "marsedge.edge.export":  # the one torch module of edge (imports torch lazily too)
+        if name == "marsedge.deploy.export":  # the one torch module of edge (imports torch lazily too)
             continue
         for target in imports:
             if _in(name, TORCH_FREE) and _in(target, TORCH_SIDE):
@@ -59,3 +60,59 @@ def test_no_module_grows_far_past_400_lines():
     sizes = {name: len(path.read_text().splitlines()) for name, path in all_modules().items()}
     long = {name: n for name, n in sizes.items() if n > LIMIT}
     assert not long, f"modules over {LIMIT} lines: {long}"
+
+
+# ---- where code runs: the rover side and the workstation side
+# The rover side (what edge-run and the readers need) never imports the workstation side or torch,
+# not even inside a function: a rover install lacks them. The workstation side may import the rover
+# side (quantize measures through edge.predict and the backends).
+ROVER = ("marsedge.edge", "marsedge.data", "marsedge.terrain", "marsedge.metrics", "marsedge.errors",
+         "marsedge.io", "marsedge.config", "marsedge.timing", "marsedge.ownership")
+WORKSTATION = ("marsedge.deploy", "marsedge.synthetic") + TORCH_SIDE + ("torch", "torchvision")
+ROVER_MAY = {  # the few reasoned exceptions: module -> what it may import inside a function
+    "marsedge.edge.backends": ("torch", "marsedge.models"),  # `--backend torch` runs a .pt where torch is
+    "marsedge.data.cli": ("marsedge.synthetic",),  # `marsedge data synth` is where users find the generator
+}
+
+
+def imports_anywhere(name: str, path: Path) -> set[str]:
+    """Every module `name` imports, at module level or inside any function (absolute names)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_the_scan_sees_imports_inside_functions():
+    mods = all_modules()
+    assert "torch" in imports_anywhere("marsedge.edge.backends", mods["marsedge.edge.backends"])
+
+
+def test_rover_side_never_imports_the_workstation_side():
+    bad = []
+    for name, path in all_modules().items():
+        if not _in(name, ROVER):
+            continue
+        allowed = ROVER_MAY.get(name, ())
+        bad += [f"{name} -> {target}" for target in sorted(imports_anywhere(name, path))
+                if _in(target, WORKSTATION) and not _in(target, allowed)]
+    assert not bad, bad
+
+
+def test_workstation_folders_import_no_torch_at_module_level():
+    """`marsedge quantize` and `marsedge data synth` run where torch is not installed."""
+    g = graph()
+    bad = [f"{name} -> {target}" for name, imports in g.items()
+           if _in(name, ("marsedge.deploy", "marsedge.synthetic"))
+           for target in imports if _in(target, TORCH_SIDE)]
+    assert not bad, bad
+    assert "marsedge.deploy.export" in g and "marsedge.synthetic.navcam" in g

@@ -84,7 +84,7 @@ def test_cluster_then_cluster_aware_pretraining(simclr_run, tiny_ai4mars, tmp_pa
     from marsedge.train.modes import resolve_mode
     from marsedge.train.modes.pretrain import PretrainConfig
 
-    bad = load_train_config(PretrainConfig, cfg_path, aware[:-1] + ["pretrain.num_clusters=5"])
+    bad = load_train_config(PretrainConfig, cfg_path, aware[:-1] + ["name=k5", "pretrain.num_clusters=5"])
     with pytest.raises(ConfigError, match="num_clusters"):
         resolve_mode("pretrain").run(bad)
 

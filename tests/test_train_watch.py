@@ -91,7 +91,7 @@ def _check_tensorboard(folder: Path) -> None:
 def _check_export_takes_the_average(last: Path, onnx_path: Path) -> None:
     import onnxruntime as ort
 
-    from marsedge.edge.export import export
+    from marsedge.deploy.export import export
 
     ckpt = load_checkpoint(last)
     export(last, onnx_path, verify_frames=1, simplify=False)

@@ -56,7 +56,7 @@ def export_missing_onnx(models: list[str], out: Path) -> list[str]:
                                   "give bench another -o")
             print(f"bench: reusing {target}, the ONNX export of {path}")
         else:
-            from marsedge.edge.export import export
+            from marsedge.deploy.export import export
 
             out.mkdir(parents=True, exist_ok=True)
             print(f"bench: exporting {path} to {target} for a like-for-like ONNX Runtime row")

@@ -130,7 +130,7 @@ def register(subparsers) -> None:
         "synth-classes",
         help="write synthetic Curiosity image classes in the MSL surface (v2.1) layout",
         description="Procedural, class-imbalanced Curiosity-like image classes with sol-ordered "
-        "train/val/test splits, in the msl-labeled-data-set-v2.1 layout (marsedge.data.synthetic_classes).",
+        "train/val/test splits, in the msl-labeled-data-set-v2.1 layout (marsedge.synthetic.classes).",
     )
     classes.add_argument("--out", required=True, help="folder to write (an interrupted run resumes)")
     classes.add_argument("--n", type=int, default=600, help="labelled images (default 600)")
@@ -148,7 +148,7 @@ def register(subparsers) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from marsedge.data.synthetic import SynthOptions, generate, summary_line
+    from marsedge.synthetic.navcam import SynthOptions, generate, summary_line
 
     opts = SynthOptions(
         out=args.out,
@@ -219,7 +219,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_synth_classes(args: argparse.Namespace) -> int:
     from marsedge.data.msl_surface import describe
-    from marsedge.data.synthetic_classes import ClassSynthOptions, generate_classes
+    from marsedge.synthetic.classes import ClassSynthOptions, generate_classes
 
     opts = ClassSynthOptions(out=args.out, n=args.n, size=args.size, seed=args.seed,
                              val_fraction=args.val_fraction, test_fraction=args.test_fraction,

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Literal
 
 from marsedge.config import REQUIRED
+from marsedge.data.frame_sources import SourceConfig
 from marsedge.errors import ConfigError
 from marsedge.models.build import ModelConfig
 from marsedge.train.config import TrainConfig
-from marsedge.train.frame_sources import SourceConfig
 
 CACHE_IN_RUN = "run"  # distill.cache_dir: the run's own folder
 

@@ -3,7 +3,7 @@
     DistillFrames[i] -> {"image": float C,H,W, "label": long H,W (all 255 for unlabelled frames),
                          "index": i, "labelled": bool, "teacher_logits": float16 K,H,W (cache only)}
 
-Unlabelled frames come from the same sources pretraining reads (marsedge.train.frame_sources: an
+Unlabelled frames come from the same sources pretraining reads (marsedge.data.frame_sources: an
 AI4Mars tree's `unlabelled` split, or any folder/glob of frames, synthetic or real) and are read as
 semisup reads them (marsedge.train.supervised.UnlabelledFrames). They carry no label, so only the
 distillation terms learn from them. Every frame is named by its image path, size and modification
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from marsedge.train.frame_sources import mix_sources
+from marsedge.data.frame_sources import mix_sources
 from marsedge.train.supervised import (
     LabelledThenUnlabelled,
     SegmentationFrames,

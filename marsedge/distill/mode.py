@@ -58,7 +58,7 @@ def attach_logit_cache(cfg: DistillConfig, frames: DistillFrames, teacher: Froze
 
 def write_student(cfg: DistillConfig, student: nn.Module, summary: dict, teacher_sha256: str) -> Path | None:
     """runs/<name>/student.pt: the student weights selected on val (best.pt; the final ones without a
-    val split) with config, class table and preprocessing (what marsedge.edge.export reads), where it
+    val split) with config, class table and preprocessing (what marsedge.deploy.export reads), where it
     came from and what it was selected on; no optimiser state. None when the run trained nothing
     (no checkpoint to take weights from)."""
     from marsedge.config import to_dict

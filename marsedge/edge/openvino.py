@@ -9,7 +9,7 @@ Why it is here (measured on a 2-core AMD EPYC Zen 5 with AVX-512 VNNI at 512 px,
 ONNX Runtime's, so one QDQ file can serve TensorRT and the CPU. It cannot load ONNX Runtime's
 QOperator files (QLinearConv, QLinearAdd, ...): such a file is refused with the reason. A file runs
 here without `--backend` when its metadata names OpenVINO (`marsedge quantize --target cpu` chose it,
-measured: marsedge.edge.runtime_choice); an FP32 export with `--backend auto` where it measures faster.
+measured: marsedge.deploy.runtime_choice); an FP32 export with `--backend auto` where it measures faster.
 
 The model's description comes from the file itself: OpenVINO's ONNX frontend keeps the ONNX
 metadata_props in the model's rt_info (`framework` section), so neither `onnx` nor ONNX Runtime is

@@ -3,7 +3,7 @@
     mask = predict(backend, image)                 # uint8 class ids at the frame's size
     scores = score(backend, dataset)               # Scores: confusion matrix -> every metric
 
-edge-run, the quantization gate (`marsedge.edge.gate`) and `marsedge bench` all go through here,
+edge-run, the quantization gate (`marsedge.deploy.gate`) and `marsedge bench` all go through here,
 so they agree on what a model's mIoU on a split is.
 
 The resolution policy (the one place it is decided): the model runs at its own input size (THE

@@ -66,7 +66,7 @@ def register(subparsers) -> None:
 def _sources_from_args(args: argparse.Namespace):
     from pathlib import Path
 
-    from marsedge.train.frame_sources import SourceConfig, mix_sources
+    from marsedge.data.frame_sources import SourceConfig, mix_sources
 
     if args.config:
         from marsedge.train.config import load_train_config

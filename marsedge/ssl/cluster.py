@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from marsedge.data.frame_sources import FrameRef
 from marsedge.errors import ConfigError, DataError
 from marsedge.io import atomic_write_json
 from marsedge.ssl.features import extract_features, frames_reader, load_backbone
-from marsedge.train.frame_sources import FrameRef
 
 MINIBATCH_ABOVE = 20000
 

@@ -7,7 +7,6 @@
     modes/            finetune.py, pretrain.py, semisup.py, linear_eval.py (+ marsedge.distill.mode)
     supervised.py     datasets, unlabelled frames, evaluator, loss building, starting weights
     losses.py         segmentation losses (CE, inverse frequency, recall, ...)
-    frame_sources.py  unlabelled frame sources mixed at proportions (torch-free)
 
 A new mode is one module in modes/ with one `@register_mode("name", ItsConfig)` Job subclass.
 Self-supervised tools (contrastive losses, clustering, features) are in marsedge.ssl.

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from marsedge.data.ai4mars import AI4MarsDataset, list_items
 from marsedge.data.augment import JointAugmentConfig, geometric, photometric, sample_rng
+from marsedge.data.frame_sources import FrameRef
 from marsedge.data.frames import read_frame
 from marsedge.data.preprocess import PreprocessSpec, preprocess, resize_label
 from marsedge.errors import DataError, ModelError
@@ -44,7 +45,6 @@ from marsedge.metrics import plot_confusion, segmentation_metrics
 from marsedge.terrain import CLASS_NAMES, IGNORE_INDEX
 from marsedge.train.config import DataConfig, InitConfig, TrainConfig
 from marsedge.train.engine.distributed import DistContext, ShardSampler, all_reduce_sum, barrier
-from marsedge.train.frame_sources import FrameRef
 from marsedge.train.losses import build_loss, needs_frequencies
 
 # ---- datasets --------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ class SegmentationFrames(_AugmentedFrames):
 
 
 class UnlabelledFrames(_AugmentedFrames):
-    """Frames without labels (frame refs from marsedge.train.frame_sources) as training tensors; their
+    """Frames without labels (frame refs from marsedge.data.frame_sources) as training tensors; their
     label is all ignore (255), so only terms that need no label learn from them. The one way semisup
     and distill read unlabelled frames. `seed` names the augmentation stream: give it one the labelled
     set does not use, so frame i of each set is not augmented alike."""

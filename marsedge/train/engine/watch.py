@@ -127,7 +127,7 @@ class Watch:
             eta = self.eta(state)
             if self.bar is not None:
                 self.bar.set_postfix_str(f"loss {means.get('loss', math.nan):.4f} lr {lr:.2e} "
-                                         f"run ETA {progress.duration(eta)}", refresh=False)
+                                         f"run ETA {progress.duration(eta)}")
             else:
                 peak = torch.cuda.max_memory_allocated(self.cuda) / 2**30 if self.cuda is not None else None
                 progress.say(progress.train_line(self.name, state.step, self.total, state.epoch + 1,

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from marsedge.data.frame_sources import FrameRef, SourceConfig, mix_sources, source_counts
 from marsedge.data.frames import read_frame
 from marsedge.data.views import ContrastiveViewConfig, contrastive_view, view_rng
 from marsedge.errors import ConfigError, DataError
@@ -33,7 +34,6 @@ from marsedge.ssl.cluster import load_clusters
 from marsedge.ssl.contrastive import ClusterAwareNTXentLoss, NTXentLoss
 from marsedge.train.config import TrainConfig
 from marsedge.train.engine.job import FitPlan, Job, register_mode
-from marsedge.train.frame_sources import FrameRef, SourceConfig, mix_sources, source_counts
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from marsedge.data.frame_sources import split_frames
 from marsedge.errors import ConfigError
 from marsedge.models.build import build_model
 from marsedge.ssl.elementwise import (
@@ -32,7 +33,6 @@ from marsedge.terrain import IGNORE_INDEX
 from marsedge.train.config import TrainConfig
 from marsedge.train.engine.job import FitPlan, Job, register_mode
 from marsedge.train.engine.state import Artifact
-from marsedge.train.frame_sources import split_frames
 from marsedge.train.supervised import (
     LabelledThenUnlabelled,
     SegmentationFrames,

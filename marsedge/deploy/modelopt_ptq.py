@@ -1,6 +1,6 @@
-"""nvidia-modelopt ONNX PTQ in a child process (the `tensorrt` quantizer of marsedge.edge.quantize).
+"""nvidia-modelopt ONNX PTQ in a child process (the `tensorrt` quantizer of marsedge.deploy.quantize).
 
-    python -m marsedge.edge.modelopt_ptq JOB.json RESULT.json
+    python -m marsedge.deploy.modelopt_ptq JOB.json RESULT.json
 
 Why a child: modelopt patches ONNX Runtime's quantization for the whole process
 (modelopt.onnx.quantization.ort_patching replaces methods of ORT's calibrators and quantizers, and
@@ -28,7 +28,7 @@ import warnings
 from pathlib import Path
 
 from marsedge.data.preprocess import PreprocessSpec
-from marsedge.edge.calibration import CalibrationSet
+from marsedge.deploy.calibration import CalibrationSet
 from marsedge.errors import ModelError
 
 
@@ -38,7 +38,7 @@ def quantize_in_child(src: Path, dst: Path, calib: CalibrationSet, spec: Preproc
     calibration frames. A failure is one ModelError line naming the model."""
     import numpy as np
 
-    from marsedge.edge.calibration import load_frames
+    from marsedge.deploy.calibration import load_frames
 
     frames = load_frames(calib, spec)
     with tempfile.TemporaryDirectory(prefix="marsedge-modelopt-") as tmp:
@@ -50,7 +50,7 @@ def quantize_in_child(src: Path, dst: Path, calib: CalibrationSet, spec: Preproc
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parents[2])  # works from a source tree too
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-        done = subprocess.run([sys.executable, "-m", "marsedge.edge.modelopt_ptq", str(job), str(result)],
+        done = subprocess.run([sys.executable, "-m", "marsedge.deploy.modelopt_ptq", str(job), str(result)],
                               env=env, check=False)
         answer = json.loads(result.read_text()) if result.is_file() else {}
     if answer.get("error") or done.returncode != 0 or not dst.is_file():
@@ -62,7 +62,7 @@ def _child(job: dict) -> None:
     import numpy as np
     from modelopt.onnx.quantization import quantize
 
-    from marsedge.edge.calibration import frame_reader
+    from marsedge.deploy.calibration import frame_reader
 
     frames = np.load(job["frames"])
     calib = CalibrationSet(job["source"], [], frames=[f for f in frames])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from marsedge.edge import gate as G
+from marsedge.deploy import gate as G
 from marsedge.edge.runtimes import DEFAULT_CPU_RUNTIME, RUNTIMES, cpu_quantize_runtimes
 
 

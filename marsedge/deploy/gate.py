@@ -45,7 +45,7 @@ class GateReference:
 
 def _cpu_backend(path: Path, threads: int | None, runtime: str = "onnxruntime"):
     """The gate runs on ONNX Runtime CPU (a TensorRT QDQ model runs there too), or on OpenVINO's CPU
-    plugin for a candidate meant for it (marsedge.edge.runtime_choice)."""
+    plugin for a candidate meant for it (marsedge.deploy.runtime_choice)."""
     if runtime == "openvino":
         from marsedge.edge.openvino import OpenVinoBackend
 

@@ -22,7 +22,7 @@ What it writes under DIR (the names and folders `ai4mars.py` reads):
 Of the N labelled frames, round(N * test_fraction) are MSL gold test frames (M2020: none) and the
 rest train; `--unlabelled U` adds U frames with no label at all (for self-supervised work).
 
-`--release 0.6` writes the later layout instead (`synthetic_release.py`): MSL under msl/ncam/ with
+`--release 0.6` writes the later layout instead (`synthetic/release.py`): MSL under msl/ncam/ with
 real-style names `NLB_<sclk>EDR_F<seq>NCAM<nnnnn>M1`, M2020
 `NLF_<sol>_<sclk>_<nnn>ECM_N<seq>NCAM<nnnnn>_01_295J` whose test frames form `m2020-test`
 (greyscale, expert-dense labels), MER (`--mission mer`) train in mer/images/eff +
@@ -47,12 +47,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from marsedge.data import ai4mars, synthetic_release
+from marsedge.data import ai4mars
 from marsedge.data.labels import merge_labels
-from marsedge.data.synthetic_labels import crowd_labels, gold_labels
-from marsedge.data.synthetic_terrain import LOOKS, render_scene
 from marsedge.errors import ConfigError
 from marsedge.io import atomic_write_bytes, atomic_write_json
+from marsedge.synthetic import release as synthetic_release
+from marsedge.synthetic.labelers import crowd_labels, gold_labels
+from marsedge.synthetic.scene import LOOKS, render_scene
 
 MISSION_CODE = {"msl": 0, "m2020": 1, "mer": 2}
 DEFAULT_SIZE = {"msl": 1024, "m2020": 1280, "mer": 1024}
@@ -251,7 +252,7 @@ def generate(opts: SynthOptions, progress: bool = True) -> dict:
 
 
 def _image_paths(opts: SynthOptions, plan: FramePlan) -> dict[str, Path]:
-    """Where a frame's files go: the release 0.1 layout, or 0.6 (`synthetic_release.paths`)."""
+    """Where a frame's files go: the release 0.1 layout, or 0.6 (`release.paths`)."""
     root = Path(opts.out)
     if opts.release == "0.1":
         return _paths(root, opts.mission, plan.stem)

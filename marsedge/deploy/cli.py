@@ -15,7 +15,7 @@ import argparse
 import json
 import math
 
-from marsedge.edge.quantize import DEFAULT_FRAMES, METHODS, QUANTIZERS, RUNTIMES, recipe_choices
+from marsedge.deploy.quantize import DEFAULT_FRAMES, METHODS, QUANTIZERS, RUNTIMES, recipe_choices
 from marsedge.edge.runtimes import DEFAULT_CPU_RUNTIME
 from marsedge.edge.verdict import DEFAULT_TOLERANCE
 
@@ -62,11 +62,11 @@ def register(subparsers) -> None:
     q.add_argument("-o", "--out", default=None,
                    help="output (default: MODEL.int8.onnx for --target cpu, MODEL.qdq.onnx for tensorrt)")
     q.add_argument("--n", type=int, default=DEFAULT_FRAMES,
-                   help=f"calibration frames to use (default {DEFAULT_FRAMES}: see marsedge.edge.quantize)")
+                   help=f"calibration frames to use (default {DEFAULT_FRAMES}: see marsedge.deploy.quantize)")
     q.add_argument("--min-frames", type=int, default=32, help="refuse fewer calibration frames")
     q.add_argument("--method", choices=METHODS, default=METHODS[0],
                    help="calibration: max (min-max, default) or entropy (ORT's histograms: ~3 s a frame at "
-                        "512 px on 2 loaded cores; see marsedge.edge.quantize)")
+                        "512 px on 2 loaded cores; see marsedge.deploy.quantize)")
     q.add_argument("--target", choices=tuple(QUANTIZERS), default="cpu")
     q.add_argument("--dla", action="store_true", help="TensorRT target: quantize for DLA")
     q.add_argument("--per-node", action="store_true",
@@ -127,7 +127,7 @@ def register(subparsers) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from marsedge.edge.export import export
+    from marsedge.deploy.export import export
     from marsedge.ownership import refuse_existing, refuse_same_path
 
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")  # export's default
@@ -140,7 +140,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    from marsedge.edge.quantize import QuantizeOptions, quantize_model
+    from marsedge.deploy.quantize import QuantizeOptions, quantize_model
 
     options = QuantizeOptions(target=args.target, method=args.method, n=args.n, min_frames=args.min_frames,
                               tolerance=args.tolerance, min_speedup=args.min_speedup, force=args.force,

@@ -61,7 +61,7 @@ def verification_frames(frames_uri: str | None, n: int, spec: PreprocessSpec) ->
         if not paths:
             raise ModelError(f"no frames found at {frames_uri} to verify the export on")
         return np.stack([preprocess(read_frame(p), spec) for p in paths]), "real"
-    from marsedge.data.synthetic_terrain import LOOKS, render_scene
+    from marsedge.synthetic.scene import LOOKS, render_scene
 
     rng = np.random.default_rng(0)
     images = [render_scene(rng, spec.height, spec.width, LOOKS["msl"]).image for _ in range(n)]

@@ -1,6 +1,6 @@
 """The release 0.6 layout of the synthetic generator, its real-style names, and PDS copies.
 
-Used by `synthetic.py` only when `--release 0.6` or `--pds N` is given, so the default output
+Used by `synthetic/navcam.py` only when `--release 0.6` or `--pds N` is given, so the default output
 (release 0.1) stays byte-for-byte what it was. Names follow the real archive:
 
     MSL    NLB_<sclk 9>EDR_F<seq 7>NCAM<5 digits>M1                     msl/ncam/images/edr/*.JPG
@@ -52,7 +52,7 @@ def paths(root: Path, mission: str, plan) -> dict[str, Path]:
     """Where one frame of a 0.6 tree goes (the keys `synthetic.render_frame` writes)."""
     stem, test = plan.stem, plan.role == "test"
     if mission == "msl":
-        from marsedge.data.synthetic import msl_paths  # synthetic imports this module
+        from marsedge.synthetic.navcam import msl_paths  # synthetic imports this module
 
         return msl_paths(root / "msl" / "ncam", stem)
     if mission == "mer":

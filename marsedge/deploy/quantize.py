@@ -8,7 +8,7 @@ writes each candidate recipe (`--recipe auto`: the quantizer's `auto` list) on t
 and for the CPU target ONNX Runtime's calibration ranges are computed once and shared by every
 candidate (`calibration_cache_path`). Where the target runs on this machine (`measure_latency`),
 FP32 and every candidate are timed together in alternating blocks (`marsedge.timing`); each
-candidate is gated on accuracy (`marsedge.edge.gate`), and the fastest that passes is kept.
+candidate is gated on accuracy (`marsedge.deploy.gate`), and the fastest that passes is kept.
 
 Two gates, one reason line each, nothing written unless `--force`:
 - accuracy: the one INT8 verdict (`marsedge.edge.verdict`, the rule bench and the report apply too):
@@ -19,7 +19,7 @@ Two gates, one reason line each, nothing written unless `--force`:
 Every candidate is recorded in the metadata (`tried`: recipe, runtime, ms, speed-up, mIoU drop, verdict).
 Runtimes (`--target cpu`): where OpenVINO is installed, its QDQ layouts are candidates too, gated and
 timed on OpenVINO, and the chosen runtime is recorded in the file for `open_backend` to follow
-(`marsedge.edge.runtime_choice`; `--runtime` keeps one runtime's candidates only).
+(`marsedge.deploy.runtime_choice`; `--runtime` keeps one runtime's candidates only).
 
 Defaults, for a quantize in about a minute (`benchmarks/results/cpu_runtimes.md`, 512 px,
 2 cores, machine loaded to load average ~14): 64 calibration frames and min-max
@@ -43,7 +43,7 @@ drop 0.00004 with min-max/64 frames, 0.0001 with entropy/64, pixel agreement >= 
 - `--target tensorrt` (output MODEL.qdq.onnx): nvidia-modelopt ONNX PTQ writes a QDQ model for
   TensorRT's explicit quantization (the only INT8 path left in TensorRT 11). Non-quantized layers
   stay FP32 so the gate can evaluate it on ONNX Runtime CPU. modelopt runs in a child process
-  (`marsedge.edge.modelopt_ptq`: it patches ONNX Runtime for the whole process); its per-node
+  (`marsedge.deploy.modelopt_ptq`: it patches ONNX Runtime for the whole process); its per-node
   calibration (`calibrate_per_node`, bounded memory, about a minute per frame at 512 px on 2
   cores) runs only with `--per-node`.
 """
@@ -72,7 +72,7 @@ from marsedge.ownership import refuse_existing, refuse_same_path
 
 if TYPE_CHECKING:  # kept out of the import, so `marsedge --help` and the CLI choices stay light
     from marsedge.data.preprocess import PreprocessSpec
-    from marsedge.edge.calibration import CalibrationSet
+    from marsedge.deploy.calibration import CalibrationSet
 
 # where the gate and the timer run (--target cpu): auto, or one CPU runtime of marsedge.edge.runtimes
 RUNTIMES = ("auto", *(name for name, r in RUNTIME_REGISTRY.items() if r.auto_recipes))
@@ -96,7 +96,7 @@ class QuantizeOptions:
     threads: int | None = None
     seed: int = 0
     recipe: str = "auto"  # "auto" (the quantizer's `auto` list) or one of the quantizer's recipes
-    runtime: str = "auto"  # auto: every installed CPU runtime's candidates (marsedge.edge.runtime_choice)
+    runtime: str = "auto"  # auto: every installed CPU runtime's candidates (marsedge.deploy.runtime_choice)
     progress: bool = True
 
     def validate(self) -> None:
@@ -167,7 +167,7 @@ class Quantizer:
     def recipes_for(self, options: QuantizeOptions) -> tuple[str, ...]:
         """The files to make: --recipe, or for auto the `auto` lists of the runtimes candidates run on
         (`runtime_choice.plan`: OpenVINO cannot load QOperator files, and ranks layouts differently)."""
-        from marsedge.edge.runtime_choice import plan
+        from marsedge.deploy.runtime_choice import plan
 
         candidates = plan(options.target, options.runtime, options.recipe, self.auto)
         return tuple(dict.fromkeys(recipe for recipe, _ in candidates))
@@ -243,7 +243,7 @@ def _ranges(job: QuantizeJob) -> Path:
         from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
         from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-        from marsedge.edge.calibration import calibration_stride, frame_reader
+        from marsedge.deploy.calibration import calibration_stride, frame_reader
 
         prepared = _prepared(job)
         present = dict.fromkeys(n.op_type for n in onnx.load(str(prepared)).graph.node)
@@ -300,7 +300,7 @@ def quantize_tensorrt(job: QuantizeJob, recipe: str) -> dict:
     or `qdq-s8s8-sym`, ONNX Runtime's symmetric QDQ (the file OpenVINO runs too)."""
     if recipe in CPU_RECIPES:
         return {**quantize_ort(job, recipe), "target_dla": job.options.dla}
-    from marsedge.edge.modelopt_ptq import quantize_in_child
+    from marsedge.deploy.modelopt_ptq import quantize_in_child
 
     quantize_in_child(job.src, job.dst, job.calib, job.spec, job.input_name, job.options.method,
                       job.options.dla, job.options.per_node)
@@ -321,9 +321,9 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
     import onnx
 
     from marsedge.data.labelled import open_labelled
-    from marsedge.edge import calibration as C
-    from marsedge.edge import gate as G
-    from marsedge.edge import runtime_choice as RC
+    from marsedge.deploy import calibration as C
+    from marsedge.deploy import gate as G
+    from marsedge.deploy import runtime_choice as RC
     from marsedge.edge.onnx_meta import QUANTIZATION, RUNTIME, parse_props, set_props
     from marsedge.io import atomic_write, sha256_file
 

@@ -2,7 +2,7 @@
 
 One call, `render_scene(rng, height, width, look)`, draws one frame and its pixel truth:
 
-- geometry (`synthetic_geometry.Camera`): a pinhole camera ~1.9 m above a ground plane, pitched
+- geometry (`geometry.Camera`): a pinhole camera ~1.9 m above a ground plane, pitched
   down, slightly rolled; every pixel below the horizon gets its ground point (X, Z) in metres
   and its range;
 - terrain classes on the ground: two smooth random fields split the visible ground (< 30 m) into
@@ -17,7 +17,7 @@ One call, `render_scene(rng, height, width, look)`, draws one frame and its pixe
 - MSL rover hardware intruding from the bottom edge (the rover mask), the far field beyond
   30 m with haze and hills, and sky (both in the range mask);
 - per-frame lighting (sun, shadows, illumination gradient, vignetting), exposure, gamma, blur and
-  sensor noise. JPEG artefacts are added when the frame is encoded (`synthetic.py`).
+  sensor noise. JPEG artefacts are added when the frame is encoded (`synthetic/navcam.py`).
 
 The class albedos are drawn per frame from overlapping ranges and lit by the same shadows and
 gradients, so a pixel's brightness alone says little about its class: telling soil from bedrock
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from marsedge.data.synthetic_geometry import CAMERA_HEIGHT_M, Camera, Noise
+from marsedge.synthetic.geometry import CAMERA_HEIGHT_M, Camera, Noise
 from marsedge.terrain import BACKGROUND, BEDROCK, BIG_ROCK, ROVER, SAND, SOIL
 
 LABEL_RANGE_M = 30.0  # AI4Mars: features beyond 30 m are masked, not labelled
