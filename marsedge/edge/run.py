@@ -63,6 +63,7 @@ from marsedge.edge.hazards import HazardRules, load_hazard_config
 from marsedge.edge.pipeline import Pipeline, backend_alone, describe
 from marsedge.edge.predict import is_classifier
 from marsedge.edge.run_record import holds_files, make_record, record_name
+from marsedge.edge.run_summary import print_summary
 from marsedge.edge.sinks import (
     JSONL,
     SUMMARY,
@@ -319,23 +320,6 @@ def make_summary(args, backend, pipeline: Pipeline, source, kept: list[dict], wa
         "model_metadata": backend.metadata,
         "hazards": pipeline.hazards.describe(),
     }
-
-
-def print_summary(summary: dict, stats: bool) -> None:
-    skipped = f", {len(summary['skipped_inputs'])} inputs skipped" if summary["skipped_inputs"] else ""
-    if summary["backend_fps"]:
-        alone = (f"{summary['fps_vs_backend']:.2f} of the backend alone, {summary['backend_fps']:.2f} FPS "
-                 "measured unloaded after the run")
-    else:
-        alone = "backend alone not measured"
-    inside = summary["backend_fps_in_pipeline"]
-    print(f"{summary['frames_ok']} frames ok, {summary['frames_failed']} failed{skipped}, "
-          f"{summary['fps'] or 0:.2f} FPS end-to-end = {alone} ({summary['backend']['name']} "
-          f"{summary['backend']['precision']}; inference inside the pipeline {inside or 0:.2f} FPS)")
-    if stats:
-        for stage, p in summary["stages_ms"].items():
-            print(f"  {stage:<12} mean {p['mean']:8.2f} ms  p50 {p['p50']:8.2f}  p90 {p['p90']:8.2f}  "
-                  f"p99 {p['p99']:8.2f}")
 
 
 def build_parser() -> argparse.ArgumentParser:
