@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean-demo gpu-check
+.PHONY: demo test lint venv clean-demo gpu-check docs
 
 venv: $(STAMP)
 
@@ -21,6 +21,11 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# docs/cli.md from the argparse parsers (tests/test_docs.py fails when it is stale), then the site
+docs: $(STAMP)
+	$(PY) -m marsedge.docs_cli > docs/cli.md
+	$(PY) -m mkdocs build --strict --site-dir site
 
 demo: $(STAMP)
 	bash scripts/demo.sh

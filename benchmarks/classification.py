@@ -1,4 +1,4 @@
-"""The classification track on synthetic Curiosity classes, on a CPU (issue 18).
+"""The classification track on synthetic Curiosity classes, on a CPU.
 
     .venv/bin/python benchmarks/classification.py [--quick] [--seeds 0 1 2] [--work runs/cls_bench]
                                                   [--out benchmarks/results]

@@ -3,18 +3,28 @@
     python benchmarks/cpu_runtimes.py --quick                                  # random-init student
     python benchmarks/cpu_runtimes.py --student runs/edge512/student.pt --data runs/edge512/data
 
-Issue 19's table, regenerated: the rover student (mnv2_1.0 + separable DeepLabv3+, batch 1,
+The rover student (mnv2_1.0 + separable DeepLabv3+, batch 1,
 1x1x512x512) on PyTorch eager FP32, torch.compile + channels_last (where compile works), ONNX
 Runtime FP32 and each INT8 recipe of `marsedge quantize` (all calibrated on the same frames),
 OpenVINO FP32 / BF16 and INT8 on the QDQ files (marsedge's and the TensorRT-style modelopt one),
 all timed together with marsedge.timing's alternating blocks (machine load hits every path alike;
-compare ratios within a run). Beside them, the compute floors of this CPU: the best INT8 GEMM
-(`torch._int_mm`, 2048^3) and FP32 GEMM rates, turned into milliseconds for this network's MACs.
+compare ratios within a run). The `default` row is what a user gets without flags: `marsedge quantize`
+with its defaults (every installed runtime's candidates; marsedge.edge.runtime_choice) opened by
+`open_backend` without --backend (the runtime recorded in the file); `default / best` is its speed
+against the fastest path of the run. Experiment rows, scored like every other row: OpenVINO INT8 with
+INFERENCE_PRECISION_HINT bf16 (the layers left FP32 run in BF16), and the QDQ recipes
+qdq-u8s8-all-int8-resize (Resize in INT8 too) and qdq-u8s8-no-depthwise (depthwise convolutions FP32).
+Beside them, the compute floors of this CPU: the best INT8 GEMM (`torch._int_mm` or ONNX Runtime's
+MatMulInteger u8s8, 2048^3), BF16 and FP32 GEMM rates, turned into milliseconds for this network's
+MACs, and the roofline
+(benchmarks/roofline.py): per op type, the compute and memory floors, which bounds it, and how far
+the fastest INT8 path of each runtime (and FP32) is from each, from the runtimes' own profiles.
 With `--data` (an AI4Mars tree) every INT8 path is scored against FP32 (mIoU drop,
 pixel agreement) by the quantize gate's own code; `--time-quantize` times `marsedge quantize
 --target cpu` and `--target tensorrt` end to end. edge-run end-to-end vs unloaded backend-only is
 not measured here (column left for edge-run's benchmark).
-Results: benchmarks/results/cpu_runtimes.json and .md (CPU, library versions, load average).
+Results: one per CPU model, benchmarks/results/cpu_runtimes_<cpu model>.json and .md (CPU, library
+versions, load average).
 """
 
 from __future__ import annotations
@@ -36,38 +46,17 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 # INT8 recipes quantized for the table: (row label, target, recipe)
 RECIPES = [("qop-u8s8-all", "cpu", "qop-u8s8-all"),
-           ("qop-u8s8-all-int8-resize", "cpu", "qop-u8s8-all-int8-resize"),  # the layout before issue 19
+           ("qop-u8s8-all-int8-resize", "cpu", "qop-u8s8-all-int8-resize"),  # INT8 Resize too
            ("qop-u8s8", "cpu", "qop-u8s8"),
            ("qdq-u8s8-all", "cpu", "qdq-u8s8-all"),
            ("qdq-u8s8", "cpu", "qdq-u8s8"),
            ("qdq-s8s8-sym", "cpu", "qdq-s8s8-sym"),
+           # experiments for OpenVINO: Resize in INT8 too; depthwise convolutions left FP32
+           ("qdq-u8s8-all-int8-resize", "cpu", "qdq-u8s8-all-int8-resize"),
+           ("qdq-u8s8-no-depthwise", "cpu", "qdq-u8s8-no-depthwise"),
            ("modelopt-qdq", "tensorrt", "modelopt-int8")]
-OPENVINO_INT8 = ("qdq-u8s8-all", "qdq-u8s8", "qdq-s8s8-sym", "modelopt-qdq")
-
-
-def gemm_floors(threads: int, n: int = 2048, reps: int = 5) -> dict:
-    """Best INT8 (torch._int_mm) and FP32 GEMM rates of this CPU, n^3, in op/s (2 ops per MAC)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    rates = {}
-    a8, b8 = (torch.randint(-128, 127, (n, n), dtype=torch.int8) for _ in range(2))
-    a32, b32 = torch.randn(n, n), torch.randn(n, n)
-    for name, fn in (("int8", lambda: torch._int_mm(a8, b8)), ("fp32", lambda: a32 @ b32)):
-        try:
-            fn()
-            best = min(_seconds(fn) for _ in range(reps))
-            rates[name] = 2 * n ** 3 / best
-        except Exception as exc:  # _int_mm needs a CPU kernel this build may lack
-            rates[name] = None
-            rates[f"{name}_error"] = f"{type(exc).__name__}: {exc}"[:200]
-    return rates
-
-
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+OPENVINO_INT8 = ("qdq-u8s8-all", "qdq-u8s8", "qdq-s8s8-sym", "qdq-u8s8-all-int8-resize",
+                 "qdq-u8s8-no-depthwise", "modelopt-qdq")
 
 
 def torch_paths(checkpoint: Path, threads: int, size: int, compile_: bool) -> tuple[dict, dict]:
@@ -137,6 +126,32 @@ def quantize_all(fp32: Path, data: Path, n: int, work: Path, names: list[str],
     return files, {"calibration_frames": calib.usable, "method": method, "seconds": seconds}
 
 
+def default_model(fp32: Path, data: Path, n: int, work: Path, threads: int) -> Path:
+    """What `marsedge quantize --target cpu` writes with its defaults (forced, so a failed gate still
+    gives its row; the gates are in the file's record), made once in the work folder."""
+    from marsedge.edge.quantize import QuantizeOptions, quantize_model
+
+    out = work / "default.int8.onnx"
+    if not out.exists():
+        quantize_model(fp32, str(data), out, None, QuantizeOptions(n=n, min_frames=8, threads=threads,
+                                                                   force=True, progress=False))
+    return out
+
+
+def cpu_result_name(env: dict) -> str:
+    """cpu_runtimes_<model>-f<family>m<model number>: one result per CPU model (a VM may hide the model
+    name, "AMD EPYC", so the family and model numbers from /proc/cpuinfo tell the generations apart)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields = dict(line.split(":", 1) for line in info.splitlines()[:30] if ":" in line)
+    numbers = {k.strip(): v.strip() for k, v in fields.items() if k.strip() in ("cpu family", "model")}
+    slug = "".join(c if c.isalnum() else "-" for c in env["cpu"].lower()).strip("-")
+    while "--" in slug:
+        slug = slug.replace("--", "-")
+    if numbers:
+        slug += f"-f{numbers.get('cpu family', '')}m{numbers.get('model', '')}"
+    return f"cpu_runtimes_{slug}"
+
+
 def time_quantize(fp32: Path, data: Path, threads: int) -> dict:
     """`marsedge quantize` end to end, both targets, as a user runs it (wall seconds)."""
     walls = {}
@@ -182,11 +197,11 @@ def score_paths(backends: dict, data: Path, threads: int) -> dict:
     from marsedge.edge.predict import score
 
     reference = gate_reference(backends["onnxruntime fp32"].path, str(data), "val", threads)
-    out = {"eval": reference.eval, "miou_fp32": round(100 * reference.fp32.metrics["miou"], 2)}
+    out = {"eval": reference.eval, "miou_fp32": round(reference.fp32.metrics["miou"], 4)}  # a fraction
     for label, backend in backends.items():
         if label == "onnxruntime fp32":
             continue
-        gate = compare(reference.fp32, score(backend, reference.samples, reference.fp32.class_names), 1.0)
+        gate = compare(reference.fp32, score(backend, reference.samples, reference.fp32.class_names), 0.01)
         out[label] = {"miou_drop": gate["miou_drop"], "pixel_agreement": gate["pixel_agreement"]}
     return out
 
@@ -206,15 +221,15 @@ def markdown(result: dict) -> str:
              + str(libs.get("onnxruntime")) + ", openvino " + str(libs.get("openvino")) + ".",
              f"Timing: {result['blocks']} alternating blocks x {result['per_block']} timed calls per path, "
              f"batch 1, 1x1x{result['size']}x{result['size']}; {result['macs_g']:.2f} GMACs.", "",
-             "| path | median ms | x ORT FP32 | mIoU drop (points) | pixel agreement |",
+             "| path | median ms | x ORT FP32 | mIoU drop | pixel agreement |",
              "|---|---|---|---|---|"]
     for r in rows:
-        drop = "" if r.get("miou_drop") is None else f"{r['miou_drop']:+.2f}"
-        agree = "" if r.get("pixel_agreement") is None else f"{100 * r['pixel_agreement']:.2f}%"
+        drop = "" if r.get("miou_drop") is None else f"{r['miou_drop']:+.4f}"
+        agree = "" if r.get("pixel_agreement") is None else f"{r['pixel_agreement']:.4f}"
         lines.append(f"| {r['path']} | {r['median_ms']:.1f} | {r['x_ort_fp32']:.2f} | {drop} | {agree} |")
     f = result["floors"]
     lines += ["", "Compute floors (best GEMM rate of this CPU, 2048^3):"]
-    for kind in ("int8", "fp32"):
+    for kind in ("int8", "bf16", "fp32"):
         if f.get(kind):
             lines.append(f"- {kind.upper()}: {f[kind] / 1e9:.0f} G op/s -> {f[kind + '_ms']:.1f} ms "
                          "for this network")
@@ -222,6 +237,15 @@ def markdown(result: dict) -> str:
             lines.append(f"- {kind.upper()}: not measured ({f.get(kind + '_error')})")
     if result.get("gaps"):
         lines.append("- " + "; ".join(f"{k}: {v:.2f}x" for k, v in result["gaps"].items()))
+    if result.get("default_record"):
+        d = result["default_record"]
+        lines.append(f"- default: `marsedge quantize` chose {d['recipe']}@{d['runtime']} among " + ", ".join(
+            f"{t['recipe']}@{t['runtime']} {t['ms']:.1f} ms{'' if t['passed'] else ' (failed the gate)'}"
+            for t in d["tried"]) + " (its own timing, during quantize)")
+    if result.get("roofline"):
+        from roofline import markdown as roofline_markdown
+
+        lines += roofline_markdown(result["roofline"])
     if result.get("quantize"):
         q = result["quantize"]
         lines += ["", f"Quantization ({q['calibration_frames']} calibration frames, shared; {q['method']} "
@@ -254,16 +278,19 @@ def main() -> int:
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--time-quantize", action="store_true", help="also time `marsedge quantize` end to end")
     ap.add_argument("--work", default=None, help="working folder; models already there are reused")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/cpu_runtimes.json"))
+    ap.add_argument("--profile-runs", type=int, default=20, help="frames per roofline profile")
+    ap.add_argument("--out", default=None, help="default: benchmarks/results/cpu_runtimes_<cpu model>.json")
     args = ap.parse_args()
     if args.quick:
         args.blocks, args.n, args.no_compile = min(args.blocks, 4), min(args.n, 16), True
 
+    import roofline as R
     from edge_latency import random_checkpoint, synthetic_gate_tree
 
     from marsedge.bench.environment import load_average
-    from marsedge.edge.backends import OnnxBackend
+    from marsedge.edge.backends import OnnxBackend, open_backend
     from marsedge.edge.export import export
+    from marsedge.edge.onnx_meta import read_onnx_metadata
     from marsedge.io import atomic_write_json, atomic_write_text
     from marsedge.timing import alternating_medians
 
@@ -280,10 +307,14 @@ def main() -> int:
         synthetic_gate_tree(data, args.size)
 
     files, quant = quantize_all(fp32, data, args.n, work, [r[0] for r in RECIPES], args.method)
+    default = default_model(fp32, data, args.n, work, args.threads)
     cpu = ["CPUExecutionProvider"]
     backends = {"onnxruntime fp32": OnnxBackend(fp32, threads=args.threads, providers=cpu)}
     backends |= {f"onnxruntime int8 {k}": OnnxBackend(p, threads=args.threads, providers=cpu)
                  for k, p in files.items()}
+    chosen = read_onnx_metadata(default)
+    default_label = f"default: {chosen.quantization['recipe']}@{chosen.runtime}"
+    backends[default_label] = open_backend(default, threads=args.threads)  # no --backend: as edge-run
     notes = {}
     try:
         from marsedge.edge.openvino import OpenVinoBackend
@@ -292,6 +323,9 @@ def main() -> int:
         backends["openvino bf16"] = OpenVinoBackend(fp32, threads=args.threads, inference_precision="bf16")
         backends |= {f"openvino int8 {k}": OpenVinoBackend(files[k], threads=args.threads)
                      for k in OPENVINO_INT8 if k in files}
+        if "qdq-u8s8-all" in files:  # experiment: what INT8 leaves FP32 (Resize & co.) in BF16
+            backends["openvino int8 qdq-u8s8-all + bf16 hint"] = OpenVinoBackend(
+                files["qdq-u8s8-all"], threads=args.threads, inference_precision="bf16")
     except Exception as exc:  # not installed, or a file it cannot load: the row is missing, the reason noted
         notes["openvino"] = f"{type(exc).__name__}: {exc}"[:300]
     torch_fns, torch_notes = torch_paths(student, args.threads, args.size, not args.no_compile)
@@ -306,8 +340,8 @@ def main() -> int:
     from marsedge.models.summary import count_macs
 
     macs = count_macs(load_model(student)[0], (args.size, args.size))["total"]
-    floors = gemm_floors(args.threads)
-    for kind in ("int8", "fp32"):
+    floors = R.gemm_rates(args.threads)
+    for kind in ("int8", "bf16", "fp32"):
         if floors.get(kind):
             floors[f"{kind}_ms"] = round(1000 * 2 * macs / floors[kind], 2)
     base = ms["onnxruntime fp32"]
@@ -323,15 +357,21 @@ def main() -> int:
         if floors.get("int8_ms"):
             gaps["best ORT INT8 / INT8 floor"] = best_marsedge / floors["int8_ms"]
             gaps["best INT8 (any runtime) / INT8 floor"] = min(int8.values()) / floors["int8_ms"]
+    gaps["default / best (speed: best ms / default ms)"] = min(ms.values()) / ms[default_label]
+    plain_int8 = [v for k, v in ms.items() if ("int8" in k and "hint" not in k) or k == default_label]
+    gaps["default / best plain INT8 (speed)"] = min(plain_int8) / ms[default_label]
+    roof = R.network_roofline(fp32, files, ms, floors, x, args.threads, args.profile_runs)
     env["load_average_end"] = load_average()
     result = {"model": f"{'random-init ' if not args.student else ''}mnv2_1.0 + separable DeepLabv3+"
                        + (f" ({args.student})" if args.student else ""),
               "command": "python benchmarks/cpu_runtimes.py " + " ".join(sys.argv[1:]),
               "size": args.size, "threads": args.threads, "blocks": args.blocks, "per_block": args.per_block,
               "macs_g": macs / 1e9, "rows": rows, "floors": floors, "gaps": gaps, "accuracy": accuracy,
-              "quantize": quant, "notes": notes, "environment": env}
+              "quantize": quant, "notes": notes, "environment": env, "roofline": roof,
+              "default_record": chosen.quantization}
     if args.time_quantize:
         result["quantize_wall"] = time_quantize(fp32, data, args.threads)
+    args.out = args.out or str(ROOT / "benchmarks/results" / f"{cpu_result_name(env)}.json")
     atomic_write_json(args.out, result)
     atomic_write_text(Path(args.out).with_suffix(".md"), markdown(result))
     print(markdown(result))

@@ -5,8 +5,8 @@
     python benchmarks/data_synth.py --n 200 --size 256   # quicker look
 
 Measures, in one run:
-1. generator speed: wall seconds for N MSL frames at S px with W worker processes (the target in
-   the issue: 1,000 frames at 512 px in under 2 minutes on 2 cores), plus the CPU seconds per frame
+1. generator speed: wall seconds for N MSL frames at S px with W worker processes (the target:
+   1,000 frames at 512 px in under 2 minutes on 2 cores), plus the CPU seconds per frame
    and the machine's load average, because the CPU may be shared;
 2. the intensity-only baseline: the best class for each grey level, fit on the train labels, scored
    by pixel accuracy on the gold test sets (it must stay well under 60%: brightness alone must not

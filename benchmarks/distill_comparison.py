@@ -30,7 +30,7 @@ The committed results (benchmarks/results/distill_comparison*.md) came from
 
 Writes OUT/STEM.json and .md (STEM is `--stem`, default distill_comparison: mIoU, pixel accuracy,
 big-rock recall on the first gold set, params, MACs at the input size, wall time) and prints the
-table. `--feature-pairs` adds a row with pixel KD plus feature distillation. The goal in the issue:
+table. `--feature-pairs` adds a row with pixel KD plus feature distillation. The goal:
 distillation recovers at least half of the mIoU gap between the scratch student and the teacher,
 gap recovered = (mIoU_distilled - mIoU_scratch) / (mIoU_teacher - mIoU_scratch).
 """

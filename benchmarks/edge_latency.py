@@ -1,4 +1,4 @@
-"""Edge latency benchmark: the ratios the edge issue asks for, measured in one run on this CPU.
+"""Edge latency benchmark: the edge ratios that matter, measured in one run on this CPU.
 
     python benchmarks/edge_latency.py                     # random-init models, synthetic data
     python benchmarks/edge_latency.py --student runs/demo/student.pt --teacher runs/demo/teacher.pt \
@@ -17,7 +17,7 @@ Results: benchmarks/results/edge_latency.json.
 
     python benchmarks/edge_latency.py --writer-study --model student.int8.onnx --frames-dir DIR
 
-The writer study (issue 19, "edge-run at its backend's speed"): cv2.imencode / blend / postprocess
+The writer study ("edge-run at its backend's speed"): cv2.imencode / blend / postprocess
 micro-benchmarks on a 512 px frame and its mask, then rounds of, alternately, a backend-only child
 process (nothing else in it) and edge-run child processes with each change undone or added
 (`writer_study.VARIANTS`: the patches reproduce the behaviour before the change), each ratio taken
@@ -136,7 +136,7 @@ def main() -> int:
     else:
         fp32_onnx, verification = export(student_ckpt, work / "student.onnx", size=args.size, verify_frames=2)
         options = QuantizeOptions(target="cpu", method="entropy", n=500, min_frames=32, threads=args.threads,
-                                  force=True)
+                                  force=True, overwrite=True)  # its own scratch folder
         int8_onnx, record = quantize_model(fp32_onnx, str(data), None, None, options)
 
     torch_b = open_backend(student_ckpt, threads=args.threads)

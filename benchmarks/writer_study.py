@@ -1,4 +1,4 @@
-"""Where edge-run's writer cost goes, and what each change bought (issue 19): run through
+"""Where edge-run's writer cost goes, and what each change bought: run through
 `python benchmarks/edge_latency.py --writer-study --model M.onnx --frames-dir DIR`.
 
 Two parts, both on this machine, in one run:
@@ -402,7 +402,7 @@ def write_markdown(result: dict, path: Path) -> None:
             f"{result['frame_count']} frames from {result['frames']}, {result['threads']} threads, "
             f"{len(result['rounds'])} interleaved rounds, edge-run writing to "
             f"{result.get('output_root', '?')} "
-            f"({result.get('output_filesystem', '?')}). {result.get('stop', '')}\n\n"
+            f"({result.get('output_filesystem', '?')}). {result.get('note', '')}\n\n"
             "Ratio = end-to-end FPS / mean of the unloaded backend-alone runs (child processes) before "
             "and after it, at the run's own stream count; 'vs best alone' divides by the faster of the "
             "one-stream and two-stream backend-alone runs. Backend alone over the study: one stream "

@@ -23,6 +23,7 @@ AREAS = (
     "marsedge.ssl.cli",
     "marsedge.distill.cli",
     "marsedge.edge.cli",
+    "marsedge.edge.ros2_cli",
     "marsedge.bench.cli",
 )
 

@@ -3,7 +3,8 @@
 Configs are data: a YAML file names the experiment and the code holds no experiment constants.
 Every key is checked against the dataclass before any work starts; an unknown key fails with its
 full dotted name and the nearest valid key, a value of the wrong type fails with the key and the
-expected type.
+expected type. A value `???` (REQUIRED) is one the config leaves to the user: loading it unreplaced
+fails with the key's name (configs/own/ leave the data root and the teacher to the command line).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import yaml
 from marsedge.errors import ConfigError
 
 T = TypeVar("T")
+REQUIRED = "???"
 
 
 def _suggest(key: str, valid: list[str]) -> str:
@@ -30,6 +32,8 @@ def _suggest(key: str, valid: list[str]) -> str:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check/convert one value against a type hint; dataclass hints recurse."""
     origin = typing.get_origin(tp)
+    if isinstance(value, str) and value == REQUIRED:
+        raise ConfigError(f"config key '{key}' is required: give {key.split('[', 1)[0]}=VALUE")
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
@@ -92,7 +96,7 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     for key, value in data.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
-            raise ConfigError(f"unknown config key '{dotted}'{_suggest(str(key), list(fields))}")
+            raise ConfigError(f"unknown config key {dotted!r}{_suggest(str(key), list(fields))}")
         kwargs[key] = _coerce(value, hints[key], dotted)
     try:
         return cls(**kwargs)

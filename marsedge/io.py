@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from marsedge.errors import DataError
+from marsedge.errors import DataError, WriteError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -45,16 +45,21 @@ def _replacing(path: Path) -> Iterator[tuple[int, Path]]:
     """A temp file beside `path` (its folder made when missing, the usual permissions), renamed onto
     `path` when the block ends well and removed when it raises."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    except FileNotFoundError:  # no mkdir call while the folder exists (the common case)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+        except FileNotFoundError:  # no mkdir call while the folder exists (the common case)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    except OSError as exc:  # a read-only or full folder
+        raise WriteError(path, exc) from None
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
         yield fd, Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            raise WriteError(path, exc) from None  # "cannot write PATH: No space left on device"
         raise
 
 
@@ -69,10 +74,13 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 def append_jsonl(path: str | Path, record: dict) -> None:
     """Append one JSON line and flush it (metrics logs survive a crash line by line)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(record, default=str) + "\n")
-        f.flush()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+            f.flush()
+    except OSError as exc:
+        raise WriteError(path, exc) from None
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -20,7 +20,7 @@ status=0
     --duration "${DURATION:-3}" --warmup 10 -o "$OUT" || status=$?
 
 if "$PY" -c 'import sys; from marsedge.bench.browser import find_chromium; sys.exit(find_chromium() is None)'; then
-  "$PY" -m marsedge report "$OUT/results.json" -o "$OUT" --screenshot "$OUT/screenshot.png"
+  "$PY" -m marsedge report "$OUT/results.json" -o "$OUT" --overwrite --screenshot "$OUT/screenshot.png"
 else
   echo "no chromium: report written without a screenshot (scripts/install_chromium.sh)"
 fi

@@ -18,7 +18,9 @@ step "1/7 synthetic NAVCAM data (AI4Mars layout) -> $DATA"
 if [ ! -f "$DATA/stats.json" ]; then
   $ME data synth --out "$DATA" --mission msl --n 360 --size 192 --seed 0 --test-fraction 0.1 --unlabelled 60 --quiet
   $ME data synth --out "$DATA" --mission m2020 --n 60 --size 256 --seed 0 --quiet
-  $ME data merge-labels "$DATA/msl/labels/crowd" --out "$DATA/msl/labels/train" --quiet
+  # the generator wrote merged train labels already; merging its crowd labels again replaces them
+  # with the same result (--overwrite: merge-labels never replaces merged labels unasked)
+  $ME data merge-labels "$DATA/msl/labels/crowd" --out "$DATA/msl/labels/train" --overwrite --quiet
   $ME data stats "$DATA"
 fi
 
@@ -28,7 +30,7 @@ $PY train.py --config configs/demo/teacher.yaml data.root="$DATA" run.out_dir="$
 
 step "3/7 distill the demo student (configs/demo/student.yaml)"
 $PY distill.py --config configs/demo/student.yaml data.root="$DATA" run.out_dir="$DEMO" \
-    distill.teacher="$DEMO/demo_teacher/best.pt" distill.cache_dir="$DEMO/teacher_logits" \
+    distill.teacher="$DEMO/demo_teacher/best.pt" \
     "distill.unlabelled=[{root: $DATA, split: unlabelled}]" $(resume_if_started "$DEMO/demo_student")
 
 step "4-5/7 export, quantize (INT8, CPU), edge-run over frames with broken files mixed in"

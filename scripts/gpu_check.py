@@ -45,7 +45,7 @@ from marsedge.edge.engine_sidecar import cuda_device  # noqa: E402  (stdlib only
 from marsedge.errors import ModelError  # noqa: E402
 
 TOTAL_BUDGET_S = 480  # 8 minutes on an H100/H200: the step budgets add up to this
-AIMS = {"fp16": 0.995, "int8": 0.98}  # pixel agreement with ONNX Runtime CPU FP32 (issue 17)
+AIMS = {"fp16": 0.995, "int8": 0.98}  # pixel agreement with ONNX Runtime CPU FP32
 FRAMES = 200
 SIZE = 128
 

@@ -84,7 +84,7 @@ def test_an_item_is_the_same_whenever_and_wherever_it_is_read():
 def test_distillation_trains_on_balanced_batches_by_default(tiny_ai4mars, tmp_path):
     """The distill mode's training set: each step `batch_size` labelled frames with as many unlabelled
     ones. Pooled batches (labelled and unlabelled frames drawn together) leave steps with few or no
-    labelled frames when unlabelled frames outnumber them, which starved the ground-truth term."""
+    labelled frames when unlabelled frames outnumber them, which starves the ground-truth term."""
     teacher_cfg = ModelConfig(backbone="r18_0.25x_sk0", head="deeplabv3", head_channels=16)
     teacher = tmp_path / "teacher.pt"
     cfg = load_train_config(DistillConfig, REPO / "configs/demo/student.yaml", [

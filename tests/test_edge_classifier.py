@@ -153,14 +153,14 @@ def test_quantize_gates_a_classifier_on_top1(trained, release, tmp_path):
 
     fp32 = _onnx(trained[1])
     val_top1 = score(fp32, open_labelled(release, "val")).metrics["top1"]
-    options = QuantizeOptions(n=36, min_frames=8, tolerance=100.0, min_speedup=0, recipe="qdq-u8s8",
+    options = QuantizeOptions(n=36, min_frames=8, tolerance=1.0, min_speedup=0, recipe="qdq-u8s8",
                               progress=False)
     with pytest.warns(UserWarning, match="calibrating on 36 frames"):
         out, record = quantize_model(trained[1], str(release), tmp_path / "cls.int8.onnx", None, options)
     gate = record["gate"]
     assert gate["metric"] == "top1" and "(val, 12 frames)" in gate["eval"]
-    assert gate["top1_fp32"] == pytest.approx(100 * val_top1, abs=1e-3)
-    assert gate["drop"] == pytest.approx(gate["top1_fp32"] - gate["top1_int8"], abs=1e-2)
+    assert gate["top1_fp32"] == pytest.approx(val_top1, abs=1e-5)
+    assert gate["drop"] == pytest.approx(gate["top1_fp32"] - gate["top1_int8"], abs=1e-4)
     assert set(gate["recall_drop"]) == set(CLASSES) and 0 <= gate["top1_agreement"] <= 1
     assert record["calibration"]["source"].endswith("(train)")  # v2.1 publishes val apart from train
     int8 = _onnx(out)
@@ -170,7 +170,7 @@ def test_quantize_gates_a_classifier_on_top1(trained, release, tmp_path):
 def test_quantize_refuses_calibration_images_from_the_gate_split(trained, release, tmp_path):
     from marsedge.edge.quantize import QuantizeOptions, quantize_model
 
-    options = QuantizeOptions(n=12, min_frames=8, tolerance=100.0, min_speedup=0, progress=False)
+    options = QuantizeOptions(n=12, min_frames=8, tolerance=1.0, min_speedup=0, progress=False)
     with pytest.raises(DataError, match="in the evaluation split"), pytest.warns(UserWarning):
         quantize_model(trained[1], str(release), tmp_path / "x.onnx", None, options, calib_split="val")
 

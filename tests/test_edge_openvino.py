@@ -57,7 +57,7 @@ def int8_files(edge_student, tiny_ai4mars, tmp_path_factory):
     shutil.copy(edge_student[1], src)
     files = {}
     for recipe in ("qdq-u8s8", "qop-u8s8"):
-        options = QuantizeOptions(method="max", n=8, min_frames=8, tolerance=100.0, min_speedup=0,
+        options = QuantizeOptions(method="max", n=8, min_frames=8, tolerance=1.0, min_speedup=0,
                                   recipe=recipe, progress=False)
         with pytest.warns(UserWarning):
             files[recipe], _ = quantize_model(src, str(tiny_ai4mars), folder / f"{recipe}.onnx", None,

@@ -1,4 +1,4 @@
-"""edge-run at its backend's speed (issue 19): the cheaper writer gives the same outputs, the
+"""edge-run at its backend's speed: the cheaper writer gives the same outputs, the
 postprocessing leaves the inference thread, and summary.json says which FPS is which."""
 
 from __future__ import annotations

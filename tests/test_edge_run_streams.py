@@ -1,4 +1,4 @@
-"""edge-run with two inference streams (`--streams 2`, issue 19): two frames in inference at once,
+"""edge-run with two inference streams (`--streams 2`): two frames in inference at once,
 the threads split between them, and the outputs exactly those of one stream, in input order."""
 
 from __future__ import annotations

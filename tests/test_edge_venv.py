@@ -77,3 +77,17 @@ def test_edge_run_on_openvino_without_onnx_runtime(tmp_path_factory, edge_studen
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (summary["frames_ok"], summary["frames_failed"]) == (3, 1)
     assert "openvino" in run.stdout + run.stderr
+    # a model whose metadata names OpenVINO (quantize's choice) runs there unasked: the choice is read
+    # from the file without onnx or ONNX Runtime
+    import onnx
+
+    from marsedge.edge.onnx_meta import RUNTIME, set_props
+
+    model = onnx.load(str(edge_student[1]))
+    set_props(model, {RUNTIME: "openvino"})
+    onnx.save(model, str(tmp_path / "chosen.onnx"))
+    run = subprocess.run([str(py.parent / "edge-run"), str(frames), str(tmp_path / "out2"), "--model",
+                          str(tmp_path / "chosen.onnx"), "--threads", "1"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "out2" / "summary.json").read_text())["backend"]["name"] == "openvino"

@@ -116,7 +116,7 @@ def test_unknown_backbone_names_the_key_the_nearest_name_and_the_valid_ones():
         build_backbone("mnv2_1.0", output_stride=4)
 
 
-def test_registry_holds_the_issue_names():
+def test_registry_holds_the_papers_names():
     for name in ("r50_1x_sk0", "r101_2x_sk1", "r152_3x_sk1", "r50_0.25x_sk0", "r18_0.25x_sk0",
                  "r26_0.5x_sk1", "mnv2_1.0", "mnv2_0.5", "mnv2_0.35"):
         assert name in BACKBONES

@@ -28,7 +28,7 @@ def test_tf_same_pool_equals_a_hand_padded_pool_and_differs_from_torch_on_even_s
     hand = F.max_pool2d(F.pad(x, (0, 1, 0, 1), value=float("-inf")), 3, 2)  # 0 before, 1 after
     torch.testing.assert_close(tf, hand, rtol=0, atol=0)
     differ = (tf != torch.nn.MaxPool2d(3, 2, 1)(x)).float().mean()
-    assert differ > 0.5  # the issue measured 69 % on an even-sized map
+    assert differ > 0.5  # 69 % measured on an even-sized map
     odd = torch.randn(1, 1, 33, 33)  # odd sizes: TF pads 1 before and 1 after, like PyTorch
     torch.testing.assert_close(TFSameMaxPool(3, 2)(odd), torch.nn.MaxPool2d(3, 2, 1)(odd))
 

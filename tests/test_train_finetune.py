@@ -37,7 +37,9 @@ def test_train_py_writes_a_usable_run(tiny_ai4mars, tmp_path, capsys):
     code = main(["--config", DEMO, *overrides, "loss.name=inverse_frequency_recall"])
     assert code == 0
     run = tmp_path / "t"
-    assert "final test: pixel_accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "final test (fractions, scored once with best.pt): gold-min" in printed and " miou 0." in printed
+    assert " val frames; test gold-min" in printed  # the banner says what it selects and scores on
     model, ckpt = load_model(run / "best.pt")  # weights_only load, model rebuilt from its config
     assert ckpt.preprocess == {"height": 64, "width": 64, "channels": 1, "gain": 1.5,
                                "bit_depth_mapping": "linear", "percentile_low": 0.5,
@@ -135,15 +137,26 @@ def test_torchrun_two_processes(tiny_ai4mars, tmp_path):
     """The real launcher: torchrun sets env://, gloo on CPU, only rank 0 writes."""
     torchrun = Path(sys.executable).parent / "torchrun"
     cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", str(REPO / "train.py"), "--config", DEMO,
-           *tiny_overrides(tiny_ai4mars, tmp_path, "ddp"), "epochs=1", "run.confusion_png=false"]
+           *tiny_overrides(tiny_ai4mars, tmp_path, "ddp"), "epochs=1", "run.confusion_png=false",
+           "run.progress=true", "run.ema=0.9", "batch_size=2"]
     # faulthandler: a rank that aborts in C++ (SIGABRT) prints its Python stack, which torchrun's own
     # traceback would otherwise push out of the assertion message
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     ranks = [line for line in out.stderr.splitlines() if "torch/distributed/" not in line]
     assert out.returncode == 0, "\n".join(ranks[-60:])
-    assert out.stdout.count("final test:") == 1  # rank 0 only
-    assert load_checkpoint(tmp_path / "ddp" / "best.pt").extra["train"]["world_size"] == 2
+    assert out.stdout.count("final test (") == 1  # rank 0 only
+    best = load_checkpoint(tmp_path / "ddp" / "best.pt")
+    assert best.extra["train"]["world_size"] == 2
+    # progress through a pipe: a line per step (run.log_every=1) and one per evaluation, each once
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    steps = [line for line in out.stdout.splitlines() if line.startswith("[ddp] step ")]
+    total = summary["steps"]
+    assert total > 1 and [line.split()[2] for line in steps] == [f"{n}/{total}" for n in range(1, total + 1)]
+    assert len([line for line in out.stdout.splitlines() if line.startswith("[ddp] eval epoch 1/1")]) == 1
+    # the moving average, on both ranks, was scored and selected on like the weights
+    assert best.extra["selected_on"]["weights"] == summary["selected_on"]["weights"] in ("raw", "ema")
+    assert best.extra["train"]["ema"]["updates"] == total == summary["timing"]["images"] // 4
 
 
 EDGE_STUDENT = REPO / "configs" / "demo" / "edge_student_512.yaml"

@@ -1,4 +1,4 @@
-"""`run.amp: auto` picks bf16 only where the device multiplies bf16 natively (issue: bf16 autocast was
+"""`run.amp: auto` picks bf16 only where the device multiplies bf16 natively (bf16 autocast was
 16x slower than fp32 on an AMD EPYC without AVX512-BF16, 1.2x faster on an AMX Xeon)."""
 
 import pytest

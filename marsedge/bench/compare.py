@@ -10,6 +10,7 @@ Latency deltas between different machines mean little: the report says when the 
 from __future__ import annotations
 
 from marsedge.bench import results as R
+from marsedge.errors import DataError
 from marsedge.metrics import headline
 
 _STATUS_RANK = {R.STATUS_OK: 0, R.STATUS_ACCURACY_FAILED: 1, R.STATUS_FAILED: 2}
@@ -25,6 +26,18 @@ def _miou(row: dict) -> float | None:
         return None
     metrics = row["accuracy"]["metrics"]
     return metrics[headline(metrics)[0]]
+
+
+def check_comparable(current: dict, baseline: dict, current_source: str, baseline_source: str) -> None:
+    """Two runs are compared only on the same split with the same number of frames (the data root's
+    path is not compared: the same data may live elsewhere on the other machine)."""
+    now, then = current["dataset"], baseline["dataset"]
+    if (now.get("split"), now.get("frames")) != (then.get("split"), then.get("frames")):
+        def data(d: dict) -> str:
+            return f"split {d.get('split')}, {d.get('frames')} frames of {d.get('root')}"
+
+        raise DataError(f"cannot compare {current_source} ({data(now)}) with {baseline_source} "
+                        f"({data(then)}): bench both on the same split")
 
 
 def compare_rows(current: dict, baseline: dict, latency_tol: float = 0.10, miou_tol: float = 0.01) -> dict:

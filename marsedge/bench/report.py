@@ -15,6 +15,7 @@ from pathlib import Path
 
 from marsedge.bench import plots
 from marsedge.bench.compare import compare_runs
+from marsedge.bench.verdict_block import verdict_blocks
 from marsedge.errors import DataError
 from marsedge.io import atomic_write_text, safe_join, safe_name
 from marsedge.metrics import plot_confusion
@@ -229,11 +230,13 @@ def build_blocks(results: list[dict], sources: list[Path], out: Path, tolerances
         ("p", f"Run {run['created']}: {len(rows)} model(s) on split {d['split']} of {d['root']} "
               f"({d['frames']} frames); batch 1, up to {s.get('warmup')} warm-up frames then {timing} per "
               f"model, input size {s.get('size') or 'each model’s own'}; each model measured in its own "
-              "process."),
+              "process. Accuracy is a fraction (0-1)."),
+        *verdict_blocks(run),
         ("h2", "Results"), results_table(rows),
-        ("p", f"Status: ok; accuracy-failed (ran, missed its gate: {agreement} with its reference "
-              f"≥ {s.get('min_agreement')}" + (f", {label} ≥ {s['min_miou']}" if s.get("min_miou") else "")
-              + "); failed (could not run; the reason follows). Latency is end-to-end per frame; "
+        ("p", "Status: ok; accuracy-failed (ran, missed its gate: the INT8 verdict against its FP32 model"
+              + (f", {label} ≥ {s['min_miou']}" if s.get("min_miou") else "")
+              + f"); failed (could not run; the reason follows). The {agreement} column is information, "
+              "not a verdict. Latency is end-to-end per frame; "
               f"* marks a p99 from fewer than {FEW_FRAMES} timed frames (about the maximum)."),
     ]
     blocks += machine_blocks(run["environment"])

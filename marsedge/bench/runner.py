@@ -4,7 +4,9 @@ Why a child per model: peak RSS is a per-process figure, so measuring several mo
 would mix them; and a model that crashes its runtime (a segfault in a plugin, out of memory) must
 not take the other rows with it. The child loads the backend, times it, evaluates it on the split
 and writes its masks to OUT/.masks/<id>.npz; the parent then compares masks between models
-(pixel agreement with a reference), applies the gates and picks the sample frames.
+(pixel agreement with a reference: information only), judges every INT8 row against its FP32
+source by the one INT8 verdict (marsedge.edge.verdict, the rule quantize applied, with the
+tolerance quantize recorded), applies the optional mIoU floor and picks the sample frames.
 
 Memory figures per row: rss_baseline_mb is the child's RSS just before the model is opened (Python,
 numpy, OpenCV and the latency frames); rss_peak_mb the peak from then to the end of the latency run
@@ -34,6 +36,7 @@ from marsedge.bench.environment import capture, device_memory_mb, load_average, 
 from marsedge.bench.latency import latency_report, peak_rss_mb, reset_peak_rss, time_frames
 from marsedge.bench.modelinfo import model_info
 from marsedge.edge.predict import pixel_agreement
+from marsedge.edge.verdict import DEFAULT_TOLERANCE, Int8Verdict, int8_verdict
 from marsedge.errors import ConfigError, MarsedgeError, ModelError
 from marsedge.io import atomic_write_json, safe_join
 from marsedge.metrics import headline
@@ -52,7 +55,6 @@ class BenchSettings:
     threads: int | None = None
     backend: str | None = None
     reference: str | None = None  # a model path or id; None: the first given of the same architecture
-    min_agreement: float = 0.95
     min_miou: float | None = None
     samples: int = 4
     timeout: float = 1800.0
@@ -93,8 +95,10 @@ def bench_model(path: str, model_id: str, settings: BenchSettings, masks_path: s
         if settings.size and spec.size != (settings.size, settings.size):
             raise ModelError(f"{path}: built for {spec.height}x{spec.width} input, --size asks "
                              f"{settings.size}x{settings.size}")
+        quantization = backend.metadata.get("quantization") or {}
         row.update(backend=backend.name, precision=backend.precision,
                    model_config=backend.metadata.get("model_config"),
+                   quantize_verdict=(quantization.get("gate") or {}).get("verdict"),
                    input=[spec.channels, spec.height, spec.width])
         times, seconds, warmed = time_frames(backend, frames, spec, settings.warmup, settings.iters,
                                              settings.duration)
@@ -187,8 +191,31 @@ def choose_reference(row: dict, rows: list[dict], explicit: str | None) -> dict 
     return None if ref is None or ref is row else ref
 
 
+def fp32_source(row: dict, rows: list[dict]) -> dict | None:
+    """The FP32 row an INT8 row is judged against: the same architecture at FP32, on the same
+    backend where there is one (the first given otherwise)."""
+    same = [r for r in rows if r.get("accuracy") and r.get("precision") == "fp32"
+            and r.get("model_config") and r.get("model_config") == row.get("model_config")]
+    return next((r for r in same if r.get("backend") == row.get("backend")), same[0] if same else None)
+
+
+def judge_int8(row: dict, rows: list[dict], split: str) -> Int8Verdict | None:
+    """The one INT8 verdict on bench's split, with the tolerance quantize recorded in the model;
+    stored in the row as `int8_verdict` {reference, bench, quantize}. None for a non-INT8 row or
+    one without an FP32 source among the rows."""
+    source = fp32_source(row, rows) if row.get("precision") == "int8" else None
+    if source is None:
+        return None
+    recorded = row.get("quantize_verdict")
+    tolerance = recorded["tolerance"] if recorded else DEFAULT_TOLERANCE
+    verdict = int8_verdict(source["accuracy"]["metrics"], row["accuracy"]["metrics"], tolerance, split)
+    row["int8_verdict"] = {"reference": source["id"], "bench": verdict.to_dict(), "quantize": recorded}
+    return verdict
+
+
 def apply_gates(rows: list[dict], settings: BenchSettings, masks_dir: Path) -> None:
-    """Agreement with the reference and the optional mIoU floor; a miss sets accuracy-failed + why."""
+    """Agreement with the reference (information), the INT8 verdict and the optional mIoU floor;
+    a missed verdict or floor sets accuracy-failed + why."""
     for row in rows:
         if row["status"] == R.STATUS_FAILED:
             continue
@@ -197,12 +224,13 @@ def apply_gates(rows: list[dict], settings: BenchSettings, masks_dir: Path) -> N
         if ref is not None:
             value = pixel_agreement(load_masks(masks_file(masks_dir, row["id"])),
                                     load_masks(masks_file(masks_dir, ref["id"])))
-            row["accuracy"]["agreement"] = agreement_block(value, ref["id"], settings.min_agreement)
-            if value < settings.min_agreement:
-                reasons.append(f"agreement {value:.4f} with {ref['id']} < {settings.min_agreement}")
+            row["accuracy"]["agreement"] = agreement_block(value, ref["id"])
         elif settings.reference is not None and row["id"] != settings.reference \
                 and Path(row["path"]).resolve() != Path(settings.reference).resolve():
             reasons.append(f"reference {settings.reference} has no masks to compare with")
+        verdict = judge_int8(row, rows, settings.split)
+        if verdict is not None and not verdict.passed:
+            reasons.append(f"{verdict.line()} against {row['int8_verdict']['reference']}")
         key, label = headline(row["accuracy"]["metrics"])  # top-1 for a classifier
         value = row["accuracy"]["metrics"][key]
         if settings.min_miou is not None and not (value >= settings.min_miou):
@@ -257,7 +285,9 @@ def run_bench(models: list[str], settings: BenchSettings, out: str | Path) -> di
     """Bench every model, write OUT/results.json and return the results dict."""
     from tqdm import tqdm
 
+    from marsedge.bench.baseline import intensity_baseline
     from marsedge.data.labelled import open_labelled
+    from marsedge.terrain import NUM_CLASSES
 
     if settings.reference is not None and not any(
             settings.reference in (p, Path(p).name) or Path(p).resolve() == Path(settings.reference).resolve()
@@ -268,7 +298,8 @@ def run_bench(models: list[str], settings: BenchSettings, out: str | Path) -> di
     masks_dir.mkdir(parents=True, exist_ok=True)
     dataset = open_labelled(settings.data, settings.split)
     results = R.new_results(capture(settings.threads), {**asdict(settings), "models": list(models)},
-                            {"root": str(settings.data), "split": settings.split, "frames": len(dataset)})
+                            {"root": str(settings.data), "split": settings.split, "frames": len(dataset),
+                             "intensity_baseline": intensity_baseline(dataset, NUM_CLASSES)})
     rows = []
     for model, model_id in tqdm(list(zip(models, model_ids(models), strict=True)), desc="bench",
                                 unit="model"):

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from marsedge.data.frames import read_frame
+from marsedge.data.readers import read_index_raster
 from marsedge.errors import DataError
 from marsedge.terrain import BACKGROUND, CLASS_NAMES, IGNORE_INDEX, NUM_TERRAIN_CLASSES, ROVER
 
@@ -172,8 +173,11 @@ def _pairing(label_dir: Path, name: str | None) -> dict[str, str]:
     for folder in (label_dir, label_dir.parent / Path(MER_GOLD["mer-test-min3"]).name):
         path = folder / name
         if path.is_file():
-            with open(path, newline="", encoding="utf-8") as f:
-                rows = [r for r in csv.reader(f) if len(r) >= 2]
+            try:
+                with open(path, newline="", encoding="utf-8") as f:
+                    rows = [r for r in csv.reader(f) if len(r) >= 2]
+            except (UnicodeDecodeError, csv.Error) as exc:
+                raise DataError(f"{path}: not a UTF-8 CSV of label and image names ({exc})") from None
             images = [(r[0].strip(), r[1].strip()) for r in rows]
             return {image_stem(s): name for s, name in images if name.lower().endswith(tuple(_IMAGE_EXTS))}
     return {}
@@ -316,7 +320,7 @@ def _unlabelled_items(root: Path) -> list[Item]:
     return items
 
 
-def _read_mask(path: Path | None, shape: tuple[int, int]) -> np.ndarray | None:
+def _read_mask(path: Path | None, label: Path, shape: tuple[int, int]) -> np.ndarray | None:
     if path is None:
         return None
     mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -324,17 +328,15 @@ def _read_mask(path: Path | None, shape: tuple[int, int]) -> np.ndarray | None:
         raise DataError(f"cannot read mask {path}")
     mask = mask[..., 0] if mask.ndim == 3 else mask
     if mask.shape != shape:
-        raise DataError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]}, its image is {shape[1]}x{shape[0]}")
+        raise DataError(f"label {label} is {shape[1]}x{shape[0]}, its mask {path} is "
+                        f"{mask.shape[1]}x{mask.shape[0]}")
     return mask != 0
 
 
 def read_label(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """An AI4Mars label PNG: values 0..3 and 255, the size of its image (`shape`) when given."""
-    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if label is None:
-        raise DataError(f"cannot read label {path}")
-    if label.ndim == 3:  # some tools save grey PNGs as RGB; the class id is in every channel
-        label = label[..., 0]
+    """An AI4Mars label PNG: values 0..3 and 255 (grey, grey saved as RGB, or a palette PNG's
+    indices; colour-coded labels are refused), the size of its image (`shape`) when given."""
+    label, indexed = read_index_raster(Path(path))
     if label.dtype != np.uint8:
         raise DataError(f"label {path} is {label.dtype}; AI4Mars labels are 8-bit")
     if shape is not None and label.shape != shape:
@@ -343,7 +345,8 @@ def read_label(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
         )
     if not _LABEL_VALUES[label].all():
         bad = int(label[~_LABEL_VALUES[label]][0])
-        raise DataError(f"label {path} has value {bad}; AI4Mars labels use 0..3 and 255")
+        what = "palette index" if indexed else "value"
+        raise DataError(f"label {path} has {what} {bad}; AI4Mars labels use 0..3 and 255")
     return label
 
 
@@ -354,8 +357,8 @@ def load_label(item: Item, shape: tuple[int, int] | None = None, four_class: boo
         raise DataError(f"{item.image} has no label")
     label = read_label(item.label, shape)
     shape = label.shape
-    rover = _read_mask(item.rover_mask, shape)
-    far = _read_mask(item.range_mask, shape)
+    rover = _read_mask(item.rover_mask, item.label, shape)
+    far = _read_mask(item.range_mask, item.label, shape)
     if rover is not None:
         label[rover] = IGNORE_INDEX if four_class else ROVER
     if far is not None:

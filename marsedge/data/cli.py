@@ -1,7 +1,8 @@
-"""`marsedge data synth | merge-labels | stats` (nothing heavy imported until a handler runs).
+"""`marsedge data prepare | synth | merge-labels | stats` (nothing heavy imported until a handler runs).
 
+marsedge data prepare DIR          what a downloaded AI4Mars release needs (merge or not), its splits
 marsedge data synth --out DIR --mission msl --n 300 --size 256 --seed 0
-marsedge data merge-labels DIR/msl/labels/crowd --out DIR/msl/labels/train
+marsedge data merge-labels DIR/msl/labels/crowd --out DIR/msl/labels/merged
 marsedge data stats DIR --chart DIR/composition.png
 marsedge data synth-classes --out DIR --n 600 --size 96 --seed 0 --unlabelled 300
 """
@@ -20,6 +21,19 @@ def register(subparsers) -> None:
         description=__doc__.splitlines()[0],
     )
     sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+
+    prepare = sub.add_parser(
+        "prepare",
+        help="what a downloaded AI4Mars release needs before training (merge or not), and its splits",
+        description="Names the release layout (0.1 or 0.6), counts every split, says whether crowd "
+        "labels need merging (a published release ships merged labels: nothing to do) and the "
+        "data.root to train on. Reads folder listings only; --merge merges what has no merged labels.",
+    )
+    prepare.add_argument("root", help="the unpacked release (or the folder it was unpacked into)")
+    prepare.add_argument("--merge", action="store_true",
+                         help="merge crowd labels where no merged labels exist (never over existing ones)")
+    prepare.add_argument("--quiet", action="store_true", help="no progress bar")
+    prepare.set_defaults(func=run_prepare)
 
     synth = sub.add_parser(
         "synth",
@@ -94,6 +108,8 @@ def register(subparsers) -> None:
     merge.add_argument(
         "--scores", default=None, help="agreement CSV (default OUT/../agreement-<OUT name>.csv)"
     )
+    merge.add_argument("--overwrite", action="store_true",
+                       help="replace merged labels already in OUT (default: refuse them)")
     merge.add_argument("--quiet", action="store_true", help="no progress bar")
     merge.set_defaults(func=run_merge)
 
@@ -152,11 +168,22 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_prepare(args: argparse.Namespace) -> int:
+    from marsedge.data.prepare import prepare
+
+    print("\n".join(prepare(args.root, merge=args.merge, progress=not args.quiet)))
+    return 0
+
+
 def run_merge(args: argparse.Namespace) -> int:
     from marsedge.data.labels import merge_crowd_folder
+    from marsedge.ownership import refuse_existing, refuse_same_path
 
     out = Path(args.out)
     scores = Path(args.scores) if args.scores else out.parent / f"agreement-{out.name}.csv"
+    refuse_same_path(args.crowd, out, "merged label folder")
+    if out.is_dir() and any(out.glob("*.png")):  # merged labels (a release's own train labels, say)
+        refuse_existing(out, args.overwrite, "merged label folder with labels")
     summary = merge_crowd_folder(
         Path(args.crowd),
         out,

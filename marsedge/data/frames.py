@@ -16,7 +16,9 @@ with `@register_reader(".ext")` (a reader is `fn(path, max_pixels) -> array`).
 
 `iter_frames(uri)` walks a file, folder, glob, video (`.mp4`, `.avi`, ...) or camera
 (`/dev/videoN`) and yields `(name, frame)` or `(name, FrameError)`, so a long run logs a bad frame
-and keeps going. `name` is the path relative to the folder (a glob: to its fixed leading folders).
+and keeps going. A video file that ends before the frame count its header declares ends with an
+`EndedEarly` error saying how many frames were read. `name` is the path relative to the folder
+(a glob: to its fixed leading folders).
 Entries of a folder or glob that carry a frame suffix but cannot be read as files (FIFOs, sockets,
 symlink loops, dangling links, unreadable entries) are yielded in order as `(name, FrameError)`
 saying why they were skipped (`scan_frames` lists them). This is what `edge-run` reads with.
@@ -24,6 +26,7 @@ saying why they were skipped (`scan_frames` lists them). This is what `edge-run`
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 import re
@@ -111,6 +114,15 @@ def _entry_kind(path: Path) -> str | None:
     return "not a regular file (FIFO)" if stat.S_ISFIFO(mode) else "not a regular file"
 
 
+def _special_kind(mode: int) -> str:
+    """What a path that is neither a regular file nor a folder is, in words."""
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
 def _sort_entries(scan: FrameScan, paths: list[Path]) -> FrameScan:
     """Frames among paths; a PDS4 `.xml` or PDS3 `.lbl` hides the data file it describes."""
     candidates = [p for p in paths if p.suffix.lower() in READERS]
@@ -129,7 +141,7 @@ def _sort_entries(scan: FrameScan, paths: list[Path]) -> FrameScan:
     return scan
 
 
-def _glob_root(pattern: str) -> Path:
+def glob_root(pattern: str) -> Path:
     """The leading folders of a glob pattern that hold no wildcard: frame names are relative to it."""
     fixed = []
     for part in Path(pattern).parts[:-1]:
@@ -150,25 +162,84 @@ def scan_frames(uri: str | Path) -> FrameScan:
             return _sort_entries(FrameScan(path), list(path.iterdir()))
     except OSError as exc:
         raise FrameError(f"cannot list {text}: {exc.strerror or _one_line(exc)}") from None
+    try:
+        mode = os.stat(text).st_mode
+    except OSError:
+        mode = None
+    if mode is not None:  # there, but neither a file nor a folder: reading it could block or never end
+        raise FrameError(f"{text} is {_special_kind(mode)}, not a frame file, folder, glob or video")
     if any(ch in text for ch in "*?["):
-        scan = FrameScan(_glob_root(text))
-        if "**" in text:
-            scan.skipped += _unlistable_folders(scan.root)
-        return _sort_entries(scan, [Path(p) for p in glob.glob(text, recursive=True)])
+        scan = FrameScan(glob_root(text))
+        if "**" in Path(text).parts:
+            pattern = Path(text).parts[len(scan.root.parts) if str(scan.root) != "." else 0:]
+            return _sort_entries(scan, _walk_glob(scan.root, pattern, scan.skipped))
+        return _sort_entries(scan, [Path(p) for p in glob.glob(text)])
     raise FrameError(f"no such file or folder: {text}")
 
 
-def _unlistable_folders(root: Path) -> list[tuple[Path, str]]:
-    """Folders under root that cannot be listed: glob's `**` passes over them without a word, and
-    a frame inside one would vanish from the run unannounced."""
-    found: list[tuple[Path, str]] = []
+def _walk_glob(root: Path, pattern: tuple[str, ...], skipped: list[tuple[Path, str]]) -> list[Path]:
+    """The entries under root whose path below it matches `pattern` (components; `**` is any number
+    of folders), each folder entered once. glob's own `**` follows every link to a folder, so
+    `ln -s .. a` or `ln -s . b` sends it round a loop until the path is too long (minutes, growing
+    memory, one file found under endless names). Here the real folders are walked first; then each
+    link to a folder not walked yet (one outside the tree) is walked once; a link to a folder
+    already walked or to one that holds the tree (a loop, or a second path to one folder) is
+    skipped with its reason, and so is a folder that cannot be listed (glob passes over those
+    without a word)."""
+    seen: set[tuple[int, int]] = set()
+    found: list[Path] = []
+    links: list[Path] = []
 
     def record(exc: OSError) -> None:
-        found.append((Path(exc.filename), f"cannot list folder: {exc.strerror or _one_line(exc)}"))
+        skipped.append((Path(exc.filename), f"cannot list folder: {exc.strerror or _one_line(exc)}"))
 
-    for _ in os.walk(root, onerror=record):
-        continue  # the walk itself is the work: onerror hears of every folder it cannot enter
-    return found
+    def walk(top: Path) -> None:
+        for dirpath, dirnames, filenames in os.walk(top, onerror=record):  # enters no link itself
+            folder = Path(dirpath)
+            found.extend(folder / name for name in filenames)
+            kept = []
+            for name in dirnames:
+                if (folder / name).is_symlink():
+                    links.append(folder / name)
+                elif _identity(folder / name) not in seen:  # (a bind mount can show a folder twice)
+                    seen.add(_identity(folder / name))
+                    kept.append(name)
+            dirnames[:] = kept
+
+    if not root.is_dir():
+        return []
+    holders = {_identity(folder) for folder in root.resolve().parents}  # what holds the tree
+    seen.add(_identity(root))
+    walk(root)
+    while links:
+        link = links.pop(0)
+        target = _identity(link)
+        if target in seen or target in holders:
+            skipped.append((link, "link to a folder already listed or holding this one (a loop, or a "
+                                  "second path to it): not followed"))
+            continue
+        seen.add(target)
+        walk(link)
+    return [p for p in found if _matches(p.relative_to(root).parts, pattern)]
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _matches(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """glob's rules for one path: `**` spans any number of folders, another component matches as
+    fnmatch does, and a hidden name (leading dot) only matches a pattern that starts with a dot."""
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_matches(parts[i:], rest) for i in range(len(parts) + 1)
+                   if not any(p.startswith(".") for p in parts[:i]))
+    if not parts or (parts[0].startswith(".") and not head.startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(parts[0], head) and _matches(parts[1:], rest)
 
 
 def list_frames(uri: str | Path) -> list[Path]:
@@ -177,6 +248,10 @@ def list_frames(uri: str | Path) -> list[Path]:
     if not files:
         raise FrameError(f"no frames ({', '.join(sorted(READERS))}) in {uri}")
     return files
+
+
+class EndedEarly(FrameError):
+    """A video file that ends before the frame count its header declares (a truncated file)."""
 
 
 def _capture_frames(
@@ -192,6 +267,7 @@ def _capture_frames(
             yield name, FrameError(f"cannot open video source {uri}")
             return
         width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if isinstance(source, str) else 0  # a camera: none
         if width > 0 and height > 0:
             try:
                 check_pixels(uri, width, height, limit)
@@ -211,6 +287,9 @@ def _capture_frames(
             if not ok:
                 if index == 0:
                     yield name, FrameError(f"no frames could be read from {uri}")
+                elif index < declared:  # the decoder just stops; only the header tells
+                    yield f"{name}_{index:06d}", EndedEarly(
+                        f"{uri} ended early: {index} of the {declared} frames its header declares were read")
                 return
             frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else frame
             yield f"{name}_{index:06d}", frame

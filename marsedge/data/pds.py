@@ -210,9 +210,15 @@ def read_pds3(path: Path, limit: int = DEFAULT_MAX_PIXELS) -> PdsImage:
     prefix = _int(obj.get("LINE_PREFIX_BYTES", 0), "LINE_PREFIX_BYTES", path)
     suffix = _int(obj.get("LINE_SUFFIX_BYTES", 0), "LINE_SUFFIX_BYTES", path)
     record = meta.get("RECORD_BYTES")
-    data_path, offset = _pds3_pointer(
-        meta, path, None if record is None else _int(record, "RECORD_BYTES", path)
-    )
+    record = None if record is None else _int(record, "RECORD_BYTES", path)
+    data_path, offset = _pds3_pointer(meta, path, record)
+    per_row = samples * (bands if storage == "SAMPLE_INTERLEAVED" else 1)
+    row_bytes = prefix + suffix + per_row * dtype.itemsize
+    fixed = str(meta.get("RECORD_TYPE", "FIXED_LENGTH")).upper() == "FIXED_LENGTH"
+    if fixed and record and row_bytes % record:  # a line fills one record, or several whole ones
+        raise FrameError(f"PDS3 label of {path}: an image line is {row_bytes} bytes (LINE_SAMPLES {samples} "
+                         f"x {dtype.itemsize} + prefix/suffix bytes) in records of RECORD_BYTES {record}; "
+                         "the label does not describe its data (it would be read sheared)")
     rows = lines if storage == "SAMPLE_INTERLEAVED" else lines * bands  # prefix/suffix on every row
     nbytes = rows * (prefix + suffix) + bands * lines * samples * dtype.itemsize
     _check_extent(path, data_path, offset, nbytes)

@@ -90,8 +90,8 @@ class PreprocessSpec:
             raise ConfigError(f"preprocess.channels must be 1 or 3, got {self.channels}")
         if self.height <= 0 or self.width <= 0:
             raise ConfigError(f"preprocess size must be positive, got {self.height}x{self.width}")
-        if self.gain <= 0:
-            raise ConfigError(f"preprocess.gain must be positive, got {self.gain}")
+        if not (np.isfinite(self.gain) and self.gain > 0):  # NaN and infinity pass a plain `<= 0`
+            raise ConfigError(f"preprocess.gain must be positive (and finite), got {self.gain}")
         if self.bit_depth_mapping not in BIT_DEPTH_MAPPINGS:
             raise ConfigError(
                 f"preprocess.bit_depth_mapping must be one of {sorted(BIT_DEPTH_MAPPINGS)}, "

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from marsedge.errors import ConfigError, FrameError
+from marsedge.errors import ConfigError, DataError, FrameError
 
 DEFAULT_MAX_PIXELS = 64_000_000
 MAX_PIXELS_ENV = "MARSEDGE_MAX_PIXELS"
@@ -199,3 +199,47 @@ def read_raster(path: Path, limit: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         image = image[..., 0]
     bits = _png_significant_bits(data) if data[:4] == b"\x89PNG" and image.dtype == np.uint16 else None
     return scale_to_uint8(image, bits)
+
+
+def png_palette(data: bytes) -> np.ndarray | None:
+    """The PLTE chunk of a palette PNG (IHDR colour type 3) as N x 3 RGB; None for any other file."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 26 or data[12:16] != b"IHDR" or data[25] != 3:
+        return None
+    pos = 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        if data[pos + 4 : pos + 8] == b"PLTE":
+            return np.frombuffer(data[pos + 8 : pos + 8 + length - length % 3], np.uint8).reshape(-1, 3)
+        pos += 12 + length
+    return None
+
+
+def read_index_raster(path: Path) -> tuple[np.ndarray, bool]:
+    """A raster of ids (a label): (HxW array, True when they are a palette PNG's indices). A palette
+    PNG is read by its indices (OpenCV gives its colours, mapped back through the palette); a colour
+    image whose channels differ is refused: its colours are not ids."""
+    data = path.read_bytes()
+    _check_complete(path, data)
+    _check_png_chunks(path, data)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise DataError(f"cannot read label {path}")
+    palette = png_palette(data)
+    if image.ndim == 2:
+        return image, False
+    rgb = image[..., 2::-1].astype(np.uint32)  # OpenCV's BGR(A) -> RGB
+    if palette is not None:
+        keys = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        wide = palette.astype(np.uint32)
+        colours = (wide[:, 0] << 16) | (wide[:, 1] << 8) | wide[:, 2]
+        if len(np.unique(colours)) != len(colours):
+            raise DataError(f"label {path}: its palette repeats a colour, so its indices cannot be read")
+        order = np.argsort(colours)
+        at = np.clip(np.searchsorted(colours[order], keys), 0, len(colours) - 1)
+        if not (colours[order][at] == keys).all():
+            raise DataError(f"label {path}: pixels of a colour its palette lacks")
+        return order[at].astype(np.uint8), True
+    if not ((rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])).all():
+        raise DataError(f"label {path} is colour-coded (its RGB channels differ): a label holds class ids in "
+                        "one channel (grey, or a palette PNG's indices); convert it to ids first")
+    return image[..., 0], False

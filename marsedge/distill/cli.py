@@ -3,6 +3,7 @@
     python distill.py --config configs/student/mnv2_from_r101x2.yaml data.root=/data/ai4mars
     torchrun --nproc_per_node=4 distill.py --config ... run.amp=bf16
     python distill.py --config ... --resume        # continue runs/<name>/last.pt exactly
+    python distill.py --config ... --overwrite     # replace an earlier run of this name
 
 Distillation is the `distill` mode of the training command (registered in marsedge.distill.mode): same
 arguments, runs folder, loop and summary line as train.py. The result is runs/<name>/student.pt,

@@ -7,17 +7,24 @@ unlabelled frames, logit cache), checked as a whole before any work starts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
+from marsedge.config import REQUIRED
 from marsedge.errors import ConfigError
 from marsedge.models.build import ModelConfig
 from marsedge.train.config import TrainConfig
 from marsedge.train.frame_sources import SourceConfig
 
+CACHE_IN_RUN = "run"  # distill.cache_dir: the run's own folder
+
 
 @dataclass
 class DistillSection:
-    teacher: str = ""  # the frozen teacher's checkpoint (required)
+    teacher: str = REQUIRED  # the frozen teacher's checkpoint, e.g. runs/<teacher>/best.pt
+    # the teacher must have been trained on data.root (recorded in its checkpoint): true distils a
+    # teacher of other data anyway (e.g. a teacher of the whole release onto a subset moved elsewhere)
+    allow_other_data: bool = False
     teacher_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 on GPU, fp32 on CPU
     gt_weight: float = 1.0  # ground-truth loss (`loss.name`) on labelled pixels
     kd_weight: float = 1.0  # pixel-wise KD
@@ -43,9 +50,16 @@ class DistillSection:
     # pixel
     confidence_threshold: float = 0.0
     # Teacher logits cached on disk for un-augmented frames (see marsedge.distill.cache); needs
-    # data.augment.enabled false. null: the teacher runs live on every batch.
+    # data.augment.enabled false. null: the teacher runs live on every batch; `run`: in the run's own
+    # folder (runs/<name>/teacher_logits); any other value: that folder (shared by student runs).
     cache_dir: str | None = None
     cache_batch_size: int = 8
+
+    def cache_path(self, run_dir: Path) -> Path | None:
+        """Where the logit cache lives (None: no cache, the teacher runs live)."""
+        if not self.cache_dir:
+            return None
+        return run_dir / "teacher_logits" if self.cache_dir == CACHE_IN_RUN else Path(self.cache_dir)
 
     @property
     def uses_stage_maps(self) -> bool:
@@ -65,8 +79,13 @@ class DistillConfig(TrainConfig):
     def validate(self) -> None:
         super().validate()
         d = self.distill
-        if not d.teacher:
-            raise ConfigError("config key 'distill.teacher' must name the teacher checkpoint")
+        if d.teacher in ("", REQUIRED):
+            raise ConfigError("config key 'distill.teacher' is required: the teacher's checkpoint "
+                              "(distill.teacher=runs/<teacher>/best.pt)")
+        for i, src in enumerate(d.unlabelled):
+            if not src.root:
+                raise ConfigError(f"config key 'distill.unlabelled[{i}].root' is required: a tree or folder "
+                                  "of unlabelled frames (distill.unlabelled=[] for none)")
         weights = {"gt_weight": d.gt_weight, "kd_weight": d.kd_weight, "cwd_weight": d.cwd_weight,
                    "feature_weight": d.feature_weight}
         for key, value in weights.items():

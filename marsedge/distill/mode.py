@@ -23,12 +23,19 @@ from marsedge.models.build import build_model
 from marsedge.train.engine.distributed import DistContext, barrier
 from marsedge.train.engine.job import FitPlan, Job, register_mode
 from marsedge.train.engine.state import Artifact
-from marsedge.train.supervised import build_evaluator, build_loss_for, build_test_evaluator, initialise
+from marsedge.train.supervised import (
+    build_evaluator,
+    build_loss_for,
+    build_test_evaluator,
+    evaluation_sizes,
+    initialise,
+)
 
 from .cache import LogitCache, fill_cache
 from .config import DistillConfig
 from .data import DistillFrames, build_distill_set
 from .objective import DistillObjective, StudentWithAdapters, build_terms
+from .provenance import check_teacher_data
 from .sampling import BalancedFrames
 from .teacher import FrozenTeacher, stage_channels
 
@@ -37,7 +44,8 @@ def attach_logit_cache(cfg: DistillConfig, frames: DistillFrames, teacher: Froze
                        ctx: DistContext) -> LogitCache:
     """Fill the cache with the teacher's logits of every frame not cached yet (each rank a share),
     then make the dataset read them. A cache written for another teacher or spec is refused."""
-    cache = LogitCache(cfg.distill.cache_dir, teacher_sha256, cfg.data.preprocess, teacher.num_classes)
+    cache = LogitCache(cfg.distill.cache_path(cfg.run_dir), teacher_sha256, cfg.data.preprocess,
+                       teacher.num_classes)
 
     def teacher_logits(batch: np.ndarray) -> np.ndarray:
         return teacher(torch.from_numpy(batch))[0].cpu().numpy()
@@ -74,6 +82,7 @@ class Distill(Job):
 
     def prepare(self) -> None:
         cfg, ctx, d = self.cfg, self.ctx, self.cfg.distill
+        check_teacher_data(cfg)  # before the teacher's weights are read: a wrong teacher costs nothing
         # the cache key (every rank) and the student's provenance (rank 0): a big teacher is read once each
         self.teacher_sha256 = sha256_file(d.teacher) if (d.cache_dir or ctx.is_main) else ""
         self.teacher = FrozenTeacher.from_checkpoint(d.teacher, ctx.device, d.teacher_precision)
@@ -110,7 +119,7 @@ class Distill(Job):
         return (f"student {cfg.model.backbone} + {cfg.model.head} ({self.origin}) <- teacher {d.teacher}; "
                 f"{len(frames.labelled)} labelled + {unlabelled} unlabelled frames, "
                 f"{'cached' if d.cache_dir else 'live'} teacher, {ctx.world_size} process(es) "
-                f"on {ctx.device}, {batches}")
+                f"on {ctx.device}, {batches}; {evaluation_sizes(self.evaluator, self.test_evaluator)}")
 
     def finish(self, summary: dict) -> dict:
         """runs/<name>/student.pt (rank 0, training finished); its path joins the summary."""

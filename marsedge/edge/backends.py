@@ -6,7 +6,10 @@
 `TorchBackend` (.pt, the workstation), `OnnxBackend` (.onnx, ONNX Runtime with the TensorRT, CUDA
 and CPU providers in that order where available), `TensorRTBackend` (.engine, in
 `marsedge.edge.tensorrt`), `OpenVinoBackend` (`--backend openvino`, or an OpenVINO IR .xml; in
-`marsedge.edge.openvino`); `--backend auto` times ONNX Runtime against OpenVINO and keeps the faster.
+`marsedge.edge.openvino`). An .onnx file runs on the runtime its metadata names (`marsedge.runtime`:
+the one `marsedge quantize --target cpu` gated and timed it on and chose), unless `backend` says
+otherwise; `--backend auto` on a file that names none times ONNX Runtime against OpenVINO and keeps
+the faster. What each runtime opens and serves is described once, in `marsedge.edge.runtimes`.
 Each subclasses `BaseBackend` (one input check, one batch split) and
 exposes the model's own description (`.metadata`, `.spec`), so the caller preprocesses frames
 exactly as training did without any other file. The CPU runtimes also serve `streams` calls at
@@ -18,6 +21,7 @@ Nothing here imports torch at module level: the rover runs ONNX Runtime, OpenVIN
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -25,7 +29,8 @@ from typing import Protocol
 import numpy as np
 
 from marsedge.data.preprocess import PreprocessSpec
-from marsedge.edge.onnx_meta import ModelMetadata, parse_props
+from marsedge.edge.onnx_meta import ModelMetadata, parse_props, recorded_runtime
+from marsedge.edge.runtimes import RUNTIMES, known_suffixes, runtime_for_suffix
 from marsedge.errors import ModelError
 from marsedge.io import sha256_file
 
@@ -137,10 +142,11 @@ def default_streams(model_path: str | Path, backend: str | None, threads: int | 
     """edge-run's stream count when none is asked: 2 where the model runs on a CPU runtime with two
     cores or more (two frames at once, one thread each: end to end 45.4 -> 52.0 FPS with ONNX Runtime
     and 56.1 -> 63.3 with OpenVINO for the INT8 student at 512 px on 2 cores, default outputs,
-    benchmarks/results/edge_writer_study_streams*.md), else 1 (TensorRT, torch, and ONNX Runtime
+    benchmarks/results/edge_writer_study.md), else 1 (TensorRT, torch, and ONNX Runtime
     where a GPU provider is installed: the GPU is the one device)."""
     name = backend_for(model_path, backend)
-    if name not in ("onnxruntime", "openvino", "auto") or (threads or available_cores()) < 2:
+    cpu = name == "auto" or RUNTIMES[name].cpu_streams
+    if not cpu or (threads or available_cores()) < 2:
         return 1
     if name in ("onnxruntime", "auto"):  # auto may keep ONNX Runtime, on its GPU provider
         import onnxruntime as ort
@@ -248,8 +254,9 @@ def _open_openvino(path: Path, threads: int | None, rebuild_stale: bool, streams
 
 
 def _open_fastest(path: Path, threads: int | None, rebuild_stale: bool, streams: int) -> Backend:
-    """`--backend auto`: for an ONNX file, ONNX Runtime and OpenVINO (where installed and able to
-    load it) are timed on this machine (marsedge.timing, a zero frame) and the faster is kept, so
+    """`--backend auto` on a file whose metadata names no runtime (`backend_for` sends the others
+    there): for an ONNX file, ONNX Runtime and OpenVINO (where installed and able to load it) are
+    timed on this machine (marsedge.timing, a zero frame) and the faster is kept, so
     OpenVINO is chosen only where it measures faster; any other file goes by its suffix."""
     if Path(path).suffix.lower() != ".onnx":
         return BACKENDS[backend_for(path)](path, threads, rebuild_stale, streams)
@@ -276,7 +283,7 @@ def _open_fastest(path: Path, threads: int | None, rebuild_stale: bool, streams:
     return opened[best]
 
 
-# name -> opener(path, threads, rebuild_stale, streams); suffix -> name
+# name -> opener(path, threads, rebuild_stale, streams) (suffixes: marsedge.edge.runtimes)
 BACKENDS: dict[str, Callable[[Path, int | None, bool, int], Backend]] = {
     "torch": _open_torch,
     "onnxruntime": lambda p, t, _r, s: OnnxBackend(p, threads=t, streams=s),
@@ -284,28 +291,39 @@ BACKENDS: dict[str, Callable[[Path, int | None, bool, int], Backend]] = {
     "openvino": _open_openvino,  # marsedge.edge.openvino (pip install .[openvino])
     "auto": _open_fastest,
 }
-SUFFIXES = {".pt": "torch", ".pth": "torch", ".onnx": "onnxruntime", ".engine": "tensorrt",
-            ".xml": "openvino"}
 
 
 def backend_for(path: str | Path, backend: str | None = None) -> str:
-    """The backend name for a model file: the explicit choice, else the file's suffix."""
-    if backend:
+    """The backend name for a model file: the explicit choice; else, for an .onnx file, the runtime its
+    metadata names (where installed here; `auto` too defers to it, the choice quantize measured on the
+    gate's frames); else `auto`, or the file's suffix."""
+    if backend and backend != "auto":
         if backend not in BACKENDS:
             raise ModelError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
         return backend
     suffix = Path(path).suffix.lower()
-    if suffix not in SUFFIXES:
+    recorded = recorded_runtime(path) if suffix == ".onnx" else None
+    runtime = RUNTIMES.get(recorded or "")
+    if runtime and runtime.int8_formats and runtime.available():  # a runtime that opens ONNX files
+        return recorded
+    if recorded:  # a rover without that runtime still runs the file, on the suffix's, and says so
+        warnings.warn(f"{path}: its metadata names runtime {recorded!r}, which is not installed here; "
+                      f"running it on {runtime_for_suffix(suffix)} (--backend chooses)", RuntimeWarning,
+                      stacklevel=1)  # one location: edge-run asks twice (streams, open), warns once
+    if backend == "auto":
+        return backend
+    if runtime_for_suffix(suffix) is None:
         raise ModelError(f"{path}: cannot tell the backend from suffix {suffix!r} "
-                         f"(known: {', '.join(SUFFIXES)}); pass --backend")
-    return SUFFIXES[suffix]
+                         f"(known: {', '.join(known_suffixes())}); pass --backend")
+    return runtime_for_suffix(suffix)
 
 
 def open_backend(model_path: str | Path, backend: str | None = None, threads: int | None = None,
                  rebuild_stale: bool = False, streams: int = 1) -> Backend:
-    """Open a model file with the backend its suffix (or `backend`) names; its metadata is checked
-    against its graph (`marsedge.edge.model_check`) before anyone runs it. `streams` > 1 (CPU
-    runtimes only): that many `infer` calls may run at once, the `threads` split between them."""
+    """Open a model file with the backend `backend_for` names (explicit, recorded, or by suffix); its
+    metadata is checked against its graph (`marsedge.edge.model_check`) before anyone runs it.
+    `streams` > 1 (CPU runtimes only): that many `infer` calls may run at once, the `threads` split
+    between them."""
     from marsedge.edge.model_check import check_model
 
     path = Path(os.fspath(model_path))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from marsedge.data.preprocess import PreprocessSpec, preprocess
-from marsedge.errors import DataError
+from marsedge.errors import DataError, ModelError
 from marsedge.io import sha256_file
 
 WARN_FRAMES = 64  # fewer calibration frames than this are warned about (quantize's default --n)
@@ -33,6 +33,7 @@ class CalibrationSet:
     names: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # unreadable frames, one "path: reason" each
     frames: list[np.ndarray] | None = None  # preprocessed 1xCxHxW arrays, once load_frames has run
+    read: list[Path] = field(default_factory=list)  # the file of each of `frames`
 
     @property
     def usable(self) -> int:
@@ -109,11 +110,34 @@ def load_frames(calib: CalibrationSet, spec: PreprocessSpec, progress: bool = Tr
                      leave=False):
         try:
             frames.append(preprocess(read_frame(path), spec)[None])
+            calib.read.append(Path(path))
         except DataError as exc:
             calib.skipped.append(str(exc))
-            warnings.warn(f"calibration frame skipped: {exc}", stacklevel=2)
+    if calib.skipped and not frames:  # one error, not a warning per frame
+        raise DataError(f"{calib.source}: none of the {len(calib.paths)} calibration frames could be read "
+                        f"(first: {calib.skipped[0]})")
+    if calib.skipped:
+        more = f" (and {len(calib.skipped) - 1} more)" if len(calib.skipped) > 1 else ""
+        warnings.warn(f"calibration frame skipped: {calib.skipped[0]}{more}", stacklevel=2)
     calib.frames = frames
     return frames
+
+
+def check_finite_outputs(model: Path, calib: CalibrationSet, input_name: str, threads: int | None,
+                         first: int | None = None) -> None:
+    """The FP32 model's outputs on the calibration frames (the `first` few, or all) are finite: a
+    model that gives NaN or Inf cannot be calibrated, and is refused naming the first such frame."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    for path, frame in list(zip(calib.read, calib.frames, strict=True))[:first]:
+        outputs = session.run(None, {input_name: frame})
+        if not all(np.isfinite(out).all() for out in outputs):
+            raise ModelError(f"{model}: the model's outputs are not finite (NaN or Inf) on calibration "
+                             f"frame {path}; it cannot be quantized")
 
 
 def frame_reader(calib: CalibrationSet, spec: PreprocessSpec, input_name: str, progress: bool = True):

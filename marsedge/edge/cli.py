@@ -13,8 +13,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from marsedge.edge.quantize import DEFAULT_FRAMES, METHODS, QUANTIZERS, RUNTIMES, recipe_choices
+from marsedge.edge.runtimes import DEFAULT_CPU_RUNTIME
+from marsedge.edge.verdict import DEFAULT_TOLERANCE
+
+
+def non_negative(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 def register(subparsers) -> None:
@@ -29,6 +43,7 @@ def register(subparsers) -> None:
     exp.add_argument("--frames", default=None,
                      help="frames to verify on (folder/glob); default: procedural NAVCAM scenes")
     exp.add_argument("--no-simplify", action="store_true", help="skip onnxslim simplification")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     exp.set_defaults(func=run_export)
 
     q = subparsers.add_parser("quantize", help="FP32 ONNX -> INT8, calibrated on real frames, gated")
@@ -61,14 +76,19 @@ def register(subparsers) -> None:
                                                             for name, quantizer in QUANTIZERS.items())
                         + "), or auto: the fastest that passes the gate (default)")
     q.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],
-                   help="--target cpu: where the gate and the timer run; openvino keeps the QDQ recipes "
-                        "(the ones it loads) and picks among them by OpenVINO's own speed")
-    q.add_argument("--tolerance", type=float, default=1.0, help="max mIoU drop in points")
+                   help="--target cpu: the runtimes whose INT8 layouts are candidates, each gated and timed "
+                        "on its runtime; auto (default): every installed one (ONNX Runtime, and OpenVINO "
+                        "where installed); the chosen runtime is recorded in the model for edge-run and "
+                        "bench (docs/cpu-runtime-choice.md)")
+    q.add_argument("--tolerance", type=non_negative, default=DEFAULT_TOLERANCE,
+                   help=f"the INT8 verdict: max mIoU drop as a fraction (default {DEFAULT_TOLERANCE}: "
+                        "one point)")
     q.add_argument("--threads", type=int, default=None)
     q.add_argument("--min-speedup", type=float, default=1.0,
                    help="speed gate (targets timed here): INT8 at least this many times as fast as FP32 "
                         "(default 1.0; 0 turns it off)")
     q.add_argument("--force", action="store_true", help="write the model even if a gate fails")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=run_quantize)
 
@@ -105,9 +125,15 @@ def register(subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from marsedge.edge.export import export
+    from pathlib import Path
 
-    out, _ = export(args.checkpoint, args.out, size=args.size, opset=args.opset,
+    from marsedge.edge.export import export
+    from marsedge.ownership import refuse_existing, refuse_same_path
+
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")  # export's default
+    refuse_same_path(args.checkpoint, out, "ONNX model")
+    refuse_existing(out, args.overwrite, "the ONNX model")
+    out, _ = export(args.checkpoint, out, size=args.size, opset=args.opset,
                     dynamic_batch=args.dynamic_batch, frames=args.frames, simplify=not args.no_simplify)
     print(f"wrote {out}")
     return 0
@@ -119,7 +145,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     options = QuantizeOptions(target=args.target, method=args.method, n=args.n, min_frames=args.min_frames,
                               tolerance=args.tolerance, min_speedup=args.min_speedup, force=args.force,
                               dla=args.dla, per_node=args.per_node, threads=args.threads, recipe=args.recipe,
-                              runtime=args.runtime, progress=not args.quiet)
+                              runtime=args.runtime, progress=not args.quiet, overwrite=args.overwrite)
     options.validate()
     out, record = quantize_model(args.model, args.calib, args.out, args.eval, options,
                                  calib_split=args.calib_split, eval_split=args.eval_split)
@@ -127,7 +153,8 @@ def run_quantize(args: argparse.Namespace) -> int:
         print("warning: the accuracy gate failed; written anyway because of --force")
     if not record.get("latency", {}).get("passed", True):
         print("warning: INT8 is slower than --min-speedup allows; written anyway because of --force")
-    print(f"wrote {out}" + (" (run it with --backend openvino)" if options.runtime == "openvino" else ""))
+    chose = len({t["runtime"] for t in record["tried"]}) > 1 or record["runtime"] != DEFAULT_CPU_RUNTIME
+    print(f"wrote {out}" + (f" (runs on {record['runtime']}: recorded in its metadata)" if chose else ""))
     return 0
 
 

@@ -27,6 +27,7 @@ CPU_RECIPES = {
     "qop-u8s8-per-tensor": CpuRecipe("QOperator", "uint8", per_channel=False),
     "qdq-u8s8": CpuRecipe("QDQ", "uint8"),
     "qdq-u8s8-all": CpuRecipe("QDQ", "uint8", fp32_convs=()),
+    "qdq-u8s8-all-int8-resize": CpuRecipe("QDQ", "uint8", fp32_convs=(), fp32_ops=()),  # for OpenVINO
     "qdq-s8s8": CpuRecipe("QDQ", "int8"),
     "qdq-s8s8-sym": CpuRecipe("QDQ", "int8", fp32_convs=(), symmetric=True),
     "qdq-u8s8-no-depthwise": CpuRecipe("QDQ", "uint8", fp32_convs=("first", "last", "depthwise")),
@@ -34,7 +35,7 @@ CPU_RECIPES = {
 # `--recipe auto`: each is made and timed; the fastest passing the accuracy gate is written; the
 # last keeps the most layers FP32 (the one reported when all fail)
 AUTO_CPU_RECIPES = ("qop-u8s8-all", "qdq-u8s8-all", "qop-u8s8")
-# `--runtime openvino --recipe auto`: the QDQ layouts OpenVINO loads (benchmarks/cpu_runtimes.py times them)
+# OpenVINO's `--recipe auto` candidates: QDQ, the layout it loads (benchmarks/cpu_runtimes.py times them)
 AUTO_OPENVINO_RECIPES = ("qdq-u8s8-all", "qdq-u8s8", "qdq-s8s8-sym")
 
 

@@ -2,7 +2,10 @@
 
     marsedge export runs/student/best.pt -o student.onnx --size 512 --frames data/msl/images/edr
 
-1. rebuild the network from the checkpoint (`marsedge.models.load_model`), eval mode;
+1. rebuild the network from the checkpoint (`marsedge.models.load_model`), eval mode; a training
+   checkpoint that carries a moving average of the weights (`run.ema`: last.pt, epoch_XXX.pt) is
+   exported with the average (said in a note); best.pt holds the weights selected on val, the
+   average or not (its `selected_on["weights"]`), and is exported as it is;
 2. export a static 1xCxHxW graph (optionally a dynamic batch axis) with the TorchScript exporter:
    BatchNorm is folded into the convolutions, giving the plain Conv/Relu/Resize graph that ONNX
    Runtime's and TensorRT's INT8 kernels fuse;
@@ -83,6 +86,14 @@ def verify(onnx_bytes: bytes, model, batch: np.ndarray, source: str) -> Verifica
     return Verification(len(batch), source, max_err, agree / max(total, 1))
 
 
+def averaged_weights(extra: dict) -> dict | None:
+    """The moving average of the weights a training checkpoint carries (marsedge.train.engine.ema),
+    unless the checkpoint's own weights are a selection (best.pt, student.pt: `selected_on`)."""
+    if "selected_on" in (extra or {}):
+        return None
+    return ((extra or {}).get("train") or {}).get("ema", {}).get("weights")
+
+
 def _simplify(model):
     import onnxslim
 
@@ -100,6 +111,10 @@ def export(checkpoint: str | Path, out: str | Path | None = None, size: int | No
 
     checkpoint = Path(checkpoint)
     model, ckpt = load_model(checkpoint)
+    average = averaged_weights(ckpt.extra)
+    if average is not None:
+        model.load_state_dict(average)
+        print(f"note: exporting the moving average of the weights (run.ema) that {checkpoint.name} holds")
     meta = ModelMetadata.from_checkpoint(ckpt, checkpoint, sha256_file(checkpoint))
     if size and (int(size), int(size)) != meta.preprocess.size:
         meta.trained_size = list(meta.preprocess.size)
@@ -108,6 +123,7 @@ def export(checkpoint: str | Path, out: str | Path | None = None, size: int | No
               f"{meta.trained_size[0]}x{meta.trained_size[1]} (recorded as marsedge.trained_size)")
     spec = meta.preprocess
     out = Path(out) if out else checkpoint.with_suffix(".onnx")
+    out.parent.mkdir(parents=True, exist_ok=True)  # -o into a folder that does not exist yet
 
     dummy = torch.zeros(1, spec.channels, spec.height, spec.width)
     axes = {"image": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None

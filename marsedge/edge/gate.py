@@ -3,11 +3,12 @@
 As Polygraphy's Comparator compares runner outputs, the gate compares two `Scores`
 (`marsedge.edge.predict`): the FP32 model's, computed once per quantize (`gate_reference`, one code
 path whatever the target), and each INT8 candidate's on the same frames (`accuracy_gate`). mIoU
-drop, per-class IoU drop and pixel agreement go into the record; it passes when the mIoU drop is
-within the tolerance (mIoU points). Scoring is predict.score's, so the gate's mIoU is the one
+drop, per-class IoU drop and pixel agreement go into the record, all as fractions (0-1); whether
+it passes is the one INT8 verdict (`marsedge.edge.verdict`, the rule bench and the report apply
+too), kept in the record as `verdict`. Scoring is predict.score's, so the gate's mIoU is the one
 `marsedge bench` reports for the same model and split. A classifier is gated the same way on its
-headline: top-1 drop in points, per-class recall drop and top-1 agreement (`metric` in the record
-names which; `drop` is the headline's drop either way).
+headline: top-1 drop, per-class recall drop and top-1 agreement (`metric` in the record names
+which; `drop` is the headline's drop either way). Agreement is information, not a verdict.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from marsedge.edge.predict import Scores, score
+from marsedge.edge.verdict import Int8Verdict, int8_verdict
 from marsedge.errors import DataError, MarsedgeError
 from marsedge.metrics import HEADLINE, headline
 
@@ -38,11 +40,12 @@ class GateReference:
     eval: str  # "ROOT (SPLIT, N frames)"
     samples: list  # marsedge.data.ai4mars.Sample, kept so candidates see the very same frames
     fp32: Scores
+    split: str = "val"
 
 
 def _cpu_backend(path: Path, threads: int | None, runtime: str = "onnxruntime"):
     """The gate runs on ONNX Runtime CPU (a TensorRT QDQ model runs there too), or on OpenVINO's CPU
-    plugin for a model meant for it (`quantize --runtime openvino`)."""
+    plugin for a candidate meant for it (marsedge.edge.runtime_choice)."""
     if runtime == "openvino":
         from marsedge.edge.openvino import OpenVinoBackend
 
@@ -66,26 +69,27 @@ def gate_reference(fp32_path: Path, eval_root: str, split: str, threads: int | N
         scores = score(fp32, samples)
     finally:
         fp32.close()
-    return GateReference(f"{eval_root} ({split}, {len(samples)} frames)", samples, scores)
+    return GateReference(f"{eval_root} ({split}, {len(samples)} frames)", samples, scores, split)
 
 
-def compare(reference: Scores, candidate: Scores, tolerance: float) -> dict:
-    """The gate record of a candidate's Scores against the reference's (headline in points): for a
+def compare(reference: Scores, candidate: Scores, tolerance: float, split: str = "val") -> dict:
+    """The gate record of a candidate's Scores against the reference's (fractions): for a
     segmentation model miou_fp32/_int8/_drop, iou_drop per class and pixel_agreement; for a
-    classifier top1_fp32/_int8/_drop, recall_drop per class and top1_agreement."""
+    classifier top1_fp32/_int8/_drop, recall_drop per class and top1_agreement; `verdict` and
+    `passed` are the one INT8 verdict's (marsedge.edge.verdict)."""
     m32, m8 = reference.metrics, candidate.metrics
     key, _ = headline(m32)
     per_class = "iou" if key == "miou" else "recall"
     drop = {name: (None if not _finite(m32[per_class][name]) or not _finite(m8[per_class][name])
-                   else round(100 * (m32[per_class][name] - m8[per_class][name]), 3))
+                   else round(m32[per_class][name] - m8[per_class][name], 5))
             for name in m32[per_class]}
-    headline_drop = 100 * (m32[key] - m8[key])
+    verdict = int8_verdict(m32, m8, tolerance, split)
     agreement = "pixel_agreement" if key == "miou" else "top1_agreement"
     return {
-        "metric": key, f"{key}_fp32": round(100 * m32[key], 3), f"{key}_int8": round(100 * m8[key], 3),
-        f"{key}_drop": round(headline_drop, 3), "drop": round(headline_drop, 3), f"{per_class}_drop": drop,
+        "metric": key, f"{key}_fp32": round(verdict.fp32, 5), f"{key}_int8": round(verdict.int8, 5),
+        f"{key}_drop": round(verdict.drop, 5), "drop": round(verdict.drop, 5), f"{per_class}_drop": drop,
         agreement: round(candidate.agreement(reference), 5),
-        "tolerance": tolerance, "passed": bool(headline_drop <= tolerance),
+        "tolerance": tolerance, "passed": verdict.passed, "verdict": verdict.to_dict(),
     }
 
 
@@ -101,16 +105,16 @@ def accuracy_gate(reference: GateReference, int8_path: Path, tolerance: float,
         scores = score(int8, reference.samples, reference.fp32.class_names)
     finally:
         int8.close()
-    return {"eval": reference.eval, **compare(reference.fp32, scores, tolerance)}
+    return {"eval": reference.eval, **compare(reference.fp32, scores, tolerance, reference.split)}
 
 
-def latency_medians(models: dict[str, Path], batch: np.ndarray, threads: int | None,
-                    blocks: int = 4, runtime: str = "onnxruntime") -> dict[str, float]:
-    """Median ms of each model on `runtime` (CPU), all measured in one alternating-block run
+def latency_medians(models: dict[str, tuple[Path, str]], batch: np.ndarray, threads: int | None,
+                    blocks: int = 4) -> dict[str, float]:
+    """Median ms of each (model file, CPU runtime), all measured in one alternating-block run
     (marsedge.timing), so machine load hits every candidate alike."""
     from marsedge.timing import alternating_medians
 
-    opened = {k: _cpu_backend(Path(p), threads, runtime) for k, p in models.items()}
+    opened = {k: _cpu_backend(Path(p), threads, runtime) for k, (p, runtime) in models.items()}
     try:
         fns = {k: (lambda b=b: b.infer(batch)) for k, b in opened.items()}
         return alternating_medians(fns, blocks=blocks)
@@ -126,12 +130,12 @@ def format_report(record: dict) -> str:
     agreement, agree_key = ("pixel agreement", "pixel_agreement") if key == "miou" else \
         ("top-1 agreement", "top1_agreement")
     lines = [f"{record.get('recipe', record['tool'])}: accuracy gate on {gate['eval']}:",
-             f"  {label} FP32 {gate[f'{key}_fp32']:.2f}  INT8 {gate[f'{key}_int8']:.2f}  "
-             f"drop {gate[f'{key}_drop']:+.2f} points (tolerance {gate['tolerance']})",
+             f"  {label} FP32 {gate[f'{key}_fp32']:.4f}  INT8 {gate[f'{key}_int8']:.4f}  "
+             f"drop {gate[f'{key}_drop']:+.4f} (tolerance {gate['tolerance']})",
              f"  {per_class} drop per class: " + ", ".join(
-                 f"{k} {v:+.2f}" for k, v in gate[f"{per_class.lower()}_drop"].items() if v is not None),
-             f"  {agreement} FP32 vs INT8: {100 * gate[agree_key]:.2f}%",
-             f"  {'PASSED' if gate['passed'] else 'FAILED'}"]
+                 f"{k} {v:+.4f}" for k, v in gate[f"{per_class.lower()}_drop"].items() if v is not None),
+             f"  {agreement} FP32 vs INT8: {gate[agree_key]:.4f} (information, not a verdict)",
+             f"  {Int8Verdict.from_dict(gate['verdict']).line()}"]
     if "latency" in record:
         lat = record["latency"]
         verdict = "" if lat["passed"] else f"  SLOWER than --min-speedup {lat['min_speedup']}"
@@ -139,7 +143,9 @@ def format_report(record: dict) -> str:
         lines.append(f"latency ({where}, median): FP32 {lat['fp32_ms']:.1f} ms, INT8 "
                      f"{lat['int8_ms']:.1f} ms, {lat['speedup']:.2f}x{verdict}")
     if len(record.get("tried", [])) > 1:
+        several = len({t.get("runtime") for t in record["tried"]}) > 1  # name each candidate's runtime
         lines.append("candidates: " + ", ".join(
-            f"{t['recipe']} " + (f"{t['ms']:.1f} ms " if "ms" in t else "") + f"drop {t['drop']:+.2f}"
+            t["recipe"] + (f"@{t['runtime']} " if several else " ")
+            + (f"{t['ms']:.1f} ms " if "ms" in t else "") + f"drop {t['drop']:+.4f}"
             + ("" if t["passed"] else " (failed)") for t in record["tried"]))
     return "\n".join(lines)

@@ -78,6 +78,10 @@ class HazardConfig:
                               f"got {self.missing_class!r}")
         if self.top >= self.bottom:
             raise ConfigError(f"hazards.top ({self.top}) must be above hazards.bottom ({self.bottom})")
+        for key in ("top_width", "bottom_width"):  # a corridor of no width holds no terrain: never a hazard
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"hazards.{key} must be more than 0 (a corridor needs a width), "
+                                  f"got {getattr(self, key)}")
 
 
 def load_hazard_config(path: str | Path | None) -> HazardConfig:
@@ -99,6 +103,8 @@ def corridor_mask(height: int, width: int, cfg: HazardConfig) -> np.ndarray:
     ])
     mask = np.zeros((height, width), np.uint8)
     cv2.fillPoly(mask, [np.round(polygon - 0.5).astype(np.int32)], 1)
+    if not mask.any():  # (not cached: each frame of this size fails alike, never "no hazard")
+        raise ValueError(f"the hazard corridor covers no pixel of a {width}x{height} frame")
     corridor = mask.astype(bool)
     corridor.setflags(write=False)  # shared by every caller through the cache
     return corridor

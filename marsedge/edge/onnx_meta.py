@@ -14,6 +14,9 @@ so the rover needs nothing but the model file to prepare frames and name classes
     marsedge.trained_size   [height, width] the checkpoint was trained at, only when the file was
                             exported at another size (`marsedge export --size`)
     marsedge.quantization   method, calibration set, accuracy-gate results (quantized models only)
+    marsedge.runtime        the runtime `marsedge quantize --target cpu` gated and timed the file on
+                            and chose ("onnxruntime", "openvino"): `open_backend` runs it there unless
+                            told otherwise (`recorded_runtime` reads it without onnx or a runtime)
 
 Reading needs only ONNX Runtime (the rover); writing needs the `onnx` package (the workstation).
 `ModelMetadata` is also THE parse of a checkpoint's fields (`ModelMetadata.from_checkpoint`), so a
@@ -22,7 +25,9 @@ checkpoint, an ONNX file and an engine sidecar describe a model the same way.
 
 from __future__ import annotations
 
+import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,7 @@ MODEL_CONFIG = PREFIX + "model_config"
 SOURCE_SHA256 = PREFIX + "source_sha256"
 QUANTIZATION = PREFIX + "quantization"
 TRAINED_SIZE = PREFIX + "trained_size"
+RUNTIME = PREFIX + "runtime"
 REQUIRED = (CLASS_TABLE, PREPROCESS)
 
 
@@ -51,6 +57,7 @@ class ModelMetadata:
     source_sha256: str | None = None
     quantization: dict | None = None
     trained_size: list[int] | None = None  # [h, w] when exported at another size than trained
+    runtime: str | None = None  # the runtime quantize chose for the file (see the module doc)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Any, source: str | Path | None = None,
@@ -91,6 +98,7 @@ class ModelMetadata:
             "source_sha256": self.source_sha256,
             "quantization": self.quantization,
             "trained_size": self.trained_size,
+            "runtime": self.runtime,
         }
 
     @classmethod
@@ -100,7 +108,7 @@ class ModelMetadata:
                    preprocess=PreprocessSpec.from_dict(dict(data["preprocess"])),
                    model_config=dict(data.get("model_config") or {}),
                    source_sha256=data.get("source_sha256"), quantization=data.get("quantization"),
-                   trained_size=data.get("trained_size"))
+                   trained_size=data.get("trained_size"), runtime=data.get("runtime"))
 
     def to_props(self) -> dict[str, str]:
         """As ONNX metadata_props (every value JSON text, absent values left out)."""
@@ -115,6 +123,8 @@ class ModelMetadata:
             props[QUANTIZATION] = json.dumps(self.quantization)
         if self.trained_size is not None:
             props[TRAINED_SIZE] = json.dumps(self.trained_size)
+        if self.runtime is not None:
+            props[RUNTIME] = self.runtime
         return props
 
     def class_id(self, name: str) -> int | None:
@@ -132,9 +142,13 @@ def parse_props(props: dict[str, str], source: str | Path) -> ModelMetadata:
 
     def load(key: str) -> Any:
         try:
-            return json.loads(props[key])
+            value = json.loads(props[key])
         except json.JSONDecodeError as exc:
             raise ModelError(f"{source}: metadata {key} is not valid JSON ({exc})") from None
+        where = non_finite(value)  # Python's JSON reads NaN, Infinity and 1e999 as numbers
+        if where is not None:
+            raise ModelError(f"{source}: metadata {key}{where} is not a finite number")
+        return value
 
     return ModelMetadata(
         class_table=load(CLASS_TABLE),
@@ -143,7 +157,21 @@ def parse_props(props: dict[str, str], source: str | Path) -> ModelMetadata:
         source_sha256=props.get(SOURCE_SHA256),
         quantization=load(QUANTIZATION) if QUANTIZATION in props else None,
         trained_size=load(TRAINED_SIZE) if TRAINED_SIZE in props else None,
+        runtime=props.get(RUNTIME),
     )
+
+
+def non_finite(value: Any, where: str = "") -> str | None:
+    """Where in JSON data the first NaN or infinite number is (`.gain`, `[2].colour[0]`), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or " value"
+    items = (value.items() if isinstance(value, dict)
+             else enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        found = non_finite(item, f"{where}.{key}" if isinstance(value, dict) else f"{where}[{key}]")
+        if found is not None:
+            return found
+    return None
 
 
 def read_onnx_metadata(path: str | Path) -> ModelMetadata:
@@ -152,6 +180,72 @@ def read_onnx_metadata(path: str | Path) -> ModelMetadata:
 
     model = onnx.load(str(path), load_external_data=False)
     return parse_props({p.key: p.value for p in model.metadata_props}, path)
+
+
+_MODEL_METADATA_PROPS = 14  # ModelProto.metadata_props (onnx.proto)
+_LENGTH_DELIMITED = 2
+
+
+def _varint(f) -> int:
+    value = shift = 0
+    while True:
+        byte = f.read(1)
+        if not byte or shift > 63:
+            raise ValueError("truncated varint")
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+        shift += 7
+
+
+def _entry(data: bytes) -> tuple[str, str]:
+    """A StringStringEntryProto (key = 1, value = 2) -> (key, value)."""
+    fields, f = {}, io.BytesIO(data)
+    while f.tell() < len(data):
+        tag = _varint(f)
+        if tag & 7 != _LENGTH_DELIMITED:
+            raise ValueError("unexpected field type in a metadata entry")
+        fields[tag >> 3] = f.read(_varint(f)).decode()
+    return fields.get(1, ""), fields.get(2, "")
+
+
+def file_props(path: str | Path) -> dict[str, str]:
+    """The metadata_props of an ONNX file, read straight from its protobuf encoding: the top-level
+    fields are walked and every other one (the graph, its weights) is skipped by seeking, so no onnx
+    package, no runtime and no model-sized read is needed (the backend choice reads it before a
+    runtime is picked). Raises ValueError for bytes that are not a ModelProto."""
+    props = {}
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        f.seek(0)
+        while f.tell() < size:
+            tag = _varint(f)
+            kind = tag & 7
+            if kind == 0:
+                _varint(f)
+            elif kind in (1, 5):  # fixed 64 / 32 bits
+                f.seek(8 if kind == 1 else 4, 1)
+            elif kind == _LENGTH_DELIMITED:
+                length = _varint(f)
+                if f.tell() + length > size:
+                    raise ValueError("a field runs past the end of the file")
+                if tag >> 3 == _MODEL_METADATA_PROPS:
+                    key, value = _entry(f.read(length))
+                    props[key] = value
+                else:
+                    f.seek(length, 1)
+            else:
+                raise ValueError(f"wire type {kind} is not a ModelProto's")
+    return props
+
+
+def recorded_runtime(path: str | Path) -> str | None:
+    """The runtime an ONNX file's metadata names (`marsedge.runtime`), or None: none recorded, or a
+    file this cannot read (the runtime that opens it then says what is wrong with it)."""
+    try:
+        return file_props(path).get(RUNTIME)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
 
 
 def set_props(model: Any, props: dict[str, str]) -> None:

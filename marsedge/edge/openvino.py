@@ -3,12 +3,13 @@
     backend = OpenVinoBackend("student.int8.onnx", threads=2)      # or: edge-run ... --backend openvino
     logits = backend.infer(batch)
 
-Why it is here (issue 19, measured on a 2-core AMD EPYC Zen 5 with AVX-512 VNNI at 512 px,
+Why it is here (measured on a 2-core AMD EPYC Zen 5 with AVX-512 VNNI at 512 px,
 `benchmarks/results/cpu_runtimes.md`): OpenVINO runs QDQ files natively as INT8 (marsedge's
 `qdq-*` recipes, and the QDQ file made for TensorRT), with a faster depthwise int8 kernel than
 ONNX Runtime's, so one QDQ file can serve TensorRT and the CPU. It cannot load ONNX Runtime's
-QOperator files (QLinearConv, QLinearAdd, ...): such a file is refused with the reason. ONNX
-Runtime stays the default backend; `--backend auto` picks OpenVINO only where it measures faster.
+QOperator files (QLinearConv, QLinearAdd, ...): such a file is refused with the reason. A file runs
+here without `--backend` when its metadata names OpenVINO (`marsedge quantize --target cpu` chose it,
+measured: marsedge.edge.runtime_choice); an FP32 export with `--backend auto` where it measures faster.
 
 The model's description comes from the file itself: OpenVINO's ONNX frontend keeps the ONNX
 metadata_props in the model's rt_info (`framework` section), so neither `onnx` nor ONNX Runtime is

@@ -5,14 +5,15 @@ supervisor that only waits, so that a signal is always seen at once.
     infer    backend.infer, nothing else; one thread per backend stream (`--streams`), so that
              with two streams two frames are inferred at once, each on its own core
     writer   mask at frame size (`marsedge.edge.predict`), class fractions, hazards (both by the
-             model's own class table, from its metadata); PNG/JPEG encoding; masks, overlays,
+             model's own class table, from its metadata), the confidence beside the argmax only
+             when asked for (`Pipeline.confidence`); PNG/JPEG encoding; masks, overlays,
              frames.jsonl (`marsedge.edge.sinks.Writer`). An image classifier's frame gets its
              class, probability and top 5 in frames.jsonl instead, and no mask.
     encoders (`--encoders N`, N > 1) the writer's per-frame CPU work (postprocessing and encoding)
              on N threads, frames in parallel; the writer then only names, writes and logs them,
              in input order. For hosts whose cores inference leaves idle (a GPU or DLA backend):
              on a CPU runtime the cores are the model's (2 encoders: 0.86 of the backend alone
-             against 0.92 for one, benchmarks/results/edge_writer_study_encoders.md).
+             against 0.92 for one, benchmarks/results/edge_writer_study.md).
 
 Why postprocessing is the writer's: the inference stage is the bottleneck, so whatever it does
 besides `backend.infer` adds to every frame's time, while the writer's work overlaps the next
@@ -44,8 +45,9 @@ import numpy as np
 from marsedge.data import frames
 from marsedge.data.preprocess import PreprocessSpec, preprocess
 from marsedge.edge.backends import streams_of
+from marsedge.edge.confidence import Confidence
 from marsedge.edge.hazards import HazardRules, class_fractions
-from marsedge.edge.predict import is_classifier, logits_to_mask, top_classes
+from marsedge.edge.predict import finite, is_classifier, logits_to_mask, top_classes
 from marsedge.edge.sinks import SinkError, Writer
 from marsedge.edge.sources import Item
 from marsedge.errors import FrameError, ModelError
@@ -70,6 +72,7 @@ class Frame:
     tensor: np.ndarray | None = None
     logits: np.ndarray | None = None
     mask: np.ndarray | None = None
+    confidence: np.ndarray | None = None  # max softmax probability 0..1, only when asked for
     encoded: dict[str, bytes] | None = None  # visual -> file bytes (`Writer.encode`)
     record: dict = field(default_factory=dict)
     ms: dict = field(default_factory=dict)
@@ -151,6 +154,7 @@ class Pipeline:
         self.spec: PreprocessSpec = backend.spec
         self.table = backend.metadata["class_table"]
         self.classifier = is_classifier(backend)  # an image classifier: a class per frame, no mask
+        self.confidence: Confidence | None = None  # set when confidence is wanted (masks, --min-confidence)
         self.names = [str(c["name"]) for c in self.table]
         self.inbox: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
         self.outbox: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
@@ -164,6 +168,10 @@ class Pipeline:
         self.failures_lock = threading.Lock()  # the streams' shared counters (model_failures, streams_left)
         self.seen = 0
         self.stage_ms: dict[str, StageStats] = {}
+        self.inferring = 0  # calls in progress, over all streams (under failures_lock)
+        self.infer_calls = 0
+        self.infer_busy_s = 0.0  # wall time during which at least one call was in progress
+        self._busy_since = 0.0
         self.threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ stop flag and queues
@@ -196,6 +204,8 @@ class Pipeline:
                 stage()
             except SinkError as exc:
                 self.fail(str(exc), exc.exit_code)
+            except ModelError as exc:  # one line already, about the model
+                self.fail(str(exc), code)
             except BaseException as exc:  # a stage must never die silently
                 self.fail(f"{name} stage failed: {describe(exc)}", code)
 
@@ -241,7 +251,9 @@ class Pipeline:
                 return
 
     def process(self, frame: Frame) -> bool:
-        """The model on one frame (logits kept for `postprocess`); False when inference failed."""
+        """The model on one frame (logits kept for `postprocess`); False when inference failed or
+        gave a NaN or infinite logit: garbage in every pixel's argmax, never a result."""
+        self._busy(+1)
         start = time.perf_counter()
         try:
             frame.logits = np.asarray(self.backend.infer(frame.tensor))
@@ -250,8 +262,26 @@ class Pipeline:
             return False
         finally:
             frame.tensor = None
+            self._busy(-1)
         frame.ms["infer"] = 1000 * (time.perf_counter() - start)
+        if not finite(frame.logits):
+            frame.error = "inference failed: the model gave non-finite logits (NaN or Inf)"
+            frame.logits = None
+            return False
         return True
+
+    def _busy(self, change: int) -> None:
+        """A call in (+1) or out (-1). The in-pipeline inference rate is calls / the time at least one
+        ran: streams overlap only as much as the reader feeds them (streams / mean call overstates)."""
+        with self.failures_lock:
+            now = time.perf_counter()
+            if change > 0 and self.inferring == 0:
+                self._busy_since = now
+            self.inferring += change
+            if change < 0:
+                self.infer_calls += 1
+                if self.inferring == 0:
+                    self.infer_busy_s += now - self._busy_since
 
     def prepare(self, frame: Frame) -> None:
         """An encoder's work on a frame: postprocessing, then its files' bytes (`Writer.encode`; with
@@ -280,6 +310,11 @@ class Pipeline:
             if self.classifier:
                 top = top_classes(frame.logits, self.names)
                 frame.record = {"class": top[0]["class"], "p": top[0]["p"], "top5": top}
+            elif self.confidence is not None:
+                frame.mask, frame.confidence, means = self.confidence.apply(frame.logits,
+                                                                            frame.image.shape[:2])
+                frame.record = {"classes": class_fractions(frame.mask, self.table),
+                                "hazards": self.hazards.assess(frame.mask), "mean_confidence": means}
             else:
                 frame.mask = logits_to_mask(frame.logits, frame.image.shape[:2])[0]  # THE resolution policy
                 frame.record = {"classes": class_fractions(frame.mask, self.table),
@@ -346,7 +381,7 @@ def backend_alone(backend, seconds: float, stopped=lambda: False) -> dict | None
     """Backend-only FPS with nothing else running in the process: what end-to-end FPS is judged
     against. The in-pipeline inference time is no such figure: the reader and the writer share the
     cores with the runtime's threads, so it is slowed by exactly the contention it would hide
-    (33 FPS end to end read as 0.90 of it, but 0.69 of the unloaded backend, issue 19). Like with
+    (33 FPS end to end read as 0.90 of it, but 0.69 of the unloaded backend). Like with
     like: as many threads calling `infer` at once as the backend has streams, as in the run. One
     warm-up call each, then calls until `seconds` have passed (at least 3 each); None when stopped
     or failing."""

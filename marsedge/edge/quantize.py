@@ -11,30 +11,30 @@ FP32 and every candidate are timed together in alternating blocks (`marsedge.tim
 candidate is gated on accuracy (`marsedge.edge.gate`), and the fastest that passes is kept.
 
 Two gates, one reason line each, nothing written unless `--force`:
-- accuracy: mIoU drop <= `--tolerance` points; when every candidate fails, the last of the list
+- accuracy: the one INT8 verdict (`marsedge.edge.verdict`, the rule bench and the report apply too):
+  mIoU drop <= `--tolerance` (a fraction, 0.01 = one point); when every candidate fails, the last of the list
   (the one that keeps the most layers FP32) is the one reported (and written with --force);
 - speed (measured targets): INT8 at least `--min-speedup` (1.0) times as fast as FP32 here. A
   64-128 px model is often too small for INT8 to pay; export at the deployment size.
-Every candidate is recorded in the metadata (`tried`: recipe, ms, speed-up, mIoU drop, verdict).
-`--runtime openvino` (with the `[openvino]` extra) makes the QDQ recipes the candidates and runs the
-FP32 reference, the gate and the timer on OpenVINO's CPU plugin, so that auto keeps the layout
-fastest where the file will run (`edge-run --backend openvino`; on a Zen 5, OpenVINO ran
-marsedge's qdq-u8s8-all in 14.9 ms against ONNX Runtime's best 17.8, benchmarks/results/cpu_runtimes.md).
+Every candidate is recorded in the metadata (`tried`: recipe, runtime, ms, speed-up, mIoU drop, verdict).
+Runtimes (`--target cpu`): where OpenVINO is installed, its QDQ layouts are candidates too, gated and
+timed on OpenVINO, and the chosen runtime is recorded in the file for `open_backend` to follow
+(`marsedge.edge.runtime_choice`; `--runtime` keeps one runtime's candidates only).
 
-Defaults, for a quantize in about a minute (issue 19; `benchmarks/results/cpu_runtimes.md`, 512 px,
-2 cores, machine loaded to load average ~14): 64 calibration frames (was 500) and min-max
-calibration (was entropy). ORT's entropy histograms cost ~3 s a frame here: calibrating 64 frames
+Defaults, for a quantize in about a minute (`benchmarks/results/cpu_runtimes.md`, 512 px,
+2 cores, machine loaded to load average ~14): 64 calibration frames and min-max
+calibration (not entropy). ORT's entropy histograms cost ~3 s a frame here: calibrating 64 frames
 took 212 s, against 116 s for the whole `quantize --target cpu` with min-max (three candidates,
 gate and timing included; each further candidate costs ~2.5 s on the shared ranges). Accuracy
-cost on the trained benchmark student (a weak one: FP32 mIoU 9.3% on 30 gold-min1 frames):
-min-max/64 frames 0.004 mIoU points, entropy/64 frames 0.01, pixel agreement >= 99.98% both; use
+cost on the trained benchmark student (a weak one: FP32 mIoU 0.093 on 30 gold-min1 frames): mIoU
+drop 0.00004 with min-max/64 frames, 0.0001 with entropy/64, pixel agreement >= 0.9998 both; use
 `--method entropy --n 500` where a model's activations have long tails the gate rejects.
 
 - `--target cpu` (output MODEL.int8.onnx): ONNX Runtime's own quantizer in the layouts its CPU
   kernels fuse (`CPU_RECIPES`; `benchmarks/edge_int8_layouts.py` and `benchmarks/cpu_runtimes.py`
   measure them). u8 activations x s8 weights (MLAS's VNNI GEMMs are u8 x s8; S8 activations miss
   them). Resize stays FP32 in every recipe: ORT's uint8 Resize kernel took 6.2 ms of a 22.9 ms
-  512 px run (two nodes) where the FP32 one takes 1.3-1.9 ms (issue 19's profile). `qop-*` are
+  512 px run (two nodes) where the FP32 one takes 1.3-1.9 ms (ONNX Runtime's profile). `qop-*` are
   QOperator files (QLinearConv & co., explicit in the file); `qdq-*` are QuantizeLinear /
   DequantizeLinear files that ONNX Runtime fuses at load and OpenVINO runs natively as INT8
   (it cannot load QOperator files). `qdq-s8s8-sym` (symmetric int8 activations and weights, the
@@ -50,7 +50,6 @@ min-max/64 frames 0.004 mIoU points, entropy/64 frames 0.01, pixel agreement >= 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import tempfile
@@ -61,19 +60,22 @@ from typing import TYPE_CHECKING
 
 from marsedge.edge.cpu_recipes import (
     AUTO_CPU_RECIPES,
-    AUTO_OPENVINO_RECIPES,
     CPU_RECIPES,
     excluded_convs,
     quantized_op_types,
 )
+from marsedge.edge.runtimes import RUNTIMES as RUNTIME_REGISTRY
+from marsedge.edge.verdict import DEFAULT_TOLERANCE, check_tolerance
 from marsedge.errors import ConfigError, ModelError
 from marsedge.metrics import HEADLINE
+from marsedge.ownership import refuse_existing, refuse_same_path
 
 if TYPE_CHECKING:  # kept out of the import, so `marsedge --help` and the CLI choices stay light
     from marsedge.data.preprocess import PreprocessSpec
     from marsedge.edge.calibration import CalibrationSet
 
-RUNTIMES = ("onnxruntime", "openvino")  # where the gate and the timer run (--target cpu)
+# where the gate and the timer run (--target cpu): auto, or one CPU runtime of marsedge.edge.runtimes
+RUNTIMES = ("auto", *(name for name, r in RUNTIME_REGISTRY.items() if r.auto_recipes))
 METHODS = ("max", "entropy")  # max (min-max) first: the default (entropy: ~10x slower to calibrate)
 DEFAULT_FRAMES = 64  # calibration frames by default (bounded: quantize in about a minute at 512 px;
 # calibration.WARN_FRAMES warns below the same count)
@@ -85,15 +87,16 @@ class QuantizeOptions:
     method: str = METHODS[0]
     n: int = DEFAULT_FRAMES
     min_frames: int = 32
-    tolerance: float = 1.0  # mIoU points
+    tolerance: float = DEFAULT_TOLERANCE  # mIoU drop as a fraction (marsedge.edge.verdict)
     min_speedup: float = 1.0  # INT8 vs FP32 on this machine (targets that measure latency); 0: off
     force: bool = False
+    overwrite: bool = False  # replace an existing OUT
     dla: bool = False
     per_node: bool = False  # modelopt's calibrate_per_node (tensorrt target)
     threads: int | None = None
     seed: int = 0
     recipe: str = "auto"  # "auto" (the quantizer's `auto` list) or one of the quantizer's recipes
-    runtime: str = "onnxruntime"  # openvino: QDQ recipes only, gated and timed on OpenVINO
+    runtime: str = "auto"  # auto: every installed CPU runtime's candidates (marsedge.edge.runtime_choice)
     progress: bool = True
 
     def validate(self) -> None:
@@ -118,10 +121,11 @@ class QuantizeOptions:
             if self.recipe != "auto" and not self.recipe.startswith("qdq-"):
                 raise ConfigError(f"--recipe {self.recipe} writes a QOperator file, which OpenVINO cannot "
                                   "load: choose a qdq-* recipe or auto with --runtime openvino")
-            if importlib.util.find_spec("openvino") is None:
+            if not RUNTIME_REGISTRY["openvino"].available():
                 raise ConfigError("--runtime openvino needs OpenVINO: pip install .[openvino]")
         if self.n < 1 or self.min_frames < 1:
             raise ConfigError(f"--n and --min-frames must be positive, got {self.n} and {self.min_frames}")
+        check_tolerance(self.tolerance)
         if self.min_speedup < 0:
             raise ConfigError(f"--min-speedup must be >= 0, got {self.min_speedup}")
 
@@ -161,13 +165,12 @@ class Quantizer:
     per_node: bool = False  # accepts --per-node
 
     def recipes_for(self, options: QuantizeOptions) -> tuple[str, ...]:
-        """--recipe, or for auto the `auto` list; on OpenVINO its QDQ list (it cannot load QOperator
-        files, and its INT8 kernels rank the layouts differently from ONNX Runtime's)."""
-        if options.recipe != "auto":
-            return (options.recipe,)
-        if options.runtime == "openvino":  # validated: --target cpu
-            return AUTO_OPENVINO_RECIPES
-        return self.auto
+        """The files to make: --recipe, or for auto the `auto` lists of the runtimes candidates run on
+        (`runtime_choice.plan`: OpenVINO cannot load QOperator files, and ranks layouts differently)."""
+        from marsedge.edge.runtime_choice import plan
+
+        candidates = plan(options.target, options.runtime, options.recipe, self.auto)
+        return tuple(dict.fromkeys(recipe for recipe, _ in candidates))
 
     def candidates(self, job: QuantizeJob) -> Iterator[tuple[Path, dict]]:
         """Each candidate in turn, each in its own file of the job's work folder."""
@@ -309,15 +312,6 @@ def quantize_tensorrt(job: QuantizeJob, recipe: str) -> dict:
 # ---------------------------------------------------------------- the command
 
 
-def _pick(tried: list[dict], measured: bool) -> dict:
-    """The fastest candidate passing the accuracy gate (the first, where nothing was timed); when
-    none passes, the last tried (the one keeping the most layers FP32)."""
-    passing = [t for t in tried if t["passed"]]
-    if not passing:
-        return tried[-1]
-    return min(passing, key=lambda t: t["ms"]) if measured else passing[0]
-
-
 def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_root: str | None,
                    options: QuantizeOptions, calib_split: str = "train-val",
                    eval_split: str = "val") -> tuple[Path, dict]:
@@ -329,7 +323,8 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
     from marsedge.data.labelled import open_labelled
     from marsedge.edge import calibration as C
     from marsedge.edge import gate as G
-    from marsedge.edge.onnx_meta import QUANTIZATION, parse_props, set_props
+    from marsedge.edge import runtime_choice as RC
+    from marsedge.edge.onnx_meta import QUANTIZATION, RUNTIME, parse_props, set_props
     from marsedge.io import atomic_write, sha256_file
 
     options.validate()
@@ -340,6 +335,8 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
     if meta.quantization:
         raise ModelError(f"{src} is already quantized; quantize the FP32 export")
     out = Path(out) if out else src.with_name(f"{src.stem}{quantizer.suffix}")
+    refuse_same_path(src, out, "quantized model")
+    refuse_existing(out, options.overwrite, "the quantized model")
     eval_root = eval_root or (calib if C.is_labelled_root(Path(calib)) else None)
     if eval_root is None:
         raise ConfigError("the accuracy gate needs a labelled tree (AI4Mars, or MSL surface for a "
@@ -351,39 +348,44 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
           flush=True)
     C.load_frames(calib_set, meta.preprocess, options.progress)  # once, for every candidate
     C.check_usable(calib_set, options.min_frames)
-    reference = G.gate_reference(src, eval_root, eval_split, options.threads, options.runtime)  # once, too
+    C.check_finite_outputs(src, calib_set, source_model.graph.input[0].name, options.threads, first=1)
+    plan = RC.plan(options.target, options.runtime, options.recipe, quantizer.auto)
+    references = {rt: G.gate_reference(src, eval_root, eval_split, options.threads, rt)  # once each, too
+                  for rt in dict.fromkeys(rt for _, rt in plan)}
 
     job = QuantizeJob(src, out, calib_set, meta.preprocess, source_model.graph.input[0].name, options)
     try:
-        made = {how["recipe"]: (path, how) for path, how in quantizer.candidates(job)}
-        ms = None
-        if quantizer.measure_latency:
-            ms = G.latency_medians({"fp32": src, **{r: p for r, (p, _) in made.items()}}, calib_set.frames[0],
-                                   options.threads, runtime=options.runtime)
-        tried = []
-        for recipe, (path, _) in made.items():
-            gate = G.accuracy_gate(reference, path, options.tolerance, options.threads, options.runtime)
-            tried.append({"recipe": recipe, "drop": gate["drop"], "passed": gate["passed"],
-                          "gate": gate, **({"ms": round(ms[recipe], 2),
-                                            "speedup": round(ms["fp32"] / ms[recipe], 3)} if ms else {})})
-        chosen = _pick(tried, ms is not None)
+        try:
+            made = {how["recipe"]: (path, how) for path, how in quantizer.candidates(job)}
+        except AssertionError as exc:  # ONNX Runtime's "scale issue": a calibrated range is not finite
+            C.check_finite_outputs(src, calib_set, job.input_name, options.threads)
+            raise ModelError(f"{src}: calibration failed ({exc}): a tensor inside the model is not finite "
+                             "on the calibration frames") from None
+        # ms: FP32's median ms on each runtime (None where the target is not timed here)
+        tried, ms = RC.measure_and_gate(src, {r: p for r, (p, _) in made.items()}, plan, references,
+                                        options.tolerance, options.threads,
+                                        calib_set.frames[0] if quantizer.measure_latency else None)
+        chosen = RC.pick(tried, ms is not None)
         path, how = made[chosen["recipe"]]
         gate = chosen["gate"]
-        record = {"precision": "int8", "target": options.target, "runtime": options.runtime,
+        record = {"precision": "int8", "target": options.target, "runtime": chosen["runtime"],
                   "method": options.method, **how,
                   "tried": [{k: v for k, v in t.items() if k != "gate"} for t in tried],
                   "calibration": {"source": calib_set.source, "frames": calib_set.usable,
                                   "skipped": calib_set.skipped},
                   "source_onnx_sha256": sha256_file(src), "gate": gate}
         if ms:
-            speedup = ms["fp32"] / ms[chosen["recipe"]]
-            record["latency"] = {"fp32_ms": round(ms["fp32"], 2), "int8_ms": chosen["ms"],
-                                 "speedup": round(speedup, 3), "threads": options.threads,
+            speedup = chosen["speedup"]  # against FP32 on the chosen runtime
+            record["latency"] = {"fp32_ms": ms[chosen["runtime"]], "int8_ms": chosen["ms"],
+                                 "speedup": speedup, "threads": options.threads,
                                  "min_speedup": options.min_speedup, "passed": speedup >= options.min_speedup}
-        print(G.format_report(record))
+            if len(ms) > 1:
+                record["latency"]["fp32_ms_by_runtime"] = ms
+        print("\n".join([G.format_report(record), *RC.summary(chosen, tried, ms)]))
         if not gate["passed"] and not options.force:
-            raise G.GateError(f"{src}: INT8 loses {gate['drop']:.2f} {HEADLINE[gate['metric']]} points "
-                              f"(> {options.tolerance}); not written (use --force to keep it anyway)")
+            raise G.GateError(f"{src}: INT8 loses {gate['drop']:.4f} {HEADLINE[gate['metric']]} "
+                              f"(> --tolerance {options.tolerance}); not written (use --force to keep it "
+                              "anyway)")
         if ms and not record["latency"]["passed"] and not options.force:
             lat = record["latency"]
             raise G.SpeedGateError(
@@ -392,7 +394,8 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
                 f"{options.min_speedup}); not written "
                 "(export at a size where INT8 pays, or use --force)")
         quantized = onnx.load(str(path))
-        set_props(quantized, {QUANTIZATION: json.dumps(record)})
+        runtime = {RUNTIME: chosen["runtime"]} if options.target == "cpu" else {}  # open_backend follows it
+        set_props(quantized, {QUANTIZATION: json.dumps(record), **runtime})
         atomic_write(out, lambda p: onnx.save(quantized, str(p)))
     finally:
         if "workdir" in job.shared:

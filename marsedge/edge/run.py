@@ -6,8 +6,13 @@
 
 INPUT is a file, folder (sorted), glob (`**` for subfolders), video, `/dev/videoN`, or a URI
 as jetson-utils writes them: file://, v4l2:///dev/videoN, csi://N (GStreamer), rtsp://
-(`marsedge.edge.sources`). OUTPUT gets masks/, overlays/, frames.jsonl and summary.json, named from
-each frame's path relative to INPUT (`marsedge.edge.sinks`).
+(`marsedge.edge.sources`), a recorded bag with `--topic` (frames named by their stamps), or a
+folder that fills, with `--follow`. OUTPUT gets masks/, overlays/, frames.jsonl and summary.json,
+named from each frame's path relative to INPUT (`marsedge.edge.sinks`), and run.json, what
+`--resume` must find unchanged (`marsedge.edge.run_record`); `--visualize confidence` and
+`--min-confidence` add the per-pixel confidence (`marsedge.edge.confidence`, docs/rover-bus.md).
+The run holds OUTPUT's lock (`marsedge.ownership`) from before it reads or changes anything there
+until it ends. What each fault does: docs/fault-behaviour.md.
 
 Everything about the model comes from the model file: THE preprocessing spec (size, channels,
 bit-depth mapping; a one-channel model sees colour frames through the spec's `colour_to_grey`
@@ -29,7 +34,7 @@ one thread never waits for a sibling thread that decoding or encoding preempted,
 work costs the run only its own CPU time. summary.json's `fps` is end to end (frames written / wall
 time); `backend_fps` is the backend alone, timed for `--backend-probe` seconds after a complete run
 with nothing else running in the process and as many calls at once as the run had streams, and
-`fps_vs_backend` their ratio (aim: >= 0.90 with the default outputs, issue 19).
+`fps_vs_backend` their ratio (aim: >= 0.90 with the default outputs).
 `backend_fps_in_pipeline` (from the in-pipeline inference time) is slowed by the very contention
 the ratio measures, so it is reported but never the baseline. What the writer costs and what each
 choice bought: benchmarks/edge_latency.py --writer-study. Where inference leaves cores idle (a
@@ -52,24 +57,47 @@ from pathlib import Path
 import cv2
 
 from marsedge.edge.backends import BACKENDS, default_streams, open_backend
+from marsedge.edge.confidence import Confidence
+from marsedge.edge.follow import DEFAULT_SETTLE
 from marsedge.edge.hazards import HazardRules, load_hazard_config
 from marsedge.edge.pipeline import Pipeline, backend_alone, describe
 from marsedge.edge.predict import is_classifier
-from marsedge.edge.sinks import JSONL, SUMMARY, VISUALS, Writer, prepare_output, write_summary
-from marsedge.edge.sources import open_source
+from marsedge.edge.run_record import holds_files, make_record, record_name
+from marsedge.edge.sinks import (
+    JSONL,
+    SUMMARY,
+    VISUALS,
+    Writer,
+    prepare_output,
+    sink_error,
+    write_summary,
+)
+from marsedge.edge.sources import input_folder, open_source
 from marsedge.errors import ConfigError, MarsedgeError, ModelError
+from marsedge.ownership import OutputLock, refuse_same_path
 
 EPILOG = """\
-OUTPUT must be empty or new. A non-empty OUTPUT is refused unless:
+OUTPUT must be empty or new, and never INPUT itself; one edge-run at a time owns it (a lock held
+for the whole run: a second one is refused). A non-empty OUTPUT is refused unless:
   --resume     continue an earlier run: frames whose frames.jsonl line and outputs are complete are
-               skipped, the rest appended (failed frames are tried again, a torn last line is repaired)
+               skipped, the rest appended (failed frames are tried again, a torn last line is repaired).
+               Only the same work continues (OUTPUT/run.json records it); a difference is refused.
+               Must match: the model file's content (sha256), INPUT, --visualize, --alpha,
+               --overlay-every, --hazards (the corridor and thresholds it holds).
+               May change: the model's path, --backend, --threads, --streams, --encoders, --queue,
+               --cv-threads, --max-frames, --loop, --backend-probe, --stats, --rebuild-stale.
   --overwrite  first delete what an earlier edge-run wrote there (the files its frames.jsonl names,
-               frames.jsonl, summary.json); other files are never touched
+               frames.jsonl, summary.json, run.json); other files are never touched
+
+A frame the model gives NaN or infinite logits is a failed frame (never "no hazard"); a video that
+ends before the frame count its header declares ends the run with status "incomplete" and exit 1.
 
 exit status:
-  0    at least one frame ok (or all already done with --resume)
-  1    setup failed (model, input) or every frame failed
-  2    usage error (an option, OUTPUT not empty, OUTPUT a file)
+  0    at least one frame ok (or all already done with --resume), the input read to its end
+  1    setup failed (model, input), OUTPUT in use by another run, every frame failed, or a video
+       ended before its declared frame count (the frames read are written)
+  2    usage error (an option, OUTPUT not empty, OUTPUT a file or INPUT itself, --resume with
+       another model or options)
   3    OUTPUT failed during the run (disk full, read-only, permission, a symlink planted in OUTPUT)
   4    the model failed frame after frame
   128+N  stopped by signal N (130 SIGINT, 143 SIGTERM)
@@ -96,6 +124,16 @@ def alpha_value(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (a probability 0..1)") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..1")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -103,6 +141,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def seconds_value(text: str) -> float:
+    """A duration: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more seconds (0: skip)")
     return value
 
 
@@ -128,7 +177,11 @@ def run(args: argparse.Namespace) -> int:
                           f"(choose from {', '.join(VISUALS)})")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"OUTPUT {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (args.resume or args.overwrite):  # before the model loads
+    folder = input_folder(str(args.input))
+    if folder is not None:
+        refuse_same_path(folder, out, "OUTPUT")
+    # a quick refusal before a slow model load; checked again under OUTPUT's lock (prepare_output)
+    if holds_files(out) and not (args.resume or args.overwrite):
         raise ConfigError(f"OUTPUT {out} is not empty: pass --resume to continue the earlier run "
                           "or --overwrite to replace what it wrote")
     hazard_config = load_hazard_config(args.hazards)
@@ -140,8 +193,27 @@ def run(args: argparse.Namespace) -> int:
         visuals = set()
     try:
         hazards = HazardRules.for_model(hazard_config, [] if classifier else backend.metadata["class_table"])
-        source = open_source(args.input, exclude=out)
-        namer, kept = prepare_output(out, visuals, args.resume, args.overwrite)
+        source = open_source(args.input, exclude=out, topic=args.topic, follow=args.follow,
+                             settle=args.settle)
+        try:  # OUTPUT is ours from here to the end: a second edge-run (or --overwrite) is refused
+            lock = OutputLock(out, "edge-run").acquire()
+        except OSError as exc:
+            raise sink_error(exc, out) from None
+    except BaseException:
+        backend.close()
+        raise
+    try:
+        return owned_run(args, out, visuals, backend, classifier, hazards, source)
+    finally:
+        lock.release()
+
+
+def owned_run(args: argparse.Namespace, out: Path, visuals: set[str], backend, classifier: bool,
+              hazards: HazardRules, source) -> int:
+    """The run, with OUTPUT's lock held: the rerun rule, then the pipeline."""
+    try:
+        record = make_record(args, backend, visuals, hazards.config)
+        namer, kept = prepare_output(out, visuals, args.resume, args.overwrite, record)
     except BaseException:
         backend.close()
         raise
@@ -150,9 +222,12 @@ def run(args: argparse.Namespace) -> int:
     for note in [] if classifier else hazards.notes():  # once per run, not per frame
         print(f"edge-run: note: {note}", file=sys.stderr)
     writer = Writer(out, visuals, args.alpha, backend.metadata["class_table"], namer, args.overlay_every)
-    skip = {r["name"] for r in kept} if source.kind == "files" else set()
+    skip = {record_name(r) for r in kept} if source.kind == "files" else set()
     pipeline = Pipeline(source.items(args.loop, args.max_frames, skip), backend, writer, hazards, args.queue,
                         args.encoders)
+    pipeline.stop = source.stop  # one flag: a signal or a fatal error also ends a followed folder
+    if not classifier and ("confidence" in visuals or args.min_confidence):  # else no softmax at all
+        pipeline.confidence = Confidence(backend.metadata["class_table"], args.min_confidence)
     caught: list[int] = []
 
     def on_signal(signum, _frame) -> None:
@@ -175,7 +250,9 @@ def run(args: argparse.Namespace) -> int:
             writer.close()
             backend.close()
     code = exit_code(pipeline, caught, writer.ok + len(kept))
+    code = 1 if code == 0 and source.ended_early else code  # the input did not hold what it declared
     summary = make_summary(args, backend, pipeline, source, kept, wall, caught, code, alone)
+    summary["model_sha256"] = record["model_sha256"]
     problem = write_summary(out / SUMMARY, summary)
     print_summary(summary, args.stats)
     if pipeline.fatal:
@@ -183,6 +260,9 @@ def run(args: argparse.Namespace) -> int:
               f"see {out / JSONL})", file=sys.stderr)
     elif caught:
         print(f"edge-run: stopped by {signal.Signals(caught[0]).name}", file=sys.stderr)
+    elif source.ended_early:
+        print(f"edge-run: error: {source.ended_early[0]} (the frames read are written: {writer.ok} ok; "
+              f"status incomplete in {out / SUMMARY})", file=sys.stderr)
     if problem:
         print(f"edge-run: error: {problem}", file=sys.stderr)
     return code
@@ -200,19 +280,21 @@ def make_summary(args, backend, pipeline: Pipeline, source, kept: list[dict], wa
                  caught: list[int], code: int, alone: dict | None = None) -> dict:
     """summary.json. FPS: `fps` end to end (frames written / wall time), `backend_fps` the backend
     alone, measured unloaded after the run (`pipeline.backend_alone`, null when interrupted or
-    `--backend-probe 0`), `fps_vs_backend` their ratio, and `backend_fps_in_pipeline` (1000 x streams / mean
-    in-pipeline inference ms), which the contention slows and so is no baseline for the ratio."""
+    `--backend-probe 0`), `fps_vs_backend` their ratio, and `backend_fps_in_pipeline` (inferences /
+    the time at least one was running), which the contention slows and so is no baseline for the ratio."""
     writer = pipeline.writer
     with writer.lock:
         ok, failed, failures = writer.ok, writer.failed, list(writer.failures)
         stats = {k: v.summary() for k, v in pipeline.stage_ms.items()}
-        infer = pipeline.stage_ms.get("infer")
-        in_pipeline = (round(1000 * pipeline.streams * infer.count / infer.total, 3)  # streams overlap
-                       if infer and infer.total else None)
+    with pipeline.failures_lock:  # calls over busy time: never more than the streams really overlapped
+        busy, calls = pipeline.infer_busy_s, pipeline.infer_calls
+    in_pipeline = round(calls / busy, 3) if busy > 0 else None
     fps = round(ok / wall, 3) if wall > 0 else None
     backend_fps = alone["fps"] if alone else None
-    status = "stopped" if pipeline.fatal else "interrupted" if caught else "complete"
-    reason = pipeline.fatal[0] if pipeline.fatal else signal.Signals(caught[0]).name if caught else None
+    status = ("stopped" if pipeline.fatal else "interrupted" if caught
+              else "incomplete" if source.ended_early else "complete")
+    reason = (pipeline.fatal[0] if pipeline.fatal else signal.Signals(caught[0]).name if caught
+              else source.ended_early[0] if source.ended_early else None)
     return {
         "status": status, "exit_code": code, "reason": reason,
         "input": str(args.input), "model": str(args.model),
@@ -259,12 +341,25 @@ def print_summary(summary: dict, stats: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="edge-run", description=__doc__.splitlines()[0], epilog=EPILOG,
                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", help="file, folder, glob, video, /dev/videoN, file://, v4l2://, csi://N, rtsp://")
+    p.add_argument("input", help="file, folder, glob, video, /dev/videoN, file://, v4l2://, csi://N, "
+                   "rtsp://, a bag (--topic)")
     p.add_argument("output", help="output folder (new or empty; see --resume, --overwrite)")
     p.add_argument("--model", required=True, help="model file: .onnx, .engine or .pt")
-    p.add_argument("--backend", choices=sorted(BACKENDS), help="default: from the model file's suffix")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime / torch")
-    p.add_argument("--visualize", default="overlay,mask", help="comma list of: overlay, mask (or '')")
+    p.add_argument("--backend", choices=sorted(BACKENDS),
+                   help="default: the runtime the model's metadata names, else the file's suffix")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for ONNX Runtime / torch")
+    p.add_argument("--visualize", default="overlay,mask",
+                   help="comma list of: overlay, mask, confidence (max softmax probability x 255) (or '')")
+    p.add_argument("--min-confidence", type=probability, default=None, metavar="P",
+                   help="pixels whose max softmax probability is below P become 255 (unknown) in masks, "
+                        "class fractions and hazards")
+    p.add_argument("--topic", default=None, help="the sensor_msgs/Image topic of a bag INPUT "
+                   "(.mcap, .db3, rosbag2 folder, ROS 1 .bag)")
+    p.add_argument("--follow", action="store_true",
+                   help="keep watching the INPUT folder: each new frame once complete, until SIGINT/SIGTERM "
+                        "(with --resume: continue after a restart)")
+    p.add_argument("--settle", type=float, default=DEFAULT_SETTLE, metavar="SECONDS",
+                   help="--follow: a file is complete once its size and time held still this long")
     p.add_argument("--streams", type=positive_int, default=None, metavar="N",
                    help="frames inferred at once, the --threads split between them (onnxruntime, "
                         "openvino; default 2 on a CPU with 2+ cores, else 1): more frames per second "
@@ -274,22 +369,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "model runtime (benchmarks/edge_latency.py --writer-study)")
     p.add_argument("--overlay-every", type=positive_int, default=1, metavar="N",
                    help="write the overlay of every Nth frame only (masks: always); 4 took edge-run "
-                        "from 0.85 to 0.90 of its backend alone on 2 CPU cores at 512 px (README)")
+                        "from 0.85 to 0.90 of its backend alone on 2 CPU cores at 512 px (docs/edge-run.md)")
     p.add_argument("--encoders", type=positive_int, default=1, metavar="N",
                    help="threads that postprocess and encode frames (argmax, class fractions, hazards, "
                         "PNG/JPEG) beside the one that writes them in order: for a GPU or DLA backend "
                         "that leaves cores idle (a CPU runtime's cores are the model's: keep 1)")
-    p.add_argument("--backend-probe", type=float, default=1.0, metavar="SECONDS",
+    p.add_argument("--backend-probe", type=seconds_value, default=1.0, metavar="SECONDS",
                    help="after the run, time the backend alone this long for summary.json's "
                         "backend_fps and fps_vs_backend (0: skip)")
     p.add_argument("--alpha", type=alpha_value, default=0.5,
                    help="overlay opacity of the class colours, 0..1 (segnet's 0-255: divide by 255)")
     p.add_argument("--hazards", default=None,
                    help="YAML with the corridor, thresholds and missing_class: skip|error (HazardConfig)")
-    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--max-frames", type=positive_int, default=None, metavar="N",
+                   help="stop after N frames (at least 1)")
     p.add_argument("--loop", "--input-loop", dest="loop", action="store_true",
                    help="start over at the end of the input")
-    p.add_argument("--queue", type=int, default=4, help="frames buffered between pipeline stages")
+    p.add_argument("--queue", type=positive_int, default=4, help="frames buffered between pipeline stages")
     p.add_argument("--rebuild-stale", action="store_true",
                    help="rebuild a stale TensorRT engine from the ONNX beside it")
     p.add_argument("--stats", action="store_true", help="print per-stage latency percentiles")

@@ -3,10 +3,18 @@
     OUTPUT/masks/<input path>.png       class ids at the frame's size, e.g. masks/sol1/NLA_1.JPG.png
     OUTPUT/overlays/<input path>.jpg    class colours (the model's class table) blended over the frame
                                         (every Nth frame with --overlay-every N: `"overlay": null`)
+    OUTPUT/confidence/<input path>.png  with --visualize confidence: max softmax probability x 255
     OUTPUT/frames.jsonl                 one line per frame: input name -> mask and overlay paths, class
                                         fractions by the model's class names, hazards (null for a
                                         rule the model cannot judge), per-stage ms; or the frame's error
     OUTPUT/summary.json                 reserved when the run starts ({"status": "running"}), final at the end
+    OUTPUT/run.json                     what --resume must find unchanged: the model's sha256,
+                                        INPUT and the options that shape the outputs (`run_record`)
+    OUTPUT/.marsedge.lock               held by the live run (`marsedge.ownership.OutputLock`)
+
+A frame name that is not valid UTF-8 (a Linux file name may hold any bytes) is written to
+frames.jsonl with each undecodable byte as `\\xNN` and, in `name_hex`, its exact bytes: every line
+is valid UTF-8 JSON, without lone surrogates (`marsedge.edge.run_record`).
 
 Names come from the path relative to INPUT with subfolders and extension kept (`x.jpg` and `x.png`
 stay apart); a name that had to be mapped (unsafe characters, `..`) carries a hash of the original
@@ -31,11 +39,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from marsedge.edge.confidence import confidence_bytes
+from marsedge.edge.run_record import (
+    RUN_RECORD,
+    check_resume,
+    holds_files,
+    json_safe,
+    name_fields,
+    record_name,
+)
 from marsedge.errors import ConfigError, DataError, MarsedgeError
 from marsedge.io import atomic_write_bytes, atomic_write_json, guarded_path, safe_relpath
 from marsedge.terrain import palette
 
-VISUALS = {"mask": ("masks", ".png"), "overlay": ("overlays", ".jpg")}  # visual -> (folder, suffix)
+VISUALS = {"mask": ("masks", ".png"), "overlay": ("overlays", ".jpg"),  # visual -> (folder, suffix)
+           "confidence": ("confidence", ".png")}  # max softmax probability x 255, 8-bit grey
 # Encoder settings, chosen by benchmarks/edge_latency.py --writer-study (cv2.imencode of a 512x512
 # mask with 6 smooth regions and its overlay, 2 shared cores, load 4.2). Masks: greyscale 8-bit PNG
 # (lossless class ids that any reader gets back as ids; a palette PNG comes back as BGR colours from
@@ -140,7 +158,7 @@ def _remove_earlier(root: Path, records: list[dict]) -> int:
     folders that this left empty. Nothing else is touched."""
     removed = 0
     paths = [_own_path(root, record.get(v), v) for record in records for v in VISUALS]
-    for path in [p for p in paths if p is not None] + [root / JSONL, root / SUMMARY]:
+    for path in [p for p in paths if p is not None] + [root / JSONL, root / SUMMARY, root / RUN_RECORD]:
         if path.is_file() and not path.is_symlink():
             path.unlink()
             removed += 1
@@ -151,17 +169,21 @@ def _remove_earlier(root: Path, records: list[dict]) -> int:
     return removed
 
 
-def prepare_output(root: Path, visuals: set[str], resume: bool, overwrite: bool) -> tuple[Namer, list[dict]]:
-    """Check OUTPUT, apply the rerun rule, reserve the summary. Returns the namer (preloaded on
-    resume) and the records kept from an earlier run (frames that --resume skips)."""
+def prepare_output(root: Path, visuals: set[str], resume: bool, overwrite: bool,
+                   record: dict | None = None) -> tuple[Namer, list[dict]]:
+    """Check OUTPUT, apply the rerun rule (--resume: `check_resume` against `record`), reserve the
+    summary, write `record` as run.json. The caller holds OUTPUT's lock. Returns the namer
+    (preloaded on resume) and the records kept from an earlier run (frames that --resume skips)."""
     if root.exists() and not root.is_dir():
         raise ConfigError(f"OUTPUT {root} is a file, not a folder")
     kept: list[dict] = []
-    if root.is_dir() and any(root.iterdir()):
+    if holds_files(root):
         if not (resume or overwrite):
             raise ConfigError(f"OUTPUT {root} is not empty: pass --resume to continue the earlier run "
                               "or --overwrite to replace what it wrote")
         records, torn = read_records(root / JSONL)
+        if resume and record is not None:
+            check_resume(root, record, records)
         try:
             if overwrite:
                 _remove_earlier(root, records)
@@ -172,13 +194,15 @@ def prepare_output(root: Path, visuals: set[str], resume: bool, overwrite: bool)
         except OSError as exc:
             raise sink_error(exc, root) from None
     namer = Namer()
-    for record in kept:
-        named = [v for v in sorted(visuals) if isinstance(record.get(v), str)]
+    for line in kept:
+        named = [v for v in sorted(visuals) if isinstance(line.get(v), str)]
         if named:
-            namer.add(record["name"], _stem(record, named[0]))
+            namer.add(record_name(line), _stem(line, named[0]))
     try:
         root.mkdir(parents=True, exist_ok=True)
         reserve_summary(root / SUMMARY)
+        if record is not None:
+            atomic_write_json(guarded_path(root, RUN_RECORD), json_safe(record))
     except OSError as exc:
         raise sink_error(exc, root) from None
     return namer, kept
@@ -197,6 +221,7 @@ def reserve_summary(path: Path) -> None:
 def write_summary(path: Path, summary: dict) -> str | None:
     """Atomically when the disk allows; else in place, into the reserved blocks (failure list cut
     to fit). Returns None, or the reason no summary could be written."""
+    summary = json_safe(summary)
     try:
         atomic_write_json(path, summary)
         return None
@@ -239,7 +264,7 @@ class Writer:
         self._jsonl = None
 
     def _append(self, record: dict) -> None:
-        line = (json.dumps(record, default=str) + "\n").encode()
+        line = (json.dumps(json_safe(record), default=str) + "\n").encode()
         path = self.root / JSONL
         try:
             if self._jsonl is None:
@@ -264,6 +289,9 @@ class Writer:
         out = {}
         if "mask" in self.visuals:
             out["mask"] = cv2.imencode(".png", mask, MASK_PNG)[1].tobytes()
+        if "confidence" in self.visuals:
+            grey = confidence_bytes(frame.confidence)
+            out["confidence"] = cv2.imencode(".png", grey, MASK_PNG)[1].tobytes()
         if "overlay" in self.visuals and frame.index % self.overlay_every == 0:
             out["overlay"] = cv2.imencode(".jpg", self.overlay(frame.image, mask), OVERLAY_JPEG)[1].tobytes()
         return out
@@ -300,11 +328,11 @@ class Writer:
         if frame.error is not None:
             # "failed", as summary.json counts it
             print(f"failed {frame.name}: {frame.error}", file=sys.stderr, flush=True)
-            self._append({"name": frame.name, "index": frame.index, "error": frame.error})
+            self._append({**name_fields(frame.name), "index": frame.index, "error": frame.error})
             with self.lock:
                 self.failed += 1
                 if len(self.failures) < MAX_RECORDED_FAILURES:
-                    self.failures.append({"name": frame.name, "reason": frame.error})
+                    self.failures.append({**name_fields(frame.name), "reason": frame.error})
             return
         stem = self.namer.stem(frame.name)  # here, in input order: a case-only clash numbers alike
         paths = {}
@@ -324,7 +352,7 @@ class Writer:
         if "overlay" in self.visuals and "overlay" not in paths and frame.mask is not None:
             paths["overlay"] = None  # left out by --overlay-every
         frame.ms["write"] = 1000 * (time.perf_counter() - start)
-        self._append({"name": frame.name, "index": frame.index, **paths, **frame.record,
+        self._append({**name_fields(frame.name), "index": frame.index, **paths, **frame.record,
                       "ms": {k: round(v, 3) for k, v in frame.ms.items()}})
         with self.lock:
             self.ok += 1

@@ -5,6 +5,8 @@
     /dev/video0  v4l2:///dev/video0                                  a V4L2 camera (OpenCV)
     csi://0                                                          a MIPI CSI camera (GStreamer)
     rtsp://host:8554/stream                                          a network stream (OpenCV/FFmpeg)
+    run.mcap  run.db3  rosbag2_dir/  run.bag  with --topic T          a recorded bag (marsedge.edge.bags)
+    /data/downlink/  with --follow                                   a folder that fills (edge.follow)
 
 Files are listed up front (`frames.scan_frames`) and decoded one by one in the pipeline's reader
 stage, for two reasons: each frame is named by its path relative to INPUT (so outputs can be named
@@ -16,6 +18,7 @@ loops, unreadable entries) are skipped with a reason that the run's summary list
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,8 @@ import cv2
 import numpy as np
 
 from marsedge.data import frames
+from marsedge.edge.bags import bag_passes, is_bag
+from marsedge.edge.follow import DEFAULT_SETTLE, follow_passes
 from marsedge.errors import ConfigError, FrameError
 
 _CAMERA = re.compile(r"^/dev/video\d+$")
@@ -50,6 +55,8 @@ class Source:
     kind: str  # "files" or "stream"
     passes: Callable[[], Iterator[Item]]
     skipped: list[dict] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)  # ends an endless source (--follow)
+    ended_early: list[str] = field(default_factory=list)  # a truncated video says so here (and per frame)
 
     def items(self, loop: bool = False, max_frames: int | None = None,
               skip: set[str] | frozenset = frozenset()) -> Iterator[Item]:
@@ -96,11 +103,14 @@ def file_source(text: str, exclude: Path | None = None) -> Source:
 # ---------------------------------------------------------------------------------------- streams
 
 
-def _delegated(uri: str) -> Callable[[], Iterator[Item]]:
-    """Video files and /dev/videoN through `frames.iter_frames` (its bounded decoding)."""
+def _delegated(uri: str, ended_early: list[str]) -> Callable[[], Iterator[Item]]:
+    """Video files and /dev/videoN through `frames.iter_frames` (its bounded decoding); a video that
+    ends before its declared frame count is noted in `ended_early` as well as failing a frame."""
 
     def passes() -> Iterator[Item]:
         for name, frame in frames.iter_frames(uri):
+            if isinstance(frame, frames.EndedEarly) and str(frame) not in ended_early:
+                ended_early.append(str(frame))
             if isinstance(frame, Exception):
                 yield Item(str(name), error=str(frame))
             else:
@@ -170,7 +180,8 @@ def _v4l2(uri: str, parsed) -> Source:
     device = parsed.path or parsed.netloc
     if not device.startswith("/dev/video"):
         raise ConfigError(f"INPUT {uri}: v4l2:// takes a device, e.g. v4l2:///dev/video0")
-    return Source(uri, "stream", _delegated(device))
+    ended: list[str] = []
+    return Source(uri, "stream", _delegated(device, ended), ended_early=ended)
 
 
 def _rtsp(uri: str, parsed) -> Source:
@@ -181,9 +192,23 @@ def _rtsp(uri: str, parsed) -> Source:
 SCHEMES: dict[str, Callable[..., Source]] = {"csi": _csi, "v4l2": _v4l2, "rtsp": _rtsp, "rtsps": _rtsp}
 
 
-def open_source(uri: str, exclude: Path | None = None) -> Source:
-    """INPUT (a path or a URI) -> Source. An unknown scheme or a missing path is one error line."""
+def input_folder(text: str) -> Path | None:
+    """The local folder INPUT reads (a folder, a glob's fixed folders), None for a file or a URI."""
+    if "://" in text and not text.startswith("file://"):
+        return None
+    path = Path(text.removeprefix("file://"))
+    if any(ch in text for ch in "*?["):
+        return frames.glob_root(str(path))
+    return path if path.is_dir() else None
+
+
+def open_source(uri: str, exclude: Path | None = None, topic: str | None = None, follow: bool = False,
+                settle: float = DEFAULT_SETTLE) -> Source:
+    """INPUT (a path or a URI) -> Source. An unknown scheme or a missing path is one error line.
+    A bag reads `topic`; `follow` watches a folder until the source's `stop` is set."""
     text = str(uri)
+    if follow or topic is not None or is_bag(text):
+        return _bag_or_followed(text, exclude, topic, follow, settle)
     if "://" in text:
         parsed = urlparse(text)
         scheme = parsed.scheme.lower()
@@ -196,5 +221,20 @@ def open_source(uri: str, exclude: Path | None = None) -> Source:
     if _CAMERA.match(text) or text.lower().endswith(frames.VIDEO_SUFFIXES):
         if not text.startswith("/dev/") and not Path(text).is_file():
             raise FrameError(f"video not found: {text}")
-        return Source(text, "stream", _delegated(text))
+        ended: list[str] = []
+        return Source(text, "stream", _delegated(text, ended), ended_early=ended)
     return file_source(text, exclude=exclude)
+
+
+def _bag_or_followed(text: str, exclude: Path | None, topic: str | None, follow: bool,
+                     settle: float) -> Source:
+    if follow:
+        if topic is not None or not Path(text).is_dir() or is_bag(text):
+            raise ConfigError(f"INPUT {text}: --follow watches a folder of frames"
+                              + (" (--topic reads a bag)" if topic is not None else ""))
+        stop = threading.Event()
+        return Source(text, "files", follow_passes(Path(text), stop, exclude, settle), stop=stop)
+    if not is_bag(text):
+        raise ConfigError(f"INPUT {text}: --topic reads a bag (.mcap, .db3, a rosbag2 folder, .bag)")
+    topic, passes = bag_passes(text, topic)
+    return Source(text, "files", passes)

@@ -111,7 +111,19 @@ def save_checkpoint(path: str | Path, model: nn.Module, model_config: ModelConfi
         "preprocess": spec.to_dict(),
         "extra": _plain(extra or {}, "extra"),
     }
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return atomic_write(path, lambda tmp: _save_through_python(payload, tmp))
+
+
+def _save_through_python(payload: dict, path: Path) -> None:
+    """torch.save through a Python file: a failed write (a full disk) then raises the OSError that
+    says why, not torch's own writer's "unexpected pos" RuntimeError."""
+    with open(path, "wb") as f:
+        try:
+            torch.save(payload, f)
+        except RuntimeError as exc:  # the zip writer's end, failing after the OSError it hides
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from None
+            raise
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:

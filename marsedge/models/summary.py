@@ -134,7 +134,7 @@ REFERENCE_TEACHER = ModelConfig("r101_2x_sk1", "deeplabv3")  # the multi-mission
 
 
 def zoo_configs(output_stride: int = 16) -> list[ModelConfig]:
-    """The issue's comparison: each teacher backbone and the student with every head."""
+    """The zoo's comparison: each teacher backbone and the student with every head."""
     heads = [("aspp_seed", False), ("deeplabv3", False), ("deeplabv3plus", False), ("deeplabv3plus", True)]
     return [ModelConfig(backbone, head, output_stride, separable=separable)
             for backbone in (*TEACHER_BACKBONES, STUDENT_BACKBONE) for head, separable in heads]

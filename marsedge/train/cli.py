@@ -4,9 +4,14 @@
     torchrun --nproc_per_node=4 train.py --config ... run.amp=bf16 run.channels_last=true
     python train.py --config ... --resume          # continue runs/<name>/last.pt exactly
     python train.py --config ... --resume runs/x/last.pt   # continue that checkpoint
+    python train.py --config ... --overwrite       # replace an earlier run of this name
+
+A folder holding a run is never written over unasked, and a resume may change only the keys its
+--help lists (docs/resume-and-overwrite.md; marsedge.train.engine.rundir).
 
 best.pt is chosen on the `val` split; the summary's "final test" line is the test splits scored
-once, at the end, with it (runs/<name>/test_metrics.json).
+once, at the end, with it (runs/<name>/test_metrics.json). The summary (time, img/s, the selection,
+the files, the export command) is also runs/<name>/summary.json; docs/watching-training.md.
 
 Modes are registered Jobs (marsedge.train.modes, marsedge.train.engine.job): each names its config
 class (TrainConfig or a subclass with the mode's own section), and `run_job` runs it. This module
@@ -16,15 +21,21 @@ names no mode. Nothing heavy is imported here at module level: torch loads only 
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from marsedge.train.engine.rundir import MAY_CHANGE_ON_RESUME
+
     parser.add_argument("--config", required=True, help="YAML config (configs/teacher/*.yaml, configs/demo/)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted config overrides")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
-                        help="continue runs/<name>/last.pt (or CHECKPOINT) exactly")
+                        help="continue runs/<name>/last.pt (or CHECKPOINT) exactly. The model and config "
+                             "must be the run's; only these keys may change (recorded in "
+                             f"config_history.jsonl): {', '.join(MAY_CHANGE_ON_RESUME)}")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run in runs/<name>/ (without it, a folder holding a run "
+                             "is refused: continue it with --resume)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
@@ -33,10 +44,6 @@ def register(subparsers) -> None:
                               description=__doc__.splitlines()[0])
     add_arguments(p)
     p.set_defaults(func=handle)
-
-
-def _format(value) -> str:
-    return "nan" if isinstance(value, float) and math.isnan(value) else f"{value:.4f}"
 
 
 def _resume_argument(args: argparse.Namespace) -> None:
@@ -60,7 +67,10 @@ def handle(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
-    result = mode.run(cfg, resume=args.resume)
+    from marsedge.train.engine.guard import sigterm_as_sigint
+
+    with sigterm_as_sigint():  # SIGTERM, like Ctrl-C: last.pt written, a line on how to resume
+        result = mode.run(cfg, resume=args.resume, overwrite=args.overwrite)
     if result.get("is_main", True):
         _print_summary(cfg, result)
     return 130 if result["interrupted"] else 0
@@ -71,17 +81,9 @@ def _print_summary(cfg, result: dict) -> None:
         print(f"[{cfg.name}] interrupted at step {result['step']}; resume with --resume "
               f"({result['run_dir']}/last.pt)")
         return
-    metrics = result.get("test_metrics", {})
-    scalars = {k: v for k, v in metrics.items() if "/" not in k and isinstance(v, float)}
-    shown = ", ".join(f"{k} {_format(v)}" for k, v in scalars.items())
-    first = next((k.split("/", 1)[0] for k in metrics if "/" in k), None)
-    best = result["best"]
-    print(f"[{cfg.name}] {result['epoch']} epochs, {result['step']} steps"
-          + (" (stopped early)" if result["stopped_early"] else "")
-          + (f"; best val {best['metric']} {_format(best['value'])} at epoch {best['epoch']}"
-             if best["value"] is not None else "; no val split: final weights")
-          + (f"; final test: {shown} ({first or 'test'}, scored once with best.pt)" if shown else "")
-          + f"; {result['run_dir']}/best.pt")
+    from marsedge.train.engine.summary import summary_lines
+
+    print("\n".join(summary_lines(result["run_summary"])))
 
 
 def main(argv: list[str] | None = None) -> int:

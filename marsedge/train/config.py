@@ -20,6 +20,7 @@ mode's Job (marsedge.train.engine.job).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,9 @@ from marsedge.data.augment import JointAugmentConfig
 from marsedge.data.preprocess import PreprocessSpec
 from marsedge.errors import ConfigError
 from marsedge.models.build import ModelConfig
+
+TENSORBOARD_MISSING = ("config key 'run.tensorboard' needs the tensorboard package "
+                       "(pip install 'marsedge[tensorboard]'), or set run.tensorboard=false")
 
 
 @dataclass
@@ -119,7 +123,13 @@ class RunConfig:
     max_steps: int | None = None  # stop after this many optimiser steps (smoke runs)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     confusion_png: bool = True
+    # a bar on a terminal, else a line every log_every steps and one per evaluation
+    # (docs/watching-training.md)
     progress: bool = True
+    tensorboard: bool = False  # event files in runs/<name>/tensorboard/ (the `tensorboard` extra)
+    curves: bool = True  # runs/<name>/curves.png, redrawn at each evaluation
+    ema: float | None = None  # decay of an EMA of the weights, evaluated beside them (e.g. 0.999); None: off
+    keep_checkpoints: int = 0  # also keep epoch_XXX.pt of the last N epochs; 0: last.pt and best.pt only
 
 
 @dataclass
@@ -196,10 +206,16 @@ class TrainConfig:
         at_least = {"run.log_every": (self.run.log_every, 1), "run.max_steps": (self.run.max_steps, 0),
                     "run.eval_every": (self.run.eval_every, 0),
                     "run.checkpoint_every": (self.run.checkpoint_every, 0),
-                    "run.early_stop_patience": (self.run.early_stop_patience, 0)}
+                    "run.early_stop_patience": (self.run.early_stop_patience, 0),
+                    "run.keep_checkpoints": (self.run.keep_checkpoints, 0)}
         for key, (value, least) in at_least.items():
             if value is not None and value < least:
                 raise ConfigError(f"config key '{key}' must be >= {least}, got {value}")
+        if self.run.ema is not None and not 0.0 < self.run.ema < 1.0:
+            raise ConfigError(f"config key 'run.ema' must be in (0, 1) (a decay such as 0.999), "
+                              f"got {self.run.ema}")
+        if self.run.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError(TENSORBOARD_MISSING)
         self._validate_protocol()
         if not self.data.test_splits:
             raise ConfigError("config key 'data.test_splits' must name at least one test split")

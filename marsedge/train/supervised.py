@@ -18,7 +18,8 @@ a frame looks the same in a resumed run, under DDP and with any number of loader
 Evaluation: one confusion matrix per set, summed over ranks, then every metric of
 `marsedge.metrics` and a confusion-matrix PNG per set. The result dict has the first set's scalars
 unprefixed (`miou`, `pixel_accuracy`, ...) and every set's metrics under `<split>/<metric>`, per-class
-dicts included. During training the only set is `val` (what best.pt and early stopping watch); the
+dicts included, and its pixel confusion matrix as `<split>/confusion` (rows truth, columns
+prediction). During training the only set is `val` (what best.pt and early stopping watch); the
 test splits are scored once, by the loop, with the selected checkpoint (marsedge.train.engine.selection).
 """
 
@@ -276,6 +277,7 @@ class SegmentationEvaluator:
             if i == 0:
                 result.update({k: v for k, v in metrics.items() if not isinstance(v, dict)})
             result.update({f"{split}/{k}": v for k, v in metrics.items()})
+            result[f"{split}/confusion"] = matrix.tolist()  # rows truth, columns prediction (pixels)
             if self.confusion_png and state.ctx.is_main:
                 plot_confusion(matrix, Path(state.run_dir) / f"confusion_{split}.png", self.class_names,
                                title=f"{split}, epoch {state.epoch + 1}")
@@ -294,6 +296,17 @@ def build_evaluator(cfg: TrainConfig, ctx: DistContext) -> SegmentationEvaluator
     None when there is no val (then nothing is selected: best.pt is the final weights)."""
     val = validation_set(cfg.data, cfg.seed)
     return _evaluator(cfg, ctx, {"val": val}) if val is not None else None
+
+
+def evaluation_sizes(evaluator: SegmentationEvaluator | None,
+                     test_evaluator: SegmentationEvaluator | None) -> str:
+    """"19 val frames; test gold-min1 6, gold-min3 6 frames": what a run selects on and is scored on."""
+
+    def sizes(ev: SegmentationEvaluator) -> str:
+        return ", ".join(f"{split} {len(loader.dataset)}" for split, loader in ev.loaders.items())
+
+    val = f"{len(evaluator.loaders['val'].dataset)} val frames" if evaluator is not None else "no val split"
+    return val + (f"; test {sizes(test_evaluator)} frames" if test_evaluator is not None else "")
 
 
 def build_test_evaluator(cfg: TrainConfig, ctx: DistContext) -> SegmentationEvaluator:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import signal
 import threading
 
@@ -46,6 +47,31 @@ def deferred_sigint():
             previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt here
         elif received and previous == signal.SIG_DFL:
             raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_as_sigint():
+    """A SIGTERM (`kill`, a job scheduler, a container stop) stops a run the way Ctrl-C does:
+    last.pt written at the last whole step and a line saying how to resume (main thread only).
+    Not under torchrun: its agent stops the other ranks with SIGTERM when one fails, and a rank
+    waiting in a collective would only see the interrupt when the collective times out."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def as_sigint(signum, frame) -> None:
+        handler = signal.getsignal(signal.SIGINT)  # deferred_sigint's while an optimiser step runs
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, as_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class StepGuard:

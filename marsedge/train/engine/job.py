@@ -11,7 +11,8 @@
 `prepare`, seeds torch with `cfg.seed` (the same initial weights on every rank and every run: only
 the trained model's construction may consume that seed, so `prepare` runs before it), calls `build`,
 prints the banner, builds the training loader and runs `marsedge.train.engine.loop.fit`, calls
-`finish` on the summary, and always leaves the process group. A mode module defines one Job and
+`finish` on the summary, writes runs/<name>/summary.json (marsedge.train.engine.summary; rank 0,
+also under the result's "run_summary"), and always leaves the process group. A mode module defines one Job and
 nothing of this; `marsedge.train.modes` imports every mode so that `MODES` is complete.
 """
 
@@ -28,7 +29,9 @@ from torch.utils.data import Dataset
 from marsedge.train.config import TrainConfig
 from marsedge.train.engine.distributed import DistContext, barrier, init_distributed, shutdown_distributed
 from marsedge.train.engine.loop import build_train_loader, fit
+from marsedge.train.engine.rundir import claim_run_dir, release_run_dir
 from marsedge.train.engine.state import Artifact, Evaluator, Objective, Stateful
+from marsedge.train.engine.summary import write_summary
 
 
 @dataclass
@@ -77,10 +80,11 @@ class Mode:
     config: type[TrainConfig]
     job: type[Job]
 
-    def run(self, cfg: TrainConfig, resume: bool | str | Path = False) -> dict:
+    def run(self, cfg: TrainConfig, resume: bool | str | Path = False, overwrite: bool = False) -> dict:
         """Train as configured; the loop's summary (see marsedge.train.engine.loop.fit). `resume`:
-        True continues runs/<name>/last.pt, a path continues that checkpoint."""
-        return run_job(cfg, resume, self.job)
+        True continues runs/<name>/last.pt, a path continues that checkpoint. `overwrite` replaces
+        an earlier run in runs/<name>/ (marsedge.train.engine.rundir)."""
+        return run_job(cfg, resume, self.job, overwrite)
 
 
 # mode name -> Mode; filled by @register_mode when marsedge.train.modes is imported
@@ -100,10 +104,14 @@ def register_mode(name: str, config: type[TrainConfig] = TrainConfig):
     return decorate
 
 
-def run_job(cfg: TrainConfig, resume: bool | str | Path, job_class: type[Job]) -> dict[str, Any]:
-    """The lifecycle of one run: distributed init, prepare, seed, build, banner, fit, finish, shutdown."""
+def run_job(cfg: TrainConfig, resume: bool | str | Path, job_class: type[Job],
+            overwrite: bool = False) -> dict[str, Any]:
+    """The lifecycle of one run: distributed init, the run folder claimed (locked, an earlier run
+    refused unless resumed or overwritten), prepare, seed, build, banner, fit, finish, shutdown."""
     ctx = init_distributed(cfg.run.device)
+    lock, created = None, not Path(cfg.run_dir).exists()
     try:
+        lock = claim_run_dir(cfg.run_dir, resume, overwrite, ctx, command=cfg.mode)
         job = job_class(cfg, ctx)
         job.prepare()
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank and every run
@@ -117,9 +125,12 @@ def run_job(cfg: TrainConfig, resume: bool | str | Path, job_class: type[Job]) -
                       artifact=plan.artifact, resume=resume,
                       find_unused_parameters=plan.find_unused_parameters)
         result = job.finish(summary)
+        if ctx.is_main:
+            result["run_summary"] = write_summary(cfg, result, ctx.world_size, str(ctx.device))
         # Every rank done (rank 0 finishes last: it writes the reports) before any leaves the group.
         # Only on success: after an exception the other ranks may never arrive, and a run never hangs.
         barrier(ctx)
         return result
     finally:
+        release_run_dir(lock, Path(cfg.run_dir), created)
         shutdown_distributed()

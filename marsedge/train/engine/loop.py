@@ -2,9 +2,11 @@
 
 A mode is an objective + data + an evaluator (on `val`) + a test evaluator. The loop owns
 everything else: the runs folder, DDP, mixed precision, channels_last, gradient accumulation, the
-optimiser and schedule, logging, atomic `last.pt`/`best.pt`, exact resume (also after Ctrl-C:
-marsedge.train.engine.guard), stopping on a non-finite loss, early stopping, progress bars, and
-the one scoring of the test splits with the selected checkpoint (marsedge.train.engine.selection).
+optimiser and schedule, logging, atomic `last.pt`/`best.pt` (and `epoch_XXX.pt`:
+marsedge.train.engine.history), exact resume (also after Ctrl-C: marsedge.train.engine.guard),
+stopping on a non-finite loss, early stopping, an EMA of the weights (marsedge.train.engine.ema),
+progress, TensorBoard and curves (marsedge.train.engine.watch), and the one scoring of the test
+splits with the selected checkpoint (marsedge.train.engine.selection).
 
     ctx = init_distributed(cfg.run.device)              # before building loaders (rank, device)
     loader = build_train_loader(dataset, cfg, ctx)      # ResumableDistributedSampler inside
@@ -53,26 +55,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from marsedge.config import to_dict
 from marsedge.errors import ConfigError
-from marsedge.io import atomic_write_text
 from marsedge.train.config import TrainConfig
-from marsedge.train.engine import checkpointing, selection
+from marsedge.train.engine import checkpointing, evaluation, history, precision, rundir, selection
 from marsedge.train.engine.distributed import (
     DistContext,
     ResumableDistributedSampler,
     barrier,
     init_distributed,
-    mean_over_ranks,
 )
+from marsedge.train.engine.ema import WeightEMA
 from marsedge.train.engine.guard import StepGuard, deferred_sigint
 from marsedge.train.engine.optim import build_optimizer, build_scheduler
-from marsedge.train.engine.precision import autocast_dtype, resolve_amp
+from marsedge.train.engine.precision import resolve_amp
 from marsedge.train.engine.runlog import RunLogger
 from marsedge.train.engine.state import (
     Artifact,
@@ -83,6 +82,9 @@ from marsedge.train.engine.state import (
     RunState,
     Stateful,
 )
+from marsedge.train.engine.summary import export_source
+from marsedge.train.engine.tensorboard import check_available
+from marsedge.train.engine.watch import Watch
 
 
 class _Dispatch(nn.Module):
@@ -123,10 +125,7 @@ def seed_everything(seed: int) -> None:
 
 
 def autocast_context(cfg: TrainConfig, device: torch.device):
-    dtype = autocast_dtype(cfg.run.amp, device)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return precision.autocast_context(cfg.run.amp, device)
 
 
 def to_device(batch: Mapping, device: torch.device, channels_last: bool = False) -> dict:
@@ -177,10 +176,14 @@ def fit(
     Summary keys: epoch (epochs completed), step, best (metric, value, epoch), last_metrics (last val
     evaluation), selected_on, test_metrics (the test evaluator's result; {} without one or when
     interrupted), interrupted (Ctrl-C: last.pt written, resume with resume=True), stopped_early,
-    run_dir, is_main. Only rank 0 writes files; every rank returns the same summary. A non-finite
-    loss raises ModelError (marsedge.train.engine.guard).
+    run_dir, is_main, timing (this process's wall and training time, img/s: Watch.timing), export
+    (the checkpoint `marsedge export` takes, None when the artefact is not a deployable model).
+    Only rank 0 writes files; every rank returns the same summary. A non-finite loss raises
+    ModelError (marsedge.train.engine.guard).
     """
     selection.check_selection(evaluator)
+    if cfg.run.tensorboard:
+        check_available()  # on every rank, before any work
     ctx = ctx or init_distributed(cfg.run.device)
     run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir
     amp = resolve_amp(cfg.run.amp, ctx.device)  # fails here, before any work, for fp16 on a CPU
@@ -208,13 +211,23 @@ def fit(
         artifact=artifact or Artifact(model, cfg.model, cfg.data.preprocess),
         extra_state=dict(extra_state or {}),
     )
-    if resume:
-        checkpointing.restore(run, run_dir / "last.pt" if resume is True else Path(resume))
+    checkpoint = (run_dir / "last.pt" if resume is True else Path(resume)) if resume else None
+    changes = {}
+    if cfg.run.ema is not None:  # after _prepare_model: the average lives on the training device
+        run.ema = WeightEMA(run.artifact.module, cfg.run.ema)
+    if checkpoint is not None:
+        changes = rundir.config_changes(cfg, checkpoint)  # the resume contract, before any weight moves
+        checkpointing.restore(run, checkpoint)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        rundir.record_config(run_dir, cfg, state.step, checkpoint, changes)
         run.logger = RunLogger(run_dir, resume_step=state.step if resume else None)
-    return _train(run, objective, train_loader, evaluator, test_evaluator)
+    run.watch = Watch(run, evaluates=evaluator is not None, resumed=bool(resume))
+    try:
+        summary = _train(run, objective, train_loader, evaluator, test_evaluator)
+    finally:
+        run.watch.close()
+    return {**summary, "timing": run.watch.timing(state.step), "export": export_source(run)}
 
 
 def _train(run: RunState, objective: Objective, loader: DataLoader, evaluator: Evaluator | None,
@@ -226,15 +239,22 @@ def _train(run: RunState, objective: Objective, loader: DataLoader, evaluator: E
         while state.epoch < cfg.epochs and not _step_limit_reached(state):
             epoch_number = state.epoch + 1  # 1-based in logs and summaries
             finished = _train_epoch(run, objective, loader, guard)
-            metrics = _maybe_evaluate(run, evaluator, final=not finished or epoch_number >= cfg.epochs)
+            final = not finished or epoch_number >= cfg.epochs
+            due = evaluator is not None and evaluation.due(state, final)
+            result = evaluation.evaluate(run, evaluator) if due else None
             if finished:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            improved = bool(metrics) and _is_best(run, metrics, epoch_number)
-            if metrics:
-                summary["last_metrics"] = metrics
+            improved = result is not None and evaluation.is_best(run, result, epoch_number)
+            if result is not None:
+                summary["last_metrics"] = result.record
             _save(run, "last.pt")  # after the early-stopping update, so a resume carries it
+            if finished and state.ctx.is_main:
+                history.keep_epoch(state.run_dir, state.epoch, cfg.run.keep_checkpoints)
             if improved:
-                _save(run, "best.pt", extra={"selected_on": selection.selected_on(run, True)})
+                _save(run, "best.pt", extra={"selected_on": selection.selected_on(run, True)},
+                      weights=result.weights)
+            if result is not None:
+                run.watch.evaluation(run, evaluator, result, epoch_number, written=improved)
             if run.early.should_stop:
                 summary["stopped_early"] = True
                 break
@@ -295,9 +315,8 @@ def _train_epoch(run: RunState, objective: Objective, loader: DataLoader, guard:
     state.model.train()
     micro_total = state.steps_per_epoch * cfg.accumulate  # leftover micro-batches are dropped
     batches = itertools.islice(loader, micro_total - state.batch_in_epoch)
-    progress = _progress(batches, micro_total, state)
     window: dict[str, list[float]] = {}
-    for batch in progress:
+    for batch in run.watch.batches(batches, micro_total, state):
         micro = state.batch_in_epoch % cfg.accumulate
         last_micro = micro == cfg.accumulate - 1
         if micro == 0:
@@ -315,12 +334,12 @@ def _train_epoch(run: RunState, objective: Objective, loader: DataLoader, guard:
         if last_micro:
             with deferred_sigint():  # a Ctrl-C here is raised once the step is whole
                 _optimizer_step(run, guard)
+                if run.ema is not None:
+                    run.ema.update()
                 _call_hook(objective, "after_step", state)
                 guard.complete()
-            if hasattr(progress, "set_postfix"):
-                progress.set_postfix(loss=f"{window['loss'][-1]:.4f}")
             if state.step % cfg.run.log_every == 0:
-                _log_train(run, window)
+                run.watch.train_window(run, window)
                 window = {}
             if cfg.run.checkpoint_every and state.step % cfg.run.checkpoint_every == 0:
                 _save(run, "last.pt")
@@ -350,44 +369,6 @@ def _optimizer_step(run: RunState, guard: StepGuard) -> None:
     run.state.step += 1
 
 
-def _progress(batches, micro_total: int, state: LoopState):
-    show = state.ctx.is_main and state.cfg.run.progress
-    if not show:
-        return batches
-    from tqdm import tqdm
-
-    return tqdm(batches, total=micro_total, initial=state.batch_in_epoch, leave=False,
-                desc=f"epoch {state.epoch + 1}/{state.cfg.epochs}", disable=None, dynamic_ncols=True)
-
-
-def _log_train(run: RunState, window: dict[str, list[float]]) -> None:
-    means = mean_over_ranks({k: float(np.mean(v)) for k, v in window.items()}, run.state.ctx)
-    if run.logger is not None:
-        lr = run.optimizer.param_groups[0]["lr"]
-        run.logger.train(run.state.epoch + 1, run.state.step, {**means, "lr": lr})
-
-
-def _maybe_evaluate(run: RunState, evaluator: Evaluator | None, final: bool) -> dict:
-    state, cfg = run.state, run.state.cfg
-    due = cfg.run.eval_every > 0 and (state.epoch + 1) % cfg.run.eval_every == 0
-    if evaluator is None or not (due or final):
-        return {}
-    state.model.eval()
-    with torch.no_grad(), autocast_context(cfg, state.device):
-        metrics = evaluator(state.model, state)
-    state.model.train()
-    if run.logger is not None:
-        run.logger.evaluation(state.epoch + 1, state.step, metrics)
-    return metrics
-
-
-def _is_best(run: RunState, metrics: dict, epoch: int) -> bool:
-    key = run.state.cfg.run.early_stop_metric
-    if key not in metrics:
-        raise ConfigError(f"config key 'run.early_stop_metric': {key!r} is not among the evaluation "
-                          f"results ({', '.join(k for k, v in metrics.items() if isinstance(v, float))})")
-    return run.early.update(float(metrics[key]), epoch)
-
-
-def _save(run: RunState, name: str, gather: bool = True, extra: dict | None = None) -> None:
-    checkpointing.save(run, run.state.run_dir / name, gather=gather, extra=extra)
+def _save(run: RunState, name: str, gather: bool = True, extra: dict | None = None,
+          weights: str = "raw") -> None:
+    checkpointing.save(run, run.state.run_dir / name, gather=gather, extra=extra, weights=weights)

@@ -4,13 +4,14 @@ bf16 autocast is only a speed-up where the hardware multiplies bf16 natively. On
 AVX512-BF16 or AMX (seen here: an "AMD EPYC" virtual machine whose /proc/cpuinfo lists avx2 and no
 AVX-512 at all) oneDNN emulates it, and the demo teacher (r18_0.5x) trained at 2.4 img/s under bf16
 against 38.8 img/s in fp32 (benchmarks/results/train_throughput.md, batch 8 at 128 px, 2 threads);
-on an Intel Xeon with AMX the then demo teacher trained 1.2x faster in bf16 than in fp32.
+on an Intel Xeon with AMX a quarter-width demo teacher trained 1.2x faster in bf16 than in fp32.
 So `auto` asks the device: CUDA -> bf16 where supported, else fp16; CPU -> bf16 with native bf16
 instructions, else none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 
@@ -48,3 +49,11 @@ def resolve_amp(requested: str, device: torch.device) -> str:
 def autocast_dtype(requested: str, device: torch.device) -> torch.dtype | None:
     """The dtype for torch.autocast, or None for full precision."""
     return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[resolve_amp(requested, device)]
+
+
+def autocast_context(amp: str, device: torch.device):
+    """torch.autocast for `run.amp` on `device`, or a null context for full precision."""
+    dtype = autocast_dtype(amp, device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

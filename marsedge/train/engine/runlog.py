@@ -10,6 +10,7 @@ import math
 import time
 from pathlib import Path
 
+from marsedge.errors import WriteError
 from marsedge.io import append_jsonl, atomic_write_text
 
 
@@ -71,12 +72,15 @@ class RunLogger:
 
     def _csv_row(self, row: dict) -> None:
         new = not self.csv.exists()
-        with self.csv.open("a", newline="") as f:
-            if new:
-                writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
-                writer.writeheader()
-            else:
-                with self.csv.open(newline="") as r:
-                    fieldnames = next(csv.reader(r))
-                writer = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
-            writer.writerow(row)
+        try:
+            with self.csv.open("a", newline="") as f:
+                if new:
+                    writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
+                    writer.writeheader()
+                else:
+                    with self.csv.open(newline="") as r:
+                        fieldnames = next(csv.reader(r))
+                    writer = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
+                writer.writerow(row)
+        except OSError as exc:
+            raise WriteError(self.csv, exc) from None

@@ -5,9 +5,12 @@ Everything a run chooses (best.pt, early stopping) is chosen on the evaluator th
 work. When training ends (not on Ctrl-C), the test evaluator runs once on the weights of best.pt
 and `runs/<name>/test_metrics.json` records them with what they were selected on:
 
-    {"checkpoint": "runs/x/best.pt", "selected_on": {"split": "val", "metric": "miou", "epoch": 7},
+    {"checkpoint": "runs/x/best.pt",
+     "selected_on": {"split": "val", "metric": "miou", "epoch": 7, "weights": "raw"},
      "metrics": {"miou": ..., "gold-min3/miou": ..., ...}}
 
+`weights` is "ema" when the moving average of the weights (`run.ema`) scored better than the
+weights themselves at that epoch, and best.pt then holds the average (marsedge.train.engine.ema).
 `selected_on` is also written into best.pt (extra["selected_on"]). A run without a val split
 (data.val_fraction 0, pretraining) selects nothing: best.pt is the final weights, and
 `selected_on` says so with split and metric null.
@@ -35,10 +38,11 @@ def check_selection(evaluator: Evaluator | None) -> None:
 
 
 def selected_on(run: RunState, selects: bool) -> dict:
-    """What best.pt was chosen on: the val metric and its epoch, or the final weights."""
+    """What best.pt was chosen on: the val metric, its epoch and which weights; or the final weights."""
     if not selects:
-        return {"split": None, "metric": None, "epoch": run.state.epoch}
-    return {"split": "val", "metric": run.state.cfg.run.early_stop_metric, "epoch": run.early.best_epoch}
+        return {"split": None, "metric": None, "epoch": run.state.epoch, "weights": "raw"}
+    return {"split": "val", "metric": run.state.cfg.run.early_stop_metric, "epoch": run.early.best_epoch,
+            "weights": run.ema.best if run.ema is not None else "raw"}
 
 
 def write_test_metrics(run_dir: Path, checkpoint: Path, selection: dict, metrics: dict) -> Path:

@@ -15,6 +15,7 @@ from torch import nn
 
 from marsedge.train.config import TrainConfig
 from marsedge.train.engine.distributed import DistContext
+from marsedge.train.engine.ema import WeightEMA
 from marsedge.train.engine.runlog import RunLogger
 
 
@@ -104,3 +105,5 @@ class RunState:
     artifact: Artifact
     extra_state: dict[str, Stateful] = field(default_factory=dict)
     logger: RunLogger | None = None
+    ema: WeightEMA | None = None  # run.ema: the moving average of the artefact's weights
+    watch: Any = None  # marsedge.train.engine.watch.Watch: progress, TensorBoard, curves, timing

@@ -20,6 +20,7 @@ from marsedge.train.supervised import (
     build_evaluator,
     build_loss_for,
     build_test_evaluator,
+    evaluation_sizes,
     initialise,
     training_set,
 )
@@ -56,4 +57,5 @@ class Finetune(Job):
     def banner(self) -> str:
         cfg, ctx = self.cfg, self.ctx
         return (f"{cfg.model.backbone} + {cfg.model.head}, {self.origin}; {len(self.frames)} training "
-                f"frames, {ctx.world_size} process(es) on {ctx.device}")
+                f"frames, {evaluation_sizes(self.evaluator, self.test_evaluator)}; {ctx.world_size} "
+                f"process(es) on {ctx.device}")
