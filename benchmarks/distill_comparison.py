@@ -7,8 +7,10 @@
 Every student uses configs/demo/student.yaml with the same budget: the same labelled frames,
 optimiser, batch size, seed and number of optimiser steps. The distilled students may also see the
 data tree's unlabelled frames (one of the things distillation offers; `--no-unlabelled` turns it
-off, and `--labelled-only-row` adds a pixel-KD row without them); they then run fewer epochs over
-the larger set so that the step count stays that of the scratch student (the `epochs` column).
+off, and `--labelled-only-row` adds a pixel-KD row without them). With balanced batches (the
+default) a step holds as many labelled frames as the scratch student's, so the epochs and steps are
+the scratch student's; with `distill.sampling=pooled` they run fewer epochs over the larger set so
+that the step count stays that of the scratch student (the `epochs` column).
 Students are evaluated once, after the last epoch (`run.eval_every=0`), so no test frame selects a
 checkpoint. The teacher comes from the train.py API (configs/demo/teacher.yaml with `--teacher-set`
 overrides, its last epoch) unless `--teacher`. Every student trains on the teacher config's
@@ -129,8 +131,12 @@ def student_config(args: argparse.Namespace, data: Path, work: Path, teacher: Pa
 
 def equal_step_epochs(cfg, epochs: int) -> int:
     """Epochs over labelled + unlabelled frames that take as many optimiser steps as `epochs` over
-    the labelled frames alone: the same compute budget, each frame seen fewer times."""
+    the labelled frames alone: the same compute budget, each frame seen fewer times. Balanced
+    batches already count epochs in passes over the labelled frames."""
     from marsedge.distill.data import build_distill_set
+
+    if cfg.distill.sampling == "balanced":
+        return epochs
 
     frames = build_distill_set(cfg)
     return max(1, round(epochs * len(frames.labelled) / len(frames)))

@@ -1,32 +1,38 @@
 #!/usr/bin/env python
-"""Does the big-teacher -> small-student chain pay off when labels are scarce? (SimCLRv2's protocol)
+"""Does the big-teacher -> small-student chain pay off when labels are scarce? Each row to its plateau.
 
-    python benchmarks/teacher_student.py            # 3 seeds x 1 % and 10 % labels (about an hour, 2 cores)
-    python benchmarks/teacher_student.py --quick    # 1 seed, fewer steps: a smoke run of every row
+    python benchmarks/teacher_student.py            # 3 seeds x 10 % and 1 % labels (many CPU hours)
+    python benchmarks/teacher_student.py --quick    # 1 seed, 10 %, 40 steps a row: a smoke run of every row
 
 Chen et al. 2020 ("Big Self-Supervised Models are Strong Semi-Supervised Learners") pretrain a big
 network on unlabelled images, finetune it on 1 % or 10 % of the labels and distil it into a smaller
-network on the unlabelled images. Here, on one synthetic MSL tree (`marsedge data synth`), for each
-label fraction and seed:
+network. Here, on one synthetic MSL tree (`marsedge data synth`), for each label fraction and seed:
 
-  1. student (MobileNetV2 + separable DeepLabv3+) from scratch on the labelled fraction;
-  2. teacher (a ResNet-18 of 2x the demo's width + DeepLabv3, >= 5x the student's MACs), SimCLR-
-     pretrained on every frame the run may see without labels (the train split minus val, and the
-     tree's unlabelled split), then finetuned on the labelled fraction;
-  2b. the same teacher from random init (what the pretraining adds);
-  3. the student distilled from (2) on the labelled fraction plus those unlabelled frames (pixel KD
-     with the teacher run live on the same augmented view, plus cross-entropy on labelled pixels).
+  scratch     student (MobileNetV2 + separable DeepLabv3+) trained on the labelled fraction alone;
+  teacher     a ResNet-18 (2x the demo's width) + DeepLabv3, SimCLR-pretrained on every frame the run
+              may see without labels (train minus val, and the tree's unlabelled split), then finetuned
+              on the labelled fraction;
+  teacher_random  the same teacher from random init (what the pretraining adds);
+  distilled   the student distilled from `teacher` by the default recipe (docs/distillation.md):
+              each step 8 labelled + 8 unlabelled frames, cross-entropy on the labels + pixel KD on every
+              frame against the frozen teacher run live on the same augmented view;
+  sanity      the student distilled on exactly scratch's labelled frames and schedule with the KD term
+              alone (T = 1): it must reach at least `scratch`, else the distillation code is wrong.
 
-Every supervised row trains for the same number of optimiser steps (`--steps`, batch 8), selects
-best.pt on the val split (10 % of the train labels by clock group, the same val for every seed and
-fraction: `data.val_seed=0`) and scores the gold-min3 test split once, at the end. The labelled
-fraction is `marsedge.data.sampling.label_fraction` (stratified by mission, seeded by the run seed).
-Gap recovered = (3 - 1) / (2 - 1), on the means over seeds.
+Every row trains until its val mIoU stops improving: evaluated every `--eval-steps` optimiser steps,
+stopped after `--patience` evaluations without a new best, at most `--max-steps`. An epoch is one
+pass over the labelled frames for every row (distillation's unlabelled frames ride along), so the
+rows share the schedule. best.pt is chosen on val (10 % of the train labels by clock group, the same
+for every seed and fraction) and the gold-min3 test split is scored once per run, at the end. The
+distillation temperature is chosen on val: at seed 0 the distilled row runs at each of
+`--temperatures`, the one with the best val mIoU is that seed's row and the other seeds' setting.
 
-Writes OUT/teacher_student.json, .md and .png (test mIoU per label fraction, one line per row, error
-bars = standard deviation over seeds) and prints the table. Runs and data go under --work; a run
-already finished there (its test_metrics.json exists) is read back, not trained again, so an
-interrupted benchmark resumes.
+Each finished run leaves runs/<name>/bench.json under --work (test and val scores, the val learning
+curve, wall and CPU seconds) and is read back, never trained again; an interrupted run resumes from
+its last.pt. After every run OUT/teacher_student.{json,md,png} are rewritten with whatever has
+finished (rows with fewer seeds say so), so a long benchmark is readable while it runs. Runs go in
+the order that informs first: 10 % labels, seed 0, scratch, teacher, distilled, sanity; then the
+other rows and seeds.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ import argparse
 import json
 import math
 import os
+import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -44,9 +52,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-from marsedge.bench.environment import cpu_model  # noqa: E402
-from marsedge.io import atomic_write_json, atomic_write_text  # noqa: E402
+from teacher_student_report import ROWS, write_results  # noqa: E402
+
+from marsedge.io import atomic_write_json  # noqa: E402
 
 TEST = "gold-min3"
 STUDENT = {"backbone": "mnv2_0.35", "head": "deeplabv3plus", "separable": True, "head_channels": 32,
@@ -55,17 +65,20 @@ TEACHER = {"backbone": "r18_0.5x_sk0", "head": "deeplabv3", "head_channels": 64,
            "num_classes": 6, "in_channels": 1}
 PREPROCESS = {"height": 128, "width": 128, "channels": 1, "gain": 1.5}
 AUGMENT = {"hflip": 0.5, "scale": [0.8, 1.25], "brightness": 0.1, "contrast": 0.2}
-ROWS = ("student from scratch", "teacher, SimCLR-pretrained", "teacher, random init", "student distilled")
+OPTIM = {"name": "adamw", "lr": 0.004, "weight_decay": 1e-4, "schedule": "poly", "warmup_epochs": 0.5}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--work", default="runs/bench_teacher_student", help="data and runs go here")
+    p.add_argument("--work", default=None, help="data and runs (default runs/bench_teacher_student[_quick])")
     p.add_argument("--out", default=str(REPO / "benchmarks/results"))
-    p.add_argument("--quick", action="store_true", help="1 seed, 60 steps, 2 pretraining epochs")
+    p.add_argument("--quick", action="store_true", help="1 seed, 10 %%, 40 steps a row, small data")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--fractions", default="0.01,0.1", help="label fractions of the train split")
-    p.add_argument("--steps", type=int, default=300, help="optimiser steps of every supervised row")
+    p.add_argument("--fractions", default="0.1,0.01", help="label fractions of the train split, in run order")
+    p.add_argument("--max-steps", type=int, default=8000, help="cap of every row (optimiser steps)")
+    p.add_argument("--eval-steps", type=int, default=100, help="optimiser steps between val evaluations")
+    p.add_argument("--patience", type=int, default=10, help="val evaluations without a new best to stop")
+    p.add_argument("--temperatures", default="1,4", help="KD temperatures tried at seed 0 (chosen on val)")
     p.add_argument("--pretrain-epochs", type=int, default=6)
     p.add_argument("--labelled", type=int, default=1000, help="labelled synthetic frames (train + test)")
     p.add_argument("--unlabelled", type=int, default=400, help="unlabelled synthetic frames")
@@ -73,17 +86,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-seed", type=int, default=1)
     args = p.parse_args(argv)
     if args.quick:
-        args.seeds, args.steps, args.pretrain_epochs = 1, 60, 2
+        args.seeds, args.fractions, args.max_steps, args.eval_steps, args.patience = 1, "0.1", 40, 20, 2
+        args.temperatures, args.pretrain_epochs, args.labelled, args.unlabelled = "1", 1, 300, 60
+    args.work = Path(args.work or f"runs/bench_teacher_student{'_quick' if args.quick else ''}").resolve()
     args.fractions = [float(f) for f in args.fractions.split(",")]
+    args.temperatures = [float(t) for t in args.temperatures.split(",")]
     return args
 
 
 # ---- one run through train.py's own modes ---------------------------------------------------
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the data loader workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def val_curve(run_dir: Path, wall: float, cpu: float) -> list[list[float]]:
+    """[step, CPU seconds, val mIoU] of every val evaluation in runs/<name>/metrics.jsonl. The log
+    times its train records in wall seconds since the (last) start; the clock is made cumulative over
+    resumes, read at each evaluation's step by interpolation between the train records (the run's
+    start and end, `wall` seconds into its last start, close it), and scaled to CPU seconds by the
+    run's own CPU/wall ratio."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    steps, clock, offset, last = [0], [0.0], 0.0, 0.0
+    for r in records:
+        if r["kind"] == "train":
+            if r["time_s"] < last:  # a resumed run's clock starts again at 0
+                offset += last
+            last = r["time_s"]
+            steps.append(r["step"])
+            clock.append(offset + last)
+    evals = [r for r in records if r["kind"] == "eval"]
+    steps.append(max([steps[-1]] + [r["step"] for r in evals]))
+    clock.append(max(clock[-1], offset + wall))
+    per_wall = cpu / wall if wall > 0 else 1.0
+    return [[r["step"], round(float(np.interp(r["step"], steps, clock)) * per_wall, 1), round(r["miou"], 4)]
+            for r in evals]
+
+
 def run_mode(work: Path, name: str, config: dict) -> dict:
-    """Train one config (written to work/configs/NAME.yaml) through its mode; the test metrics and wall
-    time. A finished run (its bench.json exists) is read back instead (resume)."""
+    """Train one config (written to work/configs/NAME.yaml) through its mode and return its figures;
+    a finished run (its bench.json exists) is read back, an interrupted one resumes from last.pt."""
     from marsedge.train.config import load_train_config
     from marsedge.train.modes import resolve_mode
 
@@ -97,16 +142,28 @@ def run_mode(work: Path, name: str, config: dict) -> dict:
     path.write_text(yaml.safe_dump({"num_workers": 1, **config, "name": name, "run": run}, sort_keys=False))
     mode = resolve_mode(config["mode"])
     cfg = load_train_config(mode.config, path, [])
-    start = time.perf_counter()
-    summary = mode.run(cfg)
-    result = {"wall_s": round(time.perf_counter() - start, 1), "steps": summary["step"],
+    resume = (run_dir / "last.pt").is_file()
+    if run_dir.exists() and not resume:  # died before its first checkpoint: nothing to keep
+        shutil.rmtree(run_dir)
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    summary = mode.run(cfg, resume=resume)
+    if summary["interrupted"]:
+        raise KeyboardInterrupt
+    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    result = {"name": name, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "resumed": resume,
+              "steps": summary["step"], "stopped_early": summary["stopped_early"],
               "best_epoch": summary["best"]["epoch"], "val_miou": summary["best"]["value"]}
     if config["mode"] != "pretrain":
         metrics = summary["test_metrics"]
-        result.update(miou=metrics[f"{TEST}/miou"], iou=metrics[f"{TEST}/iou"])
+        result.update(miou=metrics[f"{TEST}/miou"], iou=metrics[f"{TEST}/iou"],
+                      curve=val_curve(run_dir, wall, cpu))
     atomic_write_json(run_dir / "bench.json", result)
-    print(f"  {name}: {result.get('miou', float('nan')):.4f} test mIoU, {result['wall_s']} s", flush=True)
+    print(f"  {name}: {result.get('miou', float('nan')):.4f} test mIoU, {result['steps']} steps, "
+          f"{result['cpu_s']:.0f} CPU s", flush=True)
     return result
+
+
+# ---- the rows' configs ----------------------------------------------------------------------
 
 
 def data_section(root: Path, fraction: float) -> dict:
@@ -115,31 +172,49 @@ def data_section(root: Path, fraction: float) -> dict:
             "augment": AUGMENT, "eval_batch_size": 32}
 
 
-def schedule(frames: int, steps: int, evaluations: int = 10) -> dict:
-    """Epochs, batch size and evaluation cadence that give `steps` optimiser steps over `frames`."""
-    batch = min(8, frames)
-    per_epoch = frames // batch
-    epochs = math.ceil(steps / per_epoch)
-    # a loader worker is re-forked every epoch (datasets take their augmentation epoch that way): at a
-    # step or two per epoch that costs more than it saves, so the smallest sets load in-process
-    return {"epochs": epochs, "batch_size": batch, "num_workers": 0 if per_epoch < 4 else 1,
-            "run": {"max_steps": steps, "eval_every": max(1, epochs // evaluations),
-                    "early_stop_metric": "miou"}}
-
-
-def supervised(root: Path, model: dict, fraction: float, seed: int, steps: int, init: str | None) -> dict:
+def labelled_frames(root: Path, fraction: float, seed: int) -> int:
     from marsedge.config import from_dict
     from marsedge.train.config import DataConfig
     from marsedge.train.supervised import training_set
 
-    data = data_section(root, fraction)
-    frames = len(training_set(from_dict(DataConfig, data), seed))
-    optim = {"name": "adamw", "lr": 0.004, "weight_decay": 1e-4, "schedule": "poly", "warmup_epochs": 0.5}
-    config = {"mode": "finetune", "seed": seed, "model": model, "data": data, "optim": optim,
-              "loss": {"name": "ce"}, **schedule(frames, steps)}
+    return len(training_set(from_dict(DataConfig, data_section(root, fraction)), seed))
+
+
+def schedule(frames: int, args: argparse.Namespace) -> dict:
+    """Batch, epoch cap and val cadence for `frames` labelled frames: an evaluation every ~eval_steps
+    optimiser steps, early stopping after `patience` evaluations without a new best."""
+    batch = min(8, frames)
+    per_epoch = frames // batch
+    # a loader worker is re-forked every epoch (datasets take their augmentation epoch that way): at a
+    # step or two per epoch that costs more than it saves, so the smallest sets load in-process
+    return {"epochs": math.ceil(args.max_steps / per_epoch), "batch_size": batch,
+            "num_workers": 0 if per_epoch < 4 else 1,
+            "run": {"eval_every": max(1, round(args.eval_steps / per_epoch)), "early_stop_metric": "miou",
+                    "early_stop_patience": args.patience}}
+
+
+def supervised(root: Path, model: dict, fraction: float, seed: int, args, init: Path | None) -> dict:
+    config = {"mode": "finetune", "seed": seed, "model": model, "data": data_section(root, fraction),
+              "optim": OPTIM, "loss": {"name": "ce"},
+              **schedule(labelled_frames(root, fraction, seed), args)}
     if init is not None:
-        config["init"] = {"checkpoint": init, "backbone_only": True}
+        config["init"] = {"checkpoint": str(init), "backbone_only": True}
     return config
+
+
+def distilled(root: Path, teacher: Path, pool: Path | None, fraction: float, seed: int, args,
+              temperature: float) -> dict:
+    """The student distilled from `teacher` (same schedule as scratch); without a pool of unlabelled
+    frames, the sanity row: the labelled frames only, KD alone."""
+    config = supervised(root, STUDENT, fraction, seed, args, None)
+    section = {"teacher": str(teacher), "gt_weight": 1.0, "kd_weight": 1.0, "temperature": temperature,
+               "sampling": "balanced", "unlabelled_per_labelled": 1}
+    if pool is None:
+        section["gt_weight"] = 0.0
+    else:
+        section["unlabelled"] = [{"root": str(root), "split": "unlabelled"},
+                                 {"root": str(pool), "kind": "folder"}]
+    return {**config, "mode": "distill", "distill": section}
 
 
 # ---- the frames each seed may see without labels --------------------------------------------
@@ -163,8 +238,9 @@ def unlabelled_pool(root: Path, fraction: float | None, seed: int, folder: Path)
     return folder
 
 
-def pretrain(work: Path, root: Path, pool: Path, seed: int, epochs: int) -> tuple[Path, float]:
-    """SimCLR of the teacher's backbone on `pool` + the unlabelled split: (best.pt, wall seconds)."""
+def pretrain(work: Path, root: Path, seed: int, epochs: int) -> Path:
+    """SimCLR of the teacher's backbone on every train frame but val's + the unlabelled split."""
+    pool = unlabelled_pool(root, None, seed, work / f"pool_s{seed}_pretrain")
     sources = [{"root": str(root), "split": "unlabelled"}, {"root": str(pool), "kind": "folder"}]
     model = {k: TEACHER[k] for k in ("backbone", "in_channels")} | {"output_stride": 32}
     config = {"mode": "pretrain", "seed": seed, "epochs": epochs, "batch_size": 64, "model": model,
@@ -173,172 +249,70 @@ def pretrain(work: Path, root: Path, pool: Path, seed: int, epochs: int) -> tupl
                         "warmup_epochs": 1},
               "pretrain": {"temperature": 0.5, "sources": sources}, "run": {"eval_every": 0}}
     name = f"simclr_s{seed}"
-    return work / "runs" / name / "best.pt", run_mode(work, name, config)["wall_s"]
+    run_mode(work, name, config)
+    return work / "runs" / name / "best.pt"
 
 
-def distilled(root: Path, teacher: Path, pool: Path, fraction: float, seed: int, steps: int) -> dict:
-    from marsedge.config import from_dict
-    from marsedge.distill.config import DistillConfig
-    from marsedge.distill.data import build_distill_set
-
-    config = supervised(root, STUDENT, fraction, seed, steps, None)
-    config.update(mode="distill", distill={
-        "teacher": str(teacher), "gt_weight": 1.0, "kd_weight": 1.0, "temperature": 2.0,
-        "unlabelled": [{"root": str(root), "split": "unlabelled"}, {"root": str(pool), "kind": "folder"}]})
-    probe = from_dict(DistillConfig, {k: v for k, v in config.items() if k != "run"})
-    return {**config, **schedule(len(build_distill_set(probe)), steps)}
+# ---- the plan ---------------------------------------------------------------------------------
 
 
-# ---- the benchmark ----------------------------------------------------------------------------
+def chosen_temperature(work: Path, fraction: float, temperatures: list[float]) -> float | None:
+    """The KD temperature with the best val mIoU at seed 0 (None until every candidate has finished)."""
+    scores = {}
+    for t in temperatures:
+        done = work / "runs" / f"distilled_T{t:g}_f{fraction:g}_s0" / "bench.json"
+        if not done.is_file():
+            return None
+        scores[t] = json.loads(done.read_text())["val_miou"]
+    return max(scores, key=scores.get)
 
 
-def run_seed(work: Path, root: Path, seed: int, args: argparse.Namespace) -> dict:
-    results: dict = {}
-    # pretraining is label-free: one per seed, on every train frame but val's, and the unlabelled split
-    pool = unlabelled_pool(root, None, seed, work / f"pool_s{seed}_pretrain")
-    simclr, results["pretrain_wall_s"] = pretrain(work, root, pool, seed, args.pretrain_epochs)
-    for fraction in args.fractions:
-        results[f"{fraction:g}"] = run_fraction(work, root, simclr, fraction, seed, args.steps)
-    return results
-
-
-def run_fraction(work: Path, root: Path, simclr: Path, f: float, seed: int, n: int) -> dict:
-    """The four rows at one label fraction and seed (the distilled student learns from row 2)."""
-    tag = f"f{f:g}_s{seed}"
-    pool = unlabelled_pool(root, f, seed, work / f"pool_{tag}")
-    row = {ROWS[0]: run_mode(work, f"scratch_{tag}", supervised(root, STUDENT, f, seed, n, None))}
-    row[ROWS[1]] = run_mode(work, f"teacher_{tag}", supervised(root, TEACHER, f, seed, n, str(simclr)))
-    row[ROWS[2]] = run_mode(work, f"teacher_scratch_{tag}", supervised(root, TEACHER, f, seed, n, None))
-    teacher = work / "runs" / f"teacher_{tag}" / "best.pt"
-    row[ROWS[3]] = run_mode(work, f"distilled_{tag}", distilled(root, teacher, pool, f, seed, n))
-    return row
-
-
-def summarise(per_seed: list[dict], fractions: list[float]) -> dict:
-    out = {}
-    for fraction in fractions:
-        key = f"{fraction:g}"
-        rows = {}
-        for name in ROWS:
-            runs = [seed[key][name] for seed in per_seed]
-            mious = [r["miou"] for r in runs]
-            per_class = {c: [r["iou"].get(c) for r in runs] for c in ("sand", "big rock")}
-            rows[name] = {"miou_per_seed": mious, "miou_mean": float(np.mean(mious)),
-                          "miou_std": float(np.std(mious, ddof=1)) if len(mious) > 1 else 0.0,
-                          "iou_per_seed": per_class, "wall_s": sum(r["wall_s"] for r in runs)}
-        scratch, teacher, student = (rows[n]["miou_mean"] for n in (ROWS[0], ROWS[1], ROWS[3]))
-        gap = teacher - scratch
-        out[key] = {"rows": rows, "gap": gap, "gap_recovered": (student - scratch) / gap if gap > 0 else None,
-                    "pretraining_gain": teacher - rows[ROWS[2]]["miou_mean"]}
-    return out
-
-
-def plot(summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fractions = sorted(summary, key=float)
-    xs = [100 * float(f) for f in fractions]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for i, name in enumerate(ROWS):
-        means = [summary[f]["rows"][name]["miou_mean"] for f in fractions]
-        stds = [summary[f]["rows"][name]["miou_std"] for f in fractions]
-        ax.errorbar([x * (1 + 0.04 * (i - 1.5)) for x in xs], means, yerr=stds, marker="o", capsize=4,
-                    label=name)
-    ax.set_xscale("log")
-    ax.set_xticks(xs, [f"{x:g} %" for x in xs])
-    ax.set_xlabel("labelled fraction of the train split")
-    ax.set_ylabel(f"test mIoU ({TEST}, mean ± std over seeds)")
-    ax.set_title("Big teacher -> small student, synthetic MSL, CPU")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def report(result: dict) -> str:
-    s = result["setup"]
-    baseline = s["intensity_baseline"]
-    lines = ["# Big teacher -> small student at 1 % and 10 % labels (synthetic MSL, CPU)", "",
-             f"`{s['command']}` on {s['cpu']} ({s['threads']} threads), {s['seeds']} seed(s), "
-             f"{s['steps']} optimiser steps per row (batch 8, {PREPROCESS['height']} px), total "
-             f"{result['total_s'] / 60:.1f} min of training summed over the runs (each run's wall time is in "
-             "the json; some runs shared the CPU with other jobs; a resumed run of it reads them back).",
-             "",
-             f"Student {s['student']['backbone']} + {s['student']['head']}: {s['student_gmacs']:.3f} GMACs; "
-             f"teacher {s['teacher']['backbone']} + {s['teacher']['head']}: {s['teacher_gmacs']:.3f} GMACs "
-             f"({s['teacher_gmacs'] / s['student_gmacs']:.1f}x). Intensity-only baseline (grey level -> "
-             f"commonest class, 100 % labels): pixel accuracy {baseline['pixel_accuracy']:.3f}, "
-             f"mIoU {baseline['miou']:.3f}.", ""]
-    for fraction, block in result["summary"].items():
-        lines += [f"## {100 * float(fraction):g} % labels ({block['labelled_frames']} frames)", "",
-                  "| row | test mIoU (mean ± std) | per seed | sand IoU | big rock IoU | wall s |",
-                  "|---|---|---|---|---|---|"]
-        for name, r in block["rows"].items():
-            def cls(c, r=r):
-                return ", ".join("n/a" if v is None else f"{v:.3f}" for v in r["iou_per_seed"][c])
-
-            lines.append(f"| {name} | {r['miou_mean']:.4f} ± {r['miou_std']:.4f} | "
-                         f"{', '.join(f'{m:.4f}' for m in r['miou_per_seed'])} | {cls('sand')} | "
-                         f"{cls('big rock')} | {r['wall_s']:.0f} |")
-        gap = "n/a (no gap)" if block["gap_recovered"] is None else f"{block['gap_recovered']:.2f}"
-        lines += ["", f"Teacher - scratch student: {block['gap']:+.4f} mIoU; gap recovered by distillation: "
-                      f"{gap}; SimCLR pretraining vs random init (teacher): "
-                      f"{block['pretraining_gain']:+.4f}.", ""]
-    lines += ["![test mIoU per label fraction](teacher_student.png)", ""]
-    return "\n".join(lines)
+def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -> None:
+    """Every row at one label fraction and seed, most informative first; `record(row, run)` after each."""
+    tag = f"f{fraction:g}_s{seed}"
+    runs = work / "runs"
+    record(ROWS[0], run_mode(work, f"scratch_{tag}", supervised(root, STUDENT, fraction, seed, args, None)))
+    simclr = pretrain(work, root, seed, args.pretrain_epochs)
+    record(ROWS[1], run_mode(work, f"teacher_{tag}", supervised(root, TEACHER, fraction, seed, args, simclr)))
+    teacher = runs / f"teacher_{tag}" / "best.pt"
+    pool = unlabelled_pool(root, fraction, seed, work / f"pool_{tag}")
+    first = args.temperatures[0] if seed == 0 else chosen_temperature(work, fraction, args.temperatures)
+    first = args.temperatures[0] if first is None else first
+    record(ROWS[3], run_mode(work, f"distilled_T{first:g}_{tag}",
+                             distilled(root, teacher, pool, fraction, seed, args, first)))
+    sanity = distilled(root, teacher, None, fraction, seed, args, 1.0)
+    record(ROWS[4], run_mode(work, f"sanity_{tag}", sanity))
+    random_init = supervised(root, TEACHER, fraction, seed, args, None)
+    record(ROWS[2], run_mode(work, f"teacher_random_{tag}", random_init))
+    if seed == 0:
+        for t in args.temperatures[1:]:
+            run_mode(work, f"distilled_T{t:g}_{tag}", distilled(root, teacher, pool, fraction, seed, args, t))
+        best = chosen_temperature(work, fraction, args.temperatures)
+        record(ROWS[3], json.loads((runs / f"distilled_T{best:g}_{tag}" / "bench.json").read_text()))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from label_fraction_curve import intensity_baseline
+    from marsedge.data.synthetic import SynthOptions, generate
 
-    from marsedge.models.build import ModelConfig, build_model
-    from marsedge.models.summary import count_macs
-    from marsedge.synthetic.navcam import SynthOptions, generate
-    from marsedge.train.config import TrainConfig, load_train_config
-    from marsedge.train.supervised import training_set
-
-    work, out = Path(args.work).resolve(), Path(args.out)
+    work, out = args.work, Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     root = work / "data"
-    start, load_start = time.perf_counter(), os.getloadavg()[0]
     if not (root / "msl").is_dir():
         generate(SynthOptions(str(root), "msl", n=args.labelled, size=args.size, seed=args.data_seed,
                               test_fraction=0.2, unlabelled=args.unlabelled), progress=True)
-    per_seed = [run_seed(work, root, seed, args) for seed in range(args.seeds)]
-    summary = summarise(per_seed, args.fractions)
-    base = load_train_config(TrainConfig, REPO / "configs/demo/teacher.yaml", [f"data.root={root}"])
-    for fraction in args.fractions:
-        base.data.label_fraction, base.data.val_seed = fraction, 0
-        summary[f"{fraction:g}"]["labelled_frames"] = len(training_set(base.data, 0))
-
-    def gmacs(model: dict) -> float:
-        size = (PREPROCESS["height"], PREPROCESS["width"])
-        return count_macs(build_model(ModelConfig(**model)), size)["total"] / 1e9
-
-    setup = {"command": "python benchmarks/teacher_student.py " + " ".join(argv or sys.argv[1:]),
-             "cpu": cpu_model(), "threads": os.cpu_count(), "seeds": args.seeds, "steps": args.steps,
-             "pretrain_epochs": args.pretrain_epochs, "labelled": args.labelled,
-             "unlabelled": args.unlabelled, "size": args.size, "student": STUDENT, "teacher": TEACHER,
-             "student_gmacs": gmacs(STUDENT),
-             "teacher_gmacs": gmacs(TEACHER), "test_split": TEST,
-             "intensity_baseline": intensity_baseline(base, TEST),
-             "load_average": [round(load_start, 1), round(os.getloadavg()[0], 1)]}
-    # the runs' own wall times (an interrupted benchmark resumes; this invocation's time is not the cost)
-    trained = sum(seed["pretrain_wall_s"] + sum(r["wall_s"] for f in args.fractions
-                                                for r in seed[f"{f:g}"].values()) for seed in per_seed)
-    result = {"setup": setup, "per_seed": per_seed, "summary": summary, "total_s": round(trained, 1),
-              "invocation_s": round(time.perf_counter() - start, 1)}
+    command = "python benchmarks/teacher_student.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    results: dict = {f"{f:g}": {} for f in args.fractions}
     stem = "teacher_student_quick" if args.quick else "teacher_student"
-    atomic_write_json(out / f"{stem}.json", result)
-    plot(summary, out / f"{stem}.png")
-    text = report(result).replace("teacher_student.png", f"{stem}.png")
-    atomic_write_text(out / f"{stem}.md", text)
-    print(text)
+
+    for fraction in args.fractions:
+        for seed in range(args.seeds):
+            def record(row: str, run: dict, f: float = fraction, s: int = seed) -> None:
+                results[f"{f:g}"].setdefault(row, {})[str(s)] = run
+                write_results(out / stem, results, command, args, work, root, STUDENT, TEACHER, PREPROCESS)
+
+            run_task(work, root, fraction, seed, args, record)
+    print((out / f"{stem}.md").read_text())
     return 0
 
 

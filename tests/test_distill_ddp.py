@@ -73,7 +73,8 @@ def run(tmp_path, name: str, ctx: DistContext, batch_size: int, resume=False, st
     cfg.run.out_dir, cfg.run.progress, cfg.optim.lr = str(tmp_path), False, 0.1
     cfg.distill = DistillSection(**SECTION)
     teacher, model = initial_models(ctx)
-    objective = DistillObjective(cfg.distill, CrossEntropyLoss(), teacher)
+    # the first-step report (a gradient on the logits outside the backward pass) must not disturb DDP
+    objective = DistillObjective(cfg.distill, CrossEntropyLoss(), teacher, report_first_step=True)
     if stop_at is not None:
         objective = FailAt(objective, stop_at)
     return fit(cfg, model, objective, build_train_loader(Frames(), cfg, ctx),

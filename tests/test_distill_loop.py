@@ -4,6 +4,7 @@ teacher, a student identical to its teacher has zero KD loss, and configs that c
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from torch.utils.data import Dataset
 
 from marsedge.data.preprocess import PreprocessSpec
 from marsedge.distill.config import DistillConfig, DistillSection
+from marsedge.distill.losses import PixelKDLoss
 from marsedge.distill.objective import DistillObjective, StudentWithAdapters, build_terms
 from marsedge.distill.teacher import FrozenTeacher, stage_channels
 from marsedge.errors import ConfigError, ModelError
@@ -64,11 +66,11 @@ def make_cfg(tmp_path, **distill) -> DistillConfig:
     return cfg
 
 
-def distill(cfg, teacher, student, dataset=None):
+def distill(cfg, teacher, student, dataset=None, report_first_step=False):
     ctx = DistContext()
     terms = build_terms(cfg.distill, stage_channels(student, 1), teacher.channels, 6)
     wrapper = StudentWithAdapters(student, terms)
-    objective = DistillObjective(cfg.distill, CrossEntropyLoss(), teacher)
+    objective = DistillObjective(cfg.distill, CrossEntropyLoss(), teacher, report_first_step)
     loader = build_train_loader(dataset or Frames(), cfg, ctx)
     return fit(cfg, wrapper, objective, loader, ctx=ctx, artifact=Artifact(student, cfg.model, SPEC))
 
@@ -122,6 +124,38 @@ def test_kd_is_zero_when_the_student_is_the_teacher(teacher_ckpt):
     assert logs["loss_kd"] == pytest.approx(0.0, abs=1e-5)
 
 
+def test_the_first_step_reports_each_term_and_its_gradient_on_the_logits(tmp_path, teacher_ckpt, capsys):
+    teacher = FrozenTeacher.from_checkpoint(teacher_ckpt, torch.device("cpu"))
+    torch.manual_seed(2)
+    cfg = make_cfg(tmp_path, kd_weight=2.0, temperature=1.0)
+    distill(cfg, teacher, build_model(TINY), report_first_step=True)
+    report = json.loads((tmp_path / "student" / "loss_terms.json").read_text())
+    assert report["step"] == 0 and set(report["terms"]) == {"gt", "kd"}
+    assert report["terms"]["kd"]["weight"] == 2.0
+    assert all(term["value"] > 0 and term["grad_norm_logits"] > 0 for term in report["terms"].values())
+    out = capsys.readouterr().out
+    assert out.count("loss terms at the first step") == 1 and "kd 2 x" in out
+
+
+def test_confidence_threshold_keeps_kd_to_the_pixels_the_teacher_is_sure_of():
+    images = Frames().images[:2]
+    t_logits = 3 * torch.randn(2, 6, SIZE, SIZE, generator=torch.Generator().manual_seed(5))  # as cached
+    confidence = torch.softmax(t_logits, dim=1).amax(dim=1)
+    threshold = float(confidence.median())  # half the pixels pass
+    section = DistillSection(gt_weight=0.0, kd_weight=1.0, temperature=2.0, confidence_threshold=threshold)
+    torch.manual_seed(3)
+    student = StudentWithAdapters(build_model(TINY).eval(), build_terms(section, {}, {}, 6))
+    state = type("State", (), {"model": student})()
+    batch = {"image": images, "teacher_logits": t_logits}
+    loss, _ = DistillObjective(section, CrossEntropyLoss(), None)(student, batch, state)
+    with torch.no_grad():
+        s_logits = student(images)
+    sure = confidence >= threshold
+    assert 0 < int(sure.sum()) < sure.numel()
+    assert loss.item() == pytest.approx(PixelKDLoss(2.0)(s_logits, t_logits, sure).item(), rel=1e-5)
+    assert loss.item() != pytest.approx(PixelKDLoss(2.0)(s_logits, t_logits).item(), rel=1e-2)
+
+
 def test_configs_that_cannot_work_are_refused(tmp_path):
     cfg = make_cfg(tmp_path, cache_dir=str(tmp_path / "cache"))
     cfg.data.augment.enabled = True
@@ -133,6 +167,10 @@ def test_configs_that_cannot_work_are_refused(tmp_path):
     cfg = make_cfg(tmp_path, gt_weight=0.0, kd_weight=0.0)
     with pytest.raises(ConfigError, match="at least one"):
         cfg.validate()
+    with pytest.raises(ConfigError, match="unlabelled_per_labelled"):
+        make_cfg(tmp_path, unlabelled_per_labelled=-1).validate()
+    with pytest.raises(ConfigError, match="confidence_threshold"):
+        make_cfg(tmp_path, confidence_threshold=1.0).validate()
     with pytest.raises(ConfigError, match="feature_pairs.nope"):
         section = DistillSection(feature_weight=1.0, feature_pairs={"nope": "low"})
         build_terms(section, {"low": 8}, {"low": 8}, 6)

@@ -40,6 +40,15 @@ class DistillSection:
     # sources as in pretraining, e.g. [{root: data/ai4mars, split: unlabelled}, {root: DIR, kind: folder}]
     unlabelled: list[SourceConfig] = field(default_factory=list)
     unlabelled_frames: int | None = None  # at most this many, drawn by proportion; null: all of them
+    # How batches are drawn (marsedge.distill.sampling). balanced: each of the `batch_size` labelled
+    # frames of a step comes with `unlabelled_per_labelled` unlabelled ones, and an epoch is one pass
+    # over the labelled frames; pooled: batches drawn from labelled and unlabelled frames together
+    # (few labelled frames among many unlabelled ones then barely reach the ground-truth term).
+    sampling: Literal["balanced", "pooled"] = "balanced"
+    unlabelled_per_labelled: int = 1
+    # pixel KD only where the teacher's top softmax probability (at T = 1) is at least this; 0: every
+    # pixel
+    confidence_threshold: float = 0.0
     # Teacher logits cached on disk for un-augmented frames (see marsedge.distill.cache); needs
     # data.augment.enabled false. null: the teacher runs live on every batch; `run`: in the run's own
     # folder (runs/<name>/teacher_logits); any other value: that folder (shared by student runs).
@@ -99,6 +108,12 @@ class DistillConfig(TrainConfig):
                 "config key 'distill.cache_dir': cached teacher logits belong to un-augmented frames; "
                 "set data.augment.enabled=false or drop the cache (the teacher then runs live)"
             )
+        if d.unlabelled_per_labelled < 0:
+            raise ConfigError("config key 'distill.unlabelled_per_labelled' must be >= 0, got "
+                              f"{d.unlabelled_per_labelled}")
+        if not 0 <= d.confidence_threshold < 1:
+            raise ConfigError("config key 'distill.confidence_threshold' must be in [0, 1), got "
+                              f"{d.confidence_threshold}")
         if d.cwd_pairs and d.cwd_weight <= 0:
             raise ConfigError("config key 'distill.cwd_pairs' needs cwd_weight > 0")
         if d.cache_dir and d.uses_stage_maps:

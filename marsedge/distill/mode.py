@@ -4,7 +4,8 @@ There is no second loop here. `run_job` and `marsedge.train.engine.loop.fit` run
 exactly as they run finetuning (runs folder, resume, DDP, AMP, evaluation and early stopping on
 `val`, checkpoints, the one test scoring); this module supplies what is specific to distillation:
 the frozen teacher (loaded before the seed, so the student's initial weights are those of the same
-seed in any mode), the teacher-logit cache filled before training, the objective and adapters
+seed in any mode), the teacher-logit cache filled before training, the batches (balanced labelled
+and unlabelled frames, marsedge.distill.sampling), the objective and adapters
 (marsedge.distill.objective), and `runs/<name>/student.pt`, the checkpoint export reads, written
 when training ends.
 """
@@ -35,6 +36,7 @@ from .config import DistillConfig
 from .data import DistillFrames, build_distill_set
 from .objective import DistillObjective, StudentWithAdapters, build_terms
 from .provenance import check_teacher_data
+from .sampling import BalancedFrames
 from .teacher import FrozenTeacher, stage_channels
 
 
@@ -101,18 +103,23 @@ class Distill(Job):
         terms = build_terms(d, student_channels, teacher.channels, cfg.model.num_classes)
         # with every target cached and no feature term, the teacher leaves memory before training
         live_teacher = None if d.cache_dir else teacher
-        objective = DistillObjective(d, supervised, live_teacher)
-        return FitPlan(StudentWithAdapters(self.student, terms), objective, self.frames, self.evaluator,
+        objective = DistillObjective(d, supervised, live_teacher, report_first_step=True)
+        train_set = (BalancedFrames(self.frames, d.unlabelled_per_labelled, cfg.seed)
+                     if d.sampling == "balanced" else self.frames)
+        return FitPlan(StudentWithAdapters(self.student, terms), objective, train_set, self.evaluator,
                        self.test_evaluator, extra_state={"loss": supervised},
                        artifact=Artifact(self.student, cfg.model, cfg.data.preprocess))
 
     def banner(self) -> str:
         cfg, ctx, d, frames = self.cfg, self.ctx, self.cfg.distill, self.frames
         unlabelled = len(frames.unlabelled) if frames.unlabelled is not None else 0
+        balanced = d.sampling == "balanced" and unlabelled and d.unlabelled_per_labelled
+        batches = (f"{cfg.batch_size} labelled + {cfg.batch_size * d.unlabelled_per_labelled} unlabelled "
+                   "frames a step" if balanced else f"batches of {cfg.batch_size} frames")
         return (f"student {cfg.model.backbone} + {cfg.model.head} ({self.origin}) <- teacher {d.teacher}; "
                 f"{len(frames.labelled)} labelled + {unlabelled} unlabelled frames, "
                 f"{'cached' if d.cache_dir else 'live'} teacher, {ctx.world_size} process(es) "
-                f"on {ctx.device}; {evaluation_sizes(self.evaluator, self.test_evaluator)}")
+                f"on {ctx.device}, {batches}; {evaluation_sizes(self.evaluator, self.test_evaluator)}")
 
     def finish(self, summary: dict) -> dict:
         """runs/<name>/student.pt (rank 0, training finished); its path joins the summary."""

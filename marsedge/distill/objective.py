@@ -7,7 +7,13 @@ class-balanced losses of marsedge.train.losses) on labelled pixels only, L_cwd i
 distillation of the logits (averaged with that of the `cwd_pairs` maps), and the distillation
 terms (marsedge.distill.losses) compare with the teacher on every frame, labelled or not.
 The teacher's logits come from the batch (`teacher_logits`, read from the logit cache) when
-present, from a live forward of the frozen teacher otherwise.
+present, from a live forward of the frozen teacher otherwise, always for the very input the student
+sees. With `confidence_threshold` > 0, L_kd counts only the pixels where the teacher's top softmax
+probability reaches it.
+
+On the first step of a run the objective reports each weighted term and the norm of its gradient
+on the student's logits (printed, and written to runs/<name>/loss_terms.json), so a term whose
+scale swamps or vanishes next to the others shows before any time is spent.
 
 `StudentWithAdapters` is the module the loop trains: the student plus the learned 1x1 adapters of
 the channel-wise and feature losses (so DDP synchronises the adapters too and resume restores
@@ -20,9 +26,11 @@ import torch
 from torch import nn
 
 from marsedge.errors import ConfigError
+from marsedge.io import atomic_write_json
 
 from .config import DistillSection
 from .losses import ChannelWiseLoss, FeatureLoss, PixelKDLoss
+from .sampling import flatten_groups
 from .teacher import FrozenTeacher
 
 
@@ -75,13 +83,16 @@ def check_stage_pairs(key: str, pairs: dict[str, str], student_channels: dict[st
 class DistillObjective:
     """`objective(model, batch, state) -> (loss, logs)` for marsedge.train.engine.loop.fit."""
 
-    def __init__(self, section: DistillSection, supervised: nn.Module, teacher: FrozenTeacher | None) -> None:
+    def __init__(self, section: DistillSection, supervised: nn.Module, teacher: FrozenTeacher | None,
+                 report_first_step: bool = False) -> None:
         self.weights = {"gt": section.gt_weight, "kd": section.kd_weight, "cwd": section.cwd_weight,
                         "feature": section.feature_weight}
         self.supervised = supervised
         self.teacher = teacher
         self.cwd_pairs = dict(section.cwd_pairs)
         self.with_features = section.uses_stage_maps
+        self.confidence_threshold = section.confidence_threshold
+        self.report_pending = report_first_step
 
     def _teacher_outputs(self, batch: dict, with_features: bool) -> tuple[torch.Tensor, dict]:
         if "teacher_logits" in batch and not with_features:
@@ -90,8 +101,31 @@ class DistillObjective:
             raise RuntimeError("no cached teacher logits in the batch and no live teacher to compute them")
         return self.teacher(batch["image"], with_features=with_features)
 
+    def _confident(self, teacher_logits: torch.Tensor) -> torch.Tensor | None:
+        if self.confidence_threshold <= 0:
+            return None
+        return torch.softmax(teacher_logits, dim=1).amax(dim=1) >= self.confidence_threshold
+
+    def report(self, values: dict[str, torch.Tensor], logits: torch.Tensor, state) -> dict:
+        """Each weighted term and the L2 norm of its gradient on the student's logits (rank 0 prints
+        them and writes runs/<name>/loss_terms.json)."""
+        scales = {}
+        for name, value in values.items():
+            weighted = self.weights[name] * value
+            grad = torch.autograd.grad(weighted, logits, retain_graph=True, allow_unused=True)[0] \
+                if weighted.requires_grad else None
+            scales[name] = {"weight": self.weights[name], "value": float(value.detach()),
+                            "grad_norm_logits": 0.0 if grad is None else float(grad.float().norm())}
+        if state.ctx.is_main:
+            atomic_write_json(state.run_dir / "loss_terms.json", {"step": state.step, "terms": scales})
+            parts = ", ".join(f"{n} {s['weight']:g} x {s['value']:.4g} "
+                              f"(|dL/dlogits| {s['grad_norm_logits']:.3g})" for n, s in scales.items())
+            print(f"[{state.cfg.name}] loss terms at the first step: {parts}", flush=True)
+        return scales
+
     def __call__(self, model: nn.Module, batch: dict, state) -> tuple[torch.Tensor, dict[str, float]]:
         terms: nn.ModuleDict = state.model.terms  # the plain module's losses (adapters are trained)
+        batch = flatten_groups(batch)
         with_features = self.with_features
         if with_features:
             logits, feats = model(batch["image"], method="forward_features")
@@ -103,12 +137,15 @@ class DistillObjective:
         if len(terms):
             t_logits, t_feats = self._teacher_outputs(batch, with_features)
             if "kd" in terms:
-                values["kd"] = terms["kd"](logits, t_logits)
+                values["kd"] = terms["kd"](logits, t_logits, self._confident(t_logits))
             if "cwd" in terms:
                 parts = [terms["cwd"](logits, t_logits)]
                 parts += [terms["cwd_maps"][s](feats[s], t_feats[t]) for s, t in self.cwd_pairs.items()]
                 values["cwd"] = torch.stack(parts).mean()
             if "feature" in terms:
                 values["feature"] = terms["feature"](feats, t_feats)
+        if self.report_pending and state.step == 0:
+            self.report(values, logits, state)
+        self.report_pending = False
         loss = sum(self.weights[name] * value for name, value in values.items())
         return loss, {f"loss_{name}": float(value.detach()) for name, value in values.items()}

@@ -1,0 +1,192 @@
+"""The teacher -> student benchmark's tables and figure (benchmarks/teacher_student.py writes them after
+every finished run, from the runs finished so far).
+
+    OUT.json  setup, every run's figures, per label fraction and row: test mIoU per seed, mean ± std
+    OUT.md    the tables, the gap recovered by distillation, the sanity check and the aims, measured
+    OUT.png   val mIoU against optimiser steps and against CPU seconds, one line per row (mean over
+              the seeds still training at that point), shaded ± one standard deviation over seeds
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from marsedge.io import atomic_write, atomic_write_json, atomic_write_text
+
+ROWS = ("student from scratch", "teacher, SimCLR-pretrained", "teacher, random init", "student distilled",
+        "distillation sanity (KD only)")
+SCRATCH, TEACHER, TEACHER_RANDOM, DISTILLED, SANITY = ROWS
+
+
+def row_summary(runs: dict[str, dict]) -> dict:
+    seeds = sorted(runs, key=int)
+    mious = [runs[s]["miou"] for s in seeds]
+    return {"seeds": [int(s) for s in seeds], "miou_per_seed": mious, "miou_mean": float(np.mean(mious)),
+            "miou_std": float(np.std(mious, ddof=1)) if len(mious) > 1 else 0.0,
+            "val_miou_per_seed": [runs[s]["val_miou"] for s in seeds],
+            "steps_per_seed": [runs[s]["steps"] for s in seeds],
+            "plateaued": [runs[s]["stopped_early"] for s in seeds],
+            "runs": [runs[s].get("name") for s in seeds],
+            "cpu_s": sum(runs[s]["cpu_s"] for s in seeds)}
+
+
+def fraction_summary(rows: dict[str, dict]) -> dict:
+    summary: dict = {"rows": {name: row_summary(rows[name]) for name in ROWS if rows.get(name)}}
+    r = summary["rows"]
+
+    def mean(name: str) -> float | None:
+        return r[name]["miou_mean"] if name in r else None
+
+    scratch, teacher, student = mean(SCRATCH), mean(TEACHER), mean(DISTILLED)
+    if None not in (scratch, teacher, student):
+        gap = teacher - scratch
+        spread = max(r[SCRATCH]["miou_std"], r[DISTILLED]["miou_std"])
+        summary.update(gap=gap, gap_recovered=(student - scratch) / gap if gap > 0 else None,
+                       aim_half_gap=bool(gap > 0 and student >= scratch + 0.5 * gap),
+                       aim_beats_scratch_by_2_std=bool(student - scratch > 2 * spread))
+    if None not in (teacher, mean(TEACHER_RANDOM)):
+        summary["pretraining_gain"] = teacher - mean(TEACHER_RANDOM)
+    if None not in (scratch, mean(SANITY)):
+        summary["sanity_minus_scratch"] = mean(SANITY) - scratch
+        # KD alone can only match the labels where the teacher knows its training frames at least
+        # as well as the scratch student: the check applies when the teacher leads it on val
+        if teacher is not None:
+            summary["sanity_applies"] = bool(np.mean(r[TEACHER]["val_miou_per_seed"])
+                                             > np.mean(r[SCRATCH]["val_miou_per_seed"]))
+    return summary
+
+
+def setup_block(command: str, args, work: Path, root: Path, student: dict, teacher: dict,
+                preprocess: dict) -> dict:
+    from marsedge.bench.environment import cpu_model
+    from marsedge.models.build import ModelConfig, build_model
+    from marsedge.models.summary import count_macs
+
+    cached = work / "setup_cache.json"  # MACs and the intensity baseline: computed once per work folder
+    if cached.is_file():
+        fixed = json.loads(cached.read_text())
+    else:
+        from label_fraction_curve import intensity_baseline
+
+        from marsedge.train.config import TrainConfig, load_train_config
+
+        size = (preprocess["height"], preprocess["width"])
+        demo = Path(__file__).resolve().parents[1] / "configs/demo/teacher.yaml"
+        base = load_train_config(TrainConfig, demo, [f"data.root={root}"])
+        fixed = {"student_gmacs": count_macs(build_model(ModelConfig(**student)), size)["total"] / 1e9,
+                 "teacher_gmacs": count_macs(build_model(ModelConfig(**teacher)), size)["total"] / 1e9,
+                 "intensity_baseline": intensity_baseline(base, "gold-min3")}
+        atomic_write_json(cached, fixed)
+    return {"command": command, "cpu": cpu_model(), "threads": os.cpu_count(),
+            "load_average_at_write": round(os.getloadavg()[0], 1), "seeds": args.seeds,
+            "fractions": args.fractions, "max_steps": args.max_steps, "eval_steps": args.eval_steps,
+            "patience": args.patience, "temperatures": args.temperatures,
+            "pretrain_epochs": args.pretrain_epochs, "labelled": args.labelled, "unlabelled": args.unlabelled,
+            "size": args.size, "student": student, "teacher": teacher, **fixed}
+
+
+def curve_band(curves: list[list[list[float]]], column: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, mean, std) of val mIoU over seeds at the union of their x values (column 0: steps, 1: CPU
+    seconds); at each x only the seeds whose run reached it count."""
+    xs = np.unique(np.concatenate([np.asarray(c)[:, column] for c in curves if c]))
+    means, stds = [], []
+    for x in xs:
+        values = [np.interp(x, np.asarray(c)[:, column], np.asarray(c)[:, 2]) for c in curves
+                  if c and np.asarray(c)[0, column] <= x <= np.asarray(c)[-1, column]]
+        means.append(np.mean(values) if values else np.nan)
+        stds.append(np.std(values) if len(values) > 1 else 0.0)
+    return xs, np.asarray(means), np.asarray(stds)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fractions = list(results)
+    fig, axes = plt.subplots(len(fractions), 2, figsize=(11, 3.8 * len(fractions)), dpi=110, squeeze=False)
+    for (ax_steps, ax_cpu), fraction in zip(axes, fractions, strict=True):
+        for i, name in enumerate(ROWS):
+            runs = results[fraction].get(name, {})
+            curves = [run["curve"] for run in runs.values() if run.get("curve")]
+            if not curves:
+                continue
+            for ax, column in ((ax_steps, 0), (ax_cpu, 1)):
+                x, mean, std = curve_band(curves, column)
+                ax.plot(x, mean, color=f"C{i}", label=f"{name} ({len(curves)} seed{'s' * (len(curves) > 1)})")
+                ax.fill_between(x, mean - std, mean + std, color=f"C{i}", alpha=0.2)
+        for ax, xlabel in ((ax_steps, "optimiser steps"), (ax_cpu, "CPU seconds (the run's own)")):
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("val mIoU")
+            ax.set_title(f"{100 * float(fraction):g} % labels")
+            ax.grid(alpha=0.3)
+        ax_steps.legend(fontsize=7)
+    fig.suptitle("Big teacher -> small student, synthetic MSL, CPU: val mIoU to the plateau "
+                 "(mean ± std over seeds)")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def markdown(result: dict, png: str) -> str:
+    s = result["setup"]
+    base = s["intensity_baseline"]
+    fractions = " and ".join(f"{100 * float(f):g} %" for f in result["summary"])
+    lines = [f"# Big teacher -> small student at {fractions} labels (synthetic MSL, CPU), to the plateau",
+             "", f"`{s['command']}` on {s['cpu']} ({s['threads']} threads, shared with other jobs: load "
+             f"average {s['load_average_at_write']} when written). Every row stops after {s['patience']} val "
+             f"evaluations ({s['eval_steps']} steps apart) without a new best, at most {s['max_steps']} "
+             f"steps; test = gold-min3, scored once per run on the best val checkpoint. KD temperature "
+             f"chosen on val among {s['temperatures']} at seed 0. {result['cpu_hours']:.1f} CPU hours of "
+             "training so far, pretraining and the runs of the temperatures not chosen included (each "
+             "run's CPU and wall seconds are in the json).", "",
+             f"Student {s['student']['backbone']} + {s['student']['head']}: {s['student_gmacs']:.3f} GMACs; "
+             f"teacher {s['teacher']['backbone']} + {s['teacher']['head']}: {s['teacher_gmacs']:.3f} GMACs "
+             f"({s['teacher_gmacs'] / s['student_gmacs']:.1f}x) at 128 px. Intensity-only baseline (grey "
+             f"level -> commonest class): mIoU {base['miou']:.3f}.", ""]
+    for fraction, block in result["summary"].items():
+        lines += [f"## {100 * float(fraction):g} % labels", "",
+                  "| row | test mIoU (mean ± std) | seeds | per seed | best val mIoU | steps (plateau?) |",
+                  "|---|---|---|---|---|---|"]
+        for name, r in block["rows"].items():
+            ends = zip(r["steps_per_seed"], r["plateaued"], strict=True)
+            steps = ", ".join(f"{n}{'' if plateau else ' (cap)'}" for n, plateau in ends)
+            lines.append(f"| {name} | {r['miou_mean']:.4f} ± {r['miou_std']:.4f} | {len(r['seeds'])} | "
+                         f"{', '.join(f'{m:.4f}' for m in r['miou_per_seed'])} | "
+                         f"{', '.join(f'{v:.4f}' for v in r['val_miou_per_seed'])} | {steps} |")
+        lines.append("")
+        if "gap" in block:
+            recovered = "n/a (the teacher does not lead)" if block["gap_recovered"] is None else \
+                f"{block['gap_recovered']:.2f}"
+            lines.append(f"Teacher - scratch: {block['gap']:+.4f} mIoU; gap recovered by distillation: "
+                         f"{recovered}; distilled >= scratch + half the gap: {block['aim_half_gap']}; "
+                         f"distilled - scratch > 2 std: {block['aim_beats_scratch_by_2_std']}.")
+        if "pretraining_gain" in block:
+            lines.append(f"SimCLR pretraining vs random init (teacher): {block['pretraining_gain']:+.4f}.")
+        if "sanity_minus_scratch" in block:
+            verdict = "passes" if block["sanity_minus_scratch"] >= 0 else "FAILS"
+            if not block.get("sanity_applies", False):
+                verdict += " (not conclusive: the teacher does not lead the scratch student on val)"
+            lines.append(f"Sanity (KD alone on scratch's frames and schedule) - scratch: "
+                         f"{block['sanity_minus_scratch']:+.4f}: {verdict}.")
+        lines.append("")
+    lines += [f"![val mIoU against steps and CPU seconds]({png})", ""]
+    return "\n".join(lines)
+
+
+def write_results(stem: Path, results: dict, command: str, args, work: Path, root: Path, student: dict,
+                  teacher: dict, preprocess: dict) -> None:
+    """OUT.json, .md and .png from the runs finished so far (`results[fraction][row][seed] = run`)."""
+    # every finished run of the work folder, SimCLR pretraining and the temperatures not chosen included
+    cpu = sum(json.loads(p.read_text())["cpu_s"] for p in (work / "runs").glob("*/bench.json"))
+    result = {"setup": setup_block(command, args, work, root, student, teacher, preprocess),
+              "summary": {f: fraction_summary(rows) for f, rows in results.items() if rows},
+              "runs": results, "cpu_hours": cpu / 3600}
+    atomic_write_json(stem.with_suffix(".json"), result)
+    plot({f: rows for f, rows in results.items() if rows}, stem.with_suffix(".png"))
+    atomic_write_text(stem.with_suffix(".md"), markdown(result, stem.with_suffix(".png").name))
