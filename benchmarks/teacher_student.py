@@ -293,7 +293,7 @@ def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from marsedge.data.synthetic import SynthOptions, generate
+    from marsedge.synthetic.navcam import SynthOptions, generate
 
     work, out = args.work, Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,13 @@ def test_a_finished_run_is_refused_and_resume_changes_only_the_listed_keys(tiny_
     # the next resume compares with the config in force (max_steps 2), not with config.yaml alone
     assert cli.main(train(tiny_ai4mars, tmp_path, "run.max_steps=2", "run.log_every=2", "--resume")) == 0
     assert len((run / "config_history.jsonl").read_text().splitlines()) == 1
+    # a run recorded before a key existed ran at that key's default: a resume does not count it changed
+    assert "  ema: null\n" in config
+    (run / "config.yaml").write_text(config.replace("  ema: null\n", ""))
+    assert cli.main(train(tiny_ai4mars, tmp_path, "run.max_steps=2", "run.log_every=2", "--resume")) == 0
+    assert cli.main(train(tiny_ai4mars, tmp_path, "run.max_steps=2", "run.log_every=2", "run.ema=0.9",
+                          "--resume")) == 2
+    assert "run.ema None -> 0.9" in one_line(capsys)
 
     bare = tmp_path / "bare"  # a checkpoint with no run folder around it: its model is still checked
     bare.mkdir()
