@@ -1,5 +1,5 @@
-"""The own-data recipe exactly as docs/own-data.md prints it (the fenced block whose first line is
-`# own-data recipe`), on a tiny release-0.6 tree written from the published layout
+"""The own-data recipe exactly as docs/own-data.md and the README print it (the fenced block whose
+first line is `# own-data recipe`), on a tiny release-0.6 tree written from the published layout
 (tests/release_layout.py), through train, distill, export, quantize, edge-run and bench; then the
 report's verdict block, and the refusals a new user meets on the way. Changing a command on the page
 changes what this test runs."""
@@ -24,11 +24,15 @@ QUANTIZE_OPTS = "--recipe qop-u8s8 --min-speedup 0 --tolerance 1 --threads 1 --q
 BENCH_OPTS = "--iters 3 --warmup 1 --threads 1 --samples 2"
 
 
-def recipe() -> str:
-    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "docs/own-data.md").read_text(), re.S)
+def recipe(page: str = "docs/own-data.md") -> str:
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / page).read_text(), re.S)
     marked = [b for b in blocks if b.startswith(MARK + "\n")]
-    assert len(marked) == 1, f"docs/own-data.md must hold one bash block starting with {MARK!r}"
+    assert len(marked) == 1, f"{page} must hold one bash block starting with {MARK!r}"
     return marked[0]
+
+
+def test_the_readme_prints_the_recipe_the_test_runs():
+    assert recipe("README.md") == recipe()
 
 
 @pytest.fixture(scope="module")

@@ -144,7 +144,8 @@ def config_changes(cfg, checkpoint: Path) -> dict[str, dict]:
     now = _plain(cfg)
     missing = object()
     # a key the run's code did not have yet ran at its default: that is what it is compared with
-    recorded = {**{key: value for key, value in _plain(type(cfg)()).items() if key not in recorded}, **recorded}
+    defaults = _plain(type(cfg)())
+    recorded = {**{key: value for key, value in defaults.items() if key not in recorded}, **recorded}
     changed = {key: {"from": recorded.get(key), "to": now.get(key)}
                for key in sorted(recorded.keys() | now.keys())
                if recorded.get(key, missing) != now.get(key, missing)}
