@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from layout_support import names_imported
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -38,16 +39,8 @@ def import_time_imports(name: str, path: Path, known: set[str]) -> set[str]:
 
     def visit(body: list[ast.stmt]) -> None:
         for node in body:
-            if isinstance(node, ast.Import):
-                found.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join(anchor + ([node.module] if node.module else []))
-                found.add(base)
-                found.update(f"{base}.{alias.name}" for alias in node.names)
-            elif isinstance(node, ast.If):
+            found.update(names_imported(node, package))
+            if isinstance(node, ast.If):
                 visit(node.body)
                 visit(node.orelse)
             elif isinstance(node, ast.Try):
