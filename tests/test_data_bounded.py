@@ -13,7 +13,8 @@ import pytest
 from test_data_pds import WORDS, write_pds3, write_pds4
 
 from marsedge.data import frames
-from marsedge.data.frames import iter_frames, list_frames, read_frame, scan_frames
+from marsedge.data.frames import list_frames, read_frame, scan_frames
+from marsedge.data.inputs import iter_frames
 from marsedge.data.readers import DEFAULT_MAX_PIXELS, header_size
 from marsedge.errors import ConfigError, FrameError
 

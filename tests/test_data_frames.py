@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from marsedge.data.frames import READERS, iter_frames, list_frames, read_frame, scale_to_uint8
+from marsedge.data.frames import READERS, list_frames, read_frame, scale_to_uint8
+from marsedge.data.inputs import iter_frames
 from marsedge.errors import FrameError
 
 # a 12-bit NAVCAM-like frame: samples 0..4095 in 16-bit words

@@ -154,8 +154,8 @@ def test_file_uri_and_glob_names(edge_student, tiny_ai4mars, tmp_path):
 
 
 def test_uri_schemes(monkeypatch):
-    assert sources.open_source("v4l2:///dev/video7").kind == "stream"
-    assert sources.open_source("rtsp://10.0.0.2:8554/navcam").kind == "stream"
+    assert sources.open_source("v4l2:///dev/video7").resumable is False
+    assert sources.open_source("rtsp://10.0.0.2:8554/navcam").resumable is False
     with pytest.raises(ConfigError, match="unknown scheme http://"):
         sources.open_source("http://example.org/x.png")
     with pytest.raises(ConfigError, match="v4l2:///dev/video0"):
@@ -164,7 +164,7 @@ def test_uri_schemes(monkeypatch):
     with pytest.raises(ConfigError, match="csi://0: this OpenCV has no GStreamer"):
         sources.open_source("csi://0")
     monkeypatch.setattr(sources, "has_gstreamer", lambda: True)
-    assert sources.open_source("csi://1").kind == "stream"
+    assert sources.open_source("csi://1").resumable is False
     assert "sensor-id=1" in sources.csi_pipeline(1)
 
 

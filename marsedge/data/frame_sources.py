@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 
 from marsedge.data.ai4mars import list_items
-from marsedge.data.frames import list_frames
+from marsedge.data.inputs import frame_files
 from marsedge.errors import ConfigError, DataError
 
 
@@ -64,7 +64,7 @@ def list_source(source: SourceConfig, index: int) -> list[FrameRef]:
     else:
         root = Path(source.root)
         refs = [FrameRef(p, p.relative_to(root).as_posix() if root.is_dir() else p.name, index)
-                for p in list_frames(source.root)]
+                for p in frame_files(source.root)]
     if not refs:
         detail = f" (mission {source.mission})" if source.mission else ""
         raise DataError(f"frame source {source.root}{detail}: no frames found")

@@ -1,4 +1,4 @@
-"""Frame sources: image files, PDS products, folders, globs, videos and V4L2 cameras.
+"""Frame files: image files and PDS products, one by one or listed from folders and globs.
 
 `read_frame(path)` returns uint8 HxW (grey) or HxWx3 (RGB) for any registered suffix:
 
@@ -14,14 +14,10 @@ or `max_pixels=`) is refused from its header before decoding. `read_frame` raise
 MemoryError, ...) is turned into one. Readers live in a registry by suffix (`READERS`); add one
 with `@register_reader(".ext")` (a reader is `fn(path, max_pixels) -> array`).
 
-`iter_frames(uri)` walks a file, folder, glob, video (`.mp4`, `.avi`, ...) or camera
-(`/dev/videoN`) and yields `(name, frame)` or `(name, FrameError)`, so a long run logs a bad frame
-and keeps going. A video file that ends before the frame count its header declares ends with an
-`EndedEarly` error saying how many frames were read. `name` is the path relative to the folder
-(a glob: to its fixed leading folders).
 Entries of a folder or glob that carry a frame suffix but cannot be read as files (FIFOs, sockets,
-symlink loops, dangling links, unreadable entries) are yielded in order as `(name, FrameError)`
-saying why they were skipped (`scan_frames` lists them). This is what `edge-run` reads with.
+symlink loops, dangling links, unreadable entries) are listed by `scan_frames` with the reason they
+are skipped. Names are paths relative to the folder (a glob: to its fixed leading folders).
+Frames as a stream (videos, cameras, any INPUT) come from `marsedge.data.inputs`, the source registry.
 """
 
 from __future__ import annotations
@@ -29,13 +25,10 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
-import re
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from marsedge.data import pds  # noqa: F401  (registers the PDS readers)
@@ -50,11 +43,9 @@ from marsedge.data.readers import (  # noqa: F401  (re-exported: the public fram
 )
 from marsedge.errors import FrameError
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-_CAMERA = re.compile(r"^/dev/video(\d+)$")
 
-
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its type and its message, whitespace folded."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -75,9 +66,9 @@ def read_frame(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
             raise
         raise FrameError(f"{exc}: {path}") from None
     except OSError as exc:
-        raise FrameError(f"cannot read {path}: {exc.strerror or _one_line(exc)}") from None
+        raise FrameError(f"cannot read {path}: {exc.strerror or one_line(exc)}") from None
     except Exception as exc:  # cv2.error, ValueError, MemoryError, ...: one failure type for callers
-        raise FrameError(f"cannot decode {path}: {_one_line(exc)}") from None
+        raise FrameError(f"cannot decode {path}: {one_line(exc)}") from None
 
 
 def _limit(value: int | None) -> int:
@@ -106,7 +97,7 @@ def _entry_kind(path: Path) -> str | None:
     try:
         mode = os.stat(path).st_mode
     except OSError as exc:
-        return exc.strerror or _one_line(exc)  # symlink loop, dangling link, permission denied
+        return exc.strerror or one_line(exc)  # symlink loop, dangling link, permission denied
     if stat.S_ISREG(mode):
         return None
     if stat.S_ISDIR(mode):
@@ -161,7 +152,7 @@ def scan_frames(uri: str | Path) -> FrameScan:
         if path.is_dir():
             return _sort_entries(FrameScan(path), list(path.iterdir()))
     except OSError as exc:
-        raise FrameError(f"cannot list {text}: {exc.strerror or _one_line(exc)}") from None
+        raise FrameError(f"cannot list {text}: {exc.strerror or one_line(exc)}") from None
     try:
         mode = os.stat(text).st_mode
     except OSError:
@@ -191,7 +182,7 @@ def _walk_glob(root: Path, pattern: tuple[str, ...], skipped: list[tuple[Path, s
     links: list[Path] = []
 
     def record(exc: OSError) -> None:
-        skipped.append((Path(exc.filename), f"cannot list folder: {exc.strerror or _one_line(exc)}"))
+        skipped.append((Path(exc.filename), f"cannot list folder: {exc.strerror or one_line(exc)}"))
 
     def walk(top: Path) -> None:
         for dirpath, dirnames, filenames in os.walk(top, onerror=record):  # enters no link itself
@@ -248,97 +239,3 @@ def list_frames(uri: str | Path) -> list[Path]:
     if not files:
         raise FrameError(f"no frames ({', '.join(sorted(READERS))}) in {uri}")
     return files
-
-
-class EndedEarly(FrameError):
-    """A video file that ends before the frame count its header declares (a truncated file)."""
-
-
-def _capture_frames(
-    source: str | int, name: str, uri: str, limit: int
-) -> Iterator[tuple[str, np.ndarray | FrameError]]:
-    try:
-        cap = cv2.VideoCapture(source)
-    except Exception as exc:
-        yield name, FrameError(f"cannot open video source {uri}: {_one_line(exc)}")
-        return
-    try:
-        if not cap.isOpened():
-            yield name, FrameError(f"cannot open video source {uri}")
-            return
-        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if isinstance(source, str) else 0  # a camera: none
-        if width > 0 and height > 0:
-            try:
-                check_pixels(uri, width, height, limit)
-            except FrameError as exc:
-                yield name, exc
-                return
-        index = 0
-        while True:
-            try:
-                ok, frame = cap.read()
-            except Exception as exc:
-                yield (
-                    f"{name}_{index:06d}",
-                    FrameError(f"cannot read frame {index} of {uri}: {_one_line(exc)}"),
-                )
-                return
-            if not ok:
-                if index == 0:
-                    yield name, FrameError(f"no frames could be read from {uri}")
-                elif index < declared:  # the decoder just stops; only the header tells
-                    yield f"{name}_{index:06d}", EndedEarly(
-                        f"{uri} ended early: {index} of the {declared} frames its header declares were read")
-                return
-            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if frame.ndim == 3 else frame
-            yield f"{name}_{index:06d}", frame
-            index += 1
-    finally:
-        cap.release()
-
-
-def _one_pass(uri: str, limit: int) -> Iterator[tuple[str, np.ndarray | FrameError]]:
-    camera = _CAMERA.match(uri)
-    if camera:
-        yield from _capture_frames(int(camera.group(1)), f"video{camera.group(1)}", uri, limit)
-        return
-    if uri.lower().endswith(VIDEO_SUFFIXES):
-        if not Path(uri).is_file():
-            raise FrameError(f"video not found: {uri}")
-        yield from _capture_frames(uri, Path(uri).stem, uri, limit)
-        return
-    scan = scan_frames(uri)
-    if not scan.files and not scan.skipped:
-        raise FrameError(f"no frames ({', '.join(sorted(READERS))}) in {uri}")
-    skipped = dict(scan.skipped)
-    for path in sorted([*scan.files, *skipped]):
-        if path in skipped:
-            yield scan.name(path), FrameError(f"skipped {path}: {skipped[path]}")
-            continue
-        try:
-            yield scan.name(path), read_frame(path, limit)
-        except FrameError as exc:
-            yield scan.name(path), exc
-
-
-def iter_frames(
-    uri: str | Path, max_frames: int | None = None, loop: bool = False, max_pixels: int | None = None
-) -> Iterator[tuple[str, np.ndarray | FrameError]]:
-    """Frames of a file, folder, glob, video or `/dev/videoN` as (name, frame or FrameError).
-
-    `loop` starts over at the end (a camera never ends); `max_frames` stops after that many.
-    A source that cannot be listed at all (missing folder) raises FrameError at once.
-    """
-    limit = _limit(max_pixels)
-    count = 0
-    while True:
-        produced = False
-        for name, frame in _one_pass(str(uri), limit):
-            if max_frames is not None and count >= max_frames:
-                return
-            produced = True
-            count += 1
-            yield name, frame
-        if not loop or not produced:
-            return

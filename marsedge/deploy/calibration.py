@@ -67,9 +67,9 @@ def calibration_set(uri: str, n: int, min_frames: int, split: str = "train", see
         items = open_labelled(root, split).items
         paths, source = [it.image for it in items], f"{root} ({split})"
     else:
-        from marsedge.data.frames import list_frames
+        from marsedge.data.inputs import frame_files
 
-        paths, source = list_frames(uri), str(uri)
+        paths, source = frame_files(uri), str(uri)
     if len(paths) > n:
         pick = np.sort(np.random.default_rng(seed).choice(len(paths), n, replace=False))
         paths = [paths[i] for i in pick]

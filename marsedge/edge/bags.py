@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from marsedge.data.inputs import Item, Request, Source, register_source
 from marsedge.edge.ros_image import IMAGE_TYPES, image_from_msg
 from marsedge.errors import ConfigError, DataError
 
@@ -58,9 +59,7 @@ def frame_name(msg, timestamp: int) -> str:
 
 
 def bag_passes(uri: str, topic: str | None):
-    """(the topic read, a `passes()` callable yielding `sources.Item`s), after checking the topic."""
-    from marsedge.edge.sources import Item  # sources dispatches to bags: imported late, no cycle
-
+    """(the topic read, a `passes()` callable yielding `Item`s), after checking the topic."""
     path = Path(uri)
     reader = _open_reader(path)
     try:
@@ -97,3 +96,16 @@ def bag_passes(uri: str, topic: str | None):
             bag.close()
 
     return topic, passes
+
+
+def _names_a_bag(request: Request) -> bool:
+    return not request.follow and (request.topic is not None or is_bag(request.uri))
+
+
+@register_source("bag", resumable=True, matches=_names_a_bag, priority=1)
+def bag_source(request: Request) -> Source:
+    """A bag read with --topic: resumable, its frames are named by their stamps."""
+    if not is_bag(request.uri):
+        raise ConfigError(f"INPUT {request.uri}: --topic reads a bag (.mcap, .db3, a rosbag2 folder, .bag)")
+    _, passes = bag_passes(request.uri, request.topic)
+    return Source(request.uri, True, passes)

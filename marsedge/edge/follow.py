@@ -22,6 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from marsedge.data import frames
+from marsedge.data.inputs import Item, Request, Source, register_source
+from marsedge.edge.bags import is_bag
+from marsedge.errors import ConfigError
 
 DEFAULT_SETTLE = 1.0  # seconds a file's size and time must hold still before it is read
 POLL = 0.2  # seconds between two listings of the folder
@@ -29,10 +32,8 @@ POLL = 0.2  # seconds between two listings of the folder
 
 def follow_passes(folder: Path, stop: threading.Event, exclude: Path | None = None,
                   settle: float = DEFAULT_SETTLE, poll: float = POLL):
-    """A `passes()` callable for `sources.Source`: one endless pass over the folder's frames, each
+    """A `passes()` callable for a `Source`: one endless pass over the folder's frames, each
     yielded once it has settled, until `stop` is set."""
-    from marsedge.edge.sources import Item  # sources dispatches to follow: imported late, no cycle
-
     out = exclude.resolve() if exclude is not None else None
 
     def passes() -> Iterator[Item]:
@@ -63,3 +64,14 @@ def follow_passes(folder: Path, stop: threading.Event, exclude: Path | None = No
             stop.wait(poll)
 
     return passes
+
+
+@register_source("follow", resumable=True, matches=lambda request: request.follow, priority=1)
+def followed_source(request: Request) -> Source:
+    """A folder that fills (--follow): resumable, its frames are named by their paths."""
+    text = request.uri
+    if request.topic is not None or not Path(text).is_dir() or is_bag(text):
+        raise ConfigError(f"INPUT {text}: --follow watches a folder of frames"
+                          + (" (--topic reads a bag)" if request.topic is not None else ""))
+    stop = threading.Event()
+    return Source(text, True, follow_passes(Path(text), stop, request.exclude, request.settle), stop=stop)

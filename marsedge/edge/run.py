@@ -218,12 +218,12 @@ def owned_run(args: argparse.Namespace, out: Path, visuals: set[str], backend, c
     except BaseException:
         backend.close()
         raise
-    namer.remember_new = source.kind == "files"
+    namer.remember_new = source.resumable
     cv2.setNumThreads(args.cv_threads)  # the stages are the parallelism; the cores are the runtime's
     for note in [] if classifier else hazards.notes():  # once per run, not per frame
         print(f"edge-run: note: {note}", file=sys.stderr)
     writer = Writer(out, visuals, args.alpha, backend.metadata["class_table"], namer, args.overlay_every)
-    skip = {record_name(r) for r in kept} if source.kind == "files" else set()
+    skip = {record_name(r) for r in kept} if source.resumable else set()
     pipeline = Pipeline(source.items(args.loop, args.max_frames, skip), backend, writer, hazards, args.queue,
                         args.encoders)
     pipeline.stop = source.stop  # one flag: a signal or a fatal error also ends a followed folder
