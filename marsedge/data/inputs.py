@@ -5,7 +5,7 @@ it (`resumable`: its frames have stable names, so a rerun can leave out what OUT
 
     @register_source("fake", schemes=("fake",), resumable=False)
     def fake(request: Request) -> Source:
-        return Source(request.uri, resumable=False, passes=...)
+        return Source(request.uri, passes=...)
 
 `open_source(uri, ...)` asks each registered source, in registration order, whether it recognises
 the request (its `schemes`, else its `matches(request)`; a higher `priority` first), and opens the
@@ -59,8 +59,8 @@ class Source:
     names in `skip` are left out of the first pass (what `--resume` found complete)."""
 
     uri: str
-    resumable: bool  # frames have stable names: --resume may leave out what OUTPUT holds
     passes: Callable[[], Iterator[Item]]
+    resumable: bool = False  # its registration's: frames have stable names, --resume may skip some
     skipped: list[dict] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)  # ends an endless source (--follow)
     ended_early: list[str] = field(default_factory=list)  # a truncated video says so here (and per frame)
@@ -144,7 +144,10 @@ def find_source(request: Request) -> SourceType:
 def open_source(uri: str | Path, **options) -> Source:
     """INPUT (a path or a URI) -> Source, through the registry. `options` are `Request`'s fields."""
     request = Request(str(uri), **options)
-    return find_source(request).open(request)
+    kind = find_source(request)
+    source = kind.open(request)
+    source.resumable = kind.resumable  # declared once, where the source is registered
+    return source
 
 
 def local_path(request: Request) -> str:
@@ -172,22 +175,21 @@ def file_source(request: Request) -> Source:
         named = sorted([*((p, None) for p in paths), *scan.skipped])
         listed = [Item(scan.name(p), path=p) if why is None
                   else Item(scan.name(p), error=f"skipped {p}: {why}") for p, why in named]
-        return Source(text, True, lambda: iter(listed))
+        return Source(text, lambda: iter(listed))
     if not paths:
         why = f" ({len(skipped)} entries skipped, first: {skipped[0]['reason']})" if skipped else ""
         raise FrameError(f"no frames ({', '.join(sorted(frames.READERS))}) in {text}{why}")
     named_items = [Item(scan.name(p), path=p) for p in paths]
-    return Source(text, True, lambda: iter(named_items), skipped)
+    return Source(text, lambda: iter(named_items), skipped=skipped)
 
 
 def frame_files(uri: str | Path) -> list[Path]:
     """The frame files INPUT names, through the registry: a source of files (a file, a folder, a
     glob); a stream (a video, a camera, a bag) is refused, it has no files to pick from."""
-    source = open_source(uri)
-    paths = [item.path for item in source.passes() if item.path is not None] if source.resumable else []
-    if not paths:
+    request = Request(str(uri))
+    if find_source(request).name != "files":  # never open a camera or play a video to list it
         raise ConfigError(f"{uri}: not a file, folder or glob of frames")
-    return paths
+    return [item.path for item in file_source(request).passes()]
 
 
 # ------------------------------------------------------------------------------- video and cameras
@@ -251,7 +253,7 @@ def captured(uri: str, open_capture: Callable[[], cv2.VideoCapture], name: str, 
             else:
                 yield Item(frame_name, image=frame)
 
-    return Source(uri, False, passes, ended_early=ended)
+    return Source(uri, passes, ended_early=ended)
 
 
 def _is_camera_or_video(request: Request) -> bool:

@@ -108,4 +108,4 @@ def bag_source(request: Request) -> Source:
     if not is_bag(request.uri):
         raise ConfigError(f"INPUT {request.uri}: --topic reads a bag (.mcap, .db3, a rosbag2 folder, .bag)")
     _, passes = bag_passes(request.uri, request.topic)
-    return Source(request.uri, True, passes)
+    return Source(request.uri, passes)

@@ -74,4 +74,4 @@ def followed_source(request: Request) -> Source:
         raise ConfigError(f"INPUT {text}: --follow watches a folder of frames"
                           + (" (--topic reads a bag)" if request.topic is not None else ""))
     stop = threading.Event()
-    return Source(text, True, follow_passes(Path(text), stop, request.exclude, request.settle), stop=stop)
+    return Source(text, follow_passes(Path(text), stop, request.exclude, request.settle), stop=stop)
