@@ -74,3 +74,11 @@ def test_each_input_kind_is_registered_once_and_declares_resumable():
     assert inputs.find_source(Request("frames/", follow=True)).name == "follow"
     assert inputs.find_source(Request("run.mp4", topic="/cam")).name == "bag"  # --topic: a bag or an error
     assert inputs.find_source(Request("file:///data/x.png")).name == "files"
+
+
+def test_calibration_and_training_list_frame_files_through_the_registry(tmp_path):
+    for i in range(2):
+        (tmp_path / f"f{i}.png").write_bytes(b"")  # listed, not decoded
+    assert [p.name for p in inputs.frame_files(tmp_path)] == ["f0.png", "f1.png"]
+    with pytest.raises(ConfigError, match="not a file, folder or glob of frames"):
+        inputs.frame_files("/dev/video0")  # never opens the camera to list it
