@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from marsedge.config import REQUIRED, from_dict
+from marsedge.config import REQUIRED, from_dict, to_dict
 from marsedge.data.frame_sources import SourceConfig
 from marsedge.errors import ConfigError
 from marsedge.models.build import ModelConfig
@@ -82,14 +82,16 @@ class DistillSection:
         return run_dir / "teacher_logits" if self.cache_dir == CACHE_IN_RUN else Path(self.cache_dir)
 
     def __post_init__(self) -> None:
-        """Move the options given under their earlier names into `terms`. An earlier key of a term
-        the config does not list starts it at weight 0 (as those keys did), except kd's weight."""
+        """Move the options given under their earlier names into `terms` (an earlier key of a term
+        the config does not list starts it at weight 0, as those keys did, except kd's), then write
+        every listed term with all its options, in registration order: two configs that mean the
+        same read the same (a resume compares them)."""
         given = [key for key in RENAMED if getattr(self, key) is not None]
         self._given_as = {RENAMED[key] for key in given}  # (term, option) pairs given by earlier names
-        if not given:
-            return
-        _note_renamed(given)
-        written, self.terms = self.terms, {name: dict(options) for name, options in self.terms.items()}
+        written, self.terms = self.terms, {name: dict(options) if isinstance(options, dict) else options
+                                           for name, options in self.terms.items()}
+        if given:
+            _note_renamed(given)
         for key in given:
             term, option = RENAMED[key]
             if isinstance(written.get(term), dict) and option in written[term]:
@@ -97,6 +99,7 @@ class DistillSection:
                                   "the same option: give only the second")
             self.terms.setdefault(term, {} if term == "kd" else {"weight": 0.0})[option] = getattr(self, key)
             setattr(self, key, None)
+        self.terms = {name: to_dict(term.options) for name, term in self.all_terms().items()}
 
     def key(self, term: str, option: str) -> str:
         """The config key of a term's option as the config names it: its earlier name where the
