@@ -1,5 +1,7 @@
-"""The distillation config: the training config plus a `distill:` section (teacher, loss weights,
-unlabelled frames, logit cache), checked as a whole before any work starts.
+"""The distillation config: the training config plus a `distill:` section (teacher, ground-truth
+weight, the distillation terms by name with their options, unlabelled frames, logit cache),
+checked as a whole before any work starts. The terms and their options are those registered in
+marsedge.distill.terms; the earlier flat keys (kd_weight, temperature, ...) still read (RENAMED).
 
     python distill.py --config configs/student/<name>.yaml        # the student is `model`
 """
