@@ -106,7 +106,7 @@ class DistillSection:
     def key(self, term: str, option: str) -> str:
         """The config key of a term's option as the config names it: its earlier name where the
         config gave that term under earlier names."""
-        if any(t == term for t, _ in getattr(self, "_given_as", {})):
+        if any(t == term for t, _ in self._given_as):
             earlier = next((k for k, v in RENAMED.items() if v == (term, option)), None)
             if earlier:
                 return f"distill.{earlier}"
@@ -154,11 +154,11 @@ class DistillConfig(TrainConfig):
                 raise ConfigError(f"config key 'distill.unlabelled[{i}].root' is required: a tree or folder "
                                   "of unlabelled frames (distill.unlabelled=[] for none)")
         terms = d.all_terms()
-        weights = {"gt_weight": d.gt_weight, **{d.key(n, "weight"): t.weight for n, t in terms.items()}}
+        weights = {"distill.gt_weight": d.gt_weight,
+                   **{d.key(name, "weight"): term.weight for name, term in terms.items()}}
         for key, value in weights.items():
             if value < 0:
-                raise ConfigError(f"config key '{key if '.' in key else 'distill.' + key}' must be >= 0, "
-                                  f"got {value}")
+                raise ConfigError(f"config key '{key}' must be >= 0, got {value}")
         if not any(v > 0 for v in weights.values()):
             raise ConfigError("config keys 'distill.gt_weight', 'distill.terms.*.weight': at least one loss "
                               "weight must be positive")
