@@ -107,13 +107,20 @@ def test_earlier_keys_and_the_terms_form_give_bit_identical_losses(teacher, caps
     assert all(value > 0 for value in logs_a.values())
 
 
-def test_earlier_keys_keep_their_defaults_and_refuse_a_double_setting():
+def test_earlier_keys_keep_their_defaults():
     assert DistillSection(cwd_tau=2.0).terms == {
         "kd": {"weight": 1.0, "temperature": 4.0, "confidence_threshold": 0.0},
         "cwd": {"weight": 0.0, "tau": 2.0, "pairs": {}}}
     assert list(DistillSection(cwd_tau=2.0).active_terms()) == ["kd"]
-    with pytest.raises(ConfigError, match="'distill.temperature' and 'distill.terms.kd.temperature'"):
-        DistillSection(temperature=2.0, terms={"kd": {"temperature": 1.0}})
+
+
+
+def test_the_new_key_overrides_an_earlier_one_and_says_so(capsys):
+    config = str(Path(__file__).resolve().parents[1] / "configs/demo/student.yaml")  # temperature: 1.0
+    assert main(["--config", config, "distill.terms.kd.temperature=4", "--print-config"]) == 0
+    out, err = capsys.readouterr()
+    assert "'distill.temperature' ignored: 'distill.terms.kd.temperature' is given" in err
+    assert "temperature: 4.0" in out and "temperature: 1.0" not in out
 
 
 def test_a_new_term_is_configured_by_name_and_validated(teacher):

@@ -85,7 +85,9 @@ class DistillSection:
 
     def __post_init__(self) -> None:
         """Move the options given under their earlier names into `terms` (an earlier key of a term
-        the config does not list starts it at weight 0, as those keys did, except kd's), then write
+        the config does not list starts it at weight 0, as those keys did, except kd's; the new key
+        wins where both are given, so `distill.terms.kd.temperature=4` overrides a YAML file's
+        `temperature: 1.0`), then write
         every listed term with all its options, in registration order: two configs that mean the
         same read the same (a resume compares them)."""
         given = [key for key in RENAMED if getattr(self, key) is not None]
@@ -97,9 +99,11 @@ class DistillSection:
         for key in given:
             term, option = RENAMED[key]
             if isinstance(written.get(term), dict) and option in written[term]:
-                raise ConfigError(f"config keys 'distill.{key}' and 'distill.terms.{term}.{option}' name "
-                                  "the same option: give only the second")
-            self.terms.setdefault(term, {} if term == "kd" else {"weight": 0.0})[option] = getattr(self, key)
+                print(f"note: config key 'distill.{key}' ignored: 'distill.terms.{term}.{option}' is given",
+                      file=sys.stderr)
+            else:
+                options = self.terms.setdefault(term, {} if term == "kd" else {"weight": 0.0})
+                options[option] = getattr(self, key)
             setattr(self, key, None)
         self.terms = {name: to_dict(term.options) for name, term in self.all_terms().items()}
 
