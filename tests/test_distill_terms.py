@@ -50,7 +50,7 @@ class LogitL1Term(DistillTerm):
         if self.options.scale <= 0:
             raise ConfigError(f"config key '{key('scale')}' must be positive, got {self.options.scale}")
 
-    def build(self, channels, key):
+    def build(self, channels, key):  # its running state (a term without state needs no build)
         return {"logit_l1_calls": CallCount()}
 
     def loss(self, modules, x):
@@ -177,3 +177,14 @@ def test_a_run_recorded_under_the_earlier_keys_resumes_under_the_new_form(tmp_pa
     new_form.distill.terms["kd"]["temperature"] = 4.0
     with pytest.raises(ConfigError, match="distill.terms.kd.temperature 2.0 -> 4.0"):
         config_changes(new_form, tmp_path / "last.pt")
+
+
+def test_a_term_needs_a_weight_and_a_name_of_its_own():
+    @dataclass
+    class NoWeight:
+        scale: float = 1.0
+
+    with pytest.raises(TypeError, match="weight"):
+        register_term("no_weight", options=NoWeight)(type("NoWeightTerm", (DistillTerm,), {}))
+    with pytest.raises(ValueError, match="registered twice"):
+        register_term("kd", options=LogitL1Options)(type("OtherKD", (DistillTerm,), {}))

@@ -22,6 +22,7 @@ compare with the teacher on every frame, labelled or not (marsedge.distill.losse
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -80,8 +81,9 @@ class DistillTerm:
         """Refuse options that cannot work (a ConfigError naming `key(option)`); types are checked."""
 
     def build(self, channels: StageChannels, key: KeyName) -> dict[str, nn.Module]:
-        """The modules the term owns, by a name unique among all terms (usually the term's)."""
-        raise NotImplementedError
+        """The modules the term owns (learned adapters, running state), by names unique among all
+        terms (usually the term's own); none by default."""
+        return {}
 
     def loss(self, modules: Mapping[str, nn.Module], x: TermInputs) -> torch.Tensor:
         """The unweighted term (a scalar) from the modules `build` made."""
@@ -98,6 +100,8 @@ def register_term(name: str, *, options: type, needs_stage_maps: bool | Callable
     def wrap(cls: type[DistillTerm]) -> type[DistillTerm]:
         if name in TERMS and TERMS[name] is not cls:
             raise ValueError(f"distillation term {name!r} is registered twice")
+        if "weight" not in {f.name for f in dataclasses.fields(options)}:
+            raise TypeError(f"distillation term {name!r}: its options dataclass needs a `weight` field")
         cls.name, cls.options_type, cls.stage_maps = name, options, needs_stage_maps
         cls.uses_cached_logits, cls.stateful = uses_cached_logits, stateful
         TERMS[name] = cls
