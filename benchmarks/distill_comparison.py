@@ -38,6 +38,7 @@ gap recovered = (mIoU_distilled - mIoU_scratch) / (mIoU_teacher - mIoU_scratch).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -120,8 +121,7 @@ def student_config(args: argparse.Namespace, data: Path, work: Path, teacher: Pa
                  f"distill.cache_dir={work / 'teacher_logits'}",
                  f"distill.unlabelled={json.dumps(unlabelled)}", *args.overrides]
     cfg = load_train_config(DistillConfig, REPO / "configs/demo/student.yaml", overrides)
-    for key, value in distill.items():
-        setattr(cfg.distill, key, value)
+    cfg.distill = dataclasses.replace(cfg.distill, **distill)  # read like the YAML (terms in full)
     if not args.cached:  # every student sees the teacher's augmentation; KD targets come from that view
         cfg.data.augment = load_train_config(TrainConfig, REPO / "configs/demo/teacher.yaml", []).data.augment
         cfg.distill.cache_dir = None
@@ -212,21 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     cwd_pairs = parse_pairs("--cwd-pairs", args.cwd_pairs) if args.cwd_pairs else {}
     cwd_maps = f"; logits + {', '.join(cwd_pairs)}" if cwd_pairs else ""
     variants: dict[str, dict | None] = {"student, scratch": None}  # None = no teacher (plain finetune)
+    kd = {"kd": {"weight": 1.0, "temperature": args.temperature}}
     if args.labelled_only_row and not args.no_unlabelled:
-        variants[f"student, pixel KD (T={args.temperature:g}), labelled only"] = dict(kd_weight=1.0,
-                                                                                     unlabelled=[])
-    variants[f"student, pixel KD (T={args.temperature:g})"] = dict(kd_weight=1.0)
+        variants[f"student, pixel KD (T={args.temperature:g}), labelled only"] = dict(terms=kd, unlabelled=[])
+    variants[f"student, pixel KD (T={args.temperature:g})"] = dict(terms=kd)
     variants[f"student, channel-wise (tau={args.cwd_tau:g}, w={args.cwd_weight:g}{cwd_maps})"] = dict(
-        kd_weight=0.0, cwd_weight=args.cwd_weight, cwd_pairs=cwd_pairs)
+        terms={"cwd": {"weight": args.cwd_weight, "tau": args.cwd_tau, "pairs": cwd_pairs}})
     if args.feature_pairs:
         pairs = parse_pairs("--feature-pairs", args.feature_pairs)
         label = f"student, pixel KD + features ({', '.join(pairs)}; w={args.feature_weight:g})"
-        variants[label] = dict(kd_weight=1.0, feature_weight=args.feature_weight, feature_pairs=pairs)
+        variants[label] = dict(terms={**kd, "feature": {"weight": args.feature_weight, "pairs": pairs}})
     first_split = None
     results = []
     for i, (label, settings) in enumerate(variants.items()):
-        base = dict(temperature=args.temperature, cwd_tau=args.cwd_tau)
-        cfg = student_config(args, data, work, teacher, f"student_{i}", **base, **(settings or {}))
+        cfg = student_config(args, data, work, teacher, f"student_{i}", **(settings or {}))
         if settings is not None and cfg.distill.unlabelled:
             cfg.epochs = equal_step_epochs(cfg, args.epochs)
         first_split = cfg.data.test_splits[0]

@@ -207,7 +207,8 @@ def distilled(root: Path, teacher: Path, pool: Path | None, fraction: float, see
     """The student distilled from `teacher` (same schedule as scratch); without a pool of unlabelled
     frames, the sanity row: the labelled frames only, KD alone."""
     config = supervised(root, STUDENT, fraction, seed, args, None)
-    section = {"teacher": str(teacher), "gt_weight": 1.0, "kd_weight": 1.0, "temperature": temperature,
+    section = {"teacher": str(teacher), "gt_weight": 1.0,
+               "terms": {"kd": {"weight": 1.0, "temperature": temperature}},
                "sampling": "balanced", "unlabelled_per_labelled": 1}
     if pool is None:
         section["gt_weight"] = 0.0

@@ -2,6 +2,7 @@
 
     config.py     DistillConfig: the training config plus the `distill:` section
     losses.py     PixelKDLoss, ChannelWiseLoss, FeatureLoss (one loss, one class, formula in the docstring)
+    terms.py      the registry of distillation terms (`@register_term`): kd, cwd, feature
     teacher.py    FrozenTeacher: eval mode, no gradients, no_grad, bf16/fp16 on GPU
     cache.py      LogitCache: the teacher's logits per un-augmented frame, float16 .npy, keyed by the
                   teacher checkpoint's SHA-256 and the preprocessing spec

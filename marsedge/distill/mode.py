@@ -101,13 +101,16 @@ class Distill(Job):
         student_channels = stage_channels(self.student, cfg.model.in_channels) if d.uses_stage_maps else {}
         teacher, self.teacher = self.teacher, None
         terms = build_terms(d, student_channels, teacher.channels, cfg.model.num_classes)
+        stateful = build_terms(d, student_channels, teacher.channels, cfg.model.num_classes, stateful=True)
         # with every target cached and no feature term, the teacher leaves memory before training
         live_teacher = None if d.cache_dir else teacher
-        objective = DistillObjective(d, supervised, live_teacher, report_first_step=True)
+        objective = DistillObjective(d, supervised, live_teacher, report_first_step=True,
+                                     stateful_modules=stateful)
         train_set = (BalancedFrames(self.frames, d.unlabelled_per_labelled, cfg.seed)
                      if d.sampling == "balanced" else self.frames)
+        extra_state = {"loss": supervised, **{f"term_{name}": module for name, module in stateful.items()}}
         return FitPlan(StudentWithAdapters(self.student, terms), objective, train_set, self.evaluator,
-                       self.test_evaluator, extra_state={"loss": supervised},
+                       self.test_evaluator, extra_state=extra_state,
                        artifact=Artifact(self.student, cfg.model, cfg.data.preprocess))
 
     def banner(self) -> str:

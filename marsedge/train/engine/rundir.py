@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from marsedge.config import to_dict
+from marsedge.config import from_dict, to_dict
 from marsedge.errors import ConfigError, MarsedgeError
 from marsedge.io import append_jsonl, atomic_write_text
 from marsedge.ownership import LOCK_NAME, OutputLock
@@ -135,6 +135,23 @@ def recorded_config(run_dir: Path) -> dict | None:
     return config
 
 
+def _read_back(cls: type, recorded: dict) -> dict:
+    """The recorded config read through today's config class, flattened: a key the run's code did
+    not have yet reads at its default, a key since renamed under its new name (the config class
+    maps it). A record that no longer loads (a key since removed) is compared as it was written."""
+    tree: dict = {}
+    try:
+        for key, value in recorded.items():
+            *parents, last = key.split(".")
+            node = tree
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        return _plain(from_dict(cls, tree))
+    except (ConfigError, AttributeError, TypeError):
+        return recorded
+
+
 def config_changes(cfg, checkpoint: Path) -> dict[str, dict]:
     """What differs from the run that wrote `checkpoint` ({key: {"from", "to"}}); a key outside
     MAY_CHANGE_ON_RESUME is a ConfigError naming every such key."""
@@ -143,9 +160,7 @@ def config_changes(cfg, checkpoint: Path) -> dict[str, dict]:
         return {}
     now = _plain(cfg)
     missing = object()
-    # a key the run's code did not have yet ran at its default: that is what it is compared with
-    defaults = _plain(type(cfg)())
-    recorded = {**{key: value for key, value in defaults.items() if key not in recorded}, **recorded}
+    recorded = _read_back(type(cfg), recorded)
     changed = {key: {"from": recorded.get(key), "to": now.get(key)}
                for key in sorted(recorded.keys() | now.keys())
                if recorded.get(key, missing) != now.get(key, missing)}
