@@ -41,7 +41,8 @@ def write(tmp_path, results, name="results.json"):
     (lambda r: r["models"][0].update(size_bytes=float("inf")), "models[0].size_bytes is inf"),
     (lambda r: r["models"][1].update(id=7), "models[1].id must be a string, got a number"),
     (lambda r: r.update(samples={}), "samples must be a list"),
-    (lambda r: r["dataset"].update(split=["gold-min3"]), "dataset.split must be a string or null"),
+    (lambda r: r["dataset"].update(split=["gold-min3"]), "dataset.split must be a string, got a list"),
+    (lambda r: r["dataset"].clear(), "dataset.root must be a string, got null"),
 ])
 def test_a_malformed_results_file_is_one_line_naming_the_file_and_key(valid, tmp_path, capsys, change, key):
     broken = copy.deepcopy(valid)

@@ -180,9 +180,9 @@ def validate(results: dict, source: str = "results") -> dict:
     for key in ("environment", "settings", "dataset"):
         _expect(results[key], (dict,), source, key)
     _expect(results.get("created"), (str,), source, "created")
-    for key in ("root", "split"):
-        _expect(results["dataset"].get(key), (str,), source, f"dataset.{key}", optional=True)
-    _expect(results["dataset"].get("frames"), (int, float), source, "dataset.frames", optional=True)
+    for key in ("root", "split"):  # every report line names them: bench always writes them
+        _expect(results["dataset"].get(key), (str,), source, f"dataset.{key}")
+    _expect(results["dataset"].get("frames"), (int,), source, "dataset.frames")
     _expect(results["samples"], (list,), source, "samples")
     for i, sample in enumerate(results["samples"]):
         _expect(sample, (dict,), source, f"samples[{i}]")
