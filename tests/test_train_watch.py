@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_train_protocol import Frames  # 16 px frames, labelled by brightness
 from torch import nn
-from torch.utils.data import Dataset
 
 from marsedge.models.build import ModelConfig
 from marsedge.models.checkpoints import load_checkpoint, load_model
@@ -106,19 +106,6 @@ def _check_export_takes_the_average(last: Path, onnx_path: Path) -> None:
 
 
 # ---- the EMA inside the loop -----------------------------------------------------------------------
-
-class Frames(Dataset):
-    def __init__(self, n: int, seed: int) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.images = torch.rand(n, 1, 16, 16, generator=g)
-        self.labels = (self.images[:, 0] > 0.5).long()
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"image": self.images[i], "label": self.labels[i], "index": i}
-
 
 class BNNet(nn.Module):
     def __init__(self) -> None:
