@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Does the big-teacher -> small-student chain pay off when labels are scarce? Each row to its plateau.
 
-    python benchmarks/teacher_student.py            # 3 seeds x 10 % and 1 % labels (many CPU hours)
-    python benchmarks/teacher_student.py --quick    # 1 seed, 10 %, 40 steps a row: a smoke run of every row
+    python -m benchmarks.teacher_student            # 3 seeds x 10 % and 1 % labels (many CPU hours)
+    python -m benchmarks.teacher_student --quick    # 1 seed, 10 %, 40 steps a row: a smoke run of every row
 
 Chen et al. 2020 ("Big Self-Supervised Models are Strong Semi-Supervised Learners") pretrain a big
 network on unlabelled images, finetune it on 1 % or 10 % of the labels and distil it into a smaller
@@ -42,22 +42,13 @@ import argparse
 import json
 import math
 import os
-import resource
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from teacher_student_report import ROWS, write_results  # noqa: E402
-
-from marsedge.io import atomic_write_json  # noqa: E402
+from benchmarks.common import RESULTS, command, finished_run, synthetic_tree, train
+from benchmarks.teacher_student_report import ROWS, write_results
 
 TEST = "gold-min3"
 STUDENT = {"backbone": "mnv2_0.35", "head": "deeplabv3plus", "separable": True, "head_channels": 32,
@@ -75,7 +66,7 @@ OPTIM = {"name": "adamw", "lr": 0.004, "weight_decay": 1e-4, "schedule": "poly",
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default=None, help="data and runs (default runs/bench_teacher_student[_quick])")
-    p.add_argument("--out", default=str(REPO / "benchmarks/results"))
+    p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--quick", action="store_true", help="1 seed, 10 %%, 40 steps a row, small data")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--fractions", default="0.1,0.01", help="label fractions of the train split, in run order")
@@ -99,12 +90,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ---- one run through train.py's own modes ---------------------------------------------------
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished children (the data loader workers)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def val_curve(run_dir: Path, wall: float, cpu: float) -> list[list[float]]:
@@ -133,38 +118,24 @@ def val_curve(run_dir: Path, wall: float, cpu: float) -> list[list[float]]:
 def run_mode(work: Path, name: str, config: dict) -> dict:
     """Train one config (written to work/configs/NAME.yaml) through its mode and return its figures;
     a finished run (its bench.json exists) is read back, an interrupted one resumes from last.pt."""
-    from marsedge.train.config import load_train_config
-    from marsedge.train.modes import resolve_mode
 
-    run_dir = work / "runs" / name
-    if (run_dir / "bench.json").is_file():
-        return json.loads((run_dir / "bench.json").read_text())
-    path = work / "configs" / f"{name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    run = {"out_dir": str(work / "runs"), "device": "cpu", "progress": False, "log_every": 10,
-           "confusion_png": False, **config.pop("run", {})}
-    path.write_text(yaml.safe_dump({"num_workers": 1, **config, "name": name, "run": run}, sort_keys=False))
-    mode = resolve_mode(config["mode"])
-    cfg = load_train_config(mode.config, path, [])
-    resume = (run_dir / "last.pt").is_file()
-    if run_dir.exists() and not resume:  # died before its first checkpoint: nothing to keep
-        shutil.rmtree(run_dir)
-    wall, cpu = time.perf_counter(), cpu_seconds()
-    summary = mode.run(cfg, resume=resume)
-    if summary["interrupted"]:
-        raise KeyboardInterrupt
-    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-    result = {"name": name, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "resumed": resume,
-              "steps": summary["step"], "stopped_early": summary["stopped_early"],
-              "best_epoch": summary["best"]["epoch"], "val_miou": summary["best"]["value"]}
-    if config["mode"] != "pretrain":
-        metrics = summary["test_metrics"]
-        result.update(miou=metrics[f"{TEST}/miou"], iou=metrics[f"{TEST}/iou"],
-                      curve=val_curve(run_dir, wall, cpu))
-    atomic_write_json(run_dir / "bench.json", result)
-    print(f"  {name}: {result.get('miou', float('nan')):.4f} test mIoU, {result['steps']} steps, "
-          f"{result['cpu_s']:.0f} CPU s", flush=True)
-    return result
+    def figures() -> dict:
+        run = {"log_every": 10, "confusion_png": False, **config.pop("run", {})}
+        summary = train(work, name, {"num_workers": 1, **config, "run": run}, resume=True)
+        wall, cpu = summary["seconds"], summary["cpu_seconds"]
+        result = {"name": name, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+                  "resumed": summary["resumed"], "steps": summary["step"],
+                  "stopped_early": summary["stopped_early"], "best_epoch": summary["best"]["epoch"],
+                  "val_miou": summary["best"]["value"]}
+        if config["mode"] != "pretrain":
+            metrics = summary["test_metrics"]
+            result.update(miou=metrics[f"{TEST}/miou"], iou=metrics[f"{TEST}/iou"],
+                          curve=val_curve(work / "runs" / name, wall, cpu))
+        print(f"  {name}: {result.get('miou', float('nan')):.4f} test mIoU, {result['steps']} steps, "
+              f"{result['cpu_s']:.0f} CPU s", flush=True)
+        return result
+
+    return finished_run(work, name, figures)
 
 
 # ---- the rows' configs ----------------------------------------------------------------------
@@ -298,15 +269,11 @@ def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from marsedge.synthetic.navcam import SynthOptions, generate
-
     work, out = args.work, Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    root = work / "data"
-    if not (root / "msl").is_dir():
-        generate(SynthOptions(str(root), "msl", n=args.labelled, size=args.size, seed=args.data_seed,
-                              test_fraction=0.2, unlabelled=args.unlabelled), progress=True)
-    command = "python benchmarks/teacher_student.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    root = synthetic_tree(work / "data", args.labelled, args.size, seed=args.data_seed, test_fraction=0.2,
+                          unlabelled=args.unlabelled, progress=True)
+    line = command("teacher_student", argv if argv is not None else sys.argv[1:])
     results: dict = {f"{f:g}": {} for f in args.fractions}
     stem = "teacher_student_quick" if args.quick else "teacher_student"
 
@@ -314,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds):
             def record(row: str, run: dict, f: float = fraction, s: int = seed) -> None:
                 results[f"{f:g}"].setdefault(row, {})[str(s)] = run
-                write_results(out / stem, results, command, args, work, root, STUDENT, TEACHER, PREPROCESS)
+                write_results(out / stem, results, line, args, work, root, STUDENT, TEACHER, PREPROCESS)
 
             run_task(work, root, fraction, seed, args, record)
     print((out / f"{stem}.md").read_text())

@@ -1,5 +1,5 @@
-"""The teacher -> student benchmark's tables and figure (benchmarks/teacher_student.py writes them after
-every finished run, from the runs finished so far).
+"""The teacher -> student benchmark's tables and figure (`python -m benchmarks.teacher_student`
+writes them after every finished run, from the runs finished so far).
 
     OUT.json  setup, every run's figures, per label fraction and row: test mIoU per seed, mean ± std
     OUT.md    the tables, the gap recovered by distillation, the sanity check and the aims, measured
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import DEMO_TEACHER, load_1min
 from marsedge.io import atomic_write, atomic_write_json, atomic_write_text
 
 ROWS = ("student from scratch", "teacher, SimCLR-pretrained", "teacher, random init", "student distilled",
@@ -70,19 +71,17 @@ def setup_block(command: str, args, work: Path, root: Path, student: dict, teach
     if cached.is_file():
         fixed = json.loads(cached.read_text())
     else:
-        from label_fraction_curve import intensity_baseline
-
+        from benchmarks.label_fraction_curve import intensity_baseline
         from marsedge.train.config import TrainConfig, load_train_config
 
         size = (preprocess["height"], preprocess["width"])
-        demo = Path(__file__).resolve().parents[1] / "configs/demo/teacher.yaml"
-        base = load_train_config(TrainConfig, demo, [f"data.root={root}"])
+        base = load_train_config(TrainConfig, DEMO_TEACHER, [f"data.root={root}"])
         fixed = {"student_gmacs": count_macs(build_model(ModelConfig(**student)), size)["total"] / 1e9,
                  "teacher_gmacs": count_macs(build_model(ModelConfig(**teacher)), size)["total"] / 1e9,
                  "intensity_baseline": intensity_baseline(base, "gold-min3")}
         atomic_write_json(cached, fixed)
     return {"command": command, "cpu": cpu_model(), "threads": os.cpu_count(),
-            "load_average_at_write": round(os.getloadavg()[0], 1), "seeds": args.seeds,
+            "load_average_at_write": load_1min(1), "seeds": args.seeds,
             "fractions": args.fractions, "max_steps": args.max_steps, "eval_steps": args.eval_steps,
             "patience": args.patience, "temperatures": args.temperatures,
             "pretrain_epochs": args.pretrain_epochs, "labelled": args.labelled, "unlabelled": args.unlabelled,
