@@ -1,7 +1,7 @@
 """The classification track on synthetic Curiosity classes, on a CPU.
 
-    .venv/bin/python benchmarks/classification.py [--quick] [--seeds 0 1 2] [--work runs/cls_bench]
-                                                  [--out benchmarks/results]
+    python -m benchmarks.classification [--quick] [--seeds 0 1 2] [--work runs/cls_bench]
+                                        [--out benchmarks/results]
 
 1. data: `marsedge data synth-classes` (12 procedural classes, imbalanced, sol-ordered splits with
    drift, plus unlabelled images) and, as the "other domain" of mixed-domain SimCLR, unlabelled
@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from marsedge.bench.environment import cpu_model
-from marsedge.io import atomic_write_json, atomic_write_text
+from benchmarks.common import command, finished_run, machine, synthetic_tree, write_result
+from benchmarks.common import train as train_mode
 
 BACKBONE = "r18_0.25x_sk0"
 OBJECTIVES = ("ce", "ce_interclass", "full")
@@ -42,31 +40,20 @@ PRETRAINS = ("random init", "SimCLR", "mixed-domain SimCLR", "cluster-aware SimC
 
 
 def train(work: Path, name: str, config: dict) -> dict:
-    """Run one config through its mode; returns the loop's summary (plus seconds). A finished run
-    (its bench.json exists) is read back instead, so an interrupted benchmark resumes."""
-    from marsedge.train.config import load_train_config
-    from marsedge.train.modes import resolve_mode
+    """Run one config through its mode; returns its seconds, best epoch and test metrics. A finished
+    run (its bench.json exists) is read back instead, so an interrupted benchmark resumes."""
 
-    done = work / "runs" / name / "bench.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    path = work / "configs" / f"{name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    run = {"out_dir": str(work / "runs"), "device": "cpu", "progress": False, "log_every": 10, "amp": "auto"}
-    full = {"num_workers": 0, **config, "name": name, "run": {**run, **config.get("run", {})}}
-    path.write_text(yaml.safe_dump(full, sort_keys=False))
-    mode = resolve_mode(full["mode"])
-    start = time.perf_counter()
-    summary = mode.run(load_train_config(mode.config, path, []))
-    kept = {
-        "seconds": round(time.perf_counter() - start, 1),
-        "best": {"epoch": (summary.get("best") or {}).get("epoch")},
-    }
-    if "test_metrics" in summary:
-        kept["test_metrics"] = summary["test_metrics"]
-    atomic_write_json(done, kept)
-    print(f"  {name}: {kept['seconds']} s", flush=True)
-    return kept
+    def figures() -> dict:
+        run = {"log_every": 10, "amp": "auto", **config.get("run", {})}
+        summary = train_mode(work, name, {"num_workers": 0, **config, "run": run})
+        kept = {"seconds": round(summary["seconds"], 1),
+                "best": {"epoch": (summary.get("best") or {}).get("epoch")}}
+        if "test_metrics" in summary:
+            kept["test_metrics"] = summary["test_metrics"]
+        print(f"  {name}: {kept['seconds']} s", flush=True)
+        return kept
+
+    return finished_run(work, name, figures)
 
 
 def classify_config(root: Path, args, objective: str, fraction: float, seed: int) -> dict:
@@ -133,20 +120,14 @@ def linear_config(root: Path, args, checkpoint: str | None, fraction: float, see
 
 def make_data(work: Path, args) -> tuple[Path, Path]:
     from marsedge.synthetic.classes import ClassSynthOptions, generate_classes
-    from marsedge.synthetic.navcam import SynthOptions, generate
 
     classes = work / "classes"
     generate_classes(
         ClassSynthOptions(str(classes), n=args.n, size=args.size, seed=0, unlabelled=args.unlabelled),
         progress=False,
     )
-    navcam = work / "navcam"
-    generate(
-        SynthOptions(
-            str(navcam), "m2020", n=1, size=args.size, seed=0, unlabelled=args.unlabelled, workers=1
-        ),
-        progress=False,
-    )
+    navcam = synthetic_tree(work / "navcam", 1, args.size, mission="m2020", unlabelled=args.unlabelled,
+                            workers=1)
     return classes, navcam
 
 
@@ -296,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                 linear[name][str(f)].append(s["test_metrics"]["top1"])
     suffix = "_quick" if args.quick else ""
     result = {
-        "command": "python benchmarks/classification.py" + (" --quick" if args.quick else ""),
-        "cpu": cpu_model(),
+        "command": command("classification", ["--quick"] if args.quick else []),
+        "cpu": machine()["cpu"],
         "seeds": args.seeds,
         "input": args.input,
         "settings": {k: v for k, v in vars(args).items() if k not in ("work", "out")},
@@ -305,9 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         "linear": linear,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    atomic_write_json(out / f"classification{suffix}.json", result)
-    atomic_write_text(out / f"classification{suffix}.md", report(result))
-    plot(result, out / f"classification{suffix}.png")
+    write_result(out / f"classification{suffix}", result, report(result), plot)
     print(report(result))
     print(f"wrote {out}/classification{suffix}.json, .md, .png")
     return 0

@@ -1,6 +1,6 @@
 """Mode `semisup`'s contrastive head, before and after following Wang et al. (Fig. 7), on a CPU.
 
-    .venv/bin/python benchmarks/semisup_heads.py [--work runs/semisup_heads] [--out benchmarks/results]
+    python -m benchmarks.semisup_heads [--work runs/semisup_heads] [--out benchmarks/results]
 
 One synthetic AI4Mars tree (`marsedge data synth`, MSL, labelled + unlabelled frames), a narrow
 ResNet-18 (width 0.25) + DeepLabv3+ at 64 px, the three-stage schedule (contrastive alone, joint,
@@ -20,12 +20,10 @@ they do on AI4Mars.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
-from marsedge.bench.environment import cpu_model
-from marsedge.io import atomic_write_json, atomic_write_text
+from benchmarks.common import load_1min, machine, synthetic_tree, train, write_result
 
 BACKBONE = "r18_0.25x_sk0"
 
@@ -52,23 +50,10 @@ def semisup_config(data: Path, args, head: str | None, seed: int) -> dict:
             "semisup": section}
 
 
-def train(work: Path, name: str, config: dict) -> dict:
+def train_head(work: Path, name: str, config: dict) -> dict:
     """One run through the mode's own code path (as `train.py` runs it); the loop's summary + seconds."""
-    import yaml
-
-    from marsedge.train.config import load_train_config
-    from marsedge.train.modes import resolve_mode
-
-    path = work / "configs" / f"{name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    run = {"out_dir": str(work / "runs"), "device": "cpu", "progress": False, "log_every": 5,
-           "confusion_png": False}
-    path.write_text(yaml.safe_dump({**config, "name": name, "run": run}, sort_keys=False))
-    mode = resolve_mode("semisup")
-    cfg = load_train_config(mode.config, path, [])
-    start = time.perf_counter()
-    summary = mode.run(cfg)
-    summary["seconds"] = round(time.perf_counter() - start, 1)
+    summary = train(work, name, {**config, "run": {"log_every": 5, "confusion_png": False}})
+    summary["seconds"] = round(summary["seconds"], 1)
     print(f"  {name}: {summary['seconds']} s, test mIoU {summary['test_metrics']['miou']:.4f}")
     return summary
 
@@ -94,33 +79,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=1)
     args = parser.parse_args(argv)
 
-    from marsedge.synthetic.navcam import SynthOptions, generate
-
     work, out = Path(args.work), Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = work / "synth"
-    start, load_start = time.perf_counter(), os.getloadavg()[0]
-    if not (data / "msl").exists():
-        generate(SynthOptions(str(data), "msl", n=args.labelled, size=args.size, seed=0, test_fraction=0.2,
-                              unlabelled=args.unlabelled, workers=2), progress=False)
+    start, load_start = time.perf_counter(), load_1min(1)
+    data = synthetic_tree(work / "synth", args.labelled, args.size, test_fraction=0.2,
+                          unlabelled=args.unlabelled, workers=2)
     rows = {}
     for label, head in (("CE only", None), ("projection_1x1 (before)", "projection_1x1"),
                         ("independent_v3plus (paper, after)", "independent_v3plus")):
-        runs = [train(work, f"{head or 'ce'}_s{seed}", semisup_config(data, args, head, seed))
+        runs = [train_head(work, f"{head or 'ce'}_s{seed}", semisup_config(data, args, head, seed))
                 for seed in range(args.seeds)]
         rows[label] = {"head": head, "head_params": head_parameters(head) if head else 0,
                        "miou_per_seed": [r["test_metrics"]["miou"] for r in runs],
                        "pixel_accuracy_per_seed": [r["test_metrics"]["pixel_accuracy"] for r in runs],
                        "seconds": [r["seconds"] for r in runs]}
-    cpu = cpu_model()
-    result = {"cpu": cpu, "setup": {"backbone": BACKBONE, "input_px": args.input, "synthetic_px": args.size,
+    here = machine()
+    result = {"cpu": here["cpu"],
+              "setup": {"backbone": BACKBONE, "input_px": args.input, "synthetic_px": args.size,
                         "labelled_frames": args.labelled, "unlabelled_frames": args.unlabelled,
                         "stage_epochs": list(args.stage_epochs), "weight": args.weight, "seeds": args.seeds,
-                        "machine": f"{cpu}, {os.cpu_count()} CPUs, no GPU",
-                        "load_average": [round(load_start, 1), round(os.getloadavg()[0], 1)]},
+                        "machine": here["line"], "load_average": [load_start, load_1min(1)]},
               "rows": rows, "total_seconds": round(time.perf_counter() - start, 1)}
-    atomic_write_json(out / "semisup_heads.json", result)
-    atomic_write_text(out / "semisup_heads.md", report(result))
+    write_result(out / "semisup_heads", result, report(result))
     print(report(result))
     return 0
 

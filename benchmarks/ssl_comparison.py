@@ -1,6 +1,6 @@
 """Learning from unlabelled frames, measured on synthetic data on a CPU (about 10 minutes).
 
-    .venv/bin/python benchmarks/ssl_comparison.py [--work runs/ssl_bench] [--out benchmarks/results]
+    python -m benchmarks.ssl_comparison [--work runs/ssl_bench] [--out benchmarks/results]
 
 1. a synthetic AI4Mars tree (`marsedge data synth`): labelled MSL frames, gold test frames and
    unlabelled frames, 96 px;
@@ -22,35 +22,22 @@ they show the pipeline works and how the variants compare here, not what they do
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
-import yaml
-
-from marsedge.io import atomic_write_json, atomic_write_text
+from benchmarks.common import load_1min, machine, synthetic_tree, train, write_result
 
 BACKBONE = "r18_0.25x_sk0"
 TINY = {"model": {"backbone": BACKBONE, "head": "deeplabv3plus", "head_channels": 32, "output_stride": 16},
         "num_workers": 0}
 
 
-def train(work: Path, name: str, config: dict) -> dict:
-    """Run one `marsedge train` config through its mode's module; returns the loop's summary."""
-    from marsedge.train.config import load_train_config
-    from marsedge.train.modes import resolve_mode
-
-    path = work / "configs" / f"{name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    run = {"out_dir": str(work / "runs"), "device": "cpu", "progress": False, "log_every": 5, "eval_every": 0}
-    full = {**TINY, **config, "name": name, "run": {**run, **config.get("run", {})}}
-    path.write_text(yaml.safe_dump(full, sort_keys=False))
-    mode = resolve_mode(full["mode"])
-    cfg = load_train_config(mode.config, path, [])
-    start = time.perf_counter()
-    summary = mode.run(cfg)
-    summary["seconds"] = round(time.perf_counter() - start, 1)
+def train_tiny(work: Path, name: str, config: dict) -> dict:
+    """Run one `marsedge train` config (the tiny model unless it says otherwise) through its mode's
+    module; returns the loop's summary."""
+    summary = train(work, name, {**TINY, **config, "run": {"log_every": 5, "eval_every": 0,
+                                                          **config.get("run", {})}})
+    summary["seconds"] = round(summary["seconds"], 1)
     print(f"  {name}: {summary['seconds']} s")
     return summary
 
@@ -118,33 +105,31 @@ def main(argv: list[str] | None = None) -> int:
     from marsedge.data.frame_sources import SourceConfig, mix_sources
     from marsedge.ssl.class_folder import build_class_folder
     from marsedge.ssl.cluster import cluster_frames
-    from marsedge.synthetic.navcam import SynthOptions, generate
-
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data, folder = work / "synth", work / "classes"
-    start, load_start = time.perf_counter(), os.getloadavg()[0]
+    start, load_start = time.perf_counter(), load_1min(1)
     print("1/6 synthetic data")
-    generate(SynthOptions(str(data), "msl", n=args.labelled, size=args.size, seed=args.seed,
-                          test_fraction=0.2, unlabelled=args.unlabelled, workers=2), progress=False)
+    synthetic_tree(data, args.labelled, args.size, seed=args.seed, test_fraction=0.2,
+                   unlabelled=args.unlabelled, workers=2)
     print("2/6 classification folder")
     crops = build_class_folder(data, folder, crop=args.crop)
 
     print("3/6 pretraining")
-    simclr = train(work, "simclr", pretrain_config(data, args))
+    simclr = train_tiny(work, "simclr", pretrain_config(data, args))
     simclr_ckpt = work / "runs" / "simclr" / "best.pt"
     sources = [SourceConfig(root=str(data), split="unlabelled"), SourceConfig(root=str(data), split="train")]
     clusters_path = work / f"clusters_k{args.k}.json"
     clusters = cluster_frames(simclr_ckpt, mix_sources(sources, None, args.seed), args.k, clusters_path,
                               seed=args.seed)
-    aware = train(work, "cluster_aware", pretrain_config(data, args, clusters_path))
+    aware = train_tiny(work, "cluster_aware", pretrain_config(data, args, clusters_path))
     checkpoints = {"random init": None, "SimCLR": str(simclr_ckpt),
                    "cluster-aware SimCLR": str(work / "runs" / "cluster_aware" / "best.pt")}
 
     print("4/6 linear evaluation")
     linear = {}
     for label, ckpt in checkpoints.items():
-        s = train(work, f"linear_{label.split()[0].lower()}", linear_eval_config(folder, args, ckpt))
+        s = train_tiny(work, f"linear_{label.split()[0].lower()}", linear_eval_config(folder, args, ckpt))
         linear[label] = {"accuracy": s["last_metrics"]["accuracy"],
                          "balanced_accuracy": s["last_metrics"]["balanced_accuracy"], "seconds": s["seconds"]}
 
@@ -152,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     finetune = {}
     for label, ckpt in checkpoints.items():
         tag = label.split()[0].lower()
-        runs = [train(work, f"ft1pct_{tag}_s{seed}", finetune_config(data, args, ckpt, seed))
+        runs = [train_tiny(work, f"ft1pct_{tag}_s{seed}", finetune_config(data, args, ckpt, seed))
                 for seed in range(args.finetune_seeds)]
         mious = [r["last_metrics"]["miou"] for r in runs]
         finetune["from scratch" if ckpt is None else label] = {
@@ -169,15 +154,14 @@ def main(argv: list[str] | None = None) -> int:
                   "temperature": args.temperature, "k": args.k, "cluster_sizes": clusters["sizes"],
                   "class_folder_crops": crops, "crop_px": args.crop, "finetune_epochs": args.finetune_epochs,
                   "finetune_labelled_frames": "1 % of the train split", "seed": args.seed,
-                  "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, no GPU",
+                  "machine": machine()["line"],
                   # other work on the machine slows every step: the 1-minute load at start and end
-                  "load_average": [round(load_start, 1), round(os.getloadavg()[0], 1)]},
+                  "load_average": [load_start, load_1min(1)]},
         "pretrain_seconds": {"SimCLR": simclr["seconds"], "cluster-aware SimCLR": aware["seconds"]},
         "linear_eval": linear, "finetune_1pct": finetune, "fn_rate": fn,
         "total_seconds": round(time.perf_counter() - start, 1),
     }
-    atomic_write_json(out / "ssl_comparison.json", result)
-    atomic_write_text(out / "ssl_comparison.md", report(result))
+    write_result(out / "ssl_comparison", result, report(result))
     print(report(result))
     return 0
 
