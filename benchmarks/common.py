@@ -8,7 +8,8 @@ Run every benchmark from the repository root as a module (`python -m benchmarks.
 
 - `train(work, name, config)`: the config written to WORK/configs/NAME.yaml (CPU, no progress bar
   unless the config says otherwise), run through its mode as `train.py` runs it; the loop's summary
-  with its wall and CPU seconds. `finished_run` keeps a run's figures in runs/NAME/bench.json and
+  with its wall and CPU seconds. `run_config(cfg)` does the same for a config already loaded (a
+  demo config with overrides). `finished_run` keeps a run's figures in runs/NAME/bench.json and
   reads them back, so an interrupted benchmark resumes where it stopped.
 - `synthetic_tree(root, n, size, ...)`: `marsedge data synth` into ROOT (kept when it is there).
 - `machine()`, `load_1min()`: the CPU model, cores and the 1-minute load average (a shared machine
@@ -79,12 +80,26 @@ def synthetic_tree(root: Path, n: int, size: int, *, seed: int = 0, test_fractio
 # ---- training -----------------------------------------------------------------------------------
 
 
+def run_config(cfg, resume: bool = False) -> dict:
+    """A loaded config (`load_train_config`) through its mode, as `train.py` runs it; the loop's
+    summary plus `seconds` (wall) and `cpu_seconds`. A run stopped by a signal raises
+    KeyboardInterrupt: its summary is no result."""
+    from marsedge.train.modes import resolve_mode
+
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    summary = resolve_mode(cfg.mode).run(cfg, resume=resume)
+    if summary.get("interrupted"):
+        raise KeyboardInterrupt
+    summary["seconds"] = time.perf_counter() - wall
+    summary["cpu_seconds"] = cpu_seconds() - cpu
+    return summary
+
+
 def train(work: Path, name: str, config: dict, *, resume: bool = False) -> dict:
     """Write CONFIG (plus `name` and CPU / no-progress run settings under its own `run`) to
-    WORK/configs/NAME.yaml and run it through its mode as `train.py` does; the loop's summary plus
-    `seconds` (wall) and `cpu_seconds`. With `resume`, a run with a last.pt continues from it and a
-    run folder without one (stopped before its first checkpoint) is started again. A run stopped by
-    a signal raises KeyboardInterrupt: its summary is no result."""
+    WORK/configs/NAME.yaml and `run_config` it; `resumed` says whether it continued a run. With
+    `resume`, a run with a last.pt continues from it and a run folder without one (stopped before
+    its first checkpoint) is started again."""
     import yaml
 
     from marsedge.train.config import load_train_config
@@ -95,19 +110,11 @@ def train(work: Path, name: str, config: dict, *, resume: bool = False) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     run = {"out_dir": str(work / "runs"), "device": "cpu", "progress": False, **config.get("run", {})}
     path.write_text(yaml.safe_dump({**config, "name": name, "run": run}, sort_keys=False))
-    mode = resolve_mode(config["mode"])
-    cfg = load_train_config(mode.config, path, [])
+    cfg = load_train_config(resolve_mode(config["mode"]).config, path, [])
     again = resume and (run_dir / "last.pt").is_file()
     if resume and run_dir.exists() and not again:
         shutil.rmtree(run_dir)
-    wall, cpu = time.perf_counter(), cpu_seconds()
-    summary = mode.run(cfg, resume=again)
-    if summary.get("interrupted"):
-        raise KeyboardInterrupt
-    summary["seconds"] = time.perf_counter() - wall
-    summary["cpu_seconds"] = cpu_seconds() - cpu
-    summary["resumed"] = again
-    return summary
+    return {**run_config(cfg, again), "resumed": again}
 
 
 def finished_run(work: Path, name: str, run: Callable[[], dict]) -> dict:

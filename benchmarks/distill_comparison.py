@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Does distillation help the demo student? Scratch vs pixel KD vs channel-wise vs the teacher.
 
-    python benchmarks/distill_comparison.py                         # synthesise data, train the teacher
-    python benchmarks/distill_comparison.py --teacher runs/demo/demo_teacher/best.pt --data runs/demo/data
+    python -m benchmarks.distill_comparison                         # synthesise data, train the teacher
+    python -m benchmarks.distill_comparison --teacher runs/demo/demo_teacher/best.pt --data runs/demo/data
 
 Every student uses configs/demo/student.yaml with the same budget: the same labelled frames,
 optimiser, batch size, seed and number of optimiser steps. The distilled students may also see the
@@ -24,8 +24,8 @@ The committed results (benchmarks/results/distill_comparison*.md) came from
         --unlabelled 420
     python train.py --config configs/demo/teacher.yaml data.root=DATA run.out_dir=RUNS name=teacher_v3 \
         model.backbone=r18_0.5x_sk0 model.head=deeplabv3plus model.head_channels=128 epochs=40
-    python benchmarks/distill_comparison.py --teacher RUNS/teacher_v3/last.pt --data DATA --epochs 12
-    python benchmarks/distill_comparison.py --teacher RUNS/teacher_v3/last.pt --data DATA --epochs 20 \
+    python -m benchmarks.distill_comparison --teacher RUNS/teacher_v3/last.pt --data DATA --epochs 12
+    python -m benchmarks.distill_comparison --teacher RUNS/teacher_v3/last.pt --data DATA --epochs 20 \
         --feature-pairs low=low,layer2=layer2,layer3=layer3 --stem distill_comparison_20ep
 
 Writes OUT/STEM.json and .md (STEM is `--stem`, default distill_comparison: mIoU, pixel accuracy,
@@ -46,11 +46,16 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from marsedge.config import from_dict, to_dict  # noqa: E402
-from marsedge.io import atomic_write_json, atomic_write_text  # noqa: E402
+from benchmarks.common import (
+    DEMO_STUDENT,
+    DEMO_TEACHER,
+    RESULTS,
+    command,
+    run_config,
+    synthetic_tree,
+    write_result,
+)
+from marsedge.config import from_dict, to_dict
 
 BIG_ROCK = "big rock"
 
@@ -60,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher", help="trained demo teacher checkpoint (default: train one)")
     p.add_argument("--data", help="AI4Mars-layout data tree (default: synthesise one under --work)")
     p.add_argument("--work", default="runs/bench_distill", help="runs, cache and synthetic data go here")
-    p.add_argument("--out", default=str(REPO / "benchmarks/results"), help="where the table is written")
+    p.add_argument("--out", default=str(RESULTS), help="where the table is written")
     p.add_argument("--frames", type=int, default=120, help="labelled frames to synthesise (train + gold)")
     p.add_argument("--unlabelled", type=int, default=120, help="unlabelled frames to synthesise")
     p.add_argument("--frame-size", type=int, default=128, help="synthetic frame size (px)")
@@ -90,24 +95,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def synthesise(root: Path, args: argparse.Namespace) -> Path:
-    from marsedge.synthetic.navcam import SynthOptions, generate
-
-    generate(SynthOptions(str(root), "msl", n=args.frames, size=args.frame_size, seed=args.seed,
-                          test_fraction=0.25, unlabelled=args.unlabelled), progress=True)
-    return root
-
-
 def train_teacher(data: Path, work: Path, args: argparse.Namespace) -> Path:
     """The demo teacher config with --teacher-set overrides; its last epoch is the teacher (the best
     one would be chosen on the test split this benchmark scores on)."""
     from marsedge.train.config import TrainConfig, load_train_config
-    from marsedge.train.modes import resolve_mode
 
     overrides = [*args.teacher_set, f"data.root={data}", f"run.out_dir={work}", "name=teacher"]
     overrides += [f"epochs={args.teacher_epochs}"] if args.teacher_epochs else []
-    cfg = load_train_config(TrainConfig, REPO / "configs/demo/teacher.yaml", overrides)
-    resolve_mode("finetune").run(cfg)
+    run_config(load_train_config(TrainConfig, DEMO_TEACHER, overrides))
     return work / "teacher" / "last.pt"
 
 
@@ -120,10 +115,10 @@ def student_config(args: argparse.Namespace, data: Path, work: Path, teacher: Pa
                  "run.eval_every=0", f"distill.teacher={teacher}",
                  f"distill.cache_dir={work / 'teacher_logits'}",
                  f"distill.unlabelled={json.dumps(unlabelled)}", *args.overrides]
-    cfg = load_train_config(DistillConfig, REPO / "configs/demo/student.yaml", overrides)
+    cfg = load_train_config(DistillConfig, DEMO_STUDENT, overrides)
     cfg.distill = dataclasses.replace(cfg.distill, **distill)  # read like the YAML (terms in full)
     if not args.cached:  # every student sees the teacher's augmentation; KD targets come from that view
-        cfg.data.augment = load_train_config(TrainConfig, REPO / "configs/demo/teacher.yaml", []).data.augment
+        cfg.data.augment = load_train_config(TrainConfig, DEMO_TEACHER, []).data.augment
         cfg.distill.cache_dir = None
     cfg.validate()
     return cfg
@@ -145,12 +140,11 @@ def equal_step_epochs(cfg, epochs: int) -> int:
 def run_scratch(cfg, resume: bool) -> Path:
     """The same student, data and budget through the plain finetune mode (no teacher at all)."""
     from marsedge.train.config import TrainConfig
-    from marsedge.train.modes import resolve_mode
 
     plain = to_dict(cfg)
     plain.pop("distill")
     plain["mode"] = "finetune"
-    resolve_mode("finetune").run(from_dict(TrainConfig, plain), resume=resume)
+    run_config(from_dict(TrainConfig, plain), resume)
     return cfg.run_dir / "best.pt"
 
 
@@ -198,16 +192,14 @@ def table(rows: list[dict], split: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     work = Path(args.work).resolve()
-    data = Path(args.data).resolve() if args.data else synthesise(work / "data", args)
+    data = Path(args.data).resolve() if args.data else synthetic_tree(
+        work / "data", args.frames, args.frame_size, seed=args.seed, test_fraction=0.25,
+        unlabelled=args.unlabelled, progress=True)
     teacher_wall = None
     if args.teacher:
         teacher = Path(args.teacher).resolve()
     else:
         teacher, teacher_wall = timed(train_teacher, data, work, args)
-
-    from marsedge.train.modes import resolve_mode
-
-    distill = resolve_mode("distill").run
 
     cwd_pairs = parse_pairs("--cwd-pairs", args.cwd_pairs) if args.cwd_pairs else {}
     cwd_maps = f"; logits + {', '.join(cwd_pairs)}" if cwd_pairs else ""
@@ -235,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         if settings is None:
             checkpoint, wall = timed(run_scratch, cfg, resume)
         else:
-            summary, wall = timed(distill, cfg, resume)
+            summary, wall = timed(run_config, cfg, resume)
             checkpoint = Path(summary["student"])
         results.append({"name": label, "wall_s": wall, "checkpoint": str(checkpoint), "epochs": cfg.epochs,
                         "uses_unlabelled": settings is not None and bool(cfg.distill.unlabelled),
@@ -271,13 +263,12 @@ def write_results(stem: Path, results: list[dict], first_split: str, args: argpa
     meta = {"epochs": args.epochs, "data": str(data), "teacher": str(teacher), "argv": sys.argv[1:],
             "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
             "goal": "gap_recovered >= 0.5"}
-    atomic_write_json(stem.with_suffix(".json"), {"meta": meta, "split": first_split, "rows": results})
     note = ("" if results[-1]["miou"] > results[0]["miou"] else
             "\nThe teacher is not better than the scratch student here, so there is no gap to recover "
             "(gap recovered: n/a).\n")
-    atomic_write_text(stem.with_suffix(".md"), "# Distillation comparison (demo configs, CPU)\n\n"
-                      f"`{' '.join(['python benchmarks/distill_comparison.py', *sys.argv[1:]])}`\n\n"
-                      f"{table(results, first_split)}\n{note}")
+    write_result(stem, {"meta": meta, "split": first_split, "rows": results},
+                 "# Distillation comparison (demo configs, CPU)\n\n"
+                 f"`{command('distill_comparison', sys.argv[1:])}`\n\n{table(results, first_split)}\n{note}")
 
 
 if __name__ == "__main__":
