@@ -1,6 +1,6 @@
 """Test mIoU against the fraction of labelled training frames (1%, 10%, 100%) on synthetic data.
 
-    python benchmarks/label_fraction_curve.py [--data DIR] [--steps 120]
+    python -m benchmarks.label_fraction_curve [--data DIR] [--steps 120]
 
 The demo teacher (configs/demo/teacher.yaml: narrow ResNet-18 + DeepLabv3, 128 px) is finetuned
 from scratch through train.py's own code path (mode `finetune`) on seeded, stratified
@@ -18,11 +18,11 @@ import argparse
 import math
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import DEMO_TEACHER, RESULTS, command, run_config, synthetic_tree
 from marsedge.data.ai4mars import AI4MarsDataset
 from marsedge.data.preprocess import preprocess, resize_label
 from marsedge.io import atomic_write_json
@@ -30,8 +30,6 @@ from marsedge.metrics import ConfusionMatrix
 from marsedge.train.config import TrainConfig, load_train_config
 from marsedge.train.supervised import training_set
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 FRACTIONS = (0.01, 0.1, 1.0)
 TEST = "gold-min1"
 
@@ -55,24 +53,19 @@ def intensity_baseline(cfg: TrainConfig, test: str = TEST, bins: int = 32) -> di
 
 
 def train_fraction(base: list[str], fraction: float, steps: int, out: Path) -> dict:
-    from marsedge.train.modes import resolve_mode
-
-    run = resolve_mode("finetune").run
-    demo = REPO / "configs" / "demo" / "teacher.yaml"
-    probe = load_train_config(TrainConfig, demo, [*base, f"data.label_fraction={fraction}"])
+    probe = load_train_config(TrainConfig, DEMO_TEACHER, [*base, f"data.label_fraction={fraction}"])
     frames = len(training_set(probe.data, probe.seed))
     batch = min(probe.batch_size, frames)
     epochs = math.ceil(steps / (frames // batch))
-    cfg = load_train_config(TrainConfig, demo, [
+    cfg = load_train_config(TrainConfig, DEMO_TEACHER, [
         *base, f"data.label_fraction={fraction}", f"batch_size={batch}", f"epochs={epochs}",
         f"run.eval_every={epochs}", f"run.out_dir={out}", f"name=lf{fraction:g}",
         f"data.test_splits=[{TEST}]", "run.confusion_png=false", "run.progress=false"])
-    start = time.perf_counter()
-    result = run(cfg)
+    result = run_config(cfg)
     m = result["last_metrics"]
     return {"fraction": fraction, "frames": frames, "batch_size": batch, "epochs": epochs,
             "steps": result["step"], "miou": m["miou"], "pixel_accuracy": m["pixel_accuracy"],
-            "wall_s": time.perf_counter() - start}
+            "wall_s": result["seconds"]}
 
 
 def plot(rows: list[dict], baseline: dict, path: Path) -> None:
@@ -109,16 +102,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data
         if root is None:
-            from marsedge.synthetic.navcam import SynthOptions, generate
-
-            root = Path(tmp) / "data"
-            generate(SynthOptions(str(root), "msl", n=360, size=192, seed=0), progress=False)
+            root = synthetic_tree(Path(tmp) / "data", 360, 192)
         base = [f"data.root={root}", f"num_workers={args.workers}"]
         rows = [train_fraction(base, f, args.steps, Path(tmp) / "runs") for f in FRACTIONS]
-        demo = load_train_config(TrainConfig, REPO / "configs" / "demo" / "teacher.yaml", base)
+        demo = load_train_config(TrainConfig, DEMO_TEACHER, base)
         baseline = intensity_baseline(demo)
     atomic_write_json(RESULTS / "label_fraction_curve.json",
-                      {"command": "python benchmarks/label_fraction_curve.py " + " ".join(sys.argv[1:]),
+                      {"command": command("label_fraction_curve", sys.argv[1:]),
                        "test_split": TEST, "runs": rows, "intensity_baseline": baseline})
     plot(rows, baseline, RESULTS / "label_fraction_curve.png")
     for r in rows:

@@ -2,8 +2,8 @@
 """What watching a run costs: progress lines and TensorBoard on the demo teacher, as a share of the
 training step, measured inside one run.
 
-    python benchmarks/logging_overhead.py                  # a line + TensorBoard scalars every step
-    python benchmarks/logging_overhead.py --log-every 5    # the demo config's cadence
+    python -m benchmarks.logging_overhead                  # a line + TensorBoard scalars every step
+    python -m benchmarks.logging_overhead --log-every 5    # the demo config's cadence
 
 One finetune run of configs/demo/teacher.yaml (r18_0.5x_sk0 + DeepLabv3, batch 8 at 128 px, fp32
 unless `run.amp: auto` finds native bf16) on a synthetic MSL tree, with `run.progress: true` (the
@@ -30,21 +30,17 @@ from pathlib import Path
 
 import torch
 
-from marsedge.bench.environment import cpu_model
-from marsedge.io import atomic_write_json, atomic_write_text
+from benchmarks.common import (
+    DEMO_TEACHER,
+    RESULTS,
+    command,
+    machine,
+    run_config,
+    synthetic_tree,
+    write_result,
+)
 from marsedge.train.config import load_train_config
 from marsedge.train.modes import resolve_mode
-
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
-DEMO = REPO / "configs" / "demo" / "teacher.yaml"
-
-
-def synth_data(root: Path, n: int, size: int) -> Path:
-    from marsedge.synthetic.navcam import SynthOptions, generate
-
-    generate(SynthOptions(str(root), "msl", n=n, size=size, seed=0, test_fraction=0.1), progress=False)
-    return root
 
 
 def measure(work: Path, data: Path, steps: int, log_every: int, eval_every: int, device: str) -> dict:
@@ -52,11 +48,11 @@ def measure(work: Path, data: Path, steps: int, log_every: int, eval_every: int,
     overrides = [f"data.root={data}", f"run.out_dir={work}", "name=logging_overhead",
                  f"run.max_steps={steps}", f"run.log_every={log_every}", f"run.eval_every={eval_every}",
                  "run.progress=true", "run.tensorboard=true", f"run.device={device}"]
-    cfg = load_train_config(mode.config, DEMO, overrides)
+    cfg = load_train_config(mode.config, DEMO_TEACHER, overrides)
     work.mkdir(parents=True, exist_ok=True)
     log = work / "train.log"
     with log.open("w") as out, contextlib.redirect_stdout(out):  # not a terminal: the plain lines
-        mode.run(cfg)
+        run_config(cfg)
     summary = json.loads((cfg.run_dir / "summary.json").read_text())
     timing = summary["timing"]
     lines = log.read_text().splitlines()
@@ -74,7 +70,6 @@ def measure(work: Path, data: Path, steps: int, log_every: int, eval_every: int,
 
 
 def write(results: dict) -> None:
-    atomic_write_json(RESULTS / "logging_overhead.json", results)
     r = results["run"]
     views = r["views_time_s"] / r["eval_time_s"] if r["eval_time_s"] else float("nan")
     text = "\n".join([
@@ -89,7 +84,7 @@ def write(results: dict) -> None:
         f"| evaluations: their views (line, TensorBoard images, curves.png) / evaluation time | "
         f"{100 * views:.1f} % ({r['evaluations']} evaluations) |",
     ]) + "\n"
-    atomic_write_text(RESULTS / "logging_overhead.md", text)
+    write_result(RESULTS / "logging_overhead", results, text)
     print(text)
 
 
@@ -101,12 +96,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=48, help="synthetic MSL frames (256 px)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     args = parser.parse_args()
-    command = "python benchmarks/logging_overhead.py" + "".join(
-        f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v != parser.get_default(k))
+    line = command("logging_overhead", [
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v != parser.get_default(k)])
     with tempfile.TemporaryDirectory() as tmp:
-        data = synth_data(Path(tmp) / "data", args.frames, 256)
+        data = synthetic_tree(Path(tmp) / "data", args.frames, 256)
         run = measure(Path(tmp) / "runs", data, args.steps, args.log_every, args.eval_every, args.device)
-    write({"command": command, "host": platform.node(), "cpu": cpu_model(), "torch": torch.__version__,
+    write({"command": line, "host": platform.node(), "cpu": machine()["cpu"], "torch": torch.__version__,
            "cpu_threads": torch.get_num_threads(), "run": run})
 
 

@@ -1,7 +1,7 @@
 """Training throughput (images/s) and whether the data loader keeps up.
 
-    python benchmarks/train_throughput.py                      # CPU: the demo teacher at 128 px
-    python benchmarks/train_throughput.py --gpu-steps 30       # + GPU: r101_2x_sk1 + deeplabv3 at 512 px
+    python -m benchmarks.train_throughput                      # CPU: the demo teacher at 128 px
+    python -m benchmarks.train_throughput --gpu-steps 30       # + GPU: r101_2x_sk1 + deeplabv3 at 512 px
 
 What it measures, each in this one run so that ratios compare like with like:
 - the training step of the loop (`marsedge.train.engine.loop`: forward under autocast, loss, backward,
@@ -26,9 +26,8 @@ from pathlib import Path
 
 import torch
 
-from marsedge.bench.environment import cpu_model
+from benchmarks.common import DEMO_TEACHER, RESULTS, machine, synthetic_tree, write_result
 from marsedge.data.preprocess import PreprocessSpec
-from marsedge.io import atomic_write_json, atomic_write_text
 from marsedge.models.build import ModelConfig, build_model, count_parameters
 from marsedge.train.config import TrainConfig, load_train_config
 from marsedge.train.engine.distributed import DistContext
@@ -37,9 +36,6 @@ from marsedge.train.engine.optim import build_optimizer
 from marsedge.train.engine.precision import cpu_has_native_bf16, resolve_amp
 from marsedge.train.losses import CrossEntropyLoss
 from marsedge.train.supervised import SegmentationFrames, training_set
-
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 
 
 def step_throughput(model_cfg: ModelConfig, size: int, batch: int, steps: int, device: torch.device,
@@ -93,13 +89,6 @@ def loader_throughput(root: Path, size: int, batch: int, workers: int, batches: 
     return seen / (time.perf_counter() - start)
 
 
-def synth_data(root: Path, n: int, size: int) -> Path:
-    from marsedge.synthetic.navcam import SynthOptions, generate
-
-    generate(SynthOptions(str(root), "msl", n=n, size=size, seed=0, test_fraction=0.0), progress=False)
-    return root
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-steps", type=int, default=8)
@@ -110,10 +99,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="AI4Mars tree for the loader test (default: synthesised)")
     args = parser.parse_args()
 
-    demo = load_train_config(TrainConfig, REPO / "configs" / "demo" / "teacher.yaml", [])
+    demo = load_train_config(TrainConfig, DEMO_TEACHER, [])
     cpu_dev = torch.device("cpu")
     size, batch = demo.data.preprocess.height, demo.batch_size
-    results: dict = {"host": platform.node(), "cpu": cpu_model(), "torch": torch.__version__,
+    results: dict = {"host": platform.node(), "cpu": machine()["cpu"], "torch": torch.__version__,
                      "cpu_threads": torch.get_num_threads(),
                      # what run.amp: auto picks on this CPU (marsedge.train.engine.precision)
                      "cpu_native_bf16": cpu_has_native_bf16(),
@@ -127,7 +116,7 @@ def main() -> None:
         "bf16_img_s": step_throughput(demo.model, size, batch, args.cpu_steps, cpu, "bf16", False),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.data or synth_data(Path(tmp), n=32, size=1024)
+        root = args.data or synthetic_tree(Path(tmp), 32, 1024, test_fraction=0.0)
         results["cpu_demo_teacher"]["loader_img_s"] = loader_throughput(root, size, batch, args.workers, 3)
         results["cpu_demo_teacher"]["loader_workers"] = args.workers
         results["loader_frames"] = str(args.data) if args.data else "synthetic 1024 px MSL frames"
@@ -157,7 +146,6 @@ def gpu_results(args, root: Path) -> dict:
 
 
 def write(results: dict) -> None:
-    atomic_write_json(RESULTS / "train_throughput.json", results)
     c, g = results["cpu_demo_teacher"], results["gpu"]
     rows = [(f"CPU {c['model']} fp32 eager, {c['input']}", f"{c['fp32_img_s']:.1f}"),
             ("CPU same, bf16 autocast", f"{c['bf16_img_s']:.1f}"),
@@ -177,7 +165,7 @@ def write(results: dict) -> None:
     if not isinstance(g, dict):
         lines += ["", f"GPU: {g}"]
     text = "\n".join(lines) + "\n"
-    atomic_write_text(RESULTS / "train_throughput.md", text)
+    write_result(RESULTS / "train_throughput", results, text)
     print(text)
 
 

@@ -257,13 +257,13 @@ def student_step(ctx: Context) -> dict:
 
 @step("train_throughput", 60, needs=("torch-cuda",))
 def throughput_step(ctx: Context) -> dict:
-    """benchmarks/train_throughput.py writes its committed CPU results file: keep that one, file
+    """`python -m benchmarks.train_throughput` writes its committed CPU results file: keep that one, file
     this run's beside the GPU report."""
     results = ROOT / "benchmarks" / "results"
     saved = {p: p.read_bytes() for p in (results / "train_throughput.json", results / "train_throughput.md")
              if p.is_file()}
     try:
-        ctx.sh(*py("benchmarks/train_throughput.py", "--cpu-steps", 2, "--gpu-steps", 20))
+        ctx.sh(*py("-m", "benchmarks.train_throughput", "--cpu-steps", 2, "--gpu-steps", 20))
         figures = json.loads((results / "train_throughput.json").read_text()).get("gpu", {})
         ctx.artifacts["throughput"] = figures
     finally:
