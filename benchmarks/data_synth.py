@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Is the synthetic NAVCAM set fast to make, fair to learn from, and shaped like AI4Mars?
 
-    python benchmarks/data_synth.py                      # 1,000 MSL frames at 512 px, 2 workers
-    python benchmarks/data_synth.py --n 200 --size 256   # quicker look
+    python -m benchmarks.data_synth                      # 1,000 MSL frames at 512 px, 2 workers
+    python -m benchmarks.data_synth --n 200 --size 256   # quicker look
 
 Measures, in one run:
 1. generator speed: wall seconds for N MSL frames at S px with W worker processes (the target:
@@ -26,8 +26,6 @@ Writes benchmarks/results/data_synth.json and .md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import shutil
 import sys
@@ -37,15 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from marsedge.data.ai4mars import AI4MarsDataset, list_items  # noqa: E402
-from marsedge.data.labels import agreement_scores, merge_labels  # noqa: E402
-from marsedge.data.stats import dataset_stats  # noqa: E402
-from marsedge.io import atomic_write_json, atomic_write_text  # noqa: E402
-from marsedge.synthetic.navcam import SynthOptions, generate  # noqa: E402
-from marsedge.terrain import CLASS_NAMES, IGNORE_INDEX, NUM_TERRAIN_CLASSES  # noqa: E402
+from benchmarks.common import RESULTS, command, load_1min, machine, write_result
+from marsedge.data.ai4mars import AI4MarsDataset, list_items
+from marsedge.data.labels import agreement_scores, merge_labels
+from marsedge.data.stats import dataset_stats
+from marsedge.synthetic.navcam import SynthOptions, generate
+from marsedge.terrain import CLASS_NAMES, IGNORE_INDEX, NUM_TERRAIN_CLASSES
 
 # AI4Mars MSL pixels per class (semi-supervised Mars segmentation paper, Table 2)
 AI4MARS_PIXELS = {
@@ -62,14 +57,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", default=None, help="keep the generated set in this folder")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="results folder")
+    p.add_argument("--out", default=str(RESULTS), help="results folder")
     return p.parse_args(argv)
 
 
 def time_generation(root: Path, args: argparse.Namespace) -> dict:
     opts = SynthOptions(str(root), "msl", n=args.n, size=args.size, seed=args.seed, workers=args.workers)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    load_before = os.getloadavg()[0]
+    load_before = load_1min()
     summary = generate(opts, progress=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -79,7 +74,7 @@ def time_generation(root: Path, args: argparse.Namespace) -> dict:
         "workers": summary["workers"],
         "wall_seconds": summary["seconds"],
         "cpu_seconds_per_frame": cpu / max(args.n, 1),
-        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "load_average_1min": [load_before, load_1min()],
         "bytes_written": sum(p.stat().st_size for p in root.rglob("*") if p.is_file()),
     }
 
@@ -216,9 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="marsedge-synth-"))
     try:
         results = {
-            "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
-            "command": "python benchmarks/data_synth.py "
-            + " ".join(argv if argv is not None else sys.argv[1:]),
+            "machine": "{cpu}, {cores} cores".format(**machine()),
+            "command": command("data_synth", argv if argv is not None else sys.argv[1:]),
             "generation": time_generation(root, args),
         }
         results["intensity_baseline"] = intensity_baseline(root)
@@ -228,10 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    out = Path(args.out)
-    atomic_write_json(out / "data_synth.json", results)
     text = markdown(results)
-    atomic_write_text(out / "data_synth.md", text)
+    write_result(Path(args.out) / "data_synth", results, text)
     print(text)
     return 0
 
