@@ -1,7 +1,7 @@
 """Every CPU path of the rover student in ONE interleaved run: PyTorch, ONNX Runtime, OpenVINO, INT8.
 
-    python benchmarks/cpu_runtimes.py --quick                                  # random-init student
-    python benchmarks/cpu_runtimes.py --student runs/edge512/student.pt --data runs/edge512/data
+    python -m benchmarks.cpu_runtimes --quick                                  # random-init student
+    python -m benchmarks.cpu_runtimes --student runs/edge512/student.pt --data runs/edge512/data
 
 The rover student (mnv2_1.0 + separable DeepLabv3+, batch 1,
 1x1x512x512) on PyTorch eager FP32, torch.compile + channels_last (where compile works), ONNX
@@ -40,9 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks.common import REPO, RESULTS, command
 
 # INT8 recipes quantized for the table: (row label, target, recipe)
 RECIPES = [("qop-u8s8-all", "cpu", "qop-u8s8-all"),
@@ -160,7 +158,7 @@ def time_quantize(fp32: Path, data: Path, threads: int) -> dict:
         cmd = [sys.executable, "-m", "marsedge", "quantize", str(fp32), "--calib", str(data), "--target",
                target, "--threads", str(threads), "--min-frames", "8", "-o", str(out), "--force", "--quiet"]
         start = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         walls[target] = {"wall_s": round(time.perf_counter() - start, 1), "rc": done.returncode,
                          "tail": (done.stdout.strip().splitlines()[-3:]
                                   + done.stderr.strip().splitlines()[-2:])}
@@ -243,7 +241,7 @@ def markdown(result: dict) -> str:
             f"{t['recipe']}@{t['runtime']} {t['ms']:.1f} ms{'' if t['passed'] else ' (failed the gate)'}"
             for t in d["tried"]) + " (its own timing, during quantize)")
     if result.get("roofline"):
-        from roofline import markdown as roofline_markdown
+        from benchmarks.roofline import markdown as roofline_markdown
 
         lines += roofline_markdown(result["roofline"])
     if result.get("quantize"):
@@ -284,9 +282,8 @@ def main() -> int:
     if args.quick:
         args.blocks, args.n, args.no_compile = min(args.blocks, 4), min(args.n, 16), True
 
-    import roofline as R
-    from edge_latency import random_checkpoint, synthetic_gate_tree
-
+    from benchmarks import roofline as R
+    from benchmarks.edge_latency import random_checkpoint, synthetic_gate_tree
     from marsedge.bench.environment import load_average
     from marsedge.deploy.export import export
     from marsedge.edge.backends import OnnxBackend, open_backend
@@ -364,14 +361,14 @@ def main() -> int:
     env["load_average_end"] = load_average()
     result = {"model": f"{'random-init ' if not args.student else ''}mnv2_1.0 + separable DeepLabv3+"
                        + (f" ({args.student})" if args.student else ""),
-              "command": "python benchmarks/cpu_runtimes.py " + " ".join(sys.argv[1:]),
+              "command": command("cpu_runtimes", sys.argv[1:]),
               "size": args.size, "threads": args.threads, "blocks": args.blocks, "per_block": args.per_block,
               "macs_g": macs / 1e9, "rows": rows, "floors": floors, "gaps": gaps, "accuracy": accuracy,
               "quantize": quant, "notes": notes, "environment": env, "roofline": roof,
               "default_record": chosen.quantization}
     if args.time_quantize:
         result["quantize_wall"] = time_quantize(fp32, data, args.threads)
-    args.out = args.out or str(ROOT / "benchmarks/results" / f"{cpu_result_name(env)}.json")
+    args.out = args.out or str(RESULTS / f"{cpu_result_name(env)}.json")
     atomic_write_json(args.out, result)
     atomic_write_text(Path(args.out).with_suffix(".md"), markdown(result))
     print(markdown(result))

@@ -1,7 +1,7 @@
 """Which INT8 layout does ONNX Runtime's CPU actually run faster? Measured, not assumed.
 
-    python benchmarks/edge_int8_layouts.py                       # random-init student, synthetic data
-    python benchmarks/edge_int8_layouts.py --onnx student.onnx --data runs/demo/data
+    python -m benchmarks.edge_int8_layouts                       # random-init student, synthetic data
+    python -m benchmarks.edge_int8_layouts --onnx student.onnx --data runs/demo/data
 
 Quantizes one FP32 student ONNX with every recipe in `marsedge.deploy.quantize.CPU_RECIPES` plus the
 nvidia-modelopt QDQ model (the TensorRT target, run here on CPU for reference), all calibrated on
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import RESULTS
+from benchmarks.edge_latency import random_checkpoint, synthetic_gate_tree
 
 
 def main() -> int:
@@ -36,11 +36,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=64, help="calibration frames")
     ap.add_argument("--recipes", default=None, help="comma list (default: all, plus modelopt)")
     ap.add_argument("--work", default=None, help="working folder; models already quantized there are reused")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/edge_int8_layouts.json"))
+    ap.add_argument("--out", default=str(RESULTS / "edge_int8_layouts.json"))
     args = ap.parse_args()
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from edge_latency import random_checkpoint, synthetic_gate_tree
 
     from marsedge.deploy.calibration import calibration_set
     from marsedge.deploy.gate import accuracy_gate, gate_reference

@@ -1,7 +1,7 @@
 """Edge latency benchmark: the edge ratios that matter, measured in one run on this CPU.
 
-    python benchmarks/edge_latency.py                     # random-init models, synthetic data
-    python benchmarks/edge_latency.py --student runs/demo/student.pt --teacher runs/demo/teacher.pt \
+    python -m benchmarks.edge_latency                     # random-init models, synthetic data
+    python -m benchmarks.edge_latency --student runs/demo/student.pt --teacher runs/demo/teacher.pt \
         --data runs/demo/data
 
 Ratios (medians of alternating blocks, marsedge.timing.alternating_medians):
@@ -15,7 +15,7 @@ weights); the INT8 accuracy figures are then meaningless for quality and are lab
 --data a small synthetic AI4Mars tree is generated (calibration on its train split, gate on gold).
 Results: benchmarks/results/edge_latency.json.
 
-    python benchmarks/edge_latency.py --writer-study --model student.int8.onnx --frames-dir DIR
+    python -m benchmarks.edge_latency --writer-study --model student.int8.onnx --frames-dir DIR
 
 The writer study ("edge-run at its backend's speed"): cv2.imencode / blend / postprocess
 micro-benchmarks on a 512 px frame and its mask, then rounds of, alternately, a backend-only child
@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-DEFAULT_OUT = str(ROOT / "benchmarks/results/edge_latency.json")
-STUDY_OUT = ROOT / "benchmarks/results/edge_writer_study.json"
+from benchmarks.common import RESULTS, machine, synthetic_tree
+
+DEFAULT_OUT = str(RESULTS / "edge_latency.json")
+STUDY_OUT = RESULTS / "edge_writer_study.json"
 
 
 def cpu_flags() -> list[str]:
@@ -66,11 +66,7 @@ def random_checkpoint(path: Path, backbone: str, head: str, size: int, separable
 
 def synthetic_gate_tree(root: Path, frame_size: int) -> Path:
     """44 procedural MSL frames in the AI4Mars layout: 36 to calibrate on, 8 gold frames for the gate."""
-    from marsedge.synthetic.navcam import SynthOptions, generate
-
-    generate(SynthOptions(str(root), "msl", n=44, size=frame_size, seed=0, test_fraction=8 / 44, workers=1),
-             progress=False)
-    return root
+    return synthetic_tree(root, 44, frame_size, test_fraction=8 / 44, workers=1)
 
 
 def main() -> int:
@@ -97,7 +93,7 @@ def main() -> int:
                     "/dev/shm separates the pipeline from the disk")
     args = ap.parse_args()
     if args.writer_study:
-        from writer_study import study
+        from benchmarks.writer_study import study
 
         if not (args.model and args.frames_dir):
             raise SystemExit("--writer-study needs --model and --frames-dir")
@@ -108,7 +104,6 @@ def main() -> int:
 
     import torch
 
-    from marsedge.bench.environment import cpu_model
     from marsedge.data.frames import read_frame
     from marsedge.deploy.export import export
     from marsedge.deploy.quantize import QuantizeOptions, quantize_model
@@ -160,7 +155,7 @@ def main() -> int:
 
     gate = record["gate"]
     result = {
-        "cpu": cpu_model(), "cpu_flags": cpu_flags(), "threads": args.threads,
+        "cpu": machine()["cpu"], "cpu_flags": cpu_flags(), "threads": args.threads,
         "size": args.size, "student": str(args.student or "random-init mnv2_1.0 + separable deeplabv3plus"),
         "teacher": str(args.teacher or f"random-init {args.teacher_backbone} + deeplabv3"),
         "weights_trained": trained,
