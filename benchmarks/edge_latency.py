@@ -19,9 +19,9 @@ Results: benchmarks/results/edge_latency.json.
 
 The writer study ("edge-run at its backend's speed"): cv2.imencode / blend / postprocess
 micro-benchmarks on a 512 px frame and its mask, then rounds of, alternately, a backend-only child
-process (nothing else in it) and edge-run child processes with each change undone or added
-(`writer_study.VARIANTS`: the patches reproduce the behaviour before the change), each ratio taken
-against the backend-only run next to it, with the load average (uptime) beside each figure.
+process (nothing else in it) and edge-run child processes with each set of output options
+(`writer_study.VARIANTS`), each ratio taken against the backend-only run next to it, with the load
+average beside each figure.
 Results: benchmarks/results/edge_writer_study.json.
 """
 
@@ -87,7 +87,8 @@ def main() -> int:
     ap.add_argument("--writer-study", action="store_true", help="the edge-run writer study (see above)")
     ap.add_argument("--model", help="--writer-study: the ONNX model edge-run runs")
     ap.add_argument("--rounds", type=int, default=2, help="--writer-study: rounds over every variant")
-    ap.add_argument("--variants", help="--writer-study: comma list of indices into writer_study.VARIANTS")
+    ap.add_argument("--variants", help="--writer-study: comma list of indices into writer_study.VARIANTS "
+                    "(default: all)")
     ap.add_argument("--backend", help="--writer-study: edge-run's --backend (default: from the suffix)")
     ap.add_argument("--out-root", help="--writer-study: where edge-run writes (default: the temp folder); "
                     "/dev/shm separates the pipeline from the disk")

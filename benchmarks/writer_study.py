@@ -1,15 +1,16 @@
-"""Where edge-run's writer cost goes, and what each change bought: run through
-`python benchmarks/edge_latency.py --writer-study --model M.onnx --frames-dir DIR`.
+"""Where edge-run's writer cost goes, and what each output option costs: run through
+`python -m benchmarks.edge_latency --writer-study --model M.onnx --frames-dir DIR`.
 
 Two parts, both on this machine, in one run:
   1. micro-benchmarks (time.perf_counter, mean of 40 calls) of each per-frame step the writer
      and the postprocessing do on the first frame at its size: argmax, class fractions, hazards,
-     the mask PNG at each zlib level / strategy and as a palette PNG, the overlay blend (before:
-     repeat + gather + addWeighted + cvtColor; now: one (class, grey) table lookup) and the JPEG
-     at each quality / subsampling. The mask is the frame quantised into 6 smooth regions (a
-     randomly initialised model predicts one class nearly everywhere, which no real mask does).
+     the mask PNG at each zlib level / strategy and as a palette PNG, the overlay blend (numpy
+     repeat + gather + addWeighted + cvtColor against `Writer.overlay`'s (class, grey) table lookup)
+     and the JPEG at each quality / subsampling. The mask is the frame quantised into 6 smooth
+     regions (a randomly initialised model predicts one class nearly everywhere, which no real mask
+     does).
   2. rounds of child processes, alternately the backend alone (nothing else in the process) and
-     edge-run with one variant (`VARIANTS`: patches that undo or add one change), so every
+     `python -m marsedge.edge.run` with one variant (`VARIANTS`: edge-run's own options), so every
      variant's end-to-end FPS is divided by the mean of the two backend-only runs around it.
      The backend alone is timed in both ways it can run: one frame at a time on all threads
      (`--streams 1`, what `marsedge bench` times) and two frames at once on one thread each
@@ -20,6 +21,7 @@ Two parts, both on this machine, in one run:
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -31,166 +33,23 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import REPO, load_1min, machine
 
-# The behaviour before each change, as patches applied in the child before edge-run starts.
-POST_IN_INFER = """
-from marsedge.edge import pipeline as P
-_process, _post = P.Pipeline.process, P.Pipeline.postprocess
-def process(self, frame):
-    if not _process(self, frame):
-        return False
-    _post(self, frame)
-    return True
-def postprocess(self, frame):
-    if frame.logits is not None:
-        _post(self, frame)
-P.Pipeline.process, P.Pipeline.postprocess = process, postprocess
-"""
-OLD_BLEND = """
-import cv2, numpy as np
-from marsedge.edge import sinks
-def overlay(self, image, mask):
-    rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
-    blend = cv2.addWeighted(rgb, 1 - self.alpha, self.bgr_lut[:, ::-1][mask], self.alpha, 0)
-    return cv2.cvtColor(blend, cv2.COLOR_RGB2BGR)
-sinks.Writer.overlay = overlay
-"""
-NP_ARGMAX = """
-import numpy as np
-from marsedge.edge import predict
-predict.argmax_ids = lambda logits: np.argmax(logits, axis=1).astype(np.uint8)
-"""
-NO_SPIN = """
-import onnxruntime as ort
-_Session = ort.InferenceSession
-class Session(_Session):
-    def __init__(self, path, options=None, *a, **k):
-        options = options or ort.SessionOptions()
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        super().__init__(path, options, *a, **k)
-ort.InferenceSession = Session
-"""
-# ORT's dynamic block sizing of its parallel loops: a preempted thread holds back a smaller share
-DYNAMIC_BLOCKS = NO_SPIN.replace('"session.intra_op.allow_spinning", "0"',
-                                 '"session.dynamic_block_base", "4"')
-# reader and writer threads at a lower CPU priority (Linux: per-thread nice through the thread id),
-# so the scheduler hands the cores to ONNX Runtime's threads first and the I/O work fills the gaps
-NICE_IO = """
-import os, threading
-from marsedge.edge import pipeline as P
-_guarded = P.Pipeline._guarded
-def guarded(self, name, stage, code):
-    if name == "inference":
-        return _guarded(self, name, stage, code)
-    def niced():
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        stage()
-    return _guarded(self, name, niced, code)
-P.Pipeline._guarded = guarded
-"""
-# the per-frame work before the per-frame cuts: (class, grey) table blend, bitwise argmax, np.bincount
-BEFORE_CUTS = """
-import cv2, numpy as np
-from marsedge.edge import hazards, predict, sinks
-def overlay(self, image, mask):
-    if image.ndim == 2 and image.dtype == np.uint8 and mask.dtype == np.uint8:
-        if getattr(self, "_table", None) is None:
-            grey = np.repeat(np.tile(np.arange(256, dtype=np.uint8), 256)[:, None], 3, axis=1)
-            colour = np.repeat(self.bgr_lut, 256, axis=0)
-            self._table = cv2.addWeighted(grey, 1 - self.alpha, colour, self.alpha, 0)
-        return np.take(self._table, (mask.astype(np.uint16) << 8) | image, axis=0)
-    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR if image.ndim == 3 else cv2.COLOR_GRAY2BGR)
-    return cv2.addWeighted(bgr, 1 - self.alpha, self.bgr_lut[mask], self.alpha, 0)
-def argmax_ids(logits):
-    logits = np.ascontiguousarray(logits)
-    if logits.dtype != np.float32 or np.isnan(logits.max()):
-        return np.argmax(logits, axis=1).astype(np.uint8)
-    out = np.zeros((logits.shape[0], *logits.shape[2:]), np.uint8)
-    for n, planes in enumerate(logits):
-        best, ids = planes[0].copy(), out[n]
-        for c in range(1, planes.shape[0]):
-            greater = cv2.compare(planes[c], best, cv2.CMP_GT)
-            cv2.bitwise_and(ids, cv2.bitwise_not(greater), dst=ids)
-            cv2.bitwise_or(ids, cv2.bitwise_and(greater, c), dst=ids)
-            cv2.max(best, planes[c], dst=best)
-    return out
-def class_counts(mask, where=None):
-    return np.bincount(mask.reshape(-1) if where is None else mask[where.astype(bool)], minlength=256)
-sinks.Writer.overlay, predict.argmax_ids, hazards.class_counts = overlay, argmax_ids, class_counts
-"""
-# the interpreter hands the GIL over after 0.5 ms instead of 5 ms: the inference thread, back from
-# ONNX Runtime, waits less for a writer that holds it
-SWITCH_FAST = "import sys\nsys.setswitchinterval(0.0005)\n"
-CV_CORES = ["--cv-threads", str(os.cpu_count() or 1)]  # OpenCV's default thread count (before)
-PNG_FILTER_BEFORE = """
-from marsedge.edge import sinks
-sinks.MASK_PNG[:] = []
-"""
-PREPROCESS_BEFORE = """
-import numpy as np
-from marsedge.data import preprocess as pre
-from marsedge.edge import pipeline
-def preprocess(image, spec):  # steps 3 and 4 as two array passes, as before the lookup table
-    image = pre.to_grey(image, spec.colour_to_grey)
-    x = image.astype(np.float32) / 255.0
-    return np.clip(x * np.float32(spec.gain), 0.0, 1.0, out=x)[None]
-pipeline.preprocess = preprocess  # (grey frames at the model size: this study's frames)
-"""
-ONE = ["--streams", "1"]  # one frame at a time on all threads: edge-run before --streams
-ENCODE_IN_STREAMS = """
-from marsedge.edge import pipeline as P
-# after POST_IN_INFER, in the same namespace: its own names (_process, process) are left alone
-_postprocessed = P.Pipeline.process
-def process_and_encode(self, frame):
-    if not _postprocessed(self, frame):
-        return False
-    if frame.error is None:
-        self.writer.encode(frame)  # frame.encoded: the writer then writes it without encoding again
-    return True
-P.Pipeline.process = process_and_encode
-"""
-VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run options)
-    "0 before (postprocess in infer thread, numpy argmax, old blend, cv2 threads = cores)":
-        (POST_IN_INFER + NP_ARGMAX + OLD_BLEND, CV_CORES + ONE),
-    "1 + postprocess in writer thread": (NP_ARGMAX + OLD_BLEND, CV_CORES + ONE),
-    "2 + table blend": (NP_ARGMAX, CV_CORES + ONE),
-    "3 + OpenCV argmax": ("", CV_CORES + ONE),
-    "4 + cv2 threads 1 (the default of one stream)": ("", ONE),
-    "5 one stream + ORT allow_spinning=0": (NO_SPIN, ONE),
-    "6 one stream + --overlay-every 2": ("", ["--overlay-every", "2", *ONE]),
-    "7 one stream + --visualize '' (no images)": ("", ["--visualize", "", *ONE]),
-    "8 one stream + ORT dynamic_block_base 4": (DYNAMIC_BLOCKS, ONE),
-    "9 one stream + reader/writer threads at nice 10": (NICE_IO, ONE),
-    "10 one stream + nice 10 + ORT allow_spinning=0": (NICE_IO + NO_SPIN, ONE),
-    "11 one stream before the per-frame cuts (table blend, bitwise argmax, bincount)": (BEFORE_CUTS, ONE),
-    "12 one stream + GIL switch interval 0.5 ms": (SWITCH_FAST, ONE),
-    "13 one stream + dynamic_block_base 4 + GIL switch interval 0.5 ms": (DYNAMIC_BLOCKS + SWITCH_FAST, ONE),
-    "14 default now: 2 streams (two frames at once, one thread each)": ("", []),
-    "15 default + --visualize '' (no images)": ("", ["--visualize", ""]),
-    "16 default with the PNG mask filter of before (OpenCV's default)": (PNG_FILTER_BEFORE, []),
-    "17 default with the preprocessing of before (two array passes, no table)": (PREPROCESS_BEFORE, []),
-    "18 default + --overlay-every 2": ("", ["--overlay-every", "2"]),
-    "19 default + --overlay-every 4": ("", ["--overlay-every", "4"]),
-    "20 default + --visualize mask (no overlays)": ("", ["--visualize", "mask"]),
-    "21 default with postprocessing in the stream threads": (POST_IN_INFER, []),
-    "22 default with postprocessing and encoding in the stream threads":
-        (POST_IN_INFER + ENCODE_IN_STREAMS, []),
-    "23 default + --encoders 2 (on a CPU runtime)": ("", ["--encoders", "2"]),
+ONE = ["--streams", "1"]  # one frame at a time on all threads
+CV_CORES = ["--cv-threads", str(os.cpu_count() or 1)]  # OpenCV's own default thread count
+VARIANTS: dict[str, list[str]] = {  # name -> edge-run options
+    "0 default: 2 streams (two frames at once, one thread each)": [],
+    "1 default + --visualize '' (no images)": ["--visualize", ""],
+    "2 default + --visualize mask (no overlays)": ["--visualize", "mask"],
+    "3 default + --overlay-every 2": ["--overlay-every", "2"],
+    "4 default + --overlay-every 4": ["--overlay-every", "4"],
+    "5 default + --encoders 2 (on a CPU runtime)": ["--encoders", "2"],
+    "6 default + --cv-threads CORES (OpenCV's own default)": CV_CORES,
+    "7 one stream (--streams 1)": ONE,
+    "8 one stream + --visualize '' (no images)": ["--visualize", "", *ONE],
+    "9 one stream + --overlay-every 2": ["--overlay-every", "2", *ONE],
+    "10 one stream + --cv-threads CORES": CV_CORES + ONE,
 }
-BACKEND_ALONE = """
-import json, sys, time
-from marsedge.edge.backends import open_backend
-from marsedge.edge.pipeline import backend_alone
-b = open_backend(sys.argv[1], sys.argv[5] or None, threads=int(sys.argv[2]), streams=int(sys.argv[4]))
-backend_alone(b, 1.0)  # warm-up (arena growth, first-run allocations), like the run's own probe
-print(json.dumps(backend_alone(b, float(sys.argv[3]))))
-"""
-EDGE_RUN = "import sys\nfrom marsedge.edge.run import main\n{patch}\nsys.exit(main(sys.argv[1:]))\n"
-
-
-def load() -> float:
-    return round(os.getloadavg()[0], 2)
 
 
 def timed(fn, n: int = 40) -> float:
@@ -223,7 +82,8 @@ def micro(frame_path: Path, model: Path, threads: int) -> dict:
     hazards = HazardRules.for_model(load_hazard_config(None), table)
     writer = Writer(Path(tempfile.mkdtemp()), {"mask", "overlay"}, 0.5, table)
     rgb_lut = palette(table)
-    out: dict = {"frame": str(frame_path), "shape": list(image.shape), "load": load(), "ms": {}, "bytes": {}}
+    out: dict = {"frame": str(frame_path), "shape": list(image.shape), "load": load_1min(), "ms": {},
+                 "bytes": {}}
 
     def record(name: str, fn, size=None) -> None:
         out["ms"][name] = timed(fn)
@@ -231,14 +91,14 @@ def micro(frame_path: Path, model: Path, threads: int) -> dict:
             out["bytes"][name] = len(size())
 
     spec = backend.spec
-    record("preprocess now (one lookup table)", lambda: preprocess(image, spec))
-    record("preprocess before (astype, divide, multiply, clip)",
+    record("preprocess, edge-run (one lookup table)", lambda: preprocess(image, spec))
+    record("preprocess as array passes (astype, divide, multiply, clip)",
            lambda: np.clip(image.astype(np.float32) / 255.0 * np.float32(spec.gain), 0.0, 1.0)[None])
-    record("argmax numpy (before)", lambda: np.argmax(logits, axis=1).astype(np.uint8))
-    record("argmax now (logits_to_mask)", lambda: logits_to_mask(logits, image.shape[:2]))
+    record("argmax numpy", lambda: np.argmax(logits, axis=1).astype(np.uint8))
+    record("argmax, edge-run (logits_to_mask)", lambda: logits_to_mask(logits, image.shape[:2]))
     record("class_fractions", lambda: class_fractions(mask, table))
     record("hazards.assess", lambda: hazards.assess(mask))
-    png = {"edge-run (filter none)": MASK_PNG, "opencv default (before)": [],
+    png = {"edge-run (filter none)": MASK_PNG, "opencv default": [],
            "filter up": [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP],
            "filter sub": [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB],
            "level 0": [cv2.IMWRITE_PNG_COMPRESSION, 0],
@@ -264,8 +124,8 @@ def micro(frame_path: Path, model: Path, threads: int) -> dict:
         rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
         return cv2.cvtColor(cv2.addWeighted(rgb, 0.5, rgb_lut[mask], 0.5, 0), cv2.COLOR_RGB2BGR)
 
-    record("overlay blend before (repeat, gather, addWeighted, cvtColor)", old_blend)
-    record("overlay blend now (Writer.overlay)", lambda: writer.overlay(image, mask))
+    record("overlay blend numpy (repeat, gather, addWeighted, cvtColor)", old_blend)
+    record("overlay blend, edge-run (Writer.overlay)", lambda: writer.overlay(image, mask))
     out["overlay_blend_identical"] = bool(np.array_equal(old_blend(), writer.overlay(image, mask)))
     blend = writer.overlay(image, mask)
     jpeg = {"q95 4:2:0 (edge-run)": OVERLAY_JPEG, "q90 4:2:0": [cv2.IMWRITE_JPEG_QUALITY, 90],
@@ -281,29 +141,49 @@ def micro(frame_path: Path, model: Path, threads: int) -> dict:
     return out
 
 
-def child(code: str, args: list[str]) -> str:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, check=False)
+def child(module: str, args: list[str]) -> str:
+    """`python -m MODULE ARGS` from the repository root; its stdout."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, check=False)
     if done.returncode != 0:
         raise SystemExit(f"child failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     return done.stdout
 
 
 def alone(model: Path, threads: int, streams: int, backend: str | None, seconds: float = 5.0) -> dict:
-    start = load()
-    args = [str(model), str(threads), str(seconds), str(streams), backend or ""]
-    return {**json.loads(child(BACKEND_ALONE, args).splitlines()[-1]), "load": start}
+    """The backend alone in a child process of its own (`backend_alone_main`)."""
+    start = load_1min()
+    args = ["alone", str(model), "--threads", str(threads), "--seconds", str(seconds), "--streams",
+            str(streams), *(["--backend", backend] if backend else [])]
+    return {**json.loads(child("benchmarks.writer_study", args).splitlines()[-1]), "load": start}
 
 
+def backend_alone_main(argv: list[str]) -> int:
+    """`python -m benchmarks.writer_study alone MODEL ...`: after a warm-up (arena growth, first-run
+    allocations, like edge-run's own probe), `marsedge.edge.pipeline.backend_alone` as one json line."""
+    from marsedge.edge.backends import open_backend
+    from marsedge.edge.pipeline import backend_alone
 
-def edge_run(model: Path, frames: Path, threads: int, patch: str, extra: list[str],
-             backend: str | None, out_root: Path | None = None) -> dict:
+    p = argparse.ArgumentParser(description=backend_alone_main.__doc__.splitlines()[0])
+    p.add_argument("model")
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--streams", type=int, default=1)
+    p.add_argument("--backend", default=None)
+    args = p.parse_args(argv)
+    b = open_backend(args.model, args.backend, threads=args.threads, streams=args.streams)
+    backend_alone(b, 1.0)
+    print(json.dumps(backend_alone(b, args.seconds)))
+    return 0
+
+
+def edge_run(model: Path, frames: Path, threads: int, extra: list[str], backend: str | None,
+             out_root: Path | None = None) -> dict:
     out = Path(tempfile.mkdtemp(prefix="writer_study_", dir=out_root)) / "out"
-    start = load()
-    child(EDGE_RUN.format(patch=patch), [str(frames), str(out), "--model", str(model), "--threads",
-                                         str(threads), "--backend-probe", "3",
-                                         *(["--backend", backend] if backend else []), *extra])
+    start = load_1min()
+    child("marsedge.edge.run", [str(frames), str(out), "--model", str(model), "--threads", str(threads),
+                                "--backend-probe", "3", *(["--backend", backend] if backend else []), *extra])
     s = json.loads((out / "summary.json").read_text())
     return {"load": start, "fps": s["fps"], "frames_ok": s["frames_ok"], "streams": s["backend"]["streams"],
             "probe_fps_after_run": s["backend_fps"], "ratio_vs_probe_after_run": s["fps_vs_backend"],
@@ -327,12 +207,11 @@ def filesystem(path: Path) -> str:
 
 def study(model: Path, frames: Path, threads: int, rounds: int, out_path: Path,
           only: list[int] | None = None, backend: str | None = None, out_root: Path | None = None) -> int:
-    from marsedge.bench.environment import cpu_model
     from marsedge.io import atomic_write_json
 
     first = sorted(p for p in frames.iterdir() if p.is_file())[0]
-    result: dict = {"command": " ".join(["python benchmarks/edge_latency.py", *sys.argv[1:]]),
-                    "cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads, "model": str(model),
+    result: dict = {"command": " ".join(["python -m benchmarks.edge_latency", *sys.argv[1:]]),
+                    "cpu": machine()["cpu"], "cores": os.cpu_count(), "threads": threads, "model": str(model),
                     "backend": backend or "from the suffix",
                     "output_root": str(out_root or tempfile.gettempdir()),
                     "output_filesystem": filesystem(out_root or Path(tempfile.gettempdir())),
@@ -345,8 +224,7 @@ def study(model: Path, frames: Path, threads: int, rounds: int, out_path: Path,
         before = {n: alone(model, threads, n, backend) for n in (1, 2)}
         runs = []
         for name in names:
-            patch, extra = VARIANTS[name]
-            run = edge_run(model, frames, threads, patch, extra, backend, out_root)
+            run = edge_run(model, frames, threads, VARIANTS[name], backend, out_root)
             after = {n: alone(model, threads, n, backend) for n in (1, 2)}
             base = {n: (before[n]["fps"] + after[n]["fps"]) / 2 for n in (1, 2)}
             own = base[run["streams"]]
@@ -410,3 +288,9 @@ def write_markdown(result: dict, path: Path) -> None:
             f"{max(alone[2]):.1f} FPS (a shared VM: compare within a round).\n\n"
             + "\n".join(rows) + f"\n\nPer-step ms on one frame, one thread (micro): {micro}\n")
     atomic_write_text(path, text)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["alone"]:
+        raise SystemExit("the writer study runs as `python -m benchmarks.edge_latency --writer-study ...`")
+    raise SystemExit(backend_alone_main(sys.argv[2:]))
