@@ -1,15 +1,16 @@
 """What `edge-run --encoders N` buys where inference leaves the CPU idle (a GPU or DLA backend).
 
-    python benchmarks/encoder_pool.py --model student.int8.onnx --frames-dir DIR --frames 120 \\
+    python -m benchmarks.encoder_pool --model student.int8.onnx --frames-dir DIR --frames 120 \\
         --encoders 1,2,3 --rounds 3
 
 No GPU here, so inference is taken off the CPU the one honest way there is: the real model's logits
 for every frame are computed first (ONNX Runtime, in this process), and the edge-run children replay
-them (`Pipeline.process` looks the frame's logits up instead of calling the backend). Everything
-else is edge-run as shipped: decoding, preprocessing, postprocessing, PNG/JPEG encoding, the atomic
-writes and frames.jsonl. So each FPS is the ceiling edge-run's other stages allow, i.e. the most a
-backend that costs the CPU nothing could reach; it says nothing about any backend's own speed.
-Rounds alternate the encoder counts; every figure carries the 1-minute load average at its start.
+them (`ReplayBackend`, handed to `marsedge.edge.run.main` as its backend: each frame's logits looked
+up by a fingerprint of its preprocessed tensor instead of computed). Everything else is edge-run as
+shipped: decoding, preprocessing, postprocessing, PNG/JPEG encoding, the atomic writes and
+frames.jsonl. So each FPS is the ceiling edge-run's other stages allow, i.e. the most a backend that
+costs the CPU nothing could reach; it says nothing about any backend's own speed. Rounds alternate
+the encoder counts; every figure carries the 1-minute load average at its start.
 """
 
 from __future__ import annotations
@@ -23,24 +24,32 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from writer_study import ROOT, child, filesystem, load  # noqa: E402
+from benchmarks.common import RESULTS, command, load_1min, machine
+from benchmarks.writer_study import child, filesystem
 
-REPLAY = """
-import json, pathlib, numpy as np
-from marsedge.edge import pipeline as P
-CACHE = {{int(p.stem): np.load(p) for p in pathlib.Path({cache!r}).glob("*.npy")}}
-NAMES = json.loads((pathlib.Path({cache!r}) / "names.json").read_text())
-def process(self, frame):  # the logits the real model gave this frame, computed before the run
-    assert frame.name == NAMES[frame.index], (frame.name, NAMES[frame.index])
-    frame.logits, frame.tensor = CACHE[frame.index], None
-    frame.ms["infer"] = 0.0
-    return True
-P.Pipeline.process = process
-from marsedge.edge.run import main
-import sys
-sys.exit(main(sys.argv[1:]))
-"""
+
+def fingerprint(batch: np.ndarray) -> bytes:
+    """A few hundred samples of a preprocessed frame: tells the frames of one folder apart for
+    next to no CPU (hashing the whole tensor would cost the pipeline what this measures without)."""
+    flat = np.ascontiguousarray(batch, np.float32).reshape(-1)
+    return flat[:: max(1, flat.size // 509)].tobytes()
+
+
+class ReplayBackend:
+    """The real model's description (metadata, spec, streams) with `infer` replaced by a lookup of
+    the logits the real model gave the same frame (cache/i.npy, keyed by `fingerprint`)."""
+
+    def __init__(self, real, cache: Path) -> None:
+        self.real, self.name, self.precision = real, real.name, real.precision
+        self.metadata, self.spec, self.streams = real.metadata, real.spec, getattr(real, "streams", 1)
+        self.logits = {bytes.fromhex(key): np.load(cache / f"{index}.npy")
+                       for index, key in enumerate(json.loads((cache / "keys.json").read_text()))}
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self.logits[fingerprint(batch)]
+
+    def close(self) -> None:
+        self.real.close()
 
 
 def cache_logits(model: Path, frames: list[Path], cache: Path, threads: int) -> None:
@@ -49,28 +58,44 @@ def cache_logits(model: Path, frames: list[Path], cache: Path, threads: int) -> 
     from marsedge.data.preprocess import preprocess
     from marsedge.edge.backends import open_backend
 
-    backend = open_backend(model, threads=threads)
+    backend, keys = open_backend(model, threads=threads), []
     try:
         for index, path in enumerate(frames):
-            logits = backend.infer(preprocess(read_frame(path), backend.spec)[None])
-            np.save(cache / f"{index}.npy", np.ascontiguousarray(logits, np.float32))
-        (cache / "names.json").write_text(json.dumps([p.name for p in frames]))
+            batch = preprocess(read_frame(path), backend.spec)[None]
+            np.save(cache / f"{index}.npy", np.ascontiguousarray(backend.infer(batch), np.float32))
+            keys.append(fingerprint(batch).hex())
+        (cache / "keys.json").write_text(json.dumps(keys))
     finally:
         backend.close()
 
 
 def edge_run(frames: Path, model: Path, cache: Path, encoders: int, n: int, out_root: Path) -> dict:
     out = Path(tempfile.mkdtemp(prefix="encoder_pool_", dir=out_root)) / "out"
-    start = load()
-    child(REPLAY.format(cache=str(cache)), [str(frames), str(out), "--model", str(model), "--streams", "1",
-                                            "--threads", "1", "--encoders", str(encoders),
-                                            "--max-frames", str(n), "--backend-probe", "0"])
+    start = load_1min()
+    child("benchmarks.encoder_pool", ["replay", str(cache), str(frames), str(out), "--model", str(model),
+                                      "--streams", "1", "--threads", "1", "--encoders", str(encoders),
+                                      "--max-frames", str(n), "--backend-probe", "0"])
     s = json.loads((out / "summary.json").read_text())
     return {"load": start, "fps": s["fps"], "frames_ok": s["frames_ok"],
             "stages_mean_ms": {k: v.get("mean") for k, v in s["stages_ms"].items()}}
 
 
+def replay(argv: list[str]) -> int:
+    """`python -m benchmarks.encoder_pool replay CACHE EDGE-RUN-ARGS...`: edge-run with the logits
+    in CACHE replayed (the child of each measurement)."""
+    from marsedge.edge.backends import open_backend
+    from marsedge.edge.run import build_parser
+    from marsedge.edge.run import main as edge_run_main
+
+    cache, edge_args = Path(argv[0]), argv[1:]
+    args = build_parser().parse_args(edge_args)
+    real = open_backend(args.model, args.backend, threads=args.threads, streams=args.streams or 1)
+    return edge_run_main(edge_args, backend=ReplayBackend(real, cache))
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["replay"]:
+        return replay(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="the ONNX model whose logits are replayed")
     ap.add_argument("--frames-dir", required=True, help="folder of frames (sorted; the first --frames)")
@@ -78,10 +103,9 @@ def main() -> int:
     ap.add_argument("--encoders", default="1,2,3", help="comma list of --encoders values")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the logits")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/edge_encoder_pool.json"))
+    ap.add_argument("--out", default=str(RESULTS / "edge_encoder_pool.json"))
     ap.add_argument("--out-root", help="where edge-run writes (default: the temp folder)")
     args = ap.parse_args()
-    from marsedge.bench.environment import cpu_model
     from marsedge.io import atomic_write_json, atomic_write_text
 
     frames_dir, model = Path(args.frames_dir), Path(args.model)
@@ -97,7 +121,7 @@ def main() -> int:
                 last = runs[k][-1]
                 print(f"round {r + 1} encoders {k}: {last['fps']:.1f} FPS (load {last['load']})")
     rows = {k: {"median_fps": statistics.median(x["fps"] for x in v), "runs": v} for k, v in runs.items()}
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "cpu": cpu_model(),
+    result = {"command": command("encoder_pool", sys.argv[1:]), "cpu": machine()["cpu"],
               "frames": len(frames), "model": str(model), "output_filesystem": filesystem(out_root),
               "note": "inference replayed from cached real logits: the ceiling of the other stages",
               "encoders": rows}

@@ -170,7 +170,10 @@ def open_model(args: argparse.Namespace):
     return backend
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, backend=None) -> int:
+    """The run of parsed ARGS. `backend`: one already open to run instead of opening --model (which
+    still names the model in run.json and the summary), e.g. a benchmark's stand-in that replays
+    the model's logits (benchmarks/encoder_pool.py); it must describe the same model."""
     out = Path(args.output)
     visuals = {v.strip() for v in args.visualize.split(",") if v.strip()}
     if visuals - set(VISUALS):
@@ -186,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"OUTPUT {out} is not empty: pass --resume to continue the earlier run "
                           "or --overwrite to replace what it wrote")
     hazard_config = load_hazard_config(args.hazards)
-    backend = open_model(args)
+    backend = open_model(args) if backend is None else backend
     classifier = is_classifier(backend)
     if classifier:  # a class per frame: nothing to draw, no terrain to assess
         print(f"edge-run: note: {args.model} is an image classifier: frames.jsonl gets each frame's "
@@ -381,10 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, backend=None) -> int:
+    """edge-run with ARGV; `backend` as `run` takes it."""
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        return run(args, backend)
     except MarsedgeError as exc:
         if args.debug:
             traceback.print_exc()

@@ -1,0 +1,105 @@
+"""benchmarks/ as a package: every benchmark imports as `benchmarks.NAME` without path edits, the
+shared scaffolding does what the benchmarks rely on, and the edge studies measure edge-run through
+its public options (the writer study's variants are edge-run options; the encoder-pool study hands
+edge-run a backend that replays the real model's logits)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = sorted(p.stem for p in (REPO / "benchmarks").glob("*.py") if p.stem != "__init__")
+
+
+def test_no_benchmark_edits_the_import_path():
+    edits = [f"{p.name}:{i}" for p in (REPO / "benchmarks").glob("*.py")
+             for i, line in enumerate(p.read_text().splitlines(), 1) if "sys.path" in line]
+    assert edits == []
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_every_benchmark_imports_as_a_package_module(name):
+    module = importlib.import_module(f"benchmarks.{name}")
+    assert module.__doc__, f"benchmarks/{name}.py says what it measures"
+
+
+def test_train_runs_a_config_through_its_mode_and_reads_a_finished_run_back(tiny_ai4mars, tmp_path):
+    from benchmarks.common import finished_run, train
+
+    config = {"mode": "finetune", "seed": 0, "epochs": 1, "batch_size": 4, "num_workers": 0,
+              "model": {"backbone": "r18_0.25x_sk0", "head": "deeplabv3", "head_channels": 16},
+              "data": {"root": str(tiny_ai4mars), "preprocess": {"height": 32, "width": 32}},
+              "run": {"eval_every": 0, "confusion_png": False}}
+    calls = []
+
+    def figures() -> dict:
+        summary = train(tmp_path, "tiny", config, resume=True)
+        calls.append(summary)
+        return {"steps": summary["step"], "resumed": summary["resumed"]}
+
+    first = finished_run(tmp_path, "tiny", figures)
+    assert first["steps"] > 0 and first["resumed"] is False
+    assert calls[0]["seconds"] > 0 and calls[0]["cpu_seconds"] > 0
+    assert (tmp_path / "configs" / "tiny.yaml").is_file() and (tmp_path / "runs/tiny/last.pt").is_file()
+    assert finished_run(tmp_path, "tiny", figures) == first and len(calls) == 1  # read back, not retrained
+
+
+def test_writer_study_variants_are_edge_run_options(tmp_path):
+    from benchmarks.writer_study import VARIANTS
+    from marsedge.edge.run import build_parser
+
+    for name, options in VARIANTS.items():
+        args = build_parser().parse_args(["in", str(tmp_path / "out"), "--model", "m.onnx", *options])
+        assert args.model == "m.onnx", name
+
+
+def test_backend_alone_child_prints_its_figures(edge_student):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.writer_study", "alone", str(edge_student[1]),
+                           "--threads", "1", "--seconds", "0.2"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout.splitlines()[-1])
+    assert figures["fps"] > 0 and figures["calls"] >= 3 and figures["streams"] == 1
+
+
+def test_edge_run_with_replayed_logits_writes_the_real_models_masks(edge_student, tiny_ai4mars, tmp_path):
+    """The encoder-pool study's child: edge-run handed a ReplayBackend gives the masks the real
+    model gives, and never calls the real model."""
+    from benchmarks.encoder_pool import ReplayBackend, cache_logits
+    from marsedge.edge.backends import open_backend
+    from marsedge.edge.run import main
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for path in sorted((tiny_ai4mars / "msl/images/edr").iterdir())[:3]:
+        shutil.copy(path, frames / path.name)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache_logits(edge_student[1], sorted(frames.iterdir()), cache, threads=1)
+    common = ["--model", str(edge_student[1]), "--threads", "1", "--streams", "1", "--backend-probe", "0",
+              "--visualize", "mask"]
+    assert main([str(frames), str(tmp_path / "real"), *common]) == 0
+
+    class Counted(ReplayBackend):
+        calls = 0
+
+        def infer(self, batch: np.ndarray) -> np.ndarray:
+            Counted.calls += 1
+            return super().infer(batch)
+
+    replay = Counted(open_backend(edge_student[1], threads=1), cache)
+    assert main([str(frames), str(tmp_path / "replayed"), *common], backend=replay) == 0
+    summary = json.loads((tmp_path / "replayed" / "summary.json").read_text())
+    assert summary["frames_ok"] == 3 and summary["frames_failed"] == 0 and Counted.calls == 3
+    masks = sorted((tmp_path / "real" / "masks").iterdir())
+    assert len(masks) == 3
+    for mask in masks:
+        assert mask.read_bytes() == (tmp_path / "replayed" / "masks" / mask.name).read_bytes(), mask.name
