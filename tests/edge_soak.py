@@ -1,7 +1,7 @@
 """Soak edge-run: 10,000 frames with 5% broken ones mixed in; memory flat, every failure named once.
 
-    python benchmarks/edge_soak.py --frames 10000 --model runs/demo/edge/student.int8.onnx
-    python benchmarks/edge_soak.py --frames 300 --out /tmp/soak      # a quick check of the harness
+    python tests/edge_soak.py --frames 10000 --model runs/demo/edge/student.int8.onnx
+    python tests/edge_soak.py --frames 300 --out /tmp/soak      # a quick check of the harness
 
 A folder of --files frames (96x96 NAVCAM-like PNG/JPEG) of which --broken-fraction are broken in
 the ways the edge meets (truncated JPEG, empty file, text named .png, a PNG declaring 40000x40000,
@@ -14,6 +14,7 @@ Checks (exit 1 if any fails): peak RSS of the last --window frames <= first --wi
 stderr "failed" line each), no good input ever failing; frames ok + failed == frames seen == N.
 Writes edge_soak.json and edge_soak.md under --out (default benchmarks/results/). Without
 --model a narrow 64-px student is built and exported (tests/edge_support.py; needs torch).
+`tests/test_edge_soak.py` runs it (`MARSEDGE_SOAK_FRAMES`, default 2000) under `pytest -m long`.
 """
 
 from __future__ import annotations
@@ -190,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="marsedge-soak-"))
     model = Path(args.model) if args.model else None
     if model is None:
-        sys.path.insert(0, str(REPO / "tests"))
-        from edge_support import make_student
+        from edge_support import make_student  # beside this file: run as `python tests/edge_soak.py`
 
         model = make_student(work / "model")[1]
     result = soak(args, model, work)

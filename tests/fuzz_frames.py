@@ -1,6 +1,6 @@
 """Fuzz the frame readers and edge-run's input handling with mutated real frames (hypothesis).
 
-    python benchmarks/fuzz_frames.py --seconds 600 --seed 0 --json benchmarks/results/fuzz_frames.json
+    python tests/fuzz_frames.py --seconds 600 --seed 1 --json fuzz_frames.json --findings findings/
 
 Seeds are real frames built from the formats' public descriptions: an 8-bit grey PNG and a 16-bit
 PNG with an sBIT chunk (chunks written by hand), a baseline JPEG (libjpeg through OpenCV), a PDS3
@@ -15,7 +15,8 @@ PDS4 element values). Each mutated file goes through
 and any other outcome is a finding (kept under --findings with the mutation list). Never a hang:
 every execution is watched by faulthandler (--hang seconds: a traceback and exit 3). Memory below a
 bound: the peak RSS must stay under --max-rss-mb (a finding, then exit 1). Exit 0: no findings.
-Torch-free; `tests/test_edge_run_fuzz.py` runs a seeded 12-second version.
+Torch-free. `tests/test_edge_run_fuzz.py` runs a seeded 12-second version in every test run and a
+long one (`MARSEDGE_FUZZ_SECONDS`, default 120) under `pytest -m long`.
 """
 
 from __future__ import annotations
