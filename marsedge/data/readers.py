@@ -100,7 +100,7 @@ def _check_complete(path: Path, data: bytes) -> None:
 def _check_png_chunks(path: Path, data: bytes) -> None:
     """Every PNG chunk's declared length must fit in the file. OpenCV's PNG decoder allocates (and
     touches) a buffer of the length a chunk declares before it finds the file short: a 3 KB PNG whose
-    IDAT claims 2 GiB took 2.1 GB of memory and 1.2 s (found by benchmarks/fuzz_frames.py)."""
+    IDAT claims 2 GiB took 2.1 GB of memory and 1.2 s (found by tests/fuzz_frames.py)."""
     if data[:8] != b"\x89PNG\r\n\x1a\n":
         return
     pos = 8

@@ -18,7 +18,7 @@ supervisor that only waits, so that a signal is always seen at once.
 Why postprocessing is the writer's: the inference stage is the bottleneck, so whatever it does
 besides `backend.infer` adds to every frame's time, while the writer's work overlaps the next
 inference (argmax + fractions + hazards took 7.4 ms a 512 px frame with numpy's argmax, 0.9 ms
-now, on the 2-core test machine: benchmarks/edge_latency.py --writer-study). The writer takes
+now, on the 2-core test machine: python -m benchmarks.edge_latency --writer-study). The writer takes
 frames in input order whatever order the streams finish them in (a small reorder buffer), so
 frames.jsonl, resume and the outputs do not depend on the stream count.
 

@@ -37,7 +37,7 @@ with nothing else running in the process and as many calls at once as the run ha
 `fps_vs_backend` their ratio (aim: >= 0.90 with the default outputs).
 `backend_fps_in_pipeline` (from the in-pipeline inference time) is slowed by the very contention
 the ratio measures, so it is reported but never the baseline. What the writer costs and what each
-choice bought: benchmarks/edge_latency.py --writer-study. Where inference leaves cores idle (a
+choice bought: python -m benchmarks.edge_latency --writer-study. Where inference leaves cores idle (a
 TensorRT engine), `--encoders N` postprocesses and encodes N frames at once beside the one writer
 (benchmarks/encoder_pool.py: 155 -> 214 FPS of the other stages with 2 on 2 cores).
 
@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "beside the writer, each frame slower; 1 for the lowest latency per frame")
     p.add_argument("--cv-threads", type=positive_int, default=1, metavar="N",
                    help="OpenCV's own threads (resize, colour conversion); 1 leaves the cores to the "
-                        "model runtime (benchmarks/edge_latency.py --writer-study)")
+                        "model runtime (python -m benchmarks.edge_latency --writer-study)")
     p.add_argument("--overlay-every", type=positive_int, default=1, metavar="N",
                    help="write the overlay of every Nth frame only (masks: always); 4 took edge-run "
                         "from 0.85 to 0.90 of its backend alone on 2 CPU cores at 512 px (docs/edge-run.md)")

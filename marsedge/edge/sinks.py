@@ -54,7 +54,7 @@ from marsedge.terrain import palette
 
 VISUALS = {"mask": ("masks", ".png"), "overlay": ("overlays", ".jpg"),  # visual -> (folder, suffix)
            "confidence": ("confidence", ".png")}  # max softmax probability x 255, 8-bit grey
-# Encoder settings, chosen by benchmarks/edge_latency.py --writer-study (cv2.imencode of a 512x512
+# Encoder settings, chosen by python -m benchmarks.edge_latency --writer-study (cv2.imencode of a 512x512
 # mask with 6 smooth regions and its overlay, 2 shared cores, load 4.2). Masks: greyscale 8-bit PNG
 # (lossless class ids that any reader gets back as ids; a palette PNG comes back as BGR colours from
 # cv2.imread and took 0.9 ms), OpenCV's fast zlib settings with PNG's row filter off: 0.34 ms, 8.4 KB
@@ -301,7 +301,7 @@ class Writer:
         A greyscale frame (every NAVCAM camera) is blended one colour channel at a time: the class
         colour of each pixel by an 8-bit cv2.LUT, addWeighted with the grey frame, the three planes
         merged: 0.38 ms at 512 px, where a (class, grey) -> BGR table gather took 0.9 ms and repeat to
-        RGB + palette gather + addWeighted + cvtColor 2.5-4.4 ms (benchmarks/edge_latency.py
+        RGB + palette gather + addWeighted + cvtColor 2.5-4.4 ms (python -m benchmarks.edge_latency
         --writer-study)."""
         if image.ndim == 2 and image.dtype == np.uint8 and mask.dtype == np.uint8:
             return cv2.merge([cv2.addWeighted(image, 1 - self.alpha, cv2.LUT(mask, lut), self.alpha, 0)
