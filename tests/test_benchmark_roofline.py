@@ -3,21 +3,15 @@ model's, the floors follow from them, and the runtimes' profiled kernels land in
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks import roofline as roofline_module
 
 
 @pytest.fixture(scope="module")
 def roofline():
-    spec = importlib.util.spec_from_file_location("roofline", REPO / "benchmarks/roofline.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return roofline_module
 
 
 def test_floors_come_from_the_models_macs_and_bytes(roofline, edge_student):
