@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean-demo gpu-check docs
+.PHONY: demo test test-long lint venv clean-demo gpu-check docs
 
 venv: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): setup.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# the fuzz and soak runs of minutes (tests marked `long`, which `make test` leaves out)
+test-long: $(STAMP)
+	$(PY) -m pytest -q -m long
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
