@@ -180,7 +180,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (patch, extra edge-run
 }
 BACKEND_ALONE = """
 import json, sys, time
-from marsedge.edge.backends import open_backend
+from marsedge.runtimes.choice import open_backend
 from marsedge.edge.pipeline import backend_alone
 b = open_backend(sys.argv[1], sys.argv[5] or None, threads=int(sys.argv[2]), streams=int(sys.argv[4]))
 backend_alone(b, 1.0)  # warm-up (arena growth, first-run allocations), like the run's own probe
@@ -208,10 +208,10 @@ def micro(frame_path: Path, model: Path, threads: int) -> dict:
 
     from marsedge.data.frames import read_frame
     from marsedge.data.preprocess import preprocess
-    from marsedge.edge.backends import open_backend
     from marsedge.edge.hazards import HazardRules, class_fractions, load_hazard_config
     from marsedge.edge.predict import logits_to_mask
     from marsedge.edge.sinks import MASK_PNG, OVERLAY_JPEG, Writer
+    from marsedge.runtimes.choice import open_backend
     from marsedge.terrain import palette
 
     backend = open_backend(model, threads=threads)
