@@ -1,7 +1,7 @@
 """The quantize targets' registry: what a target is (`Quantizer`), what it is given (`QuantizeJob`), the
 options every target shares (`QuantizeOptions`), and `load_quantizers`, which imports the quantizer
-module each runtime names in `marsedge.runtimes` (its `quantizer`): ONNX Runtime's registers `cpu`,
-TensorRT's `tensorrt`. A quantizer is a function `fn(job, recipe) -> record` under `register_quantizer`.
+module each runtime names in `marsedge.runtimes` (its `quantizer`; ONNX Runtime's registers `cpu`).
+A quantizer is a function `fn(job, recipe) -> record` under `register_quantizer`.
 
 Nothing heavy is imported here: the CLI lists targets and recipes without onnx or ONNX Runtime.
 """

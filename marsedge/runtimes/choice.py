@@ -40,8 +40,8 @@ from marsedge.runtimes.registry import onnx_runtimes
 def default_streams(model_path: str | Path, backend: str | None, threads: int | None) -> int:
     """edge-run's stream count when none is asked: 2 where the model runs on a CPU runtime with two
     cores or more (two frames at once, one thread each: end to end 45.4 -> 52.0 FPS with ONNX Runtime
-    and 56.1 -> 63.3 with OpenVINO for the INT8 student at 512 px on 2 cores, default outputs,
-    benchmarks/results/edge_writer_study.md), else 1 (a GPU runtime, torch, and a CPU runtime that
+    for the INT8 student at 512 px on 2 cores, default outputs, benchmarks/results/edge_writer_study.md),
+    else 1 (a GPU runtime, torch, and a CPU runtime that
     would run on a GPU here, such as ONNX Runtime with a GPU provider: the GPU is the one device)."""
     name = backend_for(model_path, backend)
     candidates = [RUNTIMES[n] for n in (onnx_runtimes() if name == AUTO else [name])]

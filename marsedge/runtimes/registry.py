@@ -52,6 +52,7 @@ class Runtime:
     quantizer: str | None = None  # workstation module registering its quantize target(s)
     commands: str | None = None  # module whose register(subparsers) adds its `marsedge` commands
     describe: Callable[[Path], str] | None = None  # `marsedge inspect` of a file of its own suffix
+    version: Callable[[], str | None] | None = None  # its version, where package metadata lacks it
 
     def available(self) -> bool:
         """Installed here (importable); nothing is imported to find out."""

@@ -7,8 +7,8 @@ FP32 in every recipe: ORT's uint8 Resize kernel took 6.2 ms of a 22.9 ms 512 px 
 where the FP32 one takes 1.3-1.9 ms (ONNX Runtime's profile). `qop-*` are QOperator files
 (QLinearConv & co., explicit in the file); `qdq-*` are QuantizeLinear / DequantizeLinear files that
 ONNX Runtime fuses at load and the QDQ-native runtimes run as INT8. `qdq-s8s8-sym` (symmetric int8
-activations and weights, the layout of TensorRT's explicit quantization) is the one file meant for
-both a GPU and the CPU. `benchmarks/edge_int8_layouts.py` and `benchmarks/cpu_runtimes.py` measure
+activations and weights, the layout of a GPU runtime's explicit quantization) is the one file meant
+for both a GPU and the CPU. `benchmarks/edge_int8_layouts.py` and `benchmarks/cpu_runtimes.py` measure
 the layouts.
 """
 

@@ -17,7 +17,7 @@ class CpuRecipe:
     per_channel: bool = True
     fp32_convs: tuple[str, ...] = ("first", "last")  # convs kept FP32: "first", "last", "depthwise"
     fp32_ops: tuple[str, ...] = ("Resize",)  # op types kept FP32 (their int8 kernel is slower here)
-    symmetric: bool = False  # activations symmetric around 0 (zero point 0: TensorRT's layout)
+    symmetric: bool = False  # activations symmetric around 0 (zero point 0: a GPU runtime's layout)
 
 
 CPU_RECIPES = {

@@ -6,6 +6,8 @@ for, `runner` runs one only where its sidecar says it belongs. The workstation's
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 from marsedge.runtimes.registry import OpenOptions, Runtime, register_runtime
@@ -26,7 +28,21 @@ def _describe(path: Path) -> str:
     return sidecar_path(path).read_text()
 
 
+def _version() -> str | None:
+    """`tensorrt.__version__` where the bindings import: pip installs them as `tensorrt_cu12` /
+    `tensorrt_cu13` (the `tensorrt` name is only a meta package), and JetPack's apt package has no
+    pip metadata at all."""
+    if "tensorrt" not in sys.modules and importlib.util.find_spec("tensorrt") is None:
+        return None
+    try:
+        import tensorrt
+    except Exception:  # present but broken (no libnvinfer): no version to report
+        return None
+    version = getattr(tensorrt, "__version__", None)
+    return str(version) if version else None
+
+
 register_runtime(Runtime(
     "tensorrt", "TensorRT", "tensorrt", _open, install="JetPack ships it; on a workstation "
     "`pip install tensorrt`", suffixes=(".engine",), quantizer="marsedge.runtimes.tensorrt.quantize",
-    commands="marsedge.runtimes.tensorrt.cli", describe=_describe))
+    commands="marsedge.runtimes.tensorrt.cli", describe=_describe, version=_version))
