@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -97,6 +98,14 @@ def test_registered_runtime_opens_its_suffix_and_states_its_shapes(numpy_runtime
     assert runner.name == "numpyconv" and runner.input_shape() == [None, 1, SIZE, SIZE]
     np.testing.assert_allclose(runner.infer(frame), reference.infer(frame), rtol=1e-5, atol=1e-5)
     assert split_backend(f"{onnx}@numpyconv") == (str(onnx), "numpyconv")
+
+
+def test_a_runtime_module_that_cannot_be_imported_is_one_warning():
+    env = {**os.environ, PLUGINS_VARIABLE: "no_such_runtime_module"}
+    done = subprocess.run([sys.executable, "-c", "import marsedge.runtimes as r; print(sorted(r.RUNTIMES))"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "onnxruntime" in done.stdout
+    assert "MARSEDGE_RUNTIMES: cannot import runtime module 'no_such_runtime_module'" in done.stderr
 
 
 def test_a_name_or_suffix_taken_is_refused(numpy_runtime):

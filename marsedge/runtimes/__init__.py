@@ -17,8 +17,8 @@ The runtimes' packages are named after the libraries they wrap; marsedge imports
 
 import importlib
 import os
+import warnings
 
-from marsedge.errors import ConfigError
 from marsedge.runtimes import onnxruntime, openvino, tensorrt, torch  # noqa: F401  (each registers itself)
 from marsedge.runtimes.registry import (  # noqa: F401  (the registry's public names)
     AUTO,
@@ -37,11 +37,15 @@ PLUGINS_VARIABLE = "MARSEDGE_RUNTIMES"
 
 
 def _import_plugins() -> None:
+    """Import the runtime modules MARSEDGE_RUNTIMES names. One that cannot be imported is said in one
+    warning line (its runtime is then unknown: asking for it is the usual one-line error), so a
+    stale variable never stops the runtimes that are there."""
     for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
         try:
             importlib.import_module(name)
         except ImportError as exc:
-            raise ConfigError(f"{PLUGINS_VARIABLE}: cannot import runtime module {name!r} ({exc})") from None
+            warnings.warn(f"{PLUGINS_VARIABLE}: cannot import runtime module {name!r} ({exc}); its runtime "
+                          "is not available", RuntimeWarning, stacklevel=1)
 
 
 _import_plugins()
