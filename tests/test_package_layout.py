@@ -116,3 +116,11 @@ def test_workstation_folders_import_no_torch_at_module_level():
            for target in imports if _in(target, TORCH_SIDE)]
     assert not bad, bad
     assert "marsedge.deploy.export" in g and "marsedge.synthetic.navcam" in g
+
+
+def test_every_runtime_quantizer_is_on_the_workstation_side():
+    """A runtime names its quantizer to the registry by module path; each one is checked above."""
+    from marsedge.runtimes import RUNTIMES
+
+    named = {r.quantizer for r in RUNTIMES.values() if r.quantizer}
+    assert named and named <= set(RUNTIME_QUANTIZERS)
