@@ -99,7 +99,7 @@ def quantize_all(fp32: Path, data: Path, n: int, work: Path, names: list[str],
     """Every recipe of RECIPES (in `names`), all on one calibration set and one set of ORT ranges,
     calibrated by `method` (marsedge quantize's default unless --method says otherwise)."""
     from marsedge.deploy.calibration import calibration_set, load_frames
-    from marsedge.deploy.quantize import QUANTIZERS, QuantizeJob, QuantizeOptions
+    from marsedge.deploy.quantizers import QuantizeJob, QuantizeOptions, load_quantizers
     from marsedge.edge.onnx_meta import read_onnx_metadata
 
     spec = read_onnx_metadata(fp32).preprocess
@@ -118,7 +118,7 @@ def quantize_all(fp32: Path, data: Path, n: int, work: Path, names: list[str],
         start = time.perf_counter()
         job = QuantizeJob(fp32, out, calib, spec, "image", QuantizeOptions(target=target, method=method),
                           shared)
-        QUANTIZERS[target].quantize(job, recipe)
+        load_quantizers()[target].quantize(job, recipe)
         seconds[label] = round(time.perf_counter() - start, 1)  # the first cpu one includes calibration
         print(f"{label}: quantized in {seconds[label]} s", flush=True)
     return files, {"calibration_frames": calib.usable, "method": method, "seconds": seconds}
@@ -259,7 +259,7 @@ def markdown(result: dict) -> str:
 
 
 def main() -> int:
-    from marsedge.deploy.quantize import METHODS
+    from marsedge.deploy.quantizers import METHODS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--student", help="checkpoint (default: random-init mnv2_1.0 + separable DeepLabv3+)")
@@ -286,9 +286,10 @@ def main() -> int:
     from benchmarks.edge_latency import random_checkpoint, synthetic_gate_tree
     from marsedge.bench.environment import load_average
     from marsedge.deploy.export import export
-    from marsedge.edge.backends import OnnxBackend, open_backend
     from marsedge.edge.onnx_meta import read_onnx_metadata
     from marsedge.io import atomic_write_json, atomic_write_text
+    from marsedge.runtimes.choice import open_backend
+    from marsedge.runtimes.onnxruntime.runner import OnnxBackend
     from marsedge.timing import alternating_medians
 
     env = environment(args.threads)
@@ -314,7 +315,7 @@ def main() -> int:
     backends[default_label] = open_backend(default, threads=args.threads)  # no --backend: as edge-run
     notes = {}
     try:
-        from marsedge.edge.openvino import OpenVinoBackend
+        from marsedge.runtimes.openvino.runner import OpenVinoBackend
 
         backends["openvino fp32"] = OpenVinoBackend(fp32, threads=args.threads)
         backends["openvino bf16"] = OpenVinoBackend(fp32, threads=args.threads, inference_precision="bf16")

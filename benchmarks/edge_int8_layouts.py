@@ -41,10 +41,11 @@ def main() -> int:
 
     from marsedge.deploy.calibration import calibration_set
     from marsedge.deploy.gate import accuracy_gate, gate_reference
-    from marsedge.deploy.quantize import CPU_RECIPES, QUANTIZERS, QuantizeJob, QuantizeOptions
-    from marsedge.edge.backends import OnnxBackend
+    from marsedge.deploy.quantizers import QuantizeJob, QuantizeOptions, load_quantizers
     from marsedge.edge.onnx_meta import read_onnx_metadata
     from marsedge.io import atomic_write_json
+    from marsedge.runtimes.onnxruntime.recipes import CPU_RECIPES
+    from marsedge.runtimes.onnxruntime.runner import OnnxBackend
     from marsedge.timing import alternating_medians
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="int8_layouts_"))
@@ -74,7 +75,7 @@ def main() -> int:
         target, recipe = ("tensorrt", "modelopt-int8") if name == "modelopt-qdq" else ("cpu", name)
         options = QuantizeOptions(target=target, method="max")
         job = QuantizeJob(fp32, out, calib, spec, "image", options, shared)
-        QUANTIZERS[target].quantize(job, recipe)
+        load_quantizers()[target].quantize(job, recipe)
         print(f"{name}: quantized in {time.perf_counter() - start:.0f} s", flush=True)
 
     backends = {k: OnnxBackend(p, threads=args.threads, providers=["CPUExecutionProvider"])

@@ -108,10 +108,10 @@ def main() -> int:
     from marsedge.data.frames import read_frame
     from marsedge.deploy.export import export
     from marsedge.deploy.quantize import QuantizeOptions, quantize_model
-    from marsedge.edge.backends import open_backend
     from marsedge.edge.onnx_meta import read_onnx_metadata
     from marsedge.edge.run import main as edge_run
     from marsedge.io import atomic_write_json, sha256_file
+    from marsedge.runtimes.choice import open_backend
     from marsedge.timing import alternating_medians
 
     torch.set_num_threads(args.threads)

@@ -56,7 +56,7 @@ def cache_logits(model: Path, frames: list[Path], cache: Path, threads: int) -> 
     """Frame i's logits as cache/i.npy, from the real backend and THE preprocessing."""
     from marsedge.data.frames import read_frame
     from marsedge.data.preprocess import preprocess
-    from marsedge.edge.backends import open_backend
+    from marsedge.runtimes.choice import open_backend
 
     backend, keys = open_backend(model, threads=threads), []
     try:

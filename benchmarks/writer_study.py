@@ -67,7 +67,7 @@ def micro(frame_path: Path, model: Path, threads: int) -> dict:
 
     from marsedge.data.frames import read_frame
     from marsedge.data.preprocess import preprocess
-    from marsedge.edge.backends import open_backend
+    from marsedge.runtimes.choice import open_backend
     from marsedge.edge.hazards import HazardRules, class_fractions, load_hazard_config
     from marsedge.edge.predict import logits_to_mask
     from marsedge.edge.sinks import MASK_PNG, OVERLAY_JPEG, Writer
@@ -162,7 +162,7 @@ def alone(model: Path, threads: int, streams: int, backend: str | None, seconds:
 def backend_alone_main(argv: list[str]) -> int:
     """`python -m benchmarks.writer_study alone MODEL ...`: after a warm-up (arena growth, first-run
     allocations, like edge-run's own probe), `marsedge.edge.pipeline.backend_alone` as one json line."""
-    from marsedge.edge.backends import open_backend
+    from marsedge.runtimes.choice import open_backend
     from marsedge.edge.pipeline import backend_alone
 
     p = argparse.ArgumentParser(description=backend_alone_main.__doc__.splitlines()[0])

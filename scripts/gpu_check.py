@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # runs from the source tree, installed or not
 
-from marsedge.edge.engine_sidecar import cuda_device  # noqa: E402  (stdlib only: works with any Python)
 from marsedge.errors import ModelError  # noqa: E402
+from marsedge.runtimes.tensorrt.sidecar import cuda_device  # noqa: E402  (stdlib only: works with any Python)
 
 TOTAL_BUDGET_S = 480  # 8 minutes on an H100/H200: the step budgets add up to this
 AIMS = {"fp16": 0.995, "int8": 0.98}  # pixel agreement with ONNX Runtime CPU FP32
@@ -309,7 +309,7 @@ def _batches(ctx: Context, spec, n: int = 64):
 def _reference(ctx: Context):
     """ONNX Runtime CPU FP32 masks of the first frames: what every GPU path is compared with."""
     if "reference" not in ctx.artifacts:
-        from marsedge.edge.backends import OnnxBackend
+        from marsedge.runtimes.onnxruntime.runner import OnnxBackend
 
         backend = OnnxBackend(ctx.need("onnx"), providers=["CPUExecutionProvider"])
         x = _batches(ctx, backend.spec, FRAMES)
@@ -341,7 +341,7 @@ def torch_cuda_step(ctx: Context) -> dict:
 
 @step("onnxruntime_cuda", 15, needs=("onnxruntime-cuda",))
 def ort_cuda_step(ctx: Context) -> dict:
-    from marsedge.edge.backends import OnnxBackend
+    from marsedge.runtimes.onnxruntime.runner import OnnxBackend
 
     x, ref = _reference(ctx)
     backend = OnnxBackend(ctx.need("onnx"), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
@@ -361,7 +361,7 @@ def quantize_step(ctx: Context) -> dict:
 
 @step("tensorrt_build", 60, needs=("tensorrt", "polygraphy", "onnx"))
 def build_step(ctx: Context) -> dict:
-    from marsedge.edge.engine_sidecar import read_sidecar
+    from marsedge.runtimes.tensorrt.sidecar import read_sidecar
 
     cache = ctx.work / "edge" / "trt.timing-cache"
     wanted = [("fp32", ctx.need("onnx")), ("fp32", ctx.need("onnx_dynamic"))]
@@ -406,7 +406,7 @@ def stale_step(ctx: Context) -> dict:
 
 @step("edge_run_engines", 40, needs=("tensorrt", "polygraphy"))
 def edge_run_step(ctx: Context) -> dict:
-    from marsedge.edge.backends import open_backend
+    from marsedge.runtimes.choice import open_backend
 
     x, ref = _reference(ctx)
     frames = ctx.need("data") / "msl" / "images" / "edr"

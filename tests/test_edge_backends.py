@@ -7,8 +7,9 @@ import pytest
 
 from marsedge.data.preprocess import PreprocessSpec
 from marsedge.deploy import export as export_module
-from marsedge.edge.backends import OnnxBackend, backend_for, open_backend
 from marsedge.errors import ModelError
+from marsedge.runtimes.choice import backend_for, open_backend
+from marsedge.runtimes.onnxruntime.runner import OnnxBackend
 
 
 def _batch(spec: PreprocessSpec, n: int = 2) -> np.ndarray:
@@ -101,8 +102,8 @@ def test_export_dynamic_batch_and_size_override(edge_student, tmp_path, capsys):
 
 
 def test_base_backend_checks_input_once_and_splits_to_the_fixed_batch(tmp_path):
-    from marsedge.edge.backends import BaseBackend
     from marsedge.edge.onnx_meta import ModelMetadata
+    from marsedge.runtimes.base import BaseBackend
     from marsedge.terrain import class_table
 
     class Fixed(BaseBackend):  # a batch-2 model whose logits echo the frame index

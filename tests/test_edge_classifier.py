@@ -79,7 +79,7 @@ def trained(release, tmp_path_factory):
 
 
 def _onnx(path):
-    from marsedge.edge.backends import OnnxBackend
+    from marsedge.runtimes.onnxruntime.runner import OnnxBackend
 
     return OnnxBackend(path, threads=1, providers=["CPUExecutionProvider"])
 

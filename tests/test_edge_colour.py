@@ -15,10 +15,10 @@ from bench_support import numpy_logits, write_tiny_onnx
 from marsedge.bench.runner import BenchSettings, bench_model
 from marsedge.data.frames import read_frame
 from marsedge.data.preprocess import PreprocessSpec, preprocess
-from marsedge.edge.backends import OnnxBackend
 from marsedge.edge.onnx_meta import read_onnx_metadata
 from marsedge.edge.run import main
 from marsedge.errors import ModelError
+from marsedge.runtimes.onnxruntime.runner import OnnxBackend
 
 SIZE = 64
 

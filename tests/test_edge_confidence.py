@@ -12,11 +12,11 @@ import pytest
 
 from marsedge.data.frames import read_frame
 from marsedge.data.preprocess import preprocess
-from marsedge.edge.backends import open_backend
 from marsedge.edge.confidence import mask_and_confidence
 from marsedge.edge.hazards import HazardRules, class_fractions, load_hazard_config
 from marsedge.edge.run import main
 from marsedge.errors import FrameError
+from marsedge.runtimes.choice import open_backend
 
 
 @pytest.fixture()

@@ -7,12 +7,13 @@ import shutil
 import numpy as np
 import pytest
 
-from marsedge.edge.backends import OnnxBackend, backend_for, open_backend
 from marsedge.errors import ModelError
+from marsedge.runtimes.choice import backend_for, open_backend
+from marsedge.runtimes.onnxruntime.runner import OnnxBackend
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install .[openvino])")
 
-from marsedge.edge.openvino import OpenVinoBackend  # noqa: E402  (after the skip)
+from marsedge.runtimes.openvino.runner import OpenVinoBackend  # noqa: E402  (after the skip)
 
 
 def _batch(n: int, size: int = 64) -> np.ndarray:
@@ -131,7 +132,7 @@ def test_bench_rows_for_one_file_on_both_cpu_runtimes(edge_student, tiny_ai4mars
 SIGNAL_AFTER_OPENVINO = """
 import ctypes, faulthandler, gc, signal, sys
 import numpy as np
-from marsedge.edge import openvino as ovb
+from marsedge.runtimes.openvino import runner as ovb
 faulthandler.enable()  # as pytest does: the thread has an alternate signal stack of Python's
 def stack():
     s = ovb._SignalStack()

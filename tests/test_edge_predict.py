@@ -10,8 +10,8 @@ from marsedge.bench.runner import BenchSettings, bench_model
 from marsedge.data.ai4mars import AI4MarsDataset, Sample
 from marsedge.data.preprocess import PreprocessSpec, preprocess
 from marsedge.deploy.gate import accuracy_gate, gate_reference
-from marsedge.edge.backends import OnnxBackend
 from marsedge.edge.predict import predict, score
+from marsedge.runtimes.onnxruntime.runner import OnnxBackend
 from marsedge.terrain import BACKGROUND, IGNORE_INDEX, ROVER
 
 SIZE = 32  # the model input; the tiny tree's frames and labels are 96 px

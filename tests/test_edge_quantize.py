@@ -13,9 +13,10 @@ import pytest
 
 from marsedge.deploy.calibration import CalibrationSet, calibration_set, check_disjoint
 from marsedge.deploy.gate import GateError
-from marsedge.deploy.quantize import AUTO_CPU_RECIPES, QuantizeOptions, quantize_model
-from marsedge.edge.backends import OnnxBackend
+from marsedge.deploy.quantize import QuantizeOptions, quantize_model
 from marsedge.errors import ConfigError, DataError
+from marsedge.runtimes.onnxruntime.recipes import AUTO_CPU_RECIPES
+from marsedge.runtimes.onnxruntime.runner import OnnxBackend
 
 
 def test_too_few_calibration_frames_are_refused_and_few_warned(tiny_ai4mars):
@@ -218,9 +219,9 @@ def test_unknown_recipe_fails_before_calibration(quantized, tiny_ai4mars, tmp_pa
 
 def test_cli_choices_come_from_the_registry_and_options_are_checked_first(tmp_path, capsys):
     from marsedge.cli import main
-    from marsedge.deploy.quantize import QUANTIZERS, recipe_choices
+    from marsedge.deploy.quantizers import load_quantizers, recipe_choices
 
-    assert set(QUANTIZERS) == {"cpu", "tensorrt"}
+    assert set(load_quantizers()) == {"cpu", "tensorrt"}
     assert {"auto", "qop-u8s8", "modelopt-int8", "qdq-s8s8-sym"} <= set(recipe_choices())
     missing = str(tmp_path / "nothing.onnx")  # never opened: the options fail first
     assert main(["quantize", missing, "--calib", str(tmp_path), "--dla"]) == 2
@@ -298,10 +299,10 @@ def test_runtime_options_are_checked_before_any_work(options, message):
 def test_openvino_runtime_gates_and_times_the_qdq_layouts_on_openvino(quantized, tiny_ai4mars, tmp_path):
     # In a child process, as a user runs it. (In the pytest process this quantize, followed by a test
     # raising SIGINT, once segfaulted: OpenVINO's CPU plugins left the thread on a freed signal stack;
-    # marsedge.edge.openvino keeps the thread's own, tests/test_edge_openvino.py holds it to that.)
+    # marsedge.runtimes.openvino.runner keeps the thread's own, tests/test_edge_openvino.py holds it to that.)
     pytest.importorskip("openvino", reason="openvino is not installed (pip install .[openvino])")
-    from marsedge.edge.cpu_recipes import AUTO_OPENVINO_RECIPES
     from marsedge.edge.onnx_meta import read_onnx_metadata
+    from marsedge.runtimes.openvino import AUTO_RECIPES as AUTO_OPENVINO_RECIPES
 
     out = tmp_path / "ov.onnx"
     done = subprocess.run([sys.executable, "-m", "marsedge", "quantize", str(quantized[0]), "--calib",

@@ -16,10 +16,10 @@ import pytest
 
 from marsedge.data.frames import read_frame
 from marsedge.data.preprocess import preprocess
-from marsedge.edge.backends import open_backend
 from marsedge.edge.pipeline import Frame
 from marsedge.edge.run import main
 from marsedge.edge.sinks import Writer
+from marsedge.runtimes.choice import open_backend
 from marsedge.terrain import class_table
 
 

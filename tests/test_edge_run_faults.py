@@ -134,7 +134,7 @@ def test_output_that_is_a_file_and_debug(edge_student, tiny_ai4mars, tmp_path, c
 
 
 def test_malformed_engine_sidecar_is_one_line(tmp_path, monkeypatch, capsys):
-    from marsedge.edge import tensorrt
+    from marsedge.runtimes.tensorrt import runner as tensorrt
 
     monkeypatch.setattr(tensorrt, "current_platform",
                         lambda: tensorrt.Platform(tensorrt="10.0", gpu="Orin", compute_capability="8.7"))

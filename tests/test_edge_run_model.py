@@ -9,9 +9,9 @@ import pytest
 from edge_run_support import copy_frames
 
 from marsedge.data.preprocess import PreprocessSpec
-from marsedge.edge.model_check import check_model
 from marsedge.edge.run import main
 from marsedge.errors import ModelError
+from marsedge.runtimes.model_check import check_model
 from marsedge.terrain import class_table
 
 

@@ -32,11 +32,11 @@ frames.read_frame = read_frame
 """
 STUCK_MODEL = """
 import pathlib, time
-from marsedge.edge import backends
+from marsedge.runtimes.onnxruntime import runner
 def infer(self, batch):
     pathlib.Path(MARKER).touch()
     time.sleep(3600)
-backends.OnnxBackend.infer = infer
+runner.OnnxBackend.infer = infer
 """
 DEAD_WRITER = """
 import pathlib

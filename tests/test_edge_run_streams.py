@@ -14,11 +14,13 @@ from edge_run_support import copy_frames
 
 from marsedge.data.preprocess import PreprocessSpec
 from marsedge.edge import pipeline
-from marsedge.edge.backends import OnnxBackend, default_streams, open_backend, split_threads
 from marsedge.edge.hazards import HazardRules, load_hazard_config
 from marsedge.edge.run import main
 from marsedge.edge.sinks import Writer
 from marsedge.errors import ModelError
+from marsedge.runtimes.base import split_threads
+from marsedge.runtimes.choice import default_streams, open_backend
+from marsedge.runtimes.onnxruntime.runner import OnnxBackend
 from marsedge.terrain import class_table
 
 
@@ -69,7 +71,7 @@ def test_onnx_runtime_streams_run_concurrently_with_the_sequential_results(edge_
 
 def test_openvino_streams_lend_one_request_per_call(edge_student):
     pytest.importorskip("openvino", reason="openvino is not installed (pip install .[openvino])")
-    from marsedge.edge.openvino import OpenVinoBackend
+    from marsedge.runtimes.openvino.runner import OpenVinoBackend
 
     batches = _batches(8)
     one = OpenVinoBackend(edge_student[1], threads=2)

@@ -76,9 +76,9 @@ def test_a_model_giving_nan_frame_after_frame_stops_the_run(edge_student, tiny_a
 def test_scoring_a_model_that_gives_nan_is_refused_naming_the_frame(edge_student, tiny_ai4mars, tmp_path):
     """bench and the quantization gate score through `predict`: garbage is no score of 0.9."""
     from marsedge.data.ai4mars import AI4MarsDataset
-    from marsedge.edge.backends import open_backend
     from marsedge.edge.predict import score
     from marsedge.errors import ModelError
+    from marsedge.runtimes.choice import open_backend
 
     backend = open_backend(_edited_student(edge_student[1], tmp_path / "nan.onnx", bias=np.nan), threads=1)
     first = AI4MarsDataset(tiny_ai4mars, "gold-min1")[0]

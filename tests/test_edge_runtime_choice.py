@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from marsedge.deploy.runtime_choice import plan
-from marsedge.edge.backends import backend_for, default_streams, open_backend
-from marsedge.edge.cpu_recipes import AUTO_CPU_RECIPES, AUTO_OPENVINO_RECIPES
 from marsedge.edge.onnx_meta import RUNTIME, file_props, recorded_runtime
+from marsedge.runtimes.choice import backend_for, default_streams, open_backend
+from marsedge.runtimes.onnxruntime.recipes import AUTO_CPU_RECIPES
+from marsedge.runtimes.openvino import AUTO_RECIPES as AUTO_OPENVINO_RECIPES
 
 REPO = Path(__file__).resolve().parents[1]
 needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
@@ -131,7 +132,7 @@ WITHOUT_OPENVINO = """
 import json, sys, warnings
 sys.modules["openvino"] = None
 from marsedge.cli import main
-from marsedge.edge.backends import open_backend
+from marsedge.runtimes.choice import open_backend
 from marsedge.edge.onnx_meta import file_props
 src, calib, ov_file = sys.argv[1:4]
 code = main(["quantize", src, "--calib", calib, "--n", "8", "--min-frames", "8", "--tolerance", "1",

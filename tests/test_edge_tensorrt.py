@@ -14,12 +14,21 @@ import numpy as np
 import pytest
 
 from marsedge.cli import main as cli_main
-from marsedge.edge import tensorrt as trt_mod
-from marsedge.edge import trt_plan
-from marsedge.edge.engine_sidecar import read_sidecar, write_sidecar
-from marsedge.edge.tensorrt import Platform, check_sidecar, engine_path, rebuild_hint, sidecar_path
-from marsedge.edge.trt_plan import BuildOptions, Capabilities, inspect_onnx, plan_build
 from marsedge.errors import ConfigError, ModelError
+from marsedge.runtimes.tensorrt import plan as trt_plan
+from marsedge.runtimes.tensorrt.build import build_engine
+from marsedge.runtimes.tensorrt.plan import BuildOptions, Capabilities, inspect_onnx, plan_build
+from marsedge.runtimes.tensorrt.runner import static_batch
+from marsedge.runtimes.tensorrt.sidecar import (
+    Platform,
+    check_sidecar,
+    cuda_device,
+    engine_path,
+    read_sidecar,
+    rebuild_hint,
+    sidecar_path,
+    write_sidecar,
+)
 
 HERE = Platform(tensorrt="10.3.0", gpu="Orin", compute_capability="8.7")
 
@@ -243,7 +252,7 @@ def test_dynamic_dimension_from_polygraphy_is_not_a_batch(shape, batch):
 
     meta = TensorMetadata().add("image", np.float32, shape)
     # Polygraphy reports TensorRT's dynamic dimension as -1: an engine_batch of -1 split forever
-    assert trt_mod.static_batch(meta["image"].shape) == batch
+    assert static_batch(meta["image"].shape) == batch
 
 
 def test_tensorrt_version_comes_from_the_module(monkeypatch):
@@ -271,10 +280,10 @@ def test_tensorrt_version_comes_from_the_module(monkeypatch):
 def test_build_refuses_a_cpu_target_model_before_looking_for_tensorrt(tmp_path, capsys):
     qop = tiny_onnx(tmp_path / "m.int8.onnx", "qoperator", target="cpu")
     with pytest.raises(ModelError, match=r"ONNX Runtime on the CPU \(QOperator nodes QLinearConv\)"):
-        trt_mod.build_engine(qop, BuildOptions(precision="int8"))
+        build_engine(qop, BuildOptions(precision="int8"))
     cpu_qdq = tiny_onnx(tmp_path / "q.int8.onnx", "qdq", target="cpu")  # QDQ layout, but for the CPU
     with pytest.raises(ModelError, match="quantization.target is 'cpu'"):
-        trt_mod.build_engine(cpu_qdq, BuildOptions(precision="int8"))
+        build_engine(cpu_qdq, BuildOptions(precision="int8"))
     assert cli_main(["build", str(qop), "--int8"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--target tensorrt" in err and str(qop) in err
@@ -358,7 +367,7 @@ def _tensorrt_and_gpu() -> str | None:
     except ImportError:
         return "tensorrt is not installed"
     try:
-        trt_mod.cuda_device()
+        cuda_device()
     except ModelError as exc:
         return str(exc)
     return None
@@ -367,11 +376,11 @@ def _tensorrt_and_gpu() -> str | None:
 @pytest.mark.tensorrt
 @pytest.mark.skipif(_tensorrt_and_gpu() is not None, reason=str(_tensorrt_and_gpu()))
 def test_build_and_run_fp32_engine_matches_onnxruntime(edge_student, tmp_path):
-    from marsedge.edge.backends import open_backend
+    from marsedge.runtimes.choice import open_backend
 
     onnx = tmp_path / "student.onnx"
     shutil.copy(edge_student[1], onnx)
-    engine = trt_mod.build_engine(onnx, trt_mod.BuildOptions(precision="fp32"))
+    engine = build_engine(onnx, BuildOptions(precision="fp32"))
     info = json.loads(sidecar_path(engine).read_text())
     assert info["precision"] == "fp32" and info["input_shape"] == [1, 1, 64, 64]
     x = np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)

@@ -50,7 +50,8 @@ def test_edge_run_without_torch(rover_venv, edge_student, tiny_ai4mars, tmp_path
     py = rover_venv
     no_torch = subprocess.run([str(py), "-c", "import torch"], capture_output=True, text=True)
     assert no_torch.returncode != 0 and "No module named 'torch'" in no_torch.stderr
-    modules = "marsedge.edge.run, marsedge.edge.backends, marsedge.edge.hazards, marsedge.edge.tensorrt, " \
+    modules = "marsedge.edge.run, marsedge.runtimes.choice, marsedge.edge.hazards, " \
+              "marsedge.runtimes.tensorrt.runner, " \
               "marsedge.deploy.quantize, marsedge.deploy.cli, marsedge.edge.onnx_meta"
     imports = subprocess.run([str(py), "-c", f"import {modules}"], capture_output=True, text=True)
     assert imports.returncode == 0, imports.stderr

@@ -4,22 +4,21 @@ A latency figure means little without the machine beside it, nor on a machine bu
 (the load average when the run started is kept, with a hint when it is high). On a Jetson the power
 mode matters as much as the model, and unlocked clocks (DVFS) make latency wander, so both are
 recorded with a hint.
-Nothing here imports torch: versions come from package metadata, except TensorRT's, which pip
-installs as `tensorrt_cu12` / `tensorrt_cu13` (the `tensorrt` name is only a meta package, and
-JetPack's apt package has no pip metadata at all): it is `tensorrt.__version__`, imported only where
-the module exists.
+Nothing here imports torch: versions come from package metadata, and from the runtimes whose
+package says its own version (`version` in `marsedge.runtimes`: where the distribution's name is not
+the module's, or there is no pip metadata at all).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import shutil
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
+
+from marsedge.runtimes import RUNTIMES
 
 LIBRARIES = ("marsedge", "numpy", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "onnx",
              "torch", "polygraphy", "nvidia-modelopt")
@@ -72,22 +71,11 @@ def library_versions() -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    trt = tensorrt_version()
-    if trt:
-        versions["tensorrt"] = trt
+    for runtime in RUNTIMES.values():
+        version = runtime.version() if runtime.version else None
+        if version:
+            versions[runtime.name] = version
     return versions
-
-
-def tensorrt_version() -> str | None:
-    """`tensorrt.__version__` where the bindings import (whatever distribution installed them)."""
-    if "tensorrt" not in sys.modules and importlib.util.find_spec("tensorrt") is None:
-        return None
-    try:
-        import tensorrt
-    except Exception:  # present but broken (no libnvinfer): no version to report
-        return None
-    version = getattr(tensorrt, "__version__", None)
-    return str(version) if version else None
 
 
 def _run(cmd: list[str]) -> str | None:

@@ -7,7 +7,7 @@
   symbolic axes at the benchmark's input size. Needs the `onnx` package; without it both are None.
 - `.pt`: parameters of the loaded module; MACs from torch's FlopCounterMode (FLOPs / 2)
   when the backend exposes its torch module as `.model`.
-- `.engine`: size only (TensorRT does not expose a layer-wise cost).
+- any other file (a built engine): size only (its runtime exposes no layer-wise cost).
 """
 
 from __future__ import annotations

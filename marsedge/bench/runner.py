@@ -83,7 +83,7 @@ def load_masks(path: Path) -> dict[str, np.ndarray]:
 def bench_model(path: str, model_id: str, settings: BenchSettings, masks_path: str) -> dict:
     """Measure one model (runs inside the child process). Raises on any failure."""
     from marsedge.data.labelled import open_labelled
-    from marsedge.edge.backends import open_backend
+    from marsedge.runtimes.choice import open_backend
 
     dataset = open_labelled(settings.data, settings.split)
     frames = [dataset[i].image for i in range(min(len(dataset), LATENCY_FRAMES))]
@@ -159,11 +159,11 @@ def run_isolated(path: str, model_id: str, settings: BenchSettings, masks_path: 
 # --- the parent -----------------------------------------------------------------------------------
 
 def split_backend(model: str) -> tuple[str, str | None]:
-    """`MODEL@BACKEND` (e.g. student.qdq.onnx@openvino): rows for one file on several backends."""
-    from marsedge.edge.backends import BACKENDS
+    """`MODEL@BACKEND` (e.g. student.qdq.onnx@onnxruntime): rows for one file on several backends."""
+    from marsedge.runtimes import backend_names
 
     path, sep, name = model.rpartition("@")
-    return (path, name) if sep and name in BACKENDS else (model, None)
+    return (path, name) if sep and name in backend_names() else (model, None)
 
 
 def model_ids(paths: list[str]) -> list[str]:

@@ -5,19 +5,23 @@
     marsedge build student.int8.onnx --precision int8 --timing-cache trt.cache     (on the target)
     marsedge inspect student.int8.onnx
 
-`edge-run` (marsedge.edge.run) runs the result. Nothing heavy is imported at module level (the
-quantize registry names its targets and recipes without importing onnx or ONNX Runtime).
+`edge-run` (marsedge.edge.run) runs the result. `build` comes from the runtime whose engines it
+builds (a runtime's package may add commands: `marsedge.runtimes`). Nothing heavy is imported at
+module level (the quantize registry names its targets and recipes without importing onnx or ONNX
+Runtime).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 
-from marsedge.deploy.quantize import DEFAULT_FRAMES, METHODS, QUANTIZERS, RUNTIMES, recipe_choices
-from marsedge.edge.runtimes import DEFAULT_CPU_RUNTIME
+from marsedge.deploy.quantizers import DEFAULT_FRAMES, METHODS, load_quantizers, recipe_choices
 from marsedge.edge.verdict import DEFAULT_TOLERANCE
+from marsedge.runtimes import DEFAULT_CPU_RUNTIME, RUNTIMES, runtime_for_suffix
+from marsedge.runtimes.registry import quantize_runtime_names
 
 
 def non_negative(text: str) -> float:
@@ -46,6 +50,8 @@ def register(subparsers) -> None:
     exp.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     exp.set_defaults(func=run_export)
 
+    quantizers = load_quantizers()
+    runtimes = quantize_runtime_names()
     q = subparsers.add_parser("quantize", help="FP32 ONNX -> INT8, calibrated on real frames, gated")
     q.add_argument("model", help="FP32 ONNX from `marsedge export`")
     q.add_argument("--calib", required=True, help="calibration frames: folder, glob, AI4Mars root "
@@ -60,26 +66,30 @@ def register(subparsers) -> None:
                    help="the gate's and --recipe auto's split (default: val, what training tunes on; "
                         "a test split here is tuning on the test set)")
     q.add_argument("-o", "--out", default=None,
-                   help="output (default: MODEL.int8.onnx for --target cpu, MODEL.qdq.onnx for tensorrt)")
+                   help="output (default: " + ", ".join(f"MODEL{q.suffix} for --target {name}"
+                                                        for name, q in quantizers.items()) + ")")
     q.add_argument("--n", type=int, default=DEFAULT_FRAMES,
                    help=f"calibration frames to use (default {DEFAULT_FRAMES}: see marsedge.deploy.quantize)")
     q.add_argument("--min-frames", type=int, default=32, help="refuse fewer calibration frames")
     q.add_argument("--method", choices=METHODS, default=METHODS[0],
                    help="calibration: max (min-max, default) or entropy (ORT's histograms: ~3 s a frame at "
                         "512 px on 2 loaded cores; see marsedge.deploy.quantize)")
-    q.add_argument("--target", choices=tuple(QUANTIZERS), default="cpu")
-    q.add_argument("--dla", action="store_true", help="TensorRT target: quantize for DLA")
+    q.add_argument("--target", choices=tuple(quantizers), default="cpu")
+    takes = {flag: ", ".join(name for name, q in quantizers.items() if getattr(q, flag))
+             for flag in ("dla", "per_node")}
+    q.add_argument("--dla", action="store_true", help=f"--target {takes['dla']}: quantize for DLA")
     q.add_argument("--per-node", action="store_true",
-                   help="TensorRT target: modelopt's per-node calibration (bounded memory, ~1 min a frame)")
+                   help=f"--target {takes['per_node']}: modelopt's per-node calibration (bounded memory, "
+                        "~1 min a frame)")
     q.add_argument("--recipe", default="auto", choices=recipe_choices(),
                    help="the target's layout (" + "; ".join(f"{name}: {', '.join(quantizer.recipes)}"
-                                                            for name, quantizer in QUANTIZERS.items())
+                                                            for name, quantizer in quantizers.items())
                         + "), or auto: the fastest that passes the gate (default)")
-    q.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],
+    q.add_argument("--runtime", choices=runtimes, default=runtimes[0],
                    help="--target cpu: the runtimes whose INT8 layouts are candidates, each gated and timed "
-                        "on its runtime; auto (default): every installed one (ONNX Runtime, and OpenVINO "
-                        "where installed); the chosen runtime is recorded in the model for edge-run and "
-                        "bench (docs/cpu-runtime-choice.md)")
+                        f"on its runtime; auto (default): every installed one of {', '.join(runtimes[1:])}; "
+                        "the chosen runtime is recorded in the model for edge-run and bench "
+                        "(docs/cpu-runtime-choice.md)")
     q.add_argument("--tolerance", type=non_negative, default=DEFAULT_TOLERANCE,
                    help=f"the INT8 verdict: max mIoU drop as a fraction (default {DEFAULT_TOLERANCE}: "
                         "one point)")
@@ -92,32 +102,9 @@ def register(subparsers) -> None:
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=run_quantize)
 
-    b = subparsers.add_parser(
-        "build", help="ONNX -> TensorRT engine + sidecar (on the target GPU)",
-        epilog="trtexec spellings are accepted as aliases: --fp16, --int8 (precision), --useDLACore N "
-               "(--dla), --allowGPUFallback (--gpu-fallback), --saveEngine (-o), --timingCacheFile "
-               "(--timing-cache), --memPoolSize workspace:1G (--workspace). A CPU-target INT8 model "
-               "(`quantize --target cpu`) is refused: TensorRT needs `quantize --target tensorrt`.")
-    b.add_argument("model", help="ONNX (QDQ from `quantize --target tensorrt` for int8)")
-    b.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None, help="default fp16")
-    b.add_argument("--fp16", action="store_true", help="trtexec alias of --precision fp16")
-    b.add_argument("--int8", action="store_true", help="trtexec alias of --precision int8")
-    b.add_argument("--dla", "--useDLACore", dest="dla", type=int, default=None, metavar="N",
-                   help="build for DLA core N")
-    b.add_argument("--gpu-fallback", "--allowGPUFallback", dest="gpu_fallback", action="store_true",
-                   help="DLA: run unsupported layers on the GPU")
-    b.add_argument("--workspace", default="1024", metavar="SIZE",
-                   help="builder workspace: a plain number is MiB (default 1024), or with a unit: 512M, 1G")
-    b.add_argument("--memPoolSize", dest="mem_pool_size", default=None, metavar="workspace:SIZE",
-                   help="trtexec spelling of --workspace (e.g. workspace:1G)")
-    b.add_argument("--max-batch", type=int, default=8, metavar="N",
-                   help="dynamic-batch ONNX: the optimisation profile's max batch (min is 1; default 8)")
-    b.add_argument("--opt-batch", type=int, default=1, metavar="N",
-                   help="dynamic-batch ONNX: the batch TensorRT tunes for (default 1)")
-    b.add_argument("--timing-cache", "--timingCacheFile", dest="timing_cache", default=None, metavar="PATH")
-    b.add_argument("-o", "--out", "--saveEngine", dest="out", default=None,
-                   help="engine path (default: model.<precision>.engine)")
-    b.set_defaults(func=run_build)
+    for runtime in RUNTIMES.values():  # a runtime's own commands (an engine build)
+        if runtime.commands:
+            importlib.import_module(runtime.commands).register(subparsers)
 
     i = subparsers.add_parser("inspect", help="print what a model file says about itself")
     i.add_argument("model", help=".onnx or .engine")
@@ -158,22 +145,13 @@ def run_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_build(args: argparse.Namespace) -> int:
-    from marsedge.edge.tensorrt import build_engine
-    from marsedge.edge.trt_plan import options_from_args
-
-    print(f"wrote {build_engine(args.model, options_from_args(args), args.out)}")
-    return 0
-
-
 def run_inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     path = Path(args.model)
-    if path.suffix == ".engine":
-        from marsedge.edge.tensorrt import sidecar_path
-
-        print(sidecar_path(path).read_text())
+    runtime = RUNTIMES.get(runtime_for_suffix(path.suffix.lower()) or "")
+    if runtime and runtime.describe:  # a runtime's own file (an engine: its sidecar)
+        print(runtime.describe(path))
         return 0
     from marsedge.edge.onnx_meta import read_onnx_metadata
 

@@ -7,8 +7,8 @@
    exported with the average (said in a note); best.pt holds the weights selected on val, the
    average or not (its `selected_on["weights"]`), and is exported as it is;
 2. export a static 1xCxHxW graph (optionally a dynamic batch axis) with the TorchScript exporter:
-   BatchNorm is folded into the convolutions, giving the plain Conv/Relu/Resize graph that ONNX
-   Runtime's and TensorRT's INT8 kernels fuse;
+   BatchNorm is folded into the convolutions, giving the plain Conv/Relu/Resize graph that the
+   runtimes' INT8 kernels fuse;
 3. `onnx.checker`, then onnxslim simplification, kept only when the simplified graph still passes
    the checker and the verification below (otherwise the plain export is written);
 4. metadata_props: class table, THE preprocessing spec (at the exported size; every field, so

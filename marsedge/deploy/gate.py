@@ -1,6 +1,6 @@
 """The INT8 accuracy gate and the INT8-vs-FP32 speed measurement of `marsedge quantize`.
 
-As Polygraphy's Comparator compares runner outputs, the gate compares two `Scores`
+As Polygraphy's Comparator compares any runners' outputs, the gate compares two `Scores`
 (`marsedge.edge.predict`): the FP32 model's, computed once per quantize (`gate_reference`, one code
 path whatever the target), and each INT8 candidate's on the same frames (`accuracy_gate`). mIoU
 drop, per-class IoU drop and pixel agreement go into the record, all as fractions (0-1); whether
@@ -23,6 +23,7 @@ from marsedge.edge.predict import Scores, score
 from marsedge.edge.verdict import Int8Verdict, int8_verdict
 from marsedge.errors import DataError, MarsedgeError
 from marsedge.metrics import HEADLINE, headline
+from marsedge.runtimes import DEFAULT_CPU_RUNTIME, RUNTIMES, OpenOptions
 
 
 class GateError(MarsedgeError):
@@ -43,20 +44,15 @@ class GateReference:
     split: str = "val"
 
 
-def _cpu_backend(path: Path, threads: int | None, runtime: str = "onnxruntime"):
-    """The gate runs on ONNX Runtime CPU (a TensorRT QDQ model runs there too), or on OpenVINO's CPU
-    plugin for a candidate meant for it (marsedge.deploy.runtime_choice)."""
-    if runtime == "openvino":
-        from marsedge.edge.openvino import OpenVinoBackend
-
-        return OpenVinoBackend(path, threads=threads)
-    from marsedge.edge.backends import OnnxBackend
-
-    return OnnxBackend(path, threads=threads, providers=["CPUExecutionProvider"])
+def _cpu_backend(path: Path, threads: int | None, runtime: str = DEFAULT_CPU_RUNTIME):
+    """The gate runs on a CPU runtime of the registry: ONNX Runtime's CPU provider by default (a file
+    made for a GPU runtime runs there too), or the runtime a candidate is meant for
+    (marsedge.deploy.runtime_choice)."""
+    return RUNTIMES[runtime].open(path, OpenOptions(threads=threads, cpu_only=True))
 
 
 def gate_reference(fp32_path: Path, eval_root: str, split: str, threads: int | None = None,
-                   runtime: str = "onnxruntime") -> GateReference:
+                   runtime: str = DEFAULT_CPU_RUNTIME) -> GateReference:
     """Read the labelled split once and score the FP32 model on it."""
     from marsedge.data.labelled import open_labelled
 
@@ -98,7 +94,7 @@ def _finite(x) -> bool:
 
 
 def accuracy_gate(reference: GateReference, int8_path: Path, tolerance: float,
-                  threads: int | None = None, runtime: str = "onnxruntime") -> dict:
+                  threads: int | None = None, runtime: str = DEFAULT_CPU_RUNTIME) -> dict:
     """Score the INT8 model on the reference's frames and compare; the record stored in the metadata."""
     int8 = _cpu_backend(Path(int8_path), threads, runtime)
     try:
@@ -139,7 +135,8 @@ def format_report(record: dict) -> str:
     if "latency" in record:
         lat = record["latency"]
         verdict = "" if lat["passed"] else f"  SLOWER than --min-speedup {lat['min_speedup']}"
-        where = "OpenVINO CPU" if record.get("runtime") == "openvino" else "ONNX Runtime CPU"
+        runtime = record.get("runtime") or DEFAULT_CPU_RUNTIME
+        where = f"{RUNTIMES[runtime].title if runtime in RUNTIMES else runtime} CPU"
         lines.append(f"latency ({where}, median): FP32 {lat['fp32_ms']:.1f} ms, INT8 "
                      f"{lat['int8_ms']:.1f} ms, {lat['speedup']:.2f}x{verdict}")
     if len(record.get("tried", [])) > 1:

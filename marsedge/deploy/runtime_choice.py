@@ -1,13 +1,13 @@
 """Which runtime a `marsedge quantize --target cpu` model runs on: chosen by measuring, recorded in it.
 
-Each CPU runtime installed here (`marsedge.edge.runtimes`: ONNX Runtime always, OpenVINO with the
-`[openvino]` extra) brings its own INT8 layouts (`auto_recipes`: ONNX Runtime's QOperator and QDQ
-recipes, OpenVINO's QDQ ones), so a candidate is a (recipe, runtime) pair: one QDQ file may be a
-candidate on both. Every candidate is gated on the runtime it would run on, against the FP32 model
-scored on that same runtime; FP32 on each runtime and every candidate are timed together in one
-alternating-block run (`marsedge.timing`); the fastest candidate that passes is kept, and its runtime
-is written into the file (`marsedge.runtime`), which `open_backend` follows. `--runtime onnxruntime`
-or `--runtime openvino` narrows the candidates to one runtime; where OpenVINO is not installed, only
+Each CPU runtime installed here (`marsedge.runtimes`: ONNX Runtime always, the others where their
+extra is installed) brings its own INT8 layouts (`auto_recipes`: ONNX Runtime's QOperator and QDQ
+recipes, a QDQ-native runtime's QDQ ones), so a candidate is a (recipe, runtime) pair: one QDQ file
+may be a candidate on several runtimes. Every candidate is gated on the runtime it would run on,
+against the FP32 model scored on that same runtime; FP32 on each runtime and every candidate are
+timed together in one alternating-block run (`marsedge.timing`); the fastest candidate that passes is
+kept, and its runtime is written into the file (`marsedge.runtime`), which `open_backend` follows.
+`--runtime NAME` narrows the candidates to one runtime; where no other CPU runtime is installed, only
 ONNX Runtime's are made, gated and timed.
 """
 
@@ -18,14 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from marsedge.deploy import gate as G
-from marsedge.edge.runtimes import DEFAULT_CPU_RUNTIME, RUNTIMES, cpu_quantize_runtimes
+from marsedge.deploy.quantizers import CPU_TARGET
+from marsedge.runtimes import DEFAULT_CPU_RUNTIME, RUNTIMES, cpu_quantize_runtimes
 
 
 def quantize_runtimes(target: str, runtime: str) -> tuple[str, ...]:
     """The runtimes quantize gates (and, for the CPU target, times) candidates on: for `--target cpu`
     `--runtime` or, for auto, every installed CPU runtime, the default last; for other targets the
-    gate's ONNX Runtime CPU (the file is made for another runtime: TensorRT)."""
-    if target != "cpu":
+    gate's ONNX Runtime CPU (the file is made for another runtime, a GPU one)."""
+    if target != CPU_TARGET:
         return (DEFAULT_CPU_RUNTIME,)
     return cpu_quantize_runtimes() if runtime == "auto" else (runtime,)
 
@@ -34,7 +35,7 @@ def plan(target: str, runtime: str, recipe: str, target_auto: tuple[str, ...]) -
     """The (recipe, runtime) candidates, in the order they are tried: per runtime, its auto recipes
     (`--recipe auto`) or the one recipe asked, on every runtime that loads it."""
     runtimes = quantize_runtimes(target, runtime)
-    if target != "cpu":
+    if target != CPU_TARGET:
         return [(r, runtimes[0]) for r in ((recipe,) if recipe != "auto" else target_auto)]
     if recipe != "auto":
         return [(recipe, rt) for rt in runtimes if RUNTIMES[rt].loads(recipe)]

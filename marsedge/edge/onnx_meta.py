@@ -15,7 +15,7 @@ so the rover needs nothing but the model file to prepare frames and name classes
                             exported at another size (`marsedge export --size`)
     marsedge.quantization   method, calibration set, accuracy-gate results (quantized models only)
     marsedge.runtime        the runtime `marsedge quantize --target cpu` gated and timed the file on
-                            and chose ("onnxruntime", "openvino"): `open_backend` runs it there unless
+                            and chose (a name of `marsedge.runtimes`): `open_backend` runs it there unless
                             told otherwise (`recorded_runtime` reads it without onnx or a runtime)
 
 Reading needs only ONNX Runtime (the rover); writing needs the `onnx` package (the workstation).

@@ -44,13 +44,13 @@ import numpy as np
 
 from marsedge.data import frames
 from marsedge.data.preprocess import PreprocessSpec, preprocess
-from marsedge.edge.backends import streams_of
 from marsedge.edge.confidence import Confidence
 from marsedge.edge.hazards import HazardRules, class_fractions
 from marsedge.edge.predict import finite, is_classifier, logits_to_mask, top_classes
 from marsedge.edge.sinks import SinkError, Writer
 from marsedge.edge.sources import Item
 from marsedge.errors import FrameError, ModelError
+from marsedge.runtimes.base import streams_of
 
 MAX_ASPECT_CHANGE = 2.5  # a frame whose aspect ratio is this far from the model's is a wrong-size frame
 MIN_SIDE = 16
@@ -257,7 +257,7 @@ class Pipeline:
         start = time.perf_counter()
         try:
             frame.logits = np.asarray(self.backend.infer(frame.tensor))
-        except Exception as exc:  # a runtime's own error types (ORT Fail, TensorRT)
+        except Exception as exc:  # a runtime's own error types
             frame.error = f"inference failed: {describe(exc)}"
             return False
         finally:

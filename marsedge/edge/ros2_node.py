@@ -2,9 +2,9 @@
 
     marsedge ros2 --ros-args -p model:=student.int8.onnx -r image_in:=/navcam/left/image_raw
 
-The same backends (`backends.open_backend`), THE preprocessing, the same checks, argmax, confidence
-and hazard rules as edge-run (`pipeline.check_frame`, `predict.logits_to_mask`, `confidence`,
-`hazards`): a frame gives the same mask on the bus as in edge-run's masks/ folder.
+The same runtimes (`marsedge.runtimes.choice.open_backend`), THE preprocessing, the same checks,
+argmax, confidence and hazard rules as edge-run (`pipeline.check_frame`, `predict.logits_to_mask`,
+`confidence`, `hazards`): a frame gives the same mask on the bus as in edge-run's masks/ folder.
 
     subscribes  image_in      sensor_msgs/Image  mono8, mono16, rgb8, bgr8 (any other: one log line
                                                  naming the encoding, once per encoding)
@@ -39,7 +39,6 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from marsedge.data.preprocess import preprocess
-from marsedge.edge.backends import open_backend
 from marsedge.edge.confidence import Confidence, check_finite, confidence_bytes
 from marsedge.edge.hazards import HazardRules, class_fractions, load_hazard_config
 from marsedge.edge.pipeline import check_frame, describe
@@ -47,14 +46,16 @@ from marsedge.edge.predict import is_classifier, logits_to_mask
 from marsedge.edge.ros_image import ENCODINGS, EncodingError, image_fields, image_from_msg
 from marsedge.edge.sinks import Writer
 from marsedge.errors import ConfigError, MarsedgeError
+from marsedge.runtimes import backend_names, known_suffixes
+from marsedge.runtimes.choice import open_backend
 from marsedge.terrain import colorize, palette
 
 QOS_CHOICES = ("sensor_data", "reliable")
 CONFIDENCE_ENCODINGS = ("mono8", "32FC1")
 # name -> (default, description): the node's ROS parameters
 PARAMETERS = {
-    "model": ("", "model file (.onnx, .engine, .pt)"),
-    "backend": ("", "onnxruntime, openvino, tensorrt, torch; '' = what the model file names"),
+    "model": ("", f"model file ({', '.join(known_suffixes())})"),
+    "backend": ("", f"{', '.join(backend_names())}; '' = what the model file names"),
     "threads": (0, "CPU threads of the runtime; 0 = its default"),
     "streams": (1, "frames inferred at once (executor threads and backend streams)"),
     "queue_depth": (2, "QoS history depth of image_in and of the outputs"),

@@ -38,10 +38,10 @@ with nothing else running in the process and as many calls at once as the run ha
 `backend_fps_in_pipeline` (from the in-pipeline inference time) is slowed by the very contention
 the ratio measures, so it is reported but never the baseline. What the writer costs and what each
 choice bought: python -m benchmarks.edge_latency --writer-study. Where inference leaves cores idle (a
-TensorRT engine), `--encoders N` postprocesses and encodes N frames at once beside the one writer
+GPU engine), `--encoders N` postprocesses and encodes N frames at once beside the one writer
 (benchmarks/encoder_pool.py: 155 -> 214 FPS of the other stages with 2 on 2 cores).
 
-Needs only numpy, OpenCV, ONNX Runtime (and TensorRT for engines): no torch.
+Needs only numpy, OpenCV and the model's runtime (`marsedge.runtimes`): no torch.
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ from pathlib import Path
 
 import cv2
 
-from marsedge.edge.backends import BACKENDS, default_streams, open_backend
 from marsedge.edge.confidence import Confidence
 from marsedge.edge.follow import DEFAULT_SETTLE
 from marsedge.edge.hazards import HazardRules, load_hazard_config
@@ -76,6 +75,8 @@ from marsedge.edge.sinks import (
 from marsedge.edge.sources import input_folder, open_source
 from marsedge.errors import ConfigError, MarsedgeError, ModelError
 from marsedge.ownership import OutputLock, refuse_same_path
+from marsedge.runtimes import RUNTIMES, backend_names
+from marsedge.runtimes.choice import default_streams, open_backend
 
 EPILOG = """\
 OUTPUT must be empty or new, and never INPUT itself; one edge-run at a time owns it (a lock held
@@ -157,7 +158,7 @@ def seconds_value(text: str) -> float:
 
 
 def open_model(args: argparse.Namespace):
-    """The backend (checked at open: `marsedge.edge.model_check`); anything a broken model file
+    """The backend (checked at open: `marsedge.runtimes.model_check`); anything a broken model file
     raises becomes one ModelError line."""
     try:
         streams = args.streams or default_streams(args.model, args.backend, args.threads)
@@ -332,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "rtsp://, a bag (--topic)")
     p.add_argument("output", help="output folder (new or empty; see --resume, --overwrite)")
     p.add_argument("--model", required=True, help="model file: .onnx, .engine or .pt")
-    p.add_argument("--backend", choices=sorted(BACKENDS),
+    p.add_argument("--backend", choices=sorted(backend_names()),
                    help="default: the runtime the model's metadata names, else the file's suffix")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for ONNX Runtime / torch")
     p.add_argument("--visualize", default="overlay,mask",
@@ -348,8 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settle", type=float, default=DEFAULT_SETTLE, metavar="SECONDS",
                    help="--follow: a file is complete once its size and time held still this long")
     p.add_argument("--streams", type=positive_int, default=None, metavar="N",
-                   help="frames inferred at once, the --threads split between them (onnxruntime, "
-                        "openvino; default 2 on a CPU with 2+ cores, else 1): more frames per second "
+                   help="frames inferred at once, the --threads split between them ("
+                        + ", ".join(name for name, r in RUNTIMES.items() if r.cpu_streams)
+                        + "; default 2 on a CPU with 2+ cores, else 1): more frames per second "
                         "beside the writer, each frame slower; 1 for the lowest latency per frame")
     p.add_argument("--cv-threads", type=positive_int, default=1, metavar="N",
                    help="OpenCV's own threads (resize, colour conversion); 1 leaves the cores to the "
@@ -374,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start over at the end of the input")
     p.add_argument("--queue", type=positive_int, default=4, help="frames buffered between pipeline stages")
     p.add_argument("--rebuild-stale", action="store_true",
-                   help="rebuild a stale TensorRT engine from the ONNX beside it")
+                   help="rebuild a stale engine (one built on another machine or from an older ONNX) "
+                        "from the ONNX beside it")
     p.add_argument("--stats", action="store_true", help="print per-stage latency percentiles")
     rerun = p.add_mutually_exclusive_group()
     rerun.add_argument("--resume", action="store_true", help="continue the earlier run in OUTPUT (see below)")

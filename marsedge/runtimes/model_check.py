@@ -5,8 +5,9 @@ fractions and hazards are silently wrong (the rover drives on them); a metadata 
 differs from the graph fails on every frame. Both are refused when the model is opened, with one
 line naming the file and the mismatch, before any frame is read or any output written.
 
-The shapes come from the graph where the runtime states them (ONNX Runtime); otherwise (PyTorch,
-TensorRT, symbolic dimensions) from one probe inference on a blank frame.
+The shapes come from the graph where the runner states them (`input_shape()`, `output_shape()` of
+`marsedge.runtimes.base.BaseBackend`); otherwise (a runtime that does not, dynamic dimensions) the
+output's from one probe inference on a blank frame.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from marsedge.errors import ModelError
 
 
 def _graph_shapes(backend) -> tuple[list | None, list | None]:
-    session = getattr(backend, "session", None)
-    if session is None:
+    """The runner's input and output shapes; (None, None) from a runner that states none."""
+    if not hasattr(backend, "input_shape"):  # not a BaseBackend (a stand-in)
         return None, None
-    return list(session.get_inputs()[0].shape), list(session.get_outputs()[0].shape)
+    return backend.input_shape(), backend.output_shape()
 
 
 def _known(shape: list | None, rank: int = 4) -> bool:

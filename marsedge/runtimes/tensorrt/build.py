@@ -1,5 +1,5 @@
-"""TensorRT engines built on Polygraphy's loaders, for TensorRT 10 and 11 alike, and run only where
-their sidecar (`marsedge.edge.engine_sidecar`) says they belong.
+"""The TensorRT loader: ONNX -> serialized engine + sidecar, built on Polygraphy's loaders, for
+TensorRT 10 and 11 alike (`marsedge build`; a stale engine is rebuilt by its runner on request).
 
 One code path, chosen by what the installed bindings expose (`Capabilities`), never by version
 number: TensorRT 11 removed `BuilderFlag.FP16`/`INT8` (precision comes from the network: FP16 from a
@@ -8,13 +8,12 @@ reduced-precision ONNX made with ModelOpt AutoCast, INT8 from a QDQ model made b
 `NetworkDefinitionCreationFlag.STRONGLY_TYPED` exists. DLA (Jetson Orin) is used wherever
 `DeviceType.DLA` exists: on bindings with precision flags (10.x) DLA wants a weakly typed network
 with FP16/INT8 flags; without them (11.4+, JetPack 7.2.2+) the network stays strongly typed and DLA
-sets only the device type, the core and GPU fallback. The decisions live in
-`marsedge.edge.trt_plan` (TensorRT-free); this module runs them.
+sets only the device type, the core and GPU fallback. The decisions live in `plan` (TensorRT-free);
+this module runs them.
 
 An ONNX with a dynamic batch axis gets one optimisation profile (min 1, opt/max from the options).
 A CPU-target INT8 model (QOperator nodes, or `quantization.target == "cpu"`) is refused before
-TensorRT is even looked for. `TensorRTBackend` refuses a foreign or stale engine with the list of
-differences and the command that rebuilds it (or rebuilds it with `rebuild_stale=True`).
+TensorRT is even looked for.
 """
 
 from __future__ import annotations
@@ -24,23 +23,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
-from marsedge.edge.backends import BaseBackend
-from marsedge.edge.engine_sidecar import (
-    PRECISIONS,
-    EngineSidecar,
-    Platform,
-    check_sidecar,
-    cuda_device,
-    engine_path,
-    read_sidecar,
-    rebuild_hint,
-    sidecar_path,
-    write_sidecar,
-)
-from marsedge.edge.onnx_meta import ModelMetadata, parse_props
-from marsedge.edge.trt_plan import (
+from marsedge.edge.onnx_meta import parse_props
+from marsedge.errors import ModelError
+from marsedge.io import atomic_write_bytes, sha256_file
+from marsedge.runtimes.tensorrt.plan import (
     BuildOptions,
     Capabilities,
     apply_dla,
@@ -49,29 +35,8 @@ from marsedge.edge.trt_plan import (
     plan_build,
     refuse_cpu_target,
 )
-from marsedge.errors import MarsedgeError, ModelError
-from marsedge.io import atomic_write_bytes, sha256_file
-
-__all__ = ["PRECISIONS", "BuildOptions", "Platform", "TensorRTBackend", "build_engine", "check_sidecar",
-           "cuda_device", "engine_path", "rebuild_hint", "sidecar_path"]
-
-
-def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise ModelError("the tensorrt Python package is not installed (JetPack ships it; on a "
-                         "workstation `pip install tensorrt`)") from None
-    return tensorrt
-
-
-def current_platform() -> Platform:
-    trt = import_tensorrt()
-    gpu, capability = cuda_device()
-    return Platform(tensorrt=trt.__version__, gpu=gpu, compute_capability=capability)
-
-
-# ---------------------------------------------------------------- building
+from marsedge.runtimes.tensorrt.runner import current_platform, import_tensorrt
+from marsedge.runtimes.tensorrt.sidecar import PRECISIONS, EngineSidecar, engine_path, write_sidecar
 
 
 def fp16_onnx(onnx_path: Path) -> Path:
@@ -147,74 +112,3 @@ def build_engine(onnx_path: str | Path, options: BuildOptions, out: str | Path |
         metadata=parse_props(facts.props, onnx_path).to_dict())
     write_sidecar(out, record)
     return out
-
-
-# ---------------------------------------------------------------- running
-
-
-def static_batch(shape) -> int | None:
-    """The fixed batch of an engine input, None when dynamic: Polygraphy reports a dynamic dimension
-    as -1 (ONNX-side tools as None or a name), none of which is a batch size."""
-    dim = shape[0] if len(shape) else None
-    if isinstance(dim, (int, np.integer)) and not isinstance(dim, bool) and dim > 0:
-        return int(dim)
-    return None
-
-
-class TensorRTBackend(BaseBackend):
-    """Runs a checked engine through Polygraphy's TrtRunner (it owns the CUDA buffers and stream)."""
-
-    name = "tensorrt"
-
-    def __init__(self, path: str | Path, rebuild_stale: bool = False) -> None:
-        self.path = Path(path)
-        self.runner = None
-        if not self.path.is_file():
-            raise ModelError(f"{self.path}: no such engine")
-        platform = current_platform()
-        problems = check_sidecar(self.path, platform)
-        if problems and rebuild_stale:
-            self._rebuild()
-            problems = check_sidecar(self.path, platform)
-        if problems:
-            raise ModelError(f"{self.path} cannot run here: {'; '.join(problems)}; {rebuild_hint(self.path)}")
-        info = read_sidecar(self.path)
-        self.precision = info.precision
-        try:
-            self.model_metadata = ModelMetadata.from_dict(info.metadata)
-        except (KeyError, TypeError, ValueError, MarsedgeError) as exc:
-            raise ModelError(f"{sidecar_path(self.path)}: sidecar metadata is not a model "
-                             f"description ({exc})") from None
-
-        from polygraphy.backend.trt import TrtRunner, engine_from_bytes
-
-        self.runner = TrtRunner(engine_from_bytes(self.path.read_bytes()))
-        self.runner.activate()
-        self.input_name, meta = next(iter(self.runner.get_input_metadata().items()))
-        self.engine_batch = static_batch(meta.shape)
-        self.max_batch = info.max_batch if self.engine_batch is None else None
-
-    def _rebuild(self) -> None:
-        info = read_sidecar(self.path)
-        onnx = info.onnx_path(self.path)
-        if not onnx.is_file():
-            raise ModelError(f"{self.path}: cannot rebuild, its sidecar's source ONNX {onnx} is missing")
-        options = BuildOptions(precision=info.precision, dla_core=info.dla_core,
-                               gpu_fallback=info.gpu_fallback)
-        if info.max_batch:
-            options.max_batch = info.max_batch
-        print(f"rebuilding stale engine {self.path} from {onnx}", flush=True)
-        build_engine(onnx, options, out=self.path)
-
-    def infer_impl(self, batch: np.ndarray) -> np.ndarray:
-        step = self.max_batch
-        if step and batch.shape[0] > step:  # a dynamic engine serves any N, max_batch at a time
-            return np.concatenate([self.infer_impl(batch[i:i + step])
-                                   for i in range(0, batch.shape[0], step)])
-        outputs = self.runner.infer({self.input_name: batch})
-        return np.array(next(iter(outputs.values())), dtype=np.float32)  # a copy: Polygraphy reuses buffers
-
-    def close(self) -> None:
-        if getattr(self, "runner", None) is not None:
-            self.runner.deactivate()
-            self.runner = None

@@ -1,6 +1,6 @@
-"""nvidia-modelopt ONNX PTQ in a child process (the `tensorrt` quantizer of marsedge.deploy.quantize).
+"""nvidia-modelopt ONNX PTQ in a child process (the quantizer of `marsedge.runtimes.tensorrt.quantize`).
 
-    python -m marsedge.deploy.modelopt_ptq JOB.json RESULT.json
+    python -m marsedge.runtimes.tensorrt.modelopt_ptq JOB.json RESULT.json
 
 Why a child: modelopt patches ONNX Runtime's quantization for the whole process
 (modelopt.onnx.quantization.ort_patching replaces methods of ORT's calibrators and quantizers, and
@@ -48,10 +48,10 @@ def quantize_in_child(src: Path, dst: Path, calib: CalibrationSet, spec: Preproc
                                    "frames": str(data), "input_name": input_name, "method": method,
                                    "dla": dla, "per_node": per_node}))
         env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parents[2])  # works from a source tree too
+        package_root = str(Path(__file__).resolve().parents[3])  # works from a source tree too
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-        done = subprocess.run([sys.executable, "-m", "marsedge.deploy.modelopt_ptq", str(job), str(result)],
-                              env=env, check=False)
+        child = [sys.executable, "-m", "marsedge.runtimes.tensorrt.modelopt_ptq", str(job), str(result)]
+        done = subprocess.run(child, env=env, check=False)
         answer = json.loads(result.read_text()) if result.is_file() else {}
     if answer.get("error") or done.returncode != 0 or not dst.is_file():
         reason = answer.get("error") or f"the modelopt process exited with code {done.returncode}"

@@ -1,8 +1,8 @@
 """What a TensorRT build will do, decided without TensorRT: the ONNX's facts, the options, the
 bindings' capabilities (read from their enums: TensorRT 10.x and 11.x differ) and the plan they give.
 
-Kept apart from `marsedge.edge.tensorrt` so that every decision is tested on any machine, with
-Polygraphy's objects and small stand-ins for the tensorrt module's enums.
+Kept apart from the loader (`build`) and the runner so that every decision is tested on any
+machine, with Polygraphy's objects and small stand-ins for the tensorrt module's enums.
 """
 
 from __future__ import annotations

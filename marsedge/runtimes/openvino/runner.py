@@ -1,12 +1,12 @@
-"""OpenVINO backend: the runtime Intel and ARM CPU users pick, behind the one Backend contract.
+"""OpenVINO's runner: the runtime Intel and ARM CPU users pick, behind the one Backend contract.
 
     backend = OpenVinoBackend("student.int8.onnx", threads=2)      # or: edge-run ... --backend openvino
     logits = backend.infer(batch)
 
 Why it is here (measured on a 2-core AMD EPYC Zen 5 with AVX-512 VNNI at 512 px,
 `benchmarks/results/cpu_runtimes.md`): OpenVINO runs QDQ files natively as INT8 (marsedge's
-`qdq-*` recipes, and the QDQ file made for TensorRT), with a faster depthwise int8 kernel than
-ONNX Runtime's, so one QDQ file can serve TensorRT and the CPU. It cannot load ONNX Runtime's
+`qdq-*` recipes, and the QDQ file quantized for the GPU), with a faster depthwise int8 kernel than
+ONNX Runtime's, so one QDQ file can serve the GPU and the CPU. It cannot load ONNX Runtime's
 QOperator files (QLinearConv, QLinearAdd, ...): such a file is refused with the reason. A file runs
 here without `--backend` when its metadata names OpenVINO (`marsedge quantize --target cpu` chose it,
 measured: marsedge.deploy.runtime_choice); an FP32 export with `--backend auto` where it measures faster.
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from marsedge.edge.backends import BaseBackend, check_streams
 from marsedge.edge.onnx_meta import parse_props
 from marsedge.errors import ModelError
+from marsedge.runtimes.base import BaseBackend, check_streams
 
 PRECISIONS = ("f32", "bf16")  # OpenVINO's INFERENCE_PRECISION_HINT values offered here
 
@@ -77,6 +77,11 @@ def _props(model) -> dict[str, str]:
     section = info["framework"]  # an OVAny or, in some bindings, already a dict
     keys = section.astype(dict) if hasattr(section, "astype") else section
     return {key: model.get_rt_info(["framework", key]).astype(str) for key in keys}
+
+
+def _dims(shape) -> list[int | None]:
+    """An OpenVINO PartialShape as a list, None for a dynamic dimension."""
+    return [d.get_length() if d.is_static else None for d in shape]
 
 
 class OpenVinoBackend(BaseBackend):
@@ -131,8 +136,9 @@ class OpenVinoBackend(BaseBackend):
         self.requests: queue.Queue = queue.Queue()  # one infer request per stream, lent per call
         for _ in range(streams):
             self.requests.put(self.compiled.create_infer_request())
-        first = model.inputs[0].get_partial_shape()[0]
-        self.engine_batch = first.get_length() if first.is_static else None
+        self._shapes = [_dims(model.inputs[0].get_partial_shape()),
+                        _dims(model.outputs[0].get_partial_shape())]
+        self.engine_batch = self._shapes[0][0] if self._shapes[0] else None
 
     def infer_impl(self, batch: np.ndarray) -> np.ndarray:
         request = self.requests.get()  # never waits longer than a sibling call's inference
@@ -142,6 +148,12 @@ class OpenVinoBackend(BaseBackend):
             return np.array(request.get_output_tensor(0).data, dtype=np.float32)
         finally:
             self.requests.put(request)
+
+    def input_shape(self) -> list[int | None]:
+        return self._shapes[0]
+
+    def output_shape(self) -> list[int | None]:
+        return self._shapes[1]
 
     def close(self) -> None:
         self.requests = self.compiled = None
