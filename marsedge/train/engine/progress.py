@@ -71,8 +71,9 @@ def rarest(record: dict, prefix: str = "", n: int = RARE) -> list[tuple[str, flo
 
 
 def eval_line(name: str, epoch: int, epochs: int, step: int, metric: str, record: dict, weights: str,
-              best: tuple[float | None, int, str | None], written: bool) -> str:
-    """`best`: (value, epoch, which weights or None without run.ema) of best.pt so far."""
+              best: tuple[float | None, int, str | None], written: bool | None) -> str:
+    """`best`: (value, epoch, which weights or None without run.ema) of best.pt so far; `written`:
+    whether this evaluation wrote best.pt (None: the evaluation selects nothing)."""
     value = record.get(metric)
     shown = f"val {metric} {_number(value)}" if isinstance(value, float) else f"val {metric} ?"
     if isinstance(record.get(f"ema/{metric}"), float):
@@ -85,7 +86,8 @@ def eval_line(name: str, epoch: int, epochs: int, step: int, metric: str, record
     if best_value is not None:
         parts.append(f"best {_number(best_value)} at epoch {best_epoch}"
                      + (f" ({best_weights})" if best_weights else ""))
-    parts.append("best.pt written" if written else "best.pt kept")
+    if written is not None:
+        parts.append("best.pt written" if written else "best.pt kept")
     return f"[{name}] eval epoch {epoch}/{epochs} step {step}: " + " | ".join(parts)
 
 
