@@ -21,7 +21,9 @@ equals `pretrain.num_clusters`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -178,6 +180,19 @@ def pretrain_frames(cfg: PretrainConfig) -> list[FrameRef]:
     return frames
 
 
+def probe_curve(run_dir: str | Path, metric: str) -> dict | None:
+    """The probe's first, last and best `metric` ({"epoch", "value"} each) from the run's metrics.jsonl
+    (a resumed run's file reads as one run); None before the first probe."""
+    path = Path(run_dir) / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    points = [{"epoch": r["epoch"], "value": r[metric]} for r in map(json.loads, filter(str.strip, lines))
+              if r.get("kind") == "eval" and isinstance(r.get(metric), (int, float))]
+    if not points:
+        return None
+    return {"metric": metric, "first": points[0], "last": points[-1],
+            "best": max(points, key=lambda p: p["value"])}
+
+
 def build_probe(cfg: PretrainConfig) -> ProbeEvaluator:
     """The feature probe: `pretrain.probe.frames` seeded labelled train frames (the train splits
     minus val, as finetuning composes them) and the val split finetuning selects on."""
@@ -236,4 +251,8 @@ class Pretrain(Job):
 
     def finish(self, summary: dict) -> dict:
         summary.update(frames=len(self.frames), source_counts=self.counts)
+        if self.probe is not None and self.ctx.is_main:
+            curve = probe_curve(summary["run_dir"], self.cfg.run.early_stop_metric)
+            if curve is not None:
+                summary["probe"] = {"method": self.cfg.pretrain.probe.method, **curve}
         return summary
