@@ -202,6 +202,17 @@ def test_pretraining_logs_the_probe_every_epoch_and_resumes_as_one_run(tiny_ai4m
     assert load_checkpoint(run_dir / "best.pt").extra["selected_on"]["split"] is None
 
 
+def test_a_resume_may_turn_the_probe_on(tiny_ai4mars, tmp_path):
+    config = pretrain_config(tmp_path, tiny_ai4mars)
+    common = [*OVERRIDES, f"run.out_dir={tmp_path}"]
+    assert main(["train", "--config", config, *common, "pretrain.probe.frames=0"]) == 0
+    assert main(["train", "--config", config, "--resume", *common, "epochs=2"]) == 0
+    run_dir = tmp_path / "simclr"
+    assert [r["epoch"] for r in eval_records(run_dir)] == [2]
+    history = json.loads((run_dir / "config_history.jsonl").read_text())
+    assert history["changed"]["pretrain.probe.frames"] == {"from": 0, "to": 6}
+
+
 def test_a_selecting_probe_chooses_best_pt_on_val(tiny_ai4mars, tmp_path):
     config = pretrain_config(tmp_path, tiny_ai4mars)
     assert main(["train", "--config", config, *OVERRIDES, f"run.out_dir={tmp_path}", "epochs=2",
