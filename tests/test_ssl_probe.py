@@ -147,9 +147,9 @@ def test_labelled_pixels_skip_ignore_cells():
 def test_the_probe_evaluation_line_names_the_probe_and_no_best_pt():
     from marsedge.train.engine.progress import eval_line
 
-    record = {"miou": 0.25, "probe_train_pixels": 96}
+    record = {"miou": 0.25, "probe_train_pixels": 96, "ema/miou": 0.3}
     line = eval_line("p", 3, 10, 30, "miou", record, "raw", (None, -1, None), written=None)
-    assert "val probe miou 0.2500" in line and "best.pt" not in line
+    assert line == "[p] eval epoch 3/10 step 30: val probe miou 0.2500 (ema 0.3000)"  # no best.pt
     assert "best.pt kept" in eval_line("p", 3, 10, 30, "miou", {"miou": 0.25}, "raw", (0.3, 2, None), False)
 
 

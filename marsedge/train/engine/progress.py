@@ -75,8 +75,8 @@ def eval_line(name: str, epoch: int, epochs: int, step: int, metric: str, record
     """`best`: (value, epoch, which weights or None without run.ema) of best.pt so far; `written`:
     whether this evaluation wrote best.pt (None: the evaluation selects nothing)."""
     value = record.get(metric)
-    metric = f"probe {metric}" if "probe_train_pixels" in record else metric  # pretraining's feature probe
-    shown = f"val {metric} {_number(value)}" if isinstance(value, float) else f"val {metric} ?"
+    label = f"probe {metric}" if "probe_train_pixels" in record else metric  # pretraining's feature probe
+    shown = f"val {label} {_number(value)}" if isinstance(value, float) else f"val {label} ?"
     if isinstance(record.get(f"ema/{metric}"), float):
         shown += f" (ema {_number(record[f'ema/{metric}'])})"
     parts = [shown]
