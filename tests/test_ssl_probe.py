@@ -216,9 +216,11 @@ def test_a_resume_may_turn_the_probe_on(tiny_ai4mars, tmp_path):
 def test_a_selecting_probe_chooses_best_pt_on_val(tiny_ai4mars, tmp_path):
     config = pretrain_config(tmp_path, tiny_ai4mars)
     assert main(["train", "--config", config, *OVERRIDES, f"run.out_dir={tmp_path}", "epochs=2",
-                 "pretrain.probe.method=knn", "pretrain.probe.select=true"]) == 0
+                 "pretrain.probe.method=knn", "pretrain.probe.select=true", "pretrain.probe.height=96",
+                 "pretrain.probe.width=96"]) == 0
     run_dir = tmp_path / "simclr"
     records = eval_records(run_dir)
+    assert records[0]["probe_train_pixels"] > 6 * 4  # 96 px frames: 3 x 3 cells at stride 32, not 2 x 2
     chosen = load_checkpoint(run_dir / "best.pt").extra["selected_on"]
     assert chosen["split"] == "val" and chosen["metric"] == "miou"
     assert records[chosen["epoch"] - 1]["miou"] == max(r["miou"] for r in records)

@@ -34,6 +34,7 @@ MAY_CHANGE_ON_RESUME = (
     "run.checkpoint_every", "run.early_stop_patience", "run.progress", "run.confusion_png",
     "run.curves", "run.tensorboard", "run.keep_checkpoints", "num_workers", "data.eval_batch_size",
     "pretrain.probe.frames", "pretrain.probe.method", "pretrain.probe.k", "pretrain.probe.bank",
+    "pretrain.probe.height", "pretrain.probe.width",
 )
 # what an earlier run leaves in its folder (config.yaml alone: it stopped before its first checkpoint)
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.yaml")

@@ -21,6 +21,7 @@ equals `pretrain.num_clusters`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,10 @@ class ProbeSection:
     method: Literal["centroid", "knn"] = "centroid"
     k: int = 20  # neighbours that vote (knn)
     bank: int = 20000  # at most this many train feature pixels, a seeded sample (knn)
+    # the probe's frame size (None: data.preprocess's): the backbone is fully convolutional, so views
+    # pretrained at 64 px can be probed at the size finetuning will use, on more cells per frame
+    height: int | None = None
+    width: int | None = None
     select: bool = False  # best.pt and early stopping on the probe's run.early_stop_metric
 
 
@@ -83,6 +88,9 @@ class PretrainConfig(TrainConfig):
         if probe.frames < 0 or probe.k < 1 or probe.bank < 1:
             raise ConfigError("config keys 'pretrain.probe.frames/k/bank' must be >= 0, >= 1, >= 1, got "
                               f"{probe.frames}, {probe.k}, {probe.bank}")
+        if min(probe.height or 1, probe.width or 1) < 1:
+            raise ConfigError(f"config keys 'pretrain.probe.height/width' must be >= 1 (or null), got "
+                              f"{probe.height}, {probe.width}")
         if probe.frames and self.data.val_fraction == 0:
             raise ConfigError("config key 'pretrain.probe.frames': the probe is scored on val, and "
                               "'data.val_fraction' is 0")
@@ -210,7 +218,8 @@ def build_probe(cfg: PretrainConfig) -> ProbeEvaluator:
         keep = np.sort(np.random.default_rng(cfg.seed).choice(len(train), probe.frames, replace=False))
         train = AI4MarsDataset(train.root, train.split, four_class=train.four_class,
                                items=[train.items[i] for i in keep])
-    spec = cfg.data.preprocess
+    spec = dataclasses.replace(cfg.data.preprocess, height=probe.height or cfg.data.preprocess.height,
+                               width=probe.width or cfg.data.preprocess.width)
     return ProbeEvaluator(SegmentationFrames(train, spec), SegmentationFrames(val, spec),
                           cfg.model.num_classes, probe.method, probe.k, probe.bank, cfg.seed,
                           cfg.data.eval_batch_size, selects=probe.select)
