@@ -120,23 +120,24 @@ class ProbeEvaluator:
         self.probe = PixelProbe(num_classes, method, k, bank, seed)
         self.selects = selects
 
-    def _pixels(self, backbone: nn.Module, loader: DataLoader, device: torch.device):
-        features, labels = [], []
+    def _batches(self, backbone: nn.Module, loader: DataLoader, device: torch.device):
+        """(features, classes) of the labelled cells of each batch of `loader`."""
         for batch in loader:
             maps = backbone(batch["image"].to(device))["out"].cpu()
-            f, y = labelled_pixels(maps, batch["label"], self.num_classes)
-            features.append(f)
-            labels.append(y)
-        return torch.cat(features), torch.cat(labels)
+            yield labelled_pixels(maps, batch["label"], self.num_classes)
 
     def __call__(self, model: nn.Module, state) -> dict:
-        train_f, train_y = self._pixels(model.backbone, self.train, state.device)
-        val_f, val_y = self._pixels(model.backbone, self.val, state.device)
+        train = list(self._batches(model.backbone, self.train, state.device))
+        train_y = torch.cat([y for _, y in train])
         if not len(train_y):
             raise DataError(f"the probe's {len(self.train.dataset)} train frame(s) have no labelled pixel")
+        self.probe.fit(torch.cat([f for f, _ in train]), train_y)
         k = self.num_classes
-        predicted = self.probe.fit(train_f, train_y).predict(val_f)
-        matrix = torch.bincount(val_y * k + predicted, minlength=k * k).view(k, k).numpy()
+        matrix = np.zeros((k, k), dtype=np.int64)
+        # the train cells' features are held (the probe needs them all); val streams batch by batch
+        for val_f, val_y in self._batches(model.backbone, self.val, state.device):
+            predicted = self.probe.predict(val_f)
+            matrix += torch.bincount(val_y * k + predicted, minlength=k * k).view(k, k).numpy()
         metrics = segmentation_metrics(matrix, self.class_names)
         result = {key: v for key, v in metrics.items() if not isinstance(v, dict)}
         result.update({f"val/{key}": v for key, v in metrics.items()})
