@@ -5,6 +5,7 @@ modes (marsedge.train.modes) use, and the commands around them.
     elementwise.py   class memory bank, element-wise contrastive loss, pseudo labels (semisup)
     embedding_heads.py  semisup's contrastive head: the paper's DeepLabv3+ head (stride 4) or a 1x1 MLP
     features.py      frozen-backbone pooled features (clustering, linear evaluation)
+    probe.py         the dense nearest-centroid / kNN probe of pretraining's features on val
     cluster.py       k-means of those features: the clusters file cluster-aware pretraining reads
     fn_rate.py       the false-negative rate of SimCLR batches (simulation, torch-free)
     class_folder.py  a classification folder cut from a segmentation set (torch-free)

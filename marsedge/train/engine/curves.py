@@ -49,7 +49,8 @@ def plot_curves(run_dir: Path, metric: str) -> Path | None:
         steps, values = _series(evals, key)
         if values:
             val_ax.plot(steps, values, marker="o", markersize=3, label=key)
-    val_ax.set(title=f"val (best.pt chosen on {metric})", xlabel="step")
+    probe = any("probe_train_pixels" in r for r in evals)  # pretraining's feature probe (marsedge.ssl.probe)
+    val_ax.set(title="val, feature probe" if probe else f"val (best.pt chosen on {metric})", xlabel="step")
     for ax in (loss_ax, val_ax):
         if ax.has_data():
             ax.legend(fontsize=8)

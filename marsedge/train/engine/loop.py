@@ -34,7 +34,9 @@ the loss by `accumulate` and does the backward pass. An objective may also defin
 The evaluator is `evaluator(model, state) -> dict` called with the plain module in eval mode under
 no_grad on every rank; it reduces over ranks itself and returns the same dict everywhere (scalars
 are logged, `cfg.run.early_stop_metric` picks the key best.pt and early stopping watch). It must
-read the `val` split only (one naming a test split is refused). `test_evaluator`, of the same
+read the `val` split only (one naming a test split is refused). An evaluator whose `selects` is
+False only watches (pretraining's feature probe): its records are logged and shown, but best.pt is
+the final weights and nothing stops early. `test_evaluator`, of the same
 form, runs once after training on the weights of best.pt (on the artifact module); its result goes
 to test_metrics.json and the summary's `test_metrics`.
 
@@ -234,6 +236,7 @@ def _train(run: RunState, objective: Objective, loader: DataLoader, evaluator: E
            test_evaluator: Evaluator | None) -> dict:
     state, cfg = run.state, run.state.cfg
     summary = {"interrupted": False, "stopped_early": False, "last_metrics": {}, "test_metrics": {}}
+    selects = evaluator is not None and getattr(evaluator, "selects", True)
     guard = StepGuard(run)
     try:
         while state.epoch < cfg.epochs and not _step_limit_reached(state):
@@ -244,7 +247,7 @@ def _train(run: RunState, objective: Objective, loader: DataLoader, evaluator: E
             result = evaluation.evaluate(run, evaluator) if due else None
             if finished:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            improved = result is not None and evaluation.is_best(run, result, epoch_number)
+            improved = selects and result is not None and evaluation.is_best(run, result, epoch_number)
             if result is not None:
                 summary["last_metrics"] = result.record
             _save(run, "last.pt")  # after the early-stopping update, so a resume carries it
@@ -254,14 +257,15 @@ def _train(run: RunState, objective: Objective, loader: DataLoader, evaluator: E
                 _save(run, "best.pt", extra={"selected_on": selection.selected_on(run, True)},
                       weights=result.weights)
             if result is not None:
-                run.watch.evaluation(run, evaluator, result, epoch_number, written=improved)
+                written = improved if selects else None
+                run.watch.evaluation(run, evaluator, result, epoch_number, written=written)
             if run.early.should_stop:
                 summary["stopped_early"] = True
                 break
-        if evaluator is None:  # nothing to select on: the final weights are the result
+        if not selects:  # nothing to select on: the final weights are the result
             _save(run, "best.pt", extra={"selected_on": selection.selected_on(run, False)})
         if test_evaluator is not None:
-            summary["test_metrics"] = _score_tests(run, test_evaluator, evaluator is not None)
+            summary["test_metrics"] = _score_tests(run, test_evaluator, selects)
     except KeyboardInterrupt:
         # Back to the last completed optimiser step: the partial window's forwards are undone
         # (BatchNorm statistics, extra state, RNG) and its micro-batches are replayed on resume.
@@ -271,7 +275,7 @@ def _train(run: RunState, objective: Objective, loader: DataLoader, evaluator: E
         summary["interrupted"] = True
     best = {"metric": cfg.run.early_stop_metric, "value": run.early.best, "epoch": run.early.best_epoch}
     summary.update(epoch=state.epoch, step=state.step, best=best, run_dir=str(state.run_dir),
-                   is_main=state.ctx.is_main, selected_on=selection.selected_on(run, evaluator is not None))
+                   is_main=state.ctx.is_main, selected_on=selection.selected_on(run, selects))
     return summary
 
 

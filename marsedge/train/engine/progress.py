@@ -71,10 +71,12 @@ def rarest(record: dict, prefix: str = "", n: int = RARE) -> list[tuple[str, flo
 
 
 def eval_line(name: str, epoch: int, epochs: int, step: int, metric: str, record: dict, weights: str,
-              best: tuple[float | None, int, str | None], written: bool) -> str:
-    """`best`: (value, epoch, which weights or None without run.ema) of best.pt so far."""
+              best: tuple[float | None, int, str | None], written: bool | None) -> str:
+    """`best`: (value, epoch, which weights or None without run.ema) of best.pt so far; `written`:
+    whether this evaluation wrote best.pt (None: the evaluation selects nothing)."""
     value = record.get(metric)
-    shown = f"val {metric} {_number(value)}" if isinstance(value, float) else f"val {metric} ?"
+    label = f"probe {metric}" if "probe_train_pixels" in record else metric  # pretraining's feature probe
+    shown = f"val {label} {_number(value)}" if isinstance(value, float) else f"val {label} ?"
     if isinstance(record.get(f"ema/{metric}"), float):
         shown += f" (ema {_number(record[f'ema/{metric}'])})"
     parts = [shown]
@@ -85,7 +87,8 @@ def eval_line(name: str, epoch: int, epochs: int, step: int, metric: str, record
     if best_value is not None:
         parts.append(f"best {_number(best_value)} at epoch {best_epoch}"
                      + (f" ({best_weights})" if best_weights else ""))
-    parts.append("best.pt written" if written else "best.pt kept")
+    if written is not None:
+        parts.append("best.pt written" if written else "best.pt kept")
     return f"[{name}] eval epoch {epoch}/{epochs} step {step}: " + " | ".join(parts)
 
 

@@ -27,11 +27,14 @@ from marsedge.io import append_jsonl, atomic_write_text
 from marsedge.ownership import LOCK_NAME, OutputLock
 
 # Keys a resumed run may change: how long it trains, how often it logs, evaluates and checkpoints,
-# and where the run lives. Everything else decides what is learned and must stay as recorded.
+# what pretraining's feature probe watches, and where the run lives. Everything else decides what
+# is learned (or which weights best.pt holds) and must stay as recorded.
 MAY_CHANGE_ON_RESUME = (
     "name", "run.out_dir", "epochs", "run.max_steps", "run.log_every", "run.eval_every",
     "run.checkpoint_every", "run.early_stop_patience", "run.progress", "run.confusion_png",
     "run.curves", "run.tensorboard", "run.keep_checkpoints", "num_workers", "data.eval_batch_size",
+    "pretrain.probe.frames", "pretrain.probe.method", "pretrain.probe.k", "pretrain.probe.bank",
+    "pretrain.probe.height", "pretrain.probe.width",
 )
 # what an earlier run leaves in its folder (config.yaml alone: it stopped before its first checkpoint)
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "config.yaml")

@@ -6,7 +6,9 @@ and the lines train.py / distill.py print from it.
                 "logging_share", "views_time_s"},
      "best": {"metric", "value", "epoch"}, "selected_on": {..., "weights": "raw" | "ema"},
      "test_metrics": {scalars of test_metrics.json}, "artefacts": {role: path},
-     "export": "marsedge export runs/<name>/best.pt" (null when the artefact is not a deployable model)}
+     "export": "marsedge export runs/<name>/best.pt" (null when the artefact is not a deployable model),
+     "probe": {"method", "metric", "first", "last", "best": {"epoch", "value"}} (pretraining's feature
+              probe on val, when it ran)}
 
 Timing is this process's (a resumed run counts from its resume): wall time from the start of the
 loop, training time (loader waits included, evaluations not), images per second of training time,
@@ -70,6 +72,8 @@ def write_summary(cfg, result: dict, processes: int, device: str) -> dict:
         "test_metrics": tests, "artefacts": artefacts(run_dir, extra),
         "export": f"marsedge export {export}" if export and not result["interrupted"] else None,
     }
+    if "probe" in result:
+        summary["probe"] = result["probe"]
     atomic_write_json(run_dir / SUMMARY, json_safe(summary))
     return summary
 
@@ -101,8 +105,16 @@ def summary_lines(summary: dict) -> list[str]:
         weights = summary["selected_on"].get("weights", "raw")
         lines.append(f"[{name}] best val {best['metric']} {_value(best['value'])} at epoch {best['epoch']}"
                      + (" (EMA weights)" if weights == "ema" else ""))
+    elif "probe" in summary:
+        lines.append(f"[{name}] best.pt holds the final weights (the probe watches, selects nothing)")
     else:
         lines.append(f"[{name}] no val split: best.pt holds the final weights")
+    if "probe" in summary:
+        probe = summary["probe"]
+        lines.append(f"[{name}] {probe['method']} probe, val {probe['metric']}: "
+                     + " -> ".join(f"{_value(p['value'])} (epoch {p['epoch']})"
+                                   for p in (probe["first"], probe["last"]))
+                     + f", best {_value(probe['best']['value'])} (epoch {probe['best']['epoch']})")
     shown = "; ".join(f"{split} " + ", ".join(f"{k} {_value(v)}" for k, v in values.items())
                       for split, values in _per_split(summary["test_metrics"]).items())
     if shown:

@@ -135,7 +135,7 @@ class Watch:
         self.logging_s += time.perf_counter() - start
 
     def evaluation(self, run: RunState, evaluator: Evaluator, result: Evaluation, epoch: int,
-                   written: bool) -> None:
+                   written: bool | None) -> None:
         """After an evaluation and its checkpoints: the evaluation line, TensorBoard, curves.png."""
         self.eval_s.append(result.seconds)
         if not self.main:

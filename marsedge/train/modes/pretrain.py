@@ -9,6 +9,11 @@ update, not the negatives per loss), checkpoints, resume. The checkpoint's state
 `backbone.*` (what finetuning loads with `init.checkpoint`, `init.backbone_only: true`) and
 `projection.*`.
 
+With `pretrain.probe.frames: N` (N > 0) the loop scores the features on val every `run.eval_every`
+epochs (and at the end) with a dense nearest-centroid or kNN probe fitted on N labelled train
+frames (marsedge.ssl.probe): the `eval` records of metrics.jsonl, the progress lines and the curves
+show whether the features improve. best.pt stays the final weights unless `pretrain.probe.select`.
+
 Cluster-aware pretraining reads a clusters file written by `marsedge cluster` (k-means on a
 previous model's features): `pretrain.clusters: runs/x/clusters_k8.json`, and checks that its K
 equals `pretrain.num_clusters`.
@@ -16,7 +21,10 @@ equals `pretrain.num_clusters`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -24,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from marsedge.data.ai4mars import AI4MarsDataset
 from marsedge.data.frame_sources import FrameRef, SourceConfig, mix_sources, source_counts
 from marsedge.data.frames import read_frame
 from marsedge.data.views import ContrastiveViewConfig, contrastive_view, view_rng
@@ -32,8 +41,23 @@ from marsedge.models.build import build_backbone
 from marsedge.models.heads import ProjectionMLP
 from marsedge.ssl.cluster import load_clusters
 from marsedge.ssl.contrastive import ClusterAwareNTXentLoss, NTXentLoss
+from marsedge.ssl.probe import ProbeEvaluator
 from marsedge.train.config import TrainConfig
 from marsedge.train.engine.job import FitPlan, Job, register_mode
+from marsedge.train.supervised import SegmentationFrames, training_set, validation_set
+
+
+@dataclass
+class ProbeSection:
+    frames: int = 0  # labelled train frames the probe is fitted on; 0: no probe
+    method: Literal["centroid", "knn"] = "centroid"
+    k: int = 20  # neighbours that vote (knn)
+    bank: int = 20000  # at most this many train feature pixels, a seeded sample (knn)
+    # the probe's frame size (None: data.preprocess's): the backbone is fully convolutional, so views
+    # pretrained at 64 px can be probed at the size finetuning will use, on more cells per frame
+    height: int | None = None
+    width: int | None = None
+    select: bool = False  # best.pt and early stopping on the probe's run.early_stop_metric
 
 
 @dataclass
@@ -48,6 +72,7 @@ class PretrainSection:
     # same-cluster views of other frames: eliminate = out of the denominator (eq. 2), attract = positives
     cluster_mode: Literal["eliminate", "attract"] = "eliminate"
     views: ContrastiveViewConfig = field(default_factory=ContrastiveViewConfig)
+    probe: ProbeSection = field(default_factory=ProbeSection)
 
 
 @dataclass
@@ -59,6 +84,19 @@ class PretrainConfig(TrainConfig):
         if self.pretrain.num_clusters is not None and self.pretrain.clusters is None:
             raise ConfigError("config key 'pretrain.num_clusters' is set but 'pretrain.clusters' names no "
                               "file (run `marsedge cluster --k K` first)")
+        probe = self.pretrain.probe
+        if probe.frames < 0 or probe.k < 1 or probe.bank < 1:
+            raise ConfigError("config keys 'pretrain.probe.frames/k/bank' must be >= 0, >= 1, >= 1, got "
+                              f"{probe.frames}, {probe.k}, {probe.bank}")
+        if min(probe.height or 1, probe.width or 1) < 1:
+            raise ConfigError(f"config keys 'pretrain.probe.height/width' must be >= 1 (or null), got "
+                              f"{probe.height}, {probe.width}")
+        if probe.frames and self.data.val_fraction == 0:
+            raise ConfigError("config key 'pretrain.probe.frames': the probe is scored on val, and "
+                              "'data.val_fraction' is 0")
+        if self.run.early_stop_patience and not (probe.frames and probe.select):
+            raise ConfigError("config key 'run.early_stop_patience' needs a probe that selects "
+                              "('pretrain.probe.frames' > 0, 'pretrain.probe.select: true')")
 
 
 class SimCLRModel(nn.Module):
@@ -150,6 +188,43 @@ def pretrain_frames(cfg: PretrainConfig) -> list[FrameRef]:
     return frames
 
 
+def probe_curve(run_dir: str | Path, metric: str) -> dict | None:
+    """The probe's first, last and best `metric` ({"epoch", "value"} each) from the run's metrics.jsonl
+    (a resumed run's file reads as one run); None before the first probe."""
+    path = Path(run_dir) / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    points = [{"epoch": r["epoch"], "value": r[metric]} for r in map(json.loads, filter(str.strip, lines))
+              if r.get("kind") == "eval" and isinstance(r.get(metric), (int, float))]
+    if not points:
+        return None
+    return {"metric": metric, "first": points[0], "last": points[-1],
+            "best": max(points, key=lambda p: p["value"])}
+
+
+def build_probe(cfg: PretrainConfig) -> ProbeEvaluator:
+    """The feature probe: `pretrain.probe.frames` seeded labelled train frames (the train splits
+    minus val, as finetuning composes them) and the val split finetuning selects on."""
+    probe = cfg.pretrain.probe
+    try:
+        train = training_set(cfg.data, cfg.seed)
+    except DataError as exc:
+        raise ConfigError(f"config key 'pretrain.probe.frames': the probe needs labelled train frames "
+                          f"in data.root ({exc})") from None
+    val = validation_set(cfg.data, cfg.seed)
+    if val is None:
+        raise ConfigError(f"config key 'pretrain.probe.frames': {cfg.data.root} gives no val frames "
+                          f"(data.val_fraction {cfg.data.val_fraction}: a single clock group per mission?)")
+    if probe.frames < len(train):
+        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(train), probe.frames, replace=False))
+        train = AI4MarsDataset(train.root, train.split, four_class=train.four_class,
+                               items=[train.items[i] for i in keep])
+    spec = dataclasses.replace(cfg.data.preprocess, height=probe.height or cfg.data.preprocess.height,
+                               width=probe.width or cfg.data.preprocess.width)
+    return ProbeEvaluator(SegmentationFrames(train, spec), SegmentationFrames(val, spec),
+                          cfg.model.num_classes, probe.method, probe.k, probe.bank, cfg.seed,
+                          cfg.data.eval_batch_size, selects=probe.select)
+
+
 @register_mode("pretrain", PretrainConfig)
 class Pretrain(Job):
     cfg: PretrainConfig
@@ -163,20 +238,30 @@ class Pretrain(Job):
         self.counts = source_counts(self.frames, max(1, len(cfg.pretrain.sources)))
         self.dataset = ContrastiveFrames(self.frames, cfg.data.preprocess, cfg.pretrain.views, cfg.seed,
                                          self.clusters)
+        self.probe = build_probe(cfg) if cfg.pretrain.probe.frames else None
 
     def build(self) -> FitPlan:
         cfg = self.cfg
         objective = SimCLRObjective(cfg.pretrain.temperature, cluster_aware=self.clusters is not None,
                                     cluster_mode=cfg.pretrain.cluster_mode)
-        return FitPlan(build_simclr_model(cfg), objective, self.dataset)
+        return FitPlan(build_simclr_model(cfg), objective, self.dataset, evaluator=self.probe)
 
     def banner(self) -> str:
         cfg, ctx, clusters = self.cfg, self.ctx, self.clusters
         kind = (f"cluster-aware SimCLR (K={len(set(clusters.values()))}, {cfg.pretrain.cluster_mode})"
                 if clusters else "SimCLR")
+        probe = ""
+        if self.probe is not None:
+            every = f"every {cfg.run.eval_every} epoch(s)" if cfg.run.eval_every else "at the end"
+            probe = (f"; {cfg.pretrain.probe.method} probe on {len(self.probe.train.dataset)} train / "
+                     f"{len(self.probe.val.dataset)} val frames {every}")
         return (f"{kind}, {cfg.model.backbone}; {len(self.frames)} frames per epoch (per source "
-                f"{self.counts}), {ctx.world_size} process(es) on {ctx.device}")
+                f"{self.counts}){probe}, {ctx.world_size} process(es) on {ctx.device}")
 
     def finish(self, summary: dict) -> dict:
         summary.update(frames=len(self.frames), source_counts=self.counts)
+        if self.probe is not None and self.ctx.is_main:
+            curve = probe_curve(summary["run_dir"], self.cfg.run.early_stop_metric)
+            if curve is not None:
+                summary["probe"] = {"method": self.cfg.pretrain.probe.method, **curve}
         return summary
