@@ -83,9 +83,9 @@ def edge_run(frames: Path, model: Path, cache: Path, encoders: int, n: int, out_
 def replay(argv: list[str]) -> int:
     """`python -m benchmarks.encoder_pool replay CACHE EDGE-RUN-ARGS...`: edge-run with the logits
     in CACHE replayed (the child of each measurement)."""
-    from marsedge.edge.backends import open_backend
     from marsedge.edge.run import build_parser
     from marsedge.edge.run import main as edge_run_main
+    from marsedge.runtimes.choice import open_backend
 
     cache, edge_args = Path(argv[0]), argv[1:]
     args = build_parser().parse_args(edge_args)

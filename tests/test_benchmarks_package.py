@@ -74,8 +74,8 @@ def test_edge_run_with_replayed_logits_writes_the_real_models_masks(edge_student
     """The encoder-pool study's child: edge-run handed a ReplayBackend gives the masks the real
     model gives, and never calls the real model."""
     from benchmarks.encoder_pool import ReplayBackend, cache_logits
-    from marsedge.edge.backends import open_backend
     from marsedge.edge.run import main
+    from marsedge.runtimes.choice import open_backend
 
     frames = tmp_path / "frames"
     frames.mkdir()
