@@ -127,6 +127,8 @@ def run_mode(work: Path, name: str, config: dict) -> dict:
                   "resumed": summary["resumed"], "steps": summary["step"],
                   "stopped_early": summary["stopped_early"], "best_epoch": summary["best"]["epoch"],
                   "val_miou": summary["best"]["value"]}
+        if "probe" in summary:  # pretraining: the val feature probe's first, last and best mIoU
+            result["probe"] = summary["probe"]
         if config["mode"] != "pretrain":
             metrics = summary["test_metrics"]
             result.update(miou=metrics[f"{TEST}/miou"], iou=metrics[f"{TEST}/iou"],
@@ -215,15 +217,19 @@ def unlabelled_pool(root: Path, fraction: float | None, seed: int, folder: Path)
 
 
 def pretrain(work: Path, root: Path, seed: int, epochs: int) -> Path:
-    """SimCLR of the teacher's backbone on every train frame but val's + the unlabelled split."""
+    """SimCLR of the teacher's backbone on every train frame but val's + the unlabelled split, with a
+    nearest-centroid probe of its features on val (64 labelled train frames, full size) every 4
+    epochs: whether the features improve shows in the run's metrics.jsonl and in bench.json."""
     pool = unlabelled_pool(root, None, seed, work / f"pool_s{seed}_pretrain")
     sources = [{"root": str(root), "split": "unlabelled"}, {"root": str(pool), "kind": "folder"}]
     model = {k: TEACHER[k] for k in ("backbone", "in_channels")} | {"output_stride": 32}
     config = {"mode": "pretrain", "seed": seed, "epochs": epochs, "batch_size": 64, "model": model,
-              "data": {"root": str(root), "preprocess": PRETRAIN_VIEW},
+              "data": {"root": str(root), "preprocess": PRETRAIN_VIEW, "val_fraction": 0.1, "val_seed": 0},
               "optim": {"name": "lars", "lr": 0.6, "weight_decay": 1e-6, "schedule": "cosine",
                         "warmup_epochs": 1},
-              "pretrain": {"temperature": 0.5, "sources": sources}, "run": {"eval_every": 0}}
+              "pretrain": {"temperature": 0.5, "sources": sources,
+                           "probe": {"frames": 64, **{k: PREPROCESS[k] for k in ("height", "width")}}},
+              "run": {"eval_every": 4}}
     name = f"simclr_s{seed}"
     run_mode(work, name, config)
     return work / "runs" / name / "best.pt"

@@ -174,6 +174,12 @@ def markdown(result: dict, png: str) -> str:
             lines.append(f"Sanity (KD alone on scratch's frames and schedule) - scratch: "
                          f"{block['sanity_minus_scratch']:+.4f}: {verdict}.")
         lines.append("")
+    if result.get("pretraining_probe"):
+        probes = "; ".join(f"seed {seed}: {p['first']['value']:.3f} (epoch {p['first']['epoch']}) -> "
+                           f"{p['last']['value']:.3f} (epoch {p['last']['epoch']})"
+                           for seed, p in result["pretraining_probe"].items())
+        lines += [f"SimCLR's features on val (a nearest-centroid probe of the frozen backbone, "
+                  f"{result['pretraining_probe_note']}), mIoU: {probes}.", ""]
     lines += [f"![val mIoU against steps and CPU seconds]({png})", ""]
     return "\n".join(lines)
 
@@ -186,6 +192,11 @@ def write_results(stem: Path, results: dict, command: str, args, work: Path, roo
     result = {"setup": setup_block(command, args, work, root, student, teacher, preprocess),
               "summary": {f: fraction_summary(rows) for f, rows in results.items() if rows},
               "runs": results, "cpu_hours": cpu / 3600}
+    # whether the pretraining improved the features: its probe's first and last value, per seed
+    probes = {p.parent.name.removeprefix("simclr_s"): json.loads(p.read_text()).get("probe")
+              for p in sorted((work / "runs").glob("simclr_s*/bench.json"))}
+    result["pretraining_probe"] = {seed: probe for seed, probe in probes.items() if probe}
+    result["pretraining_probe_note"] = "64 labelled train frames, every 4 epochs"
     atomic_write_json(stem.with_suffix(".json"), result)
     plot({f: rows for f, rows in results.items() if rows}, stem.with_suffix(".png"))
     atomic_write_text(stem.with_suffix(".md"), markdown(result, stem.with_suffix(".png").name))
