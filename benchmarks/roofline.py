@@ -243,7 +243,7 @@ def _cell(d: dict | None) -> str:
 
 
 def markdown(result: dict) -> list[str]:
-    """The roofline section of cpu_runtimes.md."""
+    """The roofline section of cpu_runtimes_<cpu model>.md."""
     lines = ["", f"Roofline (memory roof: numpy copy {result['bandwidth_gbs']:.1f} GB/s, read + write; "
              "compute roofs: the GEMM rates above):"]
     for precision, table in result["floors"].items():

@@ -67,10 +67,10 @@ def micro(frame_path: Path, model: Path, threads: int) -> dict:
 
     from marsedge.data.frames import read_frame
     from marsedge.data.preprocess import preprocess
-    from marsedge.runtimes.choice import open_backend
     from marsedge.edge.hazards import HazardRules, class_fractions, load_hazard_config
     from marsedge.edge.predict import logits_to_mask
     from marsedge.edge.sinks import MASK_PNG, OVERLAY_JPEG, Writer
+    from marsedge.runtimes.choice import open_backend
     from marsedge.terrain import palette
 
     backend = open_backend(model, threads=threads)
@@ -162,8 +162,8 @@ def alone(model: Path, threads: int, streams: int, backend: str | None, seconds:
 def backend_alone_main(argv: list[str]) -> int:
     """`python -m benchmarks.writer_study alone MODEL ...`: after a warm-up (arena growth, first-run
     allocations, like edge-run's own probe), `marsedge.edge.pipeline.backend_alone` as one json line."""
-    from marsedge.runtimes.choice import open_backend
     from marsedge.edge.pipeline import backend_alone
+    from marsedge.runtimes.choice import open_backend
 
     p = argparse.ArgumentParser(description=backend_alone_main.__doc__.splitlines()[0])
     p.add_argument("model")

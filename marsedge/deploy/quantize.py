@@ -22,7 +22,7 @@ Runtimes (`--target cpu`): every installed CPU runtime with INT8 layouts (`marse
 its layouts candidates, gated and timed on it, and the chosen runtime is recorded in the file for
 `open_backend` to follow (`marsedge.deploy.runtime_choice`; `--runtime` keeps one runtime's only).
 
-Defaults, for a quantize in about a minute (`benchmarks/results/cpu_runtimes.md`, 512 px,
+Defaults, for a quantize in about a minute (`benchmarks/results/cpu_runtimes_amd-epyc-zen5.md`, 512 px,
 2 cores, machine loaded to load average ~14): 64 calibration frames and min-max
 calibration (not entropy). ORT's entropy histograms cost ~3 s a frame here: calibrating 64 frames
 took 212 s, against 116 s for the whole `quantize --target cpu` with min-max (three candidates,

@@ -4,7 +4,7 @@
     logits = backend.infer(batch)
 
 Why it is here (measured on a 2-core AMD EPYC Zen 5 with AVX-512 VNNI at 512 px,
-`benchmarks/results/cpu_runtimes.md`): OpenVINO runs QDQ files natively as INT8 (marsedge's
+`benchmarks/results/cpu_runtimes_amd-epyc-zen5.md`): OpenVINO runs QDQ files natively as INT8 (marsedge's
 `qdq-*` recipes, and the QDQ file quantized for the GPU), with a faster depthwise int8 kernel than
 ONNX Runtime's, so one QDQ file can serve the GPU and the CPU. It cannot load ONNX Runtime's
 QOperator files (QLinearConv, QLinearAdd, ...): such a file is refused with the reason. A file runs
