@@ -63,6 +63,10 @@ AUGMENT = {"hflip": 0.5, "scale": [0.8, 1.25], "brightness": 0.1, "contrast": 0.
 OPTIM = {"name": "adamw", "lr": 0.004, "weight_decay": 1e-4, "schedule": "poly", "warmup_epochs": 0.5}
 
 
+ROW_KEYS = {"scratch": ROWS[0], "teacher": ROWS[1], "teacher_random": ROWS[2], "distilled": ROWS[3],
+            "sanity": ROWS[4]}  # --rows names
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default=None, help="data and runs (default runs/bench_teacher_student[_quick])")
@@ -79,6 +83,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--unlabelled", type=int, default=400, help="unlabelled synthetic frames")
     p.add_argument("--size", type=int, default=128, help="synthetic frame size (px)")
     p.add_argument("--data-seed", type=int, default=1)
+    p.add_argument("--rows", default=",".join(ROW_KEYS), help="the rows to train (finished runs of the "
+                   "others are read back): independent rows can run side by side as separate processes")
+    p.add_argument("--only-seed", type=int, default=None,
+                   help="train this seed only (side by side, as --rows)")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the report from the finished runs; train nothing")
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.fractions, args.max_steps, args.eval_steps, args.patience = 1, "0.1", 40, 20, 2
@@ -86,6 +96,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.work = Path(args.work or f"runs/bench_teacher_student{'_quick' if args.quick else ''}").resolve()
     args.fractions = [float(f) for f in args.fractions.split(",")]
     args.temperatures = [float(t) for t in args.temperatures.split(",")]
+    args.rows = args.rows.split(",")
+    unknown = sorted(set(args.rows) - set(ROW_KEYS))
+    if unknown:
+        p.error(f"--rows: unknown row(s) {', '.join(unknown)}; valid: {', '.join(ROW_KEYS)}")
     return args
 
 
@@ -250,27 +264,42 @@ def chosen_temperature(work: Path, fraction: float, temperatures: list[float]) -
 
 
 def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -> None:
-    """Every row at one label fraction and seed, most informative first; `record(row, run)` after each."""
+    """Every row of `args.rows` at one label fraction and seed, most informative first; a finished
+    run of any row is read back; `record(row, run)` after each."""
     tag = f"f{fraction:g}_s{seed}"
     runs = work / "runs"
-    record(ROWS[0], run_mode(work, f"scratch_{tag}", supervised(root, STUDENT, fraction, seed, args, None)))
-    simclr = pretrain(work, root, seed, args.pretrain_epochs)
-    record(ROWS[1], run_mode(work, f"teacher_{tag}", supervised(root, TEACHER, fraction, seed, args, simclr)))
-    teacher = runs / f"teacher_{tag}" / "best.pt"
-    pool = unlabelled_pool(root, fraction, seed, work / f"pool_{tag}")
+
+    def row(key: str, run_name: str, config) -> None:  # config: builds the run's config when needed
+        done = runs / run_name / "bench.json"
+        if done.is_file():
+            record(ROW_KEYS[key], json.loads(done.read_text()))
+        elif key in args.rows and not args.report_only:
+            record(ROW_KEYS[key], run_mode(work, run_name, config()))
+
+    def teacher() -> Path:
+        path = runs / f"teacher_{tag}" / "best.pt"
+        if not path.is_file():
+            raise SystemExit(f"{path}: the distillation rows need the teacher row's run; train it first")
+        return path
+
+    row("scratch", f"scratch_{tag}", lambda: supervised(root, STUDENT, fraction, seed, args, None))
+    row("teacher", f"teacher_{tag}", lambda: supervised(root, TEACHER, fraction, seed, args,
+                                                        pretrain(work, root, seed, args.pretrain_epochs)))
+    pool = lambda: unlabelled_pool(root, fraction, seed, work / f"pool_{tag}")  # noqa: E731
     first = args.temperatures[0] if seed == 0 else chosen_temperature(work, fraction, args.temperatures)
     first = args.temperatures[0] if first is None else first
-    record(ROWS[3], run_mode(work, f"distilled_T{first:g}_{tag}",
-                             distilled(root, teacher, pool, fraction, seed, args, first)))
-    sanity = distilled(root, teacher, None, fraction, seed, args, 1.0)
-    record(ROWS[4], run_mode(work, f"sanity_{tag}", sanity))
-    random_init = supervised(root, TEACHER, fraction, seed, args, None)
-    record(ROWS[2], run_mode(work, f"teacher_random_{tag}", random_init))
-    if seed == 0:
+    row("distilled", f"distilled_T{first:g}_{tag}",
+        lambda: distilled(root, teacher(), pool(), fraction, seed, args, first))
+    row("sanity", f"sanity_{tag}", lambda: distilled(root, teacher(), None, fraction, seed, args, 1.0))
+    row("teacher_random", f"teacher_random_{tag}",
+        lambda: supervised(root, TEACHER, fraction, seed, args, None))
+    if seed == 0 and len(args.temperatures) > 1:
         for t in args.temperatures[1:]:
-            run_mode(work, f"distilled_T{t:g}_{tag}", distilled(root, teacher, pool, fraction, seed, args, t))
+            row("distilled", f"distilled_T{t:g}_{tag}",
+                lambda t=t: distilled(root, teacher(), pool(), fraction, seed, args, t))
         best = chosen_temperature(work, fraction, args.temperatures)
-        record(ROWS[3], json.loads((runs / f"distilled_T{best:g}_{tag}" / "bench.json").read_text()))
+        if best is not None:
+            record(ROWS[3], json.loads((runs / f"distilled_T{best:g}_{tag}" / "bench.json").read_text()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = "teacher_student_quick" if args.quick else "teacher_student"
 
     for fraction in args.fractions:
-        for seed in range(args.seeds):
+        for seed in range(args.seeds) if args.only_seed is None else [args.only_seed]:
             def record(row: str, run: dict, f: float = fraction, s: int = seed) -> None:
                 results[f"{f:g}"].setdefault(row, {})[str(s)] = run
                 write_results(out / stem, results, line, args, work, root, STUDENT, TEACHER, PREPROCESS)
