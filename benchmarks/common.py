@@ -45,9 +45,20 @@ def load_1min(digits: int = 2) -> float:
     return round(os.getloadavg()[0], digits)
 
 
+def cpu_described() -> str:
+    """The CPU's model name with its family and model numbers: a VM may show only "AMD EPYC", and the
+    numbers tell the generations apart (x86 /proc/cpuinfo; the name alone elsewhere)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields = dict(line.split(":", 1) for line in info.splitlines()[:30] if ":" in line)
+    numbers = {k.strip(): v.strip() for k, v in fields.items() if k.strip() in ("cpu family", "model")}
+    if len(numbers) < 2:
+        return cpu_model()
+    return f"{cpu_model()} (family {numbers['cpu family']} model {numbers['model']})"
+
+
 def machine() -> dict:
     """The CPU model and the cores this process may use; `line` says both in words."""
-    cpu, cores = cpu_model(), len(os.sched_getaffinity(0))
+    cpu, cores = cpu_described(), len(os.sched_getaffinity(0))
     return {"cpu": cpu, "cores": cores, "line": f"{cpu}, {cores} CPUs, no GPU"}
 
 

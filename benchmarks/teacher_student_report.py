@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import DEMO_TEACHER, load_1min
+from benchmarks.common import DEMO_TEACHER, cpu_described, load_1min
 from marsedge.io import atomic_write, atomic_write_json, atomic_write_text
 
 ROWS = ("student from scratch", "teacher, SimCLR-pretrained", "teacher, random init", "student distilled",
@@ -63,7 +63,6 @@ def fraction_summary(rows: dict[str, dict]) -> dict:
 
 def setup_block(command: str, args, work: Path, root: Path, student: dict, teacher: dict,
                 preprocess: dict) -> dict:
-    from marsedge.bench.environment import cpu_model
     from marsedge.models.build import ModelConfig, build_model
     from marsedge.models.summary import count_macs
 
@@ -80,7 +79,7 @@ def setup_block(command: str, args, work: Path, root: Path, student: dict, teach
                  "teacher_gmacs": count_macs(build_model(ModelConfig(**teacher)), size)["total"] / 1e9,
                  "intensity_baseline": intensity_baseline(base, "gold-min3")}
         atomic_write_json(cached, fixed)
-    return {"command": command, "cpu": cpu_model(), "threads": os.cpu_count(),
+    return {"command": command, "cpu": cpu_described(), "threads": os.cpu_count(),
             "load_average_at_write": load_1min(1), "seeds": args.seeds,
             "fractions": args.fractions, "max_steps": args.max_steps, "eval_steps": args.eval_steps,
             "patience": args.patience, "temperatures": args.temperatures,
