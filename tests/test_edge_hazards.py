@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from marsedge.edge.hazards import (
+    NO_TERRAIN,
     HazardConfig,
     HazardRules,
     class_counts,
@@ -14,7 +15,7 @@ from marsedge.edge.hazards import (
     load_hazard_config,
 )
 from marsedge.errors import ConfigError
-from marsedge.terrain import BACKGROUND, BIG_ROCK, ROVER, SAND, SOIL, class_table
+from marsedge.terrain import BACKGROUND, BIG_ROCK, IGNORE_INDEX, ROVER, SAND, SOIL, class_table
 
 TABLE = class_table()
 
@@ -52,8 +53,20 @@ def test_sand_flag_and_quiet_corridor():
     quiet = assess(calm, TABLE, cfg)
     assert quiet["corridor_terrain_pixels"] == int(corridor_mask(64, 64, cfg).sum())
     assert (quiet["big_rock"], quiet["sand"], quiet["flags"], quiet["hazard"]) == (0.0, 0.0, [], False)
-    sky = np.full((64, 64), BACKGROUND, np.uint8)
-    assert assess(sky, TABLE, cfg)["corridor_terrain_pixels"] == 0 and not assess(sky, TABLE, cfg)["hazard"]
+
+
+@pytest.mark.parametrize("fill", [BACKGROUND, ROVER, IGNORE_INDEX])
+def test_a_corridor_with_no_terrain_is_a_hazard_never_clear(fill):
+    """Sky, the rover's own body or pixels below --min-confidence: the ground ahead was not seen."""
+    cfg = HazardConfig()
+    unseen = np.full((64, 64), SOIL, np.uint8)
+    unseen[corridor_mask(64, 64, cfg)] = fill  # terrain all around, none inside the corridor
+    result = assess(unseen, TABLE, cfg)
+    assert result == {"corridor_terrain_pixels": 0, "big_rock": None, "sand": None,
+                      "flags": [NO_TERRAIN], "hazard": True}
+    unseen[-1, 32] = SOIL  # one terrain pixel: shares are measured again
+    seen = assess(unseen, TABLE, cfg)
+    assert seen["corridor_terrain_pixels"] == 1 and seen["hazard"] is False and seen["sand"] == 0.0
 
 
 def test_class_fractions_sum_to_one():

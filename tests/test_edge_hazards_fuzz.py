@@ -1,6 +1,7 @@
 """Fuzz target for the hazard config loader (`edge-run --hazards`): whatever a YAML file holds, it
 loads to a corridor that covers pixels and thresholds that can be crossed, or it is refused with one
-ConfigError line; never a traceback, never a rule set that can only say "no hazard"."""
+ConfigError line; never a traceback, never a rule set that can only say "no hazard", never a
+corridor that reads "clear" when it holds no ground."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import math
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from marsedge.edge.hazards import HazardConfig, HazardRules, corridor_mask, load_hazard_config
+from marsedge.edge.hazards import NO_TERRAIN, HazardConfig, HazardRules, corridor_mask, load_hazard_config
 from marsedge.errors import ConfigError
-from marsedge.terrain import class_table
+from marsedge.terrain import BACKGROUND, class_table
 
 KEYS = ["top", "bottom", "top_width", "bottom_width", "centre", "max_big_rock", "max_sand", "missing_class"]
 NUMBERS = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-3, 3) | st.sampled_from(
@@ -41,10 +43,12 @@ def check(text: str) -> None:
     numbers = [getattr(config, k) for k in KEYS if k != "missing_class"]
     assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers)
     assert config.top < config.bottom and config.top_width > 0 and config.bottom_width > 0
-    for size in ((64, 64), (96, 128), (480, 640)):
-        assert corridor_mask(*size, config).any()
     rules = HazardRules.for_model(config, class_table(6))
     assert set(rules.rules) == {"big_rock", "sand"}
+    for size in ((64, 64), (96, 128), (480, 640)):
+        assert corridor_mask(*size, config).any()
+        unseen = rules.assess(np.full(size, BACKGROUND, np.uint8))  # no ground ahead: never "clear"
+        assert unseen["hazard"] is True and unseen["flags"] == [NO_TERRAIN]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -22,6 +22,10 @@ on another table) cannot be judged: with `missing_class: skip` (the default) it 
 says so once at the start and in summary.json (`hazards.skipped`), and its value in frames.jsonl is
 null; with `missing_class: error` the run is refused before any frame (a ConfigError naming the
 rule's threshold key and the model's classes), for a config that insists on every rule.
+
+A corridor that holds no terrain pixel (all rover body, background, or pixels below
+`--min-confidence`) is not "clear": the frame reads `hazard: true`, `flags:
+["no_terrain_in_corridor"]`, every share null (unknown ground is a hazard until seen).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from marsedge.errors import ConfigError
 
 TERRAIN_NAMES = ("soil", "bedrock", "sand", "big rock")
 MISSING_CLASS = ("skip", "error")  # what a rule naming a class the model lacks does
+NO_TERRAIN = "no_terrain_in_corridor"  # the flag of a corridor that holds no terrain pixel
 
 
 @dataclass(frozen=True)
@@ -153,8 +158,14 @@ class HazardRules:
         corridor = corridor_mask(mask.shape[0], mask.shape[1], self.config)
         counts = class_counts(mask, corridor.view(np.uint8))  # bool as 0/1 bytes: no copy
         terrain = int(sum(counts[i] for i in self.terrain_ids))
-        shares = {flag: float(counts[class_id] / terrain) if terrain else 0.0
-                  for flag, (class_id, _) in self.rules.items()}
+        if not terrain:
+            # No ground seen ahead (rover body, sky, unsure pixels): no share can be measured, and
+            # an unseen corridor is not a clear one. It reads `hazard: true`, the fail-safe a planner
+            # expects of unknown terrain (one that reads only `hazard` stops; null would read as
+            # clear to `if hazard:`), and the flag says why, so a driver tells it from an obstacle.
+            return {"corridor_terrain_pixels": 0, **{flag: None for flag in HAZARD_RULES},
+                    "flags": [NO_TERRAIN], "hazard": True}
+        shares = {flag: float(counts[class_id] / terrain) for flag, (class_id, _) in self.rules.items()}
         flags = [flag for flag, (_, limit) in self.rules.items() if shares[flag] > limit]
         return {"corridor_terrain_pixels": terrain,
                 **{flag: round(shares[flag], 5) if flag in shares else None for flag in HAZARD_RULES},
