@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -145,3 +146,16 @@ def guarded_path(root: str | Path, rel: str) -> Path:
         if i < len(parts) - 1 and path.exists() and not path.is_dir():
             raise DataError(f"output path {path} is not a folder")
     return path
+
+
+def non_finite(value: Any, where: str = "") -> str | None:
+    """Where in JSON data the first NaN or infinite number is (`.gain`, `[2].colour[0]`), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or " value"
+    items = (value.items() if isinstance(value, dict)
+             else enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        found = non_finite(item, f"{where}.{key}" if isinstance(value, dict) else f"{where}[{key}]")
+        if found is not None:
+            return found
+    return None

@@ -102,6 +102,26 @@ def test_non_finite_metadata_is_refused_at_model_load_naming_the_key(edge_studen
     assert not (tmp_path / "out").exists()  # refused before OUTPUT was made
 
 
+@pytest.mark.parametrize("edit, reason", [
+    ({"gain": -1.0}, "preprocess.gain must be positive (and finite), got -1.0"),
+    ({"channels": 2}, "preprocess.channels must be 1 or 3, got 2"),
+    ({"stretch": True}, "unknown preprocess key(s): ['stretch']"),
+    ({"height": None}, None),  # a TypeError inside the spec: still one line naming the file
+])
+def test_a_bad_preprocessing_spec_is_refused_naming_the_model_file(edge_student, tiny_ai4mars, tmp_path,
+                                                                   capsys, edit, reason):
+    spec = dict(json.loads(next(p.value for p in onnx.load(str(edge_student[1])).metadata_props
+                                if p.key == "marsedge.preprocess")))
+    model = _edited_student(edge_student[1], tmp_path / "bad.onnx", preprocess=json.dumps({**spec, **edit}))
+    copy_frames(tiny_ai4mars, tmp_path / "in", 1)
+    # exit 1: the model file's fault, not a usage error (2)
+    assert main([str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(model)]) == 1
+    line = _last_line(capsys)
+    assert line.startswith(f"edge-run: error: {model}: metadata marsedge.preprocess: ")
+    assert reason is None or line.endswith(reason)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("gain", [float("nan"), float("inf")])
 def test_a_non_finite_gain_is_refused_by_the_spec_itself(gain):
     """The spec guards checkpoints and engine sidecars too, whose metadata is not ONNX's JSON."""

@@ -153,6 +153,24 @@ def test_engine_without_or_with_broken_sidecar(tmp_path):
     assert "unknown origin" in check_sidecar(engine, HERE)[0]
 
 
+@pytest.mark.parametrize("field, literal", [("gain", "NaN"), ("gain", "1e999"), ("height", "-Infinity")])
+def test_a_sidecar_with_a_non_finite_preprocessing_number_is_refused_naming_file_and_key(tmp_path, field,
+                                                                                        literal):
+    """As for ONNX metadata: Python's JSON reads NaN, Infinity and 1e999 as numbers, and a NaN
+    height passes every `<= 0` check; the engine's sidecar, written by hand here, is scanned alike."""
+    _, engine = _engine_with_sidecar(tmp_path)
+    side = sidecar_path(engine)
+    numbers = {"height": "64", "width": "64", "channels": "1", "gain": "1.5", field: literal}
+    preprocess = ", ".join(f'"{name}": {value}' for name, value in numbers.items())
+    table = '[{"id": 0, "name": "soil", "colour": [1, 2, 3]}]'
+    metadata = f'{{"class_table": {table}, "preprocess": {{{preprocess}}}}}'
+    side.write_text(side.read_text()[:-1] + f', "metadata": {metadata}}}')
+    with pytest.raises(ModelError) as refused:
+        read_sidecar(engine)
+    assert str(refused.value) == f"{side}: sidecar key metadata.preprocess.{field} is not a finite number"
+    assert check_sidecar(engine, HERE) == [str(refused.value)]  # edge-run's check names it before any frame
+
+
 def test_int8_build_needs_a_qdq_model(edge_student, tmp_path):
     onnx = tmp_path / "student.onnx"
     shutil.copy(edge_student[1], onnx)

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from marsedge.data.preprocess import PreprocessSpec
 from marsedge.errors import ConfigError, ModelError
+from marsedge.io import non_finite
 from marsedge.terrain import class_table as default_class_table
 
 PREFIX = "marsedge."
@@ -150,28 +150,22 @@ def parse_props(props: dict[str, str], source: str | Path) -> ModelMetadata:
             raise ModelError(f"{source}: metadata {key}{where} is not a finite number")
         return value
 
+    def spec() -> PreprocessSpec:  # a bad spec is the model file's fault: named, like a bad JSON
+        data = load(PREPROCESS)
+        try:
+            return PreprocessSpec.from_dict(dict(data))
+        except (TypeError, ValueError) as exc:  # ConfigError is a ValueError
+            raise ModelError(f"{source}: metadata {PREPROCESS}: {exc}") from None
+
     return ModelMetadata(
         class_table=load(CLASS_TABLE),
-        preprocess=PreprocessSpec.from_dict(load(PREPROCESS)),
+        preprocess=spec(),
         model_config=load(MODEL_CONFIG) if MODEL_CONFIG in props else {},
         source_sha256=props.get(SOURCE_SHA256),
         quantization=load(QUANTIZATION) if QUANTIZATION in props else None,
         trained_size=load(TRAINED_SIZE) if TRAINED_SIZE in props else None,
         runtime=props.get(RUNTIME),
     )
-
-
-def non_finite(value: Any, where: str = "") -> str | None:
-    """Where in JSON data the first NaN or infinite number is (`.gain`, `[2].colour[0]`), or None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return where or " value"
-    items = (value.items() if isinstance(value, dict)
-             else enumerate(value) if isinstance(value, list) else ())
-    for key, item in items:
-        found = non_finite(item, f"{where}.{key}" if isinstance(value, dict) else f"{where}[{key}]")
-        if found is not None:
-            return found
-    return None
 
 
 def read_onnx_metadata(path: str | Path) -> ModelMetadata:

@@ -10,7 +10,8 @@ Here every `model.<precision>[.dla0].engine` has a sidecar `model.<precision>[.d
      "onnx_sha256": "...", "input_shape": [-1, 1, 512, 512], "max_batch": 8,
      "strongly_typed": true, "build_seconds": 41.2, "built_at": "...", "metadata": {...}}
 
-`read_sidecar` is the one parse (a malformed sidecar is one ModelError naming the file);
+`read_sidecar` is the one parse (a malformed sidecar, or one holding NaN or an infinite number
+(`metadata.preprocess.gain`), is one ModelError naming the file and the key);
 `check_sidecar` compares it with the machine and the ONNX file beside it and lists what differs.
 Torch-, TensorRT- and NumPy-free (`cuda_device` too, so scripts/gpu_check.py can ask for a GPU with
 any Python): it runs, and is tested, on any machine.
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from marsedge.errors import ModelError
-from marsedge.io import atomic_write_json, sha256_file
+from marsedge.io import atomic_write_json, non_finite, sha256_file
 
 PRECISIONS = ("fp32", "fp16", "int8")
 SIDECAR_FORMAT = 1
@@ -118,6 +119,9 @@ def parse_sidecar(data: object, source: str | Path) -> EngineSidecar:
     """Validate a sidecar's JSON data into the record; any fault is one line naming `source`."""
     if not isinstance(data, dict):
         raise ModelError(f"{source}: sidecar is not a JSON object")
+    where = non_finite(data)  # Python's JSON reads NaN, Infinity and 1e999 as numbers, as for ONNX
+    if where is not None:
+        raise ModelError(f"{source}: sidecar key {where[1:]} is not a finite number")
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise ModelError(f"{source}: sidecar lacks {', '.join(missing)}")
