@@ -1,5 +1,5 @@
 """Output ownership: one rule for every command that writes (train.py, distill.py, export, quantize,
-edge-run, bench).
+edge-run, bench, report).
 
 - A command holds a lock on its output folder for its whole run (`OutputLock`): a second command
   aimed at the same folder is refused at once with a line naming the folder and the holder's pid,
@@ -38,6 +38,8 @@ class OutputLock:
         self._fd: int | None = None
 
     def acquire(self) -> OutputLock:
+        if self.folder.exists() and not self.folder.is_dir():  # a model or results file given as -o
+            raise ConfigError(f"{self.folder}: the output is a file, not a folder; choose a folder")
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / LOCK_NAME
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from marsedge.errors import MarsedgeError
+from marsedge.io import atomic_write
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -55,13 +56,13 @@ def _chromium(args: list[str], timeout: float) -> subprocess.CompletedProcess:
 def screenshot(page: str | Path, png: str | Path, width: int = 1280, height: int = 2400,
                timeout: float = 120) -> Path:
     """A PNG of the page's top `height` pixels at `width` wide."""
-    png = Path(png).resolve()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    done = _chromium([f"--screenshot={png}", f"--window-size={width},{height}", "--virtual-time-budget=5000",
-                      Path(page).resolve().as_uri()], timeout)
-    if not png.is_file():
-        raise MarsedgeError(f"chromium wrote no screenshot of {page}: {done.stderr.strip()[-300:]}")
-    return png
+    def shoot(tmp: Path) -> None:  # into an empty temp file: an older PNG never passes for this page's
+        done = _chromium([f"--screenshot={tmp}", f"--window-size={width},{height}",
+                          "--virtual-time-budget=5000", Path(page).resolve().as_uri()], timeout)
+        if not tmp.is_file() or not tmp.stat().st_size:
+            raise MarsedgeError(f"chromium wrote no screenshot of {page}: {done.stderr.strip()[-300:]}")
+
+    return atomic_write(Path(png).resolve(), shoot)
 
 
 def check_page(page: str | Path, timeout: float = 120) -> dict:

@@ -64,7 +64,7 @@ def register(subparsers) -> None:
                         help="also save a headless-Chromium screenshot of report.html")
     report.add_argument("--overwrite", action="store_true",
                         help="replace report.md/report.html already in the output folder (bench writes "
-                             "them beside results.json)")
+                             "them beside results.json) and an existing --screenshot PNG")
     report.set_defaults(func=run_report)
 
 
@@ -104,7 +104,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from marsedge.bench import runner
     from marsedge.bench.exports import export_missing_onnx
     from marsedge.bench.report import write_report
-    from marsedge.ownership import OutputLock, refuse_existing
+    from marsedge.ownership import OutputLock, refuse_existing, refuse_same_path
 
     settings = runner.BenchSettings(
         data=args.data, split=args.split, size=args.size, warmup=args.warmup,
@@ -112,6 +112,7 @@ def run_bench(args: argparse.Namespace) -> int:
         backend=args.backend, reference=args.reference, min_miou=args.min_miou, samples=args.samples,
         timeout=args.timeout, keep_masks=args.keep_masks)
     out = Path(args.out)
+    refuse_same_path(args.data, out, "bench output")  # results, samples and masks never land in the dataset
     with OutputLock(out, "bench"):
         refuse_existing(out / "results.json", args.overwrite, "the results of an earlier bench")
         models = args.models if args.no_export else export_missing_onnx(args.models, out)
@@ -126,21 +127,29 @@ def run_report(args: argparse.Namespace) -> int:
     from marsedge.bench.compare import check_comparable
     from marsedge.bench.report import write_report
     from marsedge.bench.results import load_results
-    from marsedge.ownership import refuse_existing
+    from marsedge.ownership import OutputLock, refuse_existing, refuse_same_path
 
     sources = [Path(p) for p in args.results]
     results = [load_results(p) for p in sources]
     for source, baseline in zip(sources[1:], results[1:], strict=True):
         check_comparable(results[0], baseline, str(sources[0]), str(source))
-    for name in ("report.md", "report.html"):
-        refuse_existing(Path(args.out) / name, args.overwrite, "report")
-    if len(sources) == 1:
-        print(f"no baseline given: re-rendering {sources[0]} (nothing is compared; give a baseline "
-              "results.json after it to compare)")
-    md, page = write_report(results, sources, args.out, args.latency_tol, args.miou_tol)
-    print(f"wrote {md}, {page}")
+    out = Path(args.out)
+    written = [out / "report.md", out / "report.html"]
     if args.screenshot:
-        from marsedge.bench.browser import screenshot
+        for other in (*sources, *written):
+            refuse_same_path(other, args.screenshot, "screenshot")
+    with OutputLock(out, "report"):  # not while a bench or another report writes there
+        for path in written:
+            refuse_existing(path, args.overwrite, "report")
+        if args.screenshot:
+            refuse_existing(args.screenshot, args.overwrite, "screenshot")
+        if len(sources) == 1:
+            print(f"no baseline given: re-rendering {sources[0]} (nothing is compared; give a baseline "
+                  "results.json after it to compare)")
+        md, page = write_report(results, sources, out, args.latency_tol, args.miou_tol)
+        print(f"wrote {md}, {page}")
+        if args.screenshot:
+            from marsedge.bench.browser import screenshot
 
-        print(f"wrote {screenshot(page, args.screenshot)}")
+            print(f"wrote {screenshot(page, args.screenshot)}")
     return 0
