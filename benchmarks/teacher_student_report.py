@@ -79,7 +79,8 @@ def setup_block(command: str, args, work: Path, root: Path, student: dict, teach
                  "teacher_gmacs": count_macs(build_model(ModelConfig(**teacher)), size)["total"] / 1e9,
                  "intensity_baseline": intensity_baseline(base, "gold-min3")}
         atomic_write_json(cached, fixed)
-    return {"command": command, "cpu": cpu_described(), "threads": os.cpu_count(),
+    return {"command": command, "report_only": bool(getattr(args, "report_only", False)), "work": str(work),
+            "cpu": cpu_described(), "threads": os.cpu_count(),
             "load_average_at_write": load_1min(1), "seeds": args.seeds,
             "fractions": args.fractions, "max_steps": args.max_steps, "eval_steps": args.eval_steps,
             "patience": args.patience, "temperatures": args.temperatures,
@@ -136,7 +137,10 @@ def markdown(result: dict, png: str) -> str:
     base = s["intensity_baseline"]
     fractions = " and ".join(f"{100 * float(f):g} %" for f in result["summary"])
     lines = [f"# Big teacher -> small student at {fractions} labels (synthetic MSL, CPU), to the plateau",
-             "", f"`{s['command']}` on {s['cpu']} ({s['threads']} threads, shared with other jobs: load "
+             "", (f"Written by `{s['command']}` from the runs finished in its work folder (each run's "
+                  "config is `configs/<run>.yaml` there; rows may have been trained side by side, "
+                  "`--only-seed S --rows R`)" if s.get("report_only") else f"`{s['command']}`") +
+             f" on {s['cpu']} ({s['threads']} threads, shared with other jobs: load "
              f"average {s['load_average_at_write']} when written). Every row stops after {s['patience']} val "
              f"evaluations ({s['eval_steps']} steps apart) without a new best, at most {s['max_steps']} "
              f"steps; test = gold-min3, scored once per run on the best val checkpoint. KD temperature "
