@@ -14,7 +14,8 @@ PDS4 element values). Each mutated file goes through
 
 and any other outcome is a finding (kept under --findings with the mutation list). Never a hang:
 every execution is watched by faulthandler (--hang seconds: a traceback and exit 3). Memory below a
-bound: the peak RSS must stay under --max-rss-mb (a finding, then exit 1). Exit 0: no findings.
+bound: the process's own peak RSS (VmHWM; not ru_maxrss, which on Linux keeps the RSS of the parent
+it was forked from) must stay under --max-rss-mb (a finding, then exit 1). Exit 0: no findings.
 Torch-free. `tests/test_edge_run_fuzz.py` runs a seeded 12-second version in every test run and a
 long one (`MARSEDGE_FUZZ_SECONDS`, default 120) under `pytest -m long`.
 """
@@ -25,7 +26,6 @@ import argparse
 import faulthandler
 import json
 import os
-import resource
 import struct
 import sys
 import tempfile
@@ -38,6 +38,7 @@ import numpy as np
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
+from marsedge.bench.latency import peak_rss_mb
 from marsedge.data import frames
 from marsedge.data.preprocess import PreprocessSpec
 from marsedge.edge.pipeline import decode
@@ -262,7 +263,7 @@ class Harness:
         self.slowest_ms = max(self.slowest_ms, 1000 * (time.perf_counter() - start))
         self.counts["executions"] += 1
         self.per_kind[kind] += 1
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss_mb = peak_rss_mb()
         if rss_mb > self.args.max_rss_mb:
             what = f"peak RSS {rss_mb:.0f} MB over {self.args.max_rss_mb} MB"
             self.finding(kind, ops, data, companion, what)
@@ -286,7 +287,7 @@ class Harness:
         return {"command": " ".join(sys.argv), "seed": self.args.seed, "seconds": seconds,
                 "rounds": round_, **self.counts, "per_seed": self.per_kind,
                 "slowest_execution_ms": round(self.slowest_ms, 1),
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "peak_rss_mb": round(peak_rss_mb(), 1),
                 "max_rss_mb": self.args.max_rss_mb, "hang_seconds": self.args.hang,
                 "pixel_limit": frames.max_pixels(), "findings": self.findings}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -140,6 +142,19 @@ def test_peak_rss_window_sees_an_allocation_after_the_reset():
     assert peak - baseline >= 90
     after_reset = reset_peak_rss()
     assert peak_rss_mb() - after_reset < 50  # the old peak is forgotten
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM needs Linux /proc")
+def test_a_child_process_peak_is_its_own_not_its_parents():
+    """ru_maxrss keeps the RSS of the parent a process was forked from (the fuzz harness, run from a
+    1 GB pytest, read 1057 MB before its first frame); peak_rss_mb reads the process's own VmHWM."""
+    child = ("import resource; from marsedge.bench.latency import peak_rss_mb; "
+             "print(peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    block = np.ones(400 * 2**20, dtype=np.uint8)  # 400 MiB touched in this (the parent) process
+    own, inherited = map(float, subprocess.run([sys.executable, "-c", child], capture_output=True,
+                                               text=True, check=True).stdout.split())
+    del block
+    assert own < 300, (own, inherited)  # the import of numpy + marsedge.bench, not the parent's 400 MiB
 
 
 def test_alternating_medians_time_blocks_after_a_settle_call():
