@@ -87,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-seed", type=int, default=1)
     p.add_argument("--rows", default=",".join(ROW_KEYS), help="the rows to train (finished runs of the "
                    "others are read back): independent rows can run side by side as separate processes")
+    p.add_argument("--teacher-seed", type=int, default=None,
+                   help="distil every seed's student from this seed's teacher (a teacher costs hours; "
+                   "the student's seed then varies, the teacher does not)")
     p.add_argument("--only-seed", type=int, default=None,
                    help="train this seed only (side by side, as --rows)")
     p.add_argument("--report-only", action="store_true",
@@ -278,21 +281,27 @@ def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -
         elif key in args.rows and not args.report_only:
             record(ROW_KEYS[key], run_mode(work, run_name, config()))
 
+    shared = args.teacher_seed is not None and args.teacher_seed != seed
+    teacher_tag = f"f{fraction:g}_s{args.teacher_seed}" if shared else tag
+    taught = f"_teacher_s{args.teacher_seed}" if shared else ""  # a run's name says whose teacher
+
     def teacher() -> Path:
-        path = runs / f"teacher_{tag}" / "best.pt"
+        path = runs / f"teacher_{teacher_tag}" / "best.pt"
         if not path.is_file():
             raise SystemExit(f"{path}: the distillation rows need the teacher row's run; train it first")
         return path
 
     row("scratch", f"scratch_{tag}", lambda: supervised(root, STUDENT, fraction, seed, args, None))
-    row("teacher", f"teacher_{tag}", lambda: supervised(root, TEACHER, fraction, seed, args,
-                                                        pretrain(work, root, seed, args.pretrain_epochs)))
+    if not shared:
+        row("teacher", f"teacher_{tag}", lambda: supervised(root, TEACHER, fraction, seed, args,
+                                                            pretrain(work, root, seed, args.pretrain_epochs)))
     pool = lambda: unlabelled_pool(root, fraction, seed, work / f"pool_{tag}")  # noqa: E731
     first = args.temperatures[0] if seed == 0 else chosen_temperature(work, fraction, args.temperatures)
     first = args.temperatures[0] if first is None else first
-    row("distilled", f"distilled_T{first:g}_{tag}",
+    row("distilled", f"distilled_T{first:g}_{tag}{taught}",
         lambda: distilled(root, teacher(), pool(), fraction, seed, args, first))
-    row("sanity", f"sanity_{tag}", lambda: distilled(root, teacher(), None, fraction, seed, args, 1.0))
+    row("sanity", f"sanity_{tag}{taught}",
+        lambda: distilled(root, teacher(), None, fraction, seed, args, 1.0))
     row("teacher_random", f"teacher_random_{tag}",
         lambda: supervised(root, TEACHER, fraction, seed, args, None))
     if seed == 0 and len(args.temperatures) > 1:

@@ -85,7 +85,8 @@ def setup_block(command: str, args, work: Path, root: Path, student: dict, teach
             "fractions": args.fractions, "max_steps": args.max_steps, "eval_steps": args.eval_steps,
             "patience": args.patience, "temperatures": args.temperatures,
             "pretrain_epochs": args.pretrain_epochs, "labelled": args.labelled, "unlabelled": args.unlabelled,
-            "size": args.size, "student": student, "teacher": teacher, **fixed}
+            "size": args.size, "teacher_seed": getattr(args, "teacher_seed", None),
+            "student": student, "teacher": teacher, **fixed}
 
 
 def curve_band(curves: list[list[list[float]]], column: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -150,7 +151,10 @@ def markdown(result: dict, png: str) -> str:
              f"Student {s['student']['backbone']} + {s['student']['head']}: {s['student_gmacs']:.3f} GMACs; "
              f"teacher {s['teacher']['backbone']} + {s['teacher']['head']}: {s['teacher_gmacs']:.3f} GMACs "
              f"({s['teacher_gmacs'] / s['student_gmacs']:.1f}x) at 128 px. Intensity-only baseline (grey "
-             f"level -> commonest class): mIoU {base['miou']:.3f}.", ""]
+             f"level -> commonest class): mIoU {base['miou']:.3f}." + (
+                 "" if s.get("teacher_seed") is None else
+                 f" Every seed's student is distilled from seed {s['teacher_seed']}'s teacher: the "
+                 "student's seed (its labelled frames and init) varies, the teacher does not."), ""]
     for fraction, block in result["summary"].items():
         lines += [f"## {100 * float(fraction):g} % labels", "",
                   "| row | test mIoU (mean ± std) | seeds | per seed | best val mIoU | steps (plateau?) |",
