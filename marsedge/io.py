@@ -17,34 +17,69 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from marsedge.errors import DataError, WriteError
+from marsedge.errors import DataError, MarsedgeError, WriteError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_path)` then rename tmp_path onto `path`. The temp file keeps the suffix."""
+def atomic_write(path: str | Path, write: Callable[[Path], None], replace: bool = True) -> Path:
+    """Call `write(tmp_path)` then rename tmp_path onto `path`. The temp file keeps the suffix.
+
+    replace=False: a file that appeared at `path` while `write` ran (a long export or quantize) is
+    kept; this result is kept too, beside it, and an OutputAppeared error names both."""
     path = Path(path)
-    with _replacing(path) as (fd, tmp):
+    with _replacing(path, replace) as (fd, tmp):
         os.close(fd)
         write(tmp)
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+def atomic_write_bytes(path: str | Path, data: bytes, replace: bool = True) -> Path:
     """`atomic_write` for bytes in hand, written through the temp file's own descriptor (one open):
     edge-run writes two files per frame on cores its runtime is using."""
     path = Path(path)
-    with _replacing(path) as (fd, _), os.fdopen(fd, "wb") as f:
+    with _replacing(path, replace) as (fd, _), os.fdopen(fd, "wb") as f:
         f.write(data)
     return path
 
 
+class OutputAppeared(MarsedgeError):
+    """The output path was free when the command started and taken when it finished."""
+
+    exit_code = 1
+
+    def __init__(self, path: Path, kept: Path):
+        super().__init__(f"{path}: appeared while this command ran and was not replaced; "
+                         f"this run's result is {kept}")
+        self.path, self.kept = path, kept
+
+
+def _publish(tmp: str, path: Path, replace: bool) -> None:
+    if replace:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # atomic: fails if `path` exists, unlike a rename
+    except FileExistsError:
+        kept = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
+        os.replace(tmp, kept)
+        raise OutputAppeared(path, kept) from None
+    except OSError:  # a file system without hard links: check, then rename (a narrow race remains)
+        if path.exists():
+            kept = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
+            os.replace(tmp, kept)
+            raise OutputAppeared(path, kept) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
 @contextmanager
-def _replacing(path: Path) -> Iterator[tuple[int, Path]]:
+def _replacing(path: Path, replace: bool = True) -> Iterator[tuple[int, Path]]:
     """A temp file beside `path` (its folder made when missing, the usual permissions), renamed onto
-    `path` when the block ends well and removed when it raises."""
+    `path` when the block ends well (never onto a file that appeared meanwhile when `replace` is
+    False) and removed when it raises."""
     try:
         try:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
@@ -56,7 +91,7 @@ def _replacing(path: Path) -> Iterator[tuple[int, Path]]:
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
         yield fd, Path(tmp)
-        os.replace(tmp, path)
+        _publish(tmp, path, replace)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError) and not isinstance(exc, WriteError):

@@ -122,3 +122,12 @@ def test_readme_stays_a_front_door():
     assert len(lines) <= 180, f"README.md has {len(lines)} lines: move detail into docs/"
     for section in ("## Use your own data", "## On the rover"):
         assert section in lines, f"README.md lacks its '{section}' section"
+
+
+def test_the_resume_page_lists_every_key_a_resume_may_change():
+    from marsedge.train.engine.rundir import MAY_CHANGE_ON_RESUME
+
+    page = (REPO / "docs" / "resume-and-overwrite.md").read_text()
+    missing = [key for key in MAY_CHANGE_ON_RESUME if f"`{key}`" not in page
+               and f"`.{key.rsplit('.', 1)[-1]}`" not in page]
+    assert not missing, f"docs/resume-and-overwrite.md does not list {missing}"

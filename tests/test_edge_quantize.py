@@ -317,3 +317,23 @@ def test_openvino_runtime_gates_and_times_the_qdq_layouts_on_openvino(quantized,
     assert read_onnx_metadata(out).runtime == "openvino"  # recorded: edge-run runs it there unasked
     assert all(t["ms"] > 0 for t in tried) and record["recipe"] == min(tried, key=lambda t: t["ms"])["recipe"]
     assert record["gate"]["passed"]
+
+
+def test_an_int8_model_that_appeared_during_quantize_is_kept(quantized, tiny_ai4mars, tmp_path, monkeypatch):
+    from marsedge.deploy import calibration
+    from marsedge.io import OutputAppeared
+
+    out = tmp_path / "s.int8.onnx"
+    real = calibration.calibration_set
+
+    def calibrate_while_another_quantize_finishes(*args, **kwargs):
+        out.write_bytes(b"another run's model")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(calibration, "calibration_set", calibrate_while_another_quantize_finishes)
+    options = QuantizeOptions(method="max", n=8, min_frames=8, min_speedup=0, runtime="onnxruntime",
+                              recipe="qop-u8s8-all")
+    with pytest.warns(UserWarning), pytest.raises(OutputAppeared, match="s.int8.onnx: appeared") as caught:
+        quantize_model(quantized[0], str(tiny_ai4mars), out, None, options)
+    assert out.read_bytes() == b"another run's model"
+    assert OnnxBackend(caught.value.kept).infer(np.zeros((1, 1, 64, 64), np.float32)).shape[1] > 1

@@ -121,7 +121,8 @@ def run_export(args: argparse.Namespace) -> int:
     refuse_same_path(args.checkpoint, out, "ONNX model")
     refuse_existing(out, args.overwrite, "the ONNX model")
     out, _ = export(args.checkpoint, out, size=args.size, opset=args.opset,
-                    dynamic_batch=args.dynamic_batch, frames=args.frames, simplify=not args.no_simplify)
+                    dynamic_batch=args.dynamic_batch, frames=args.frames, simplify=not args.no_simplify,
+                    overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0
 

@@ -19,12 +19,15 @@
 5. verification: frames through THE preprocessing, ONNX Runtime vs PyTorch; max abs logit error and
    argmax agreement are printed and stored, and an agreement under 99.9% fails the export.
 
-This is the one module of marsedge.edge that imports torch (the workstation side).
+Workstation code (it imports torch). The result is written atomically and, unless `overwrite`, never
+onto a file that appeared at OUT while the export ran.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -102,7 +105,8 @@ def _simplify(model):
 
 def export(checkpoint: str | Path, out: str | Path | None = None, size: int | None = None,
            opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, frames: str | None = None,
-           verify_frames: int = 8, simplify: bool = True) -> tuple[Path, Verification]:
+           verify_frames: int = 8, simplify: bool = True,
+           overwrite: bool = False) -> tuple[Path, Verification]:
     """Export, check, annotate and verify; returns the ONNX path and the verification result."""
     import onnx
     import torch
@@ -127,7 +131,9 @@ def export(checkpoint: str | Path, out: str | Path | None = None, size: int | No
 
     dummy = torch.zeros(1, spec.channels, spec.height, spec.width)
     axes = {"image": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
-    tmp = out.with_name(f".{out.name}.raw")
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".raw")  # one per export
+    os.close(fd)
+    tmp = Path(name)
     try:
         torch.onnx.export(model, (dummy,), str(tmp), input_names=["image"], output_names=["logits"],
                           opset_version=int(opset), dynamic_axes=axes, do_constant_folding=True,
@@ -158,5 +164,5 @@ def export(checkpoint: str | Path, out: str | Path | None = None, size: int | No
         raise ModelError(f"{checkpoint}: exported ONNX disagrees with PyTorch on "
                          f"{100 * (1 - result.argmax_agreement):.3f}% of pixels or images (limit "
                          f"{100 * (1 - MIN_AGREEMENT):.1f}%); not written")
-    atomic_write_bytes(out, data)
+    atomic_write_bytes(out, data, replace=overwrite)
     return out, result

@@ -130,7 +130,7 @@ def quantize_model(src: str | Path, calib: str, out: str | Path | None, eval_roo
         # the runtime chosen, for open_backend to follow
         runtime = {RUNTIME: chosen["runtime"]} if options.target == CPU_TARGET else {}
         set_props(quantized, {QUANTIZATION: json.dumps(record), **runtime})
-        atomic_write(out, lambda p: onnx.save(quantized, str(p)))
+        atomic_write(out, lambda p: onnx.save(quantized, str(p)), replace=options.overwrite)
     finally:
         if "workdir" in job.shared:
             shutil.rmtree(job.shared["workdir"], ignore_errors=True)
