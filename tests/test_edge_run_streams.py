@@ -46,6 +46,8 @@ def test_two_streams_by_default_on_a_cpu_runtime_with_two_cores(monkeypatch):
     assert default_streams("m.onnx", None, 2) == 2 and default_streams("m.onnx", "openvino", 4) == 2
     assert default_streams("m.onnx", None, 1) == 1  # one core: nothing to split
     assert default_streams("m.pt", None, 2) == default_streams("m.engine", None, 2) == 1
+    # `--backend auto` opens a non-ONNX file by its suffix: an engine runs one frame at a time
+    assert default_streams("m.engine", "auto", 2) == default_streams("m.pt", "auto", 2) == 1
     import onnxruntime
 
     monkeypatch.setattr(onnxruntime, "get_available_providers",

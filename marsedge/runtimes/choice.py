@@ -44,6 +44,8 @@ def default_streams(model_path: str | Path, backend: str | None, threads: int | 
     else 1 (a GPU runtime, torch, and a CPU runtime that
     would run on a GPU here, such as ONNX Runtime with a GPU provider: the GPU is the one device)."""
     name = backend_for(model_path, backend)
+    if name == AUTO and Path(model_path).suffix.lower() != ".onnx":  # auto opens any other file by suffix
+        name = backend_for(model_path)
     candidates = [RUNTIMES[n] for n in (onnx_runtimes() if name == AUTO else [name])]
     if not all(r.cpu_streams for r in candidates) or (threads or available_cores()) < 2:
         return 1
