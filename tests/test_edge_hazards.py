@@ -148,3 +148,11 @@ def test_a_rule_whose_class_the_model_lacks_is_skipped_or_refused():
         HazardRules.for_model(HazardConfig(missing_class="error"), table)
     with pytest.raises(ConfigError, match="hazards.missing_class must be one of skip, error"):
         HazardConfig(missing_class="ignore")
+
+
+def test_a_model_that_knows_no_ground_is_said_once_at_the_start():
+    table = [{"id": 0, "name": "sky", "colour": [0, 0, 0]}, {"id": 1, "name": "rover", "colour": [1, 1, 1]}]
+    rules = HazardRules.for_model(HazardConfig(), table)
+    assert rules.notes()[-1] == ("the model has none of the terrain classes (soil, bedrock, sand, big rock): "
+                                 f"every frame will read hazard: true, flag {NO_TERRAIN}")
+    assert rules.assess(np.zeros((32, 32), np.uint8))["flags"] == [NO_TERRAIN]

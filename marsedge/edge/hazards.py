@@ -143,9 +143,13 @@ class HazardRules:
         return cls(config, terrain, rules, skipped)
 
     def notes(self) -> list[str]:
-        """One line per skipped rule, for the start of a run."""
-        return [f"hazard rule {flag} skipped: the model has no class '{name}' "
-                f"(hazards.missing_class: error refuses such a model)" for flag, name in self.skipped.items()]
+        """One line per skipped rule, and one for a model that knows no ground, for the start of a run."""
+        lines = [f"hazard rule {flag} skipped: the model has no class '{name}' "
+                 "(hazards.missing_class: error refuses such a model)" for flag, name in self.skipped.items()]
+        if not self.terrain_ids:
+            lines.append(f"the model has none of the terrain classes ({', '.join(TERRAIN_NAMES)}): every "
+                         f"frame will read hazard: true, flag {NO_TERRAIN}")
+        return lines
 
     def describe(self) -> dict:
         """The rules in force and those skipped (summary.json)."""
