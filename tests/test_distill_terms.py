@@ -119,9 +119,13 @@ def test_earlier_keys_keep_their_defaults():
 
 
 
-def test_the_new_key_overrides_an_earlier_one_and_says_so(capsys):
-    config = str(Path(__file__).resolve().parents[1] / "configs/demo/student.yaml")  # temperature: 1.0
-    assert main(["--config", config, "distill.terms.kd.temperature=4", "--print-config"]) == 0
+def test_the_new_key_overrides_an_earlier_one_and_says_so(capsys, tmp_path):
+    demo = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/demo/student.yaml").read_text())
+    del demo["distill"]["terms"]
+    demo["distill"].update(kd_weight=1.0, temperature=1.0)  # a config written with the earlier keys
+    config = tmp_path / "earlier.yaml"
+    config.write_text(yaml.safe_dump(demo))
+    assert main(["--config", str(config), "distill.terms.kd.temperature=4", "--print-config"]) == 0
     out, err = capsys.readouterr()
     assert "'distill.temperature' ignored: 'distill.terms.kd.temperature' is given" in err
     assert "temperature: 4.0" in out and "temperature: 1.0" not in out
