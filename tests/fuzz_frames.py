@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
+from test_data_pds import pds4_label
 
 from marsedge.bench.latency import peak_rss_mb
 from marsedge.data import frames
@@ -88,30 +89,7 @@ def pds3(samples: np.ndarray) -> bytes:
 
 def pds4(samples: np.ndarray, data_name: str) -> bytes:
     """A PDS4 Product_Observational label for a raw 2-D image (PDS4 Information Model, Array_2D_Image)."""
-    lines, cols = samples.shape
-    return f"""<?xml version="1.0" encoding="UTF-8"?>
-<Product_Observational xmlns="http://pds.nasa.gov/pds4/pds/v1" xmlns:img="http://pds.nasa.gov/pds4/img/v1">
-  <Identification_Area>
-    <logical_identifier>urn:nasa:pds:marsedge:fuzz:seed</logical_identifier>
-    <version_id>1.0</version_id><title>fuzz seed</title>
-    <information_model_version>1.15.0.0</information_model_version>
-    <product_class>Product_Observational</product_class>
-  </Identification_Area>
-  <Observation_Area><Discipline_Area><img:Imaging><img:Sampling>
-    <img:sample_bits>12</img:sample_bits>
-  </img:Sampling></img:Imaging></Discipline_Area></Observation_Area>
-  <File_Area_Observational>
-    <File><file_name>{data_name}</file_name></File>
-    <Array_2D_Image>
-      <local_identifier>image</local_identifier><offset unit="byte">0</offset><axes>2</axes>
-      <axis_index_order>Last Index Fastest</axis_index_order>
-      <Element_Array><data_type>UnsignedMSB2</data_type></Element_Array>
-      <Axis_Array><axis_name>Line</axis_name><elements>{lines}</elements><sequence_number>1</sequence_number></Axis_Array>
-      <Axis_Array><axis_name>Sample</axis_name><elements>{cols}</elements><sequence_number>2</sequence_number></Axis_Array>
-    </Array_2D_Image>
-  </File_Area_Observational>
-</Product_Observational>
-""".encode()
+    return pds4_label(samples.shape, data_name, identifier="fuzz:seed").encode()
 
 
 def make_seeds() -> dict[str, tuple[str, bytes, bytes | None]]:

@@ -8,6 +8,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
+from test_data_pds import write_pds4 as write_pds4_product
 
 from marsedge.data.frames import READERS, list_frames, read_frame, scale_to_uint8
 from marsedge.data.inputs import iter_frames
@@ -52,34 +53,9 @@ def write_pds3(path, samples: np.ndarray, bit_mask: str = "2#0000111111111111#")
 
 
 def write_pds4(xml_path, samples: np.ndarray) -> None:
-    """A PDS4 label + raw .img: UnsignedMSB2 words, img:sample_bits 12 as M2020/MSL labels declare."""
-    lines, cols = samples.shape
-    data = xml_path.with_suffix(".img")
-    data.write_bytes(samples.astype(">u2").tobytes())
-    xml_path.write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
-<Product_Observational xmlns="http://pds.nasa.gov/pds4/pds/v1" xmlns:img="http://pds.nasa.gov/pds4/img/v1">
-  <Identification_Area>
-    <logical_identifier>urn:nasa:pds:marsedge:test:{xml_path.stem}</logical_identifier>
-    <version_id>1.0</version_id><title>test frame</title>
-    <information_model_version>1.15.0.0</information_model_version>
-    <product_class>Product_Observational</product_class>
-  </Identification_Area>
-  <Observation_Area><Discipline_Area><img:Imaging><img:Sampling>
-    <img:sample_bits>12</img:sample_bits>
-    <img:sample_bit_mask>2#0000111111111111</img:sample_bit_mask>
-  </img:Sampling></img:Imaging></Discipline_Area></Observation_Area>
-  <File_Area_Observational>
-    <File><file_name>{data.name}</file_name></File>
-    <Array_2D_Image>
-      <local_identifier>image</local_identifier><offset unit="byte">0</offset><axes>2</axes>
-      <axis_index_order>Last Index Fastest</axis_index_order>
-      <Element_Array><data_type>UnsignedMSB2</data_type></Element_Array>
-      <Axis_Array><axis_name>Line</axis_name><elements>{lines}</elements><sequence_number>1</sequence_number></Axis_Array>
-      <Axis_Array><axis_name>Sample</axis_name><elements>{cols}</elements><sequence_number>2</sequence_number></Axis_Array>
-    </Array_2D_Image>
-  </File_Area_Observational>
-</Product_Observational>
-""")
+    """A PDS4 label + raw .img: UnsignedMSB2 words, img:sample_bits 12 and the bit mask M2020/MSL
+    labels declare."""
+    write_pds4_product(xml_path, samples, bit_mask="2#0000111111111111", data_suffix=".img")
 
 
 def png_with_sbit(path, samples: np.ndarray, bits: int) -> None:

@@ -176,14 +176,14 @@ def test_a_lying_label_is_refused_naming_the_file(tmp_path):
 PDS4_TYPES = {"UnsignedByte": "u1", "UnsignedMSB2": ">u2", "UnsignedLSB2": "<u2", "SignedMSB2": ">i2"}
 
 
-def write_pds4(
-    xml_path, samples: np.ndarray, data_type="UnsignedMSB2", offset=0, specials="", bits=12, extra_lines=0
-) -> None:
-    data = xml_path.with_suffix(".dat")
-    data.write_bytes(b"\x01" * offset + samples.astype(PDS4_TYPES[data_type]).tobytes())
-    axes = [("Line", samples.shape[-2] + extra_lines), ("Sample", samples.shape[-1])]
-    if samples.ndim == 3:
-        axes.insert(0, ("Band", samples.shape[0]))
+def pds4_label(shape: tuple[int, ...], data_name: str, data_type: str = "UnsignedMSB2", offset: int = 0,
+               specials: str = "", bits: int = 12, bit_mask: str | None = None, identifier: str = "t",
+               extra_lines: int = 0) -> str:
+    """A PDS4 Product_Observational label of a raw image (PDS4 Information Model: Array_2D_Image, or
+    Array_3D_Image with a Band axis; img:sample_bits as M2020/MSL labels declare)."""
+    axes = [("Line", shape[-2] + extra_lines), ("Sample", shape[-1])]
+    if len(shape) == 3:
+        axes.insert(0, ("Band", shape[0]))
     kind = f"Array_{len(axes)}D_Image"
     axis_xml = "".join(
         f"<Axis_Array><axis_name>{n}</axis_name><elements>{e}</elements>"
@@ -191,19 +191,20 @@ def write_pds4(
         for i, (n, e) in enumerate(axes)
     )
     special_xml = f"<Special_Constants>{specials}</Special_Constants>" if specials else ""
-    xml_path.write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
+    mask_xml = f"<img:sample_bit_mask>{bit_mask}</img:sample_bit_mask>" if bit_mask else ""
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
 <Product_Observational xmlns="http://pds.nasa.gov/pds4/pds/v1" xmlns:img="http://pds.nasa.gov/pds4/img/v1">
   <Identification_Area>
-    <logical_identifier>urn:nasa:pds:marsedge:test:{xml_path.stem.lower()}</logical_identifier>
+    <logical_identifier>urn:nasa:pds:marsedge:test:{identifier}</logical_identifier>
     <version_id>1.0</version_id><title>t</title>
     <information_model_version>1.15.0.0</information_model_version>
     <product_class>Product_Observational</product_class>
   </Identification_Area>
   <Observation_Area><Discipline_Area><img:Imaging><img:Sampling>
-    <img:sample_bits>{bits}</img:sample_bits>
+    <img:sample_bits>{bits}</img:sample_bits>{mask_xml}
   </img:Sampling></img:Imaging></Discipline_Area></Observation_Area>
   <File_Area_Observational>
-    <File><file_name>{data.name}</file_name></File>
+    <File><file_name>{data_name}</file_name></File>
     <{kind}>
       <local_identifier>image</local_identifier><offset unit="byte">{offset}</offset><axes>{len(axes)}</axes>
       <axis_index_order>Last Index Fastest</axis_index_order>
@@ -212,7 +213,16 @@ def write_pds4(
     </{kind}>
   </File_Area_Observational>
 </Product_Observational>
-""")
+"""
+
+
+def write_pds4(xml_path, samples: np.ndarray, data_type="UnsignedMSB2", offset=0, specials="", bits=12,
+               extra_lines=0, bit_mask=None, data_suffix=".dat") -> None:
+    """The label at `xml_path` and its raw data file beside it."""
+    data = xml_path.with_suffix(data_suffix)
+    data.write_bytes(b"\x01" * offset + samples.astype(PDS4_TYPES[data_type]).tobytes())
+    xml_path.write_text(pds4_label(samples.shape, data.name, data_type, offset, specials, bits, bit_mask,
+                                   xml_path.stem.lower(), extra_lines))
 
 
 @pytest.mark.parametrize("data_type", ["UnsignedMSB2", "UnsignedLSB2", "SignedMSB2"])
