@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     data = synthetic_tree(work / "synth", args.labelled, args.size, test_fraction=0.2,
                           unlabelled=args.unlabelled, workers=2)
     rows = {}
-    for label, head in (("CE only", None), ("projection_1x1 (before)", "projection_1x1"),
-                        ("independent_v3plus (paper, after)", "independent_v3plus")):
+    for label, head in (("CE only", None), ("projection_1x1 (1x1 projection)", "projection_1x1"),
+                        ("independent_v3plus (the paper's head)", "independent_v3plus")):
         runs = [train_head(work, f"{head or 'ce'}_s{seed}", semisup_config(data, args, head, seed))
                 for seed in range(args.seeds)]
         rows[label] = {"head": head, "head_params": head_parameters(head) if head else 0,
