@@ -62,17 +62,17 @@ def _publish(tmp: str, path: Path, replace: bool) -> None:
     try:
         os.link(tmp, path)  # atomic: fails if `path` exists, unlike a rename
     except FileExistsError:
-        kept = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
-        os.replace(tmp, kept)
-        raise OutputAppeared(path, kept) from None
+        pass
     except OSError:  # a file system without hard links: check, then rename (a narrow race remains)
-        if path.exists():
-            kept = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
-            os.replace(tmp, kept)
-            raise OutputAppeared(path, kept) from None
-        os.replace(tmp, path)
+        if not path.exists():
+            os.replace(tmp, path)
+            return
+    else:
+        os.unlink(tmp)
         return
-    os.unlink(tmp)
+    kept = path.with_name(f"{path.stem}.{os.getpid()}{path.suffix}")
+    os.replace(tmp, kept)
+    raise OutputAppeared(path, kept) from None
 
 
 @contextmanager

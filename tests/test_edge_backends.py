@@ -57,6 +57,7 @@ def test_backend_choice_by_suffix_and_errors(tmp_path):
     assert backend_for("a/b.onnx") == "onnxruntime"
     assert backend_for("m.engine") == "tensorrt"
     assert backend_for("m.pt") == "torch"
+    assert backend_for("m.engine", "auto") == "tensorrt" and backend_for("m.pt", "auto") == "torch"
     assert backend_for("m.bin", "onnxruntime") == "onnxruntime"
     with pytest.raises(ModelError, match="cannot tell the backend"):
         backend_for("model.tflite")

@@ -44,8 +44,6 @@ def default_streams(model_path: str | Path, backend: str | None, threads: int | 
     else 1 (a GPU runtime, torch, and a CPU runtime that
     would run on a GPU here, such as ONNX Runtime with a GPU provider: the GPU is the one device)."""
     name = backend_for(model_path, backend)
-    if name == AUTO and Path(model_path).suffix.lower() != ".onnx":  # auto opens any other file by suffix
-        name = backend_for(model_path)
     candidates = [RUNTIMES[n] for n in (onnx_runtimes() if name == AUTO else [name])]
     if not all(r.cpu_streams for r in candidates) or (threads or available_cores()) < 2:
         return 1
@@ -55,13 +53,10 @@ def default_streams(model_path: str | Path, backend: str | None, threads: int | 
 
 
 def open_fastest(path: Path, options: OpenOptions) -> Backend:
-    """`--backend auto` on a file whose metadata names no runtime (`backend_for` sends the others
-    there): for an ONNX file, every installed runtime that runs .onnx files (and can load this one)
-    is timed on this machine (marsedge.timing, a zero frame) and the fastest is kept, so another
-    runtime than the default is chosen only where it measures faster; any other file goes by its
-    suffix."""
-    if Path(path).suffix.lower() != ".onnx":
-        return RUNTIMES[backend_for(path)].open(path, options)
+    """`--backend auto` on an ONNX file whose metadata names no runtime (`backend_for` sends only
+    those here): every installed runtime that runs .onnx files (and can load this one) is timed on
+    this machine (marsedge.timing, a zero frame) and the fastest is kept, so another runtime than
+    the default is chosen only where it measures faster."""
     from marsedge.timing import alternating_medians
 
     default = RUNTIMES[DEFAULT_CPU_RUNTIME].open(path, options)
@@ -92,7 +87,8 @@ def open_fastest(path: Path, options: OpenOptions) -> Backend:
 def backend_for(path: str | Path, backend: str | None = None) -> str:
     """The backend name for a model file: the explicit choice; else, for an .onnx file, the runtime its
     metadata names (where installed here; `auto` too defers to it, the choice quantize measured on the
-    gate's frames); else `auto`, or the file's suffix."""
+    gate's frames); else `auto` for an .onnx file (timed among the runtimes that run .onnx files) or
+    the runtime of the file's suffix (`auto` too: an engine or a checkpoint has one runtime)."""
     if backend and backend != AUTO:
         if backend not in RUNTIMES:
             raise ModelError(f"unknown backend {backend!r} (choose from {', '.join(backend_names())})")
@@ -106,7 +102,7 @@ def backend_for(path: str | Path, backend: str | None = None) -> str:
         warnings.warn(f"{path}: its metadata names runtime {recorded!r}, which is not installed here; "
                       f"running it on {runtime_for_suffix(suffix)} (--backend chooses)", RuntimeWarning,
                       stacklevel=1)  # one location: edge-run asks twice (streams, open), warns once
-    if backend == AUTO:
+    if backend == AUTO and suffix == ".onnx":
         return backend
     if runtime_for_suffix(suffix) is None:
         raise ModelError(f"{path}: cannot tell the backend from suffix {suffix!r} "
