@@ -235,7 +235,7 @@ def unlabelled_pool(root: Path, fraction: float | None, seed: int, folder: Path)
     return folder
 
 
-def pretrain(work: Path, root: Path, seed: int, epochs: int) -> Path:
+def pretrain(work: Path, root: Path, seed: int, epochs: int, name: str | None = None) -> Path:
     """SimCLR of the teacher's backbone on every train frame but val's + the unlabelled split, with a
     nearest-centroid probe of its features on val (64 labelled train frames, full size) every 4
     epochs: whether the features improve shows in the run's metrics.jsonl and in bench.json."""
@@ -249,7 +249,7 @@ def pretrain(work: Path, root: Path, seed: int, epochs: int) -> Path:
               "pretrain": {"temperature": 0.5, "sources": sources,
                            "probe": {"frames": 64, **{k: PREPROCESS[k] for k in ("height", "width")}}},
               "run": {"eval_every": 4}}
-    name = f"simclr_s{seed}"
+    name = name or f"simclr_s{seed}"
     run_mode(work, name, config)
     return work / "runs" / name / "best.pt"
 

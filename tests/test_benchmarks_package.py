@@ -103,3 +103,43 @@ def test_edge_run_with_replayed_logits_writes_the_real_models_masks(edge_student
     assert len(masks) == 3
     for mask in masks:
         assert mask.read_bytes() == (tmp_path / "replayed" / "masks" / mask.name).read_bytes(), mask.name
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def test_each_ablation_variant_changes_the_distillation_recipe_in_its_one_ingredient(tiny_ai4mars, tmp_path):
+    from benchmarks import distill_ablation as ablation
+    from benchmarks import teacher_student as ts
+
+    args = ablation.parse_args(["--work", str(tmp_path), "--fractions", "0.5", "--max-steps", "300"])
+    teacher = tmp_path / "runs" / "teacher_f0.5_s0" / "best.pt"
+    pool = ts.unlabelled_pool(tiny_ai4mars, 0.5, 0, tmp_path / "pool_f0.5_s0")
+    recipe = _flatten(ts.distilled(tiny_ai4mars, teacher, pool, 0.5, 0, args, 1.0))
+    # what each variant must change, and what its schedule may change with it (the pooled set's
+    # epochs are counted over more frames; on this tiny tree they may come out the same)
+    expected = {
+        "pooled": ({"distill.sampling", "batch_size"}, {"epochs", "run.eval_every"}),
+        "no_unlabelled": ({"distill.unlabelled"}, set()),
+        "t4": ({"distill.terms.kd.temperature"}, set()),
+        "cwd": ({"distill.terms.cwd.weight", "distill.terms.cwd.tau"}, set()),
+        "mask": ({"distill.terms.kd.confidence_threshold"}, set()),
+        "third": ({"epochs", "run.early_stop_patience"}, set()),
+    }
+    assert set(expected) | {"pretrain_short"} == set(ablation.VARIANTS)
+    for key, (must, may) in expected.items():
+        variant = _flatten(ablation.variant_config(key, tmp_path, tiny_ai4mars, 0.5, args))
+        changed = {k for k in recipe.keys() | variant.keys() if recipe.get(k) != variant.get(k)}
+        assert must <= changed <= must | may, key
+    pooled = ablation.variant_config("pooled", tmp_path, tiny_ai4mars, 0.5, args)
+    labelled = ts.labelled_frames(tiny_ai4mars, 0.5, 0)
+    frames = labelled + ablation.unlabelled_count(pooled)
+    per_epoch = frames // min(16, frames)
+    assert pooled["epochs"] * per_epoch >= 300 > (pooled["epochs"] - 1) * per_epoch  # the same step cap

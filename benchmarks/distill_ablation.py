@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""What each ingredient of the distillation recipe buys: the default recipe changed in one thing.
+
+    python -m benchmarks.distill_ablation --work W      # W: a teacher_student work folder (its teacher)
+    python -m benchmarks.distill_ablation --quick       # a smoke run of every variant, minutes
+
+One seed (0) and one label fraction (the first of `--fractions`), on the data, teacher and schedule
+of `python -m benchmarks.teacher_student` with the same flags: every variant distils seed 0's
+teacher into the student exactly as the benchmark's `student distilled` row does, except for the
+one ingredient it names, and trains to its own val plateau (same cap, cadence and patience):
+
+  pooled          batches of 16 drawn from the labelled and unlabelled frames together, not 8 + 8
+                  (the same frames per step; few labelled frames among many then reach the labels rarely)
+  no_unlabelled   the labelled frames only: KD on them, no pool of unlabelled frames
+  t4              KD temperature 4 (the recipe: 1)
+  cwd             + channel-wise distillation of the logits (tau 4, weight 3, as CIRKD)
+  mask            KD only on pixels where the teacher's top probability reaches 0.8
+  third           a third of the step cap (`--max-steps` / 3): the schedule
+  pretrain_short  (a teacher) the teacher finetuned from SimCLR of a quarter of the epochs
+
+The default row and the teacher are read from the work folder's finished runs (trained there if
+absent). Each run's val mIoU is the choice signal and its gold-min3 test mIoU is scored once; the
+table gives both and what the ingredient changes on val, one seed: differences under the benchmark's
+seed spread (its scratch row's std) are noise. Under `--quick` SimCLR runs one epoch, so
+pretrain_short and the teacher pretrain alike. Writes OUT/distill_ablation{_quick}.{json,md}; a
+finished variant is read back, never trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import teacher_student as ts
+from benchmarks.common import command, cpu_described, load_1min, synthetic_tree, write_result
+
+VARIANTS = {
+    "pooled": "labelled and unlabelled frames pooled, batches of 16 (recipe: 8 labelled + 8 unlabelled)",
+    "no_unlabelled": "no unlabelled frames (KD on the labelled frames only)",
+    "t4": "KD temperature 4 (recipe: 1)",
+    "cwd": "+ channel-wise distillation of the logits, tau 4, weight 3",
+    "mask": "KD only where the teacher's top probability >= 0.8",
+    "third": "a third of the step cap",
+    "pretrain_short": "teacher: SimCLR for a quarter of the epochs before finetuning",
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    args = ts.parse_args(argv)
+    args.out = Path(args.out)
+    return args
+
+
+def pooled_schedule(config: dict, frames: int, args: argparse.Namespace) -> dict:
+    """`config`'s schedule for batches of 16 (the recipe's 8 + 8) drawn from `frames` labelled +
+    unlabelled frames: the same step cap and val cadence, counted in passes over the pooled set."""
+    batch = min(16, frames)
+    per_epoch = frames // batch
+    run = {**config["run"], "eval_every": max(1, round(args.eval_steps / per_epoch))}
+    return {**config, "batch_size": batch, "epochs": math.ceil(args.max_steps / per_epoch), "run": run}
+
+
+def unlabelled_count(config: dict) -> int:
+    from marsedge.config import from_dict
+    from marsedge.data.frame_sources import SourceConfig, mix_sources
+
+    sources = [from_dict(SourceConfig, s) for s in config["distill"]["unlabelled"]]
+    return len(mix_sources(sources, None, config["seed"], at_most=True))
+
+
+def variant_config(key: str, work: Path, root: Path, fraction: float, args: argparse.Namespace) -> dict:
+    """The config of one variant: the benchmark's distilled row (seed 0, temperature 1) changed in
+    the one ingredient `key` names (a teacher config for pretrain_short)."""
+    teacher = work / "runs" / f"teacher_f{fraction:g}_s0" / "best.pt"
+    pool = ts.unlabelled_pool(root, fraction, 0, work / f"pool_f{fraction:g}_s0")
+    if key == "pretrain_short":
+        init = ts.pretrain(work, root, 0, max(1, args.pretrain_epochs // 4), name="simclr_short_s0")
+        return ts.supervised(root, ts.TEACHER, fraction, 0, args, init)
+    if key == "third":
+        short = argparse.Namespace(**{**vars(args), "max_steps": args.max_steps // 3, "patience": 10**6})
+        return ts.distilled(root, teacher, pool, fraction, 0, short, 1.0)
+    config = ts.distilled(root, teacher, None if key == "no_unlabelled" else pool, fraction, 0, args, 1.0)
+    section, kd = config["distill"], config["distill"]["terms"]["kd"]
+    if key == "no_unlabelled":
+        section["gt_weight"] = 1.0  # distilled() without a pool is the sanity row: KD alone
+    elif key == "pooled":
+        section["sampling"] = "pooled"
+        labelled = ts.labelled_frames(root, fraction, 0)
+        config = pooled_schedule(config, labelled + unlabelled_count(config), args)
+    elif key == "t4":
+        kd["temperature"] = 4.0
+    elif key == "cwd":
+        section["terms"]["cwd"] = {"weight": 3.0, "tau": 4.0}
+    elif key == "mask":
+        kd["confidence_threshold"] = 0.8
+    else:
+        raise ValueError(f"unknown variant {key!r}")
+    return config
+
+
+def table(rows: dict[str, dict], reference: dict, teacher: dict, noise: float | None) -> list[str]:
+    lines = ["| variant | what changes | val mIoU | Δ val vs recipe | test mIoU | steps (plateau?) | CPU s |",
+             "|---|---|---|---|---|---|---|"]
+
+    def line(name: str, what: str, run: dict, base: dict) -> str:
+        plateau = "" if run["stopped_early"] else " (cap)"
+        return (f"| {name} | {what} | {run['val_miou']:.4f} | {run['val_miou'] - base['val_miou']:+.4f} | "
+                f"{run['miou']:.4f} | {run['steps']}{plateau} | {run['cpu_s']:.0f} |")
+
+    lines.append(line("recipe", "the benchmark's distilled row", reference, reference))
+    for key, run in rows.items():
+        base = teacher if key == "pretrain_short" else reference
+        lines.append(line(key, VARIANTS[key], run, base))
+    lines.append(line("teacher", "the teacher distilled from (SimCLR, full epochs)", teacher, teacher))
+    if noise is not None:
+        lines += ["", f"Seed noise: the benchmark's scratch student varies by {noise:.4f} test mIoU (std "
+                  "over its seeds); a one-seed difference under that is not a finding."]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work, fraction = args.work, args.fractions[0]
+    root = synthetic_tree(work / "data", args.labelled, args.size, seed=args.data_seed, test_fraction=0.2,
+                          unlabelled=args.unlabelled, progress=True)
+    line = command("distill_ablation", argv if argv is not None else sys.argv[1:])
+    tag = f"f{fraction:g}_s0"
+    # the recipe's row and its teacher, as the benchmark trains them (read back when finished)
+    found: dict[str, dict] = {}
+    base = argparse.Namespace(**{**vars(args), "rows": ["scratch", "teacher", "distilled"], "seeds": 1,
+                                 "only_seed": None, "teacher_seed": None, "temperatures": [1.0]})
+    ts.run_task(work, root, fraction, 0, base, lambda row, run: found.__setitem__(row, run))
+    reference, teacher = found[ts.ROWS[3]], found[ts.ROWS[1]]
+    scratch = sorted((work / "runs").glob(f"scratch_f{fraction:g}_s*/bench.json"))
+    noise = float(np.std([json.loads(p.read_text())["miou"] for p in scratch], ddof=1)) \
+        if len(scratch) > 1 else None
+    stem = args.out / f"distill_ablation{'_quick' if args.quick else ''}"
+    rows: dict[str, dict] = {}
+    for key in VARIANTS:  # the report is rewritten after every variant: an interrupted run loses nothing
+        config = variant_config(key, work, root, fraction, args)
+        rows[key] = ts.run_mode(work, f"ablation_{key}_{tag}", config)
+        markdown = "\n".join([
+            f"# What each ingredient of the distillation recipe buys ({100 * fraction:g} % labels, seed 0)",
+            "", f"`{line}` on {cpu_described()} (load average {load_1min(1)} when written). Each variant is "
+            "the benchmark's distilled row (python -m benchmarks.teacher_student, same flags) changed in "
+            f"one thing, trained to its val plateau (patience {args.patience} evaluations "
+            f"{args.eval_steps} steps apart, cap {args.max_steps} steps); test = gold-min3, scored once "
+            "per run.", "", *table(rows, reference, teacher, noise), ""])
+        result = {"command": line, "cpu": cpu_described(), "fraction": fraction, "recipe": reference,
+                  "teacher": teacher, "variants": rows, "what": VARIANTS, "scratch_std": noise}
+        write_result(stem, result, markdown)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
