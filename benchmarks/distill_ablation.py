@@ -38,6 +38,7 @@ import numpy as np
 
 from benchmarks import teacher_student as ts
 from benchmarks.common import command, cpu_described, load_1min, synthetic_tree, write_result
+from marsedge.bench.environment import library_versions
 
 VARIANTS = {
     "pooled": "labelled and unlabelled frames pooled, batches of 16 (recipe: 8 labelled + 8 unlabelled)",
@@ -151,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             f"one thing, trained to its val plateau (patience {args.patience} evaluations "
             f"{args.eval_steps} steps apart, cap {args.max_steps} steps); test = gold-min3, scored once "
             "per run.", "", *table(rows, reference, teacher, noise), ""])
-        result = {"command": line, "cpu": cpu_described(), "fraction": fraction, "recipe": reference,
-                  "teacher": teacher, "variants": rows, "what": VARIANTS, "scratch_std": noise}
+        result = {"command": line, "cpu": cpu_described(), "versions": library_versions(),
+                  "fraction": fraction, "recipe": reference, "teacher": teacher, "variants": rows,
+                  "what": VARIANTS, "scratch_std": noise}
         write_result(stem, result, markdown)
     print(markdown)
     return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import DEMO_TEACHER, cpu_described, load_1min
+from marsedge.bench.environment import library_versions
 from marsedge.io import atomic_write, atomic_write_json, atomic_write_text
 
 ROWS = ("student from scratch", "teacher, SimCLR-pretrained", "teacher, random init", "student distilled",
@@ -80,7 +81,7 @@ def setup_block(command: str, args, work: Path, root: Path, student: dict, teach
                  "intensity_baseline": intensity_baseline(base, "gold-min3")}
         atomic_write_json(cached, fixed)
     return {"command": command, "report_only": bool(getattr(args, "report_only", False)), "work": str(work),
-            "cpu": cpu_described(), "threads": os.cpu_count(),
+            "cpu": cpu_described(), "threads": os.cpu_count(), "versions": library_versions(),
             "load_average_at_write": load_1min(1), "seeds": args.seeds,
             "fractions": args.fractions, "max_steps": args.max_steps, "eval_steps": args.eval_steps,
             "patience": args.patience, "temperatures": args.temperatures,
@@ -142,7 +143,9 @@ def markdown(result: dict, png: str) -> str:
                   "config is `configs/<run>.yaml` there; rows may have been trained side by side, "
                   "`--only-seed S --rows R`)" if s.get("report_only") else f"`{s['command']}`") +
              f" on {s['cpu']} ({s['threads']} threads, shared with other jobs: load "
-             f"average {s['load_average_at_write']} when written). Every row stops after {s['patience']} val "
+             f"average {s['load_average_at_write']} when written; "
+             + ", ".join(f"{k} {v}" for k, v in s.get("versions", {}).items() if k in ("torch", "numpy"))
+             + f"). Every row stops after {s['patience']} val "
              f"evaluations ({s['eval_steps']} steps apart) without a new best, at most {s['max_steps']} "
              f"steps; test = gold-min3, scored once per run on the best val checkpoint. KD temperature "
              f"chosen on val among {s['temperatures']} at seed 0. {result['cpu_hours']:.1f} CPU hours of "
