@@ -14,7 +14,7 @@ _EXPORTS = {
                               "build_backbone", "build_model", "count_parameters"),
     "marsedge.models.checkpoints": ("Checkpoint", "LoadReport", "load_checkpoint", "load_model",
                                     "load_weights", "save_checkpoint"),
-    "marsedge.models.heads": ("LinearProbe", "ProjectionMLP"),
+    "marsedge.models.heads": ("DenseProjection", "LinearProbe", "ProjectionMLP"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -1,4 +1,5 @@
-"""Task heads: segmentation heads over backbone features, the SimCLR projection MLP, a linear probe.
+"""Task heads: segmentation heads over backbone features, the SimCLR projection MLP, DenseCL's dense
+projection, a linear probe.
 
 Every segmentation head takes the backbone's feature dict and returns `(logits, features)`:
 logits at feature resolution (SegmentationModel resizes them to the input) and the feature map
@@ -185,6 +186,16 @@ class ProjectionMLP(nn.Module):
     def forward(self, h: torch.Tensor, upto: int | None = None) -> torch.Tensor:
         end = len(self.layers) if upto is None else self.layer_ends[upto - 1]
         return self.layers[:end](h)
+
+
+class DenseProjection(nn.Sequential):
+    """DenseCL's dense projection head: 1x1 conv, ReLU, 1x1 conv on a feature map (C x h x w ->
+    out_dim x h x w), the per-location counterpart of a 2-layer projection MLP. No BatchNorm, as in
+    DenseCL's neck. Keys: `0.*` (in -> hidden) and `2.*` (hidden -> out_dim)."""
+
+    def __init__(self, in_dim: int, out_dim: int = 128, hidden_dim: int | None = None) -> None:
+        hidden = hidden_dim or in_dim  # DenseCL's hidden width equals the backbone's (2048 for R50)
+        super().__init__(nn.Conv2d(in_dim, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, out_dim, 1))
 
 
 class LinearProbe(nn.Module):

@@ -2,6 +2,7 @@
 modes (marsedge.train.modes) use, and the commands around them.
 
     contrastive.py   NT-Xent and cluster-aware NT-Xent, gather_with_grad (SimCLR across ranks)
+    dense.py         DenseCL-style dense contrastive loss (pretrain.objective: densecl)
     elementwise.py   class memory bank, element-wise contrastive loss, pseudo labels (semisup)
     embedding_heads.py  semisup's contrastive head: the paper's DeepLabv3+ head (stride 4) or a 1x1 MLP
     features.py      frozen-backbone pooled features (clustering, linear evaluation)

@@ -1,13 +1,18 @@
-"""Mode `pretrain`: SimCLR and cluster-aware SimCLR on unlabelled frames.
+"""Mode `pretrain`: SimCLR, cluster-aware SimCLR or DenseCL-style dense SimCLR on unlabelled frames.
 
     frame --two random views--> backbone f --global average pool--> h --projection MLP g--> z
     loss: NT-Xent over the 2N views of the global batch (cluster-aware when frames carry clusters)
+
+With `pretrain.objective: densecl` a dense projection head also maps f, location by location, to
+q (D x h x w), and the loss becomes (1 - lambda) NT-Xent(z) + lambda dense(q) with lambda =
+`pretrain.dense_weight` (marsedge.ssl.dense: each location's positive is the other view's location
+with the most similar backbone feature, its negatives the other frames' pooled q).
 
 The training loop (marsedge.train.engine.loop) does everything else: DDP, LARS/AdamW, cosine schedule with
 warmup, accumulation (large effective batches: note that accumulation multiplies the steps per
 update, not the negatives per loss), checkpoints, resume. The checkpoint's state dict holds
 `backbone.*` (what finetuning loads with `init.checkpoint`, `init.backbone_only: true`) and
-`projection.*`.
+`projection.*` (and `dense_projection.*` under densecl).
 
 With `pretrain.probe.frames: N` (N > 0) the loop scores the features on val every `run.eval_every`
 epochs (and at the end) with a dense nearest-centroid or kNN probe fitted on N labelled train
@@ -38,9 +43,10 @@ from marsedge.data.frames import read_frame
 from marsedge.data.views import ContrastiveViewConfig, contrastive_view, view_rng
 from marsedge.errors import ConfigError, DataError
 from marsedge.models.build import build_backbone
-from marsedge.models.heads import ProjectionMLP
+from marsedge.models.heads import DenseProjection, ProjectionMLP
 from marsedge.ssl.cluster import load_clusters
 from marsedge.ssl.contrastive import ClusterAwareNTXentLoss, NTXentLoss
+from marsedge.ssl.dense import DenseContrastiveLoss
 from marsedge.ssl.probe import ProbeEvaluator
 from marsedge.train.config import TrainConfig
 from marsedge.train.engine.job import FitPlan, Job, register_mode
@@ -62,7 +68,10 @@ class ProbeSection:
 
 @dataclass
 class PretrainSection:
-    temperature: float = 0.5  # the homogeneous-Mars paper's table A
+    # simclr: NT-Xent on pooled features; densecl: adds the dense loss of marsedge.ssl.dense
+    objective: Literal["simclr", "densecl"] = "simclr"
+    dense_weight: float = 0.5  # densecl's lambda: (1 - lambda) NT-Xent + lambda dense (DenseCL's 0.5)
+    temperature: float = 0.5  # the homogeneous-Mars paper's table A; densecl's two terms share it
     projection_dim: int = 128
     projection_layers: int = 3
     sources: list[SourceConfig] = field(default_factory=list)  # empty: data.root's unlabelled split
@@ -84,6 +93,12 @@ class PretrainConfig(TrainConfig):
         if self.pretrain.num_clusters is not None and self.pretrain.clusters is None:
             raise ConfigError("config key 'pretrain.num_clusters' is set but 'pretrain.clusters' names no "
                               "file (run `marsedge cluster --k K` first)")
+        if not 0.0 <= self.pretrain.dense_weight <= 1.0:
+            raise ConfigError(f"config key 'pretrain.dense_weight' must be in [0, 1], got "
+                              f"{self.pretrain.dense_weight}")
+        if self.pretrain.objective == "densecl" and self.pretrain.clusters is not None:
+            raise ConfigError("config key 'pretrain.clusters': the cluster-aware loss is SimCLR's; "
+                              "'pretrain.objective: densecl' takes no clusters file")
         probe = self.pretrain.probe
         if probe.frames < 0 or probe.k < 1 or probe.bank < 1:
             raise ConfigError("config keys 'pretrain.probe.frames/k/bank' must be >= 0, >= 1, >= 1, got "
@@ -115,10 +130,34 @@ class SimCLRModel(nn.Module):
         return self.projection(self.features(x))
 
 
-def build_simclr_model(cfg: PretrainConfig) -> SimCLRModel:
+class DenseCLModel(nn.Module):
+    """SimCLRModel's backbone and projection MLP (same key names, so finetuning loads `backbone.*`
+    as from SimCLR) plus DenseCL's dense projection of the backbone's `out` map.
+
+    `forward(x) -> (z, q, f)`: z the global projection (N x projection_dim), q the dense projection
+    (N x projection_dim x h x w) and f the backbone map (N x C x h x w) the correspondence is found on.
+    """
+
+    def __init__(self, backbone: nn.Module, projection_dim: int = 128, projection_layers: int = 3) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projection = ProjectionMLP(backbone.out_channels["out"], projection_dim, projection_layers)
+        self.dense_projection = DenseProjection(backbone.out_channels["out"], projection_dim)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)["out"].mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f = self.backbone(x)["out"]  # one backbone pass feeds both heads
+        return self.projection(f.mean(dim=(2, 3))), self.dense_projection(f), f
+
+
+def build_simclr_model(cfg: PretrainConfig) -> SimCLRModel | DenseCLModel:
+    """The model `pretrain.objective` trains: SimCLRModel, or DenseCLModel under densecl."""
     backbone = build_backbone(cfg.model.backbone, cfg.model.output_stride, cfg.model.in_channels,
                               cfg.model.stem_pool_padding)
-    return SimCLRModel(backbone, cfg.pretrain.projection_dim, cfg.pretrain.projection_layers)
+    kind = DenseCLModel if cfg.pretrain.objective == "densecl" else SimCLRModel
+    return kind(backbone, cfg.pretrain.projection_dim, cfg.pretrain.projection_layers)
 
 
 class ContrastiveFrames(Dataset):
@@ -176,6 +215,29 @@ class SimCLRObjective:
         with torch.no_grad():  # positive-pair agreement: rises as the views align
             cos = nn.functional.cosine_similarity(z_a, z_b).mean()
         return loss, {"pos_cos": float(cos)}
+
+
+class DenseCLObjective:
+    """(1 - dense_weight) NT-Xent on the global projections + dense_weight DenseContrastiveLoss on the
+    dense ones, for a DenseCLModel; logs `pos_cos` as SimCLRObjective and `dense_pos_cos`, the mean
+    cosine of each location's projection with its matched location in the other view."""
+
+    def __init__(self, temperature: float, dense_weight: float) -> None:
+        self.dense_weight = dense_weight
+        self.global_loss = NTXentLoss(temperature)
+        self.dense_loss = DenseContrastiveLoss(temperature)
+
+    def __call__(self, model: nn.Module, batch: dict, state) -> tuple[torch.Tensor, dict]:
+        n = batch["view1"].shape[0]
+        z, q, f = model(torch.cat([batch["view1"], batch["view2"]]))  # one forward: BN sees both views
+        z_a, z_b = z[:n].float(), z[n:].float()
+        global_loss = self.global_loss(z_a, z_b)
+        dense_loss, dense_cos = self.dense_loss.terms(q[:n], q[n:], f[:n], f[n:])
+        loss = (1 - self.dense_weight) * global_loss + self.dense_weight * dense_loss
+        with torch.no_grad():
+            cos = nn.functional.cosine_similarity(z_a, z_b).mean()
+        return loss, {"pos_cos": float(cos), "dense_pos_cos": float(dense_cos),
+                      "global_loss": float(global_loss.detach()), "dense_loss": float(dense_loss.detach())}
 
 
 def pretrain_frames(cfg: PretrainConfig) -> list[FrameRef]:
@@ -242,14 +304,19 @@ class Pretrain(Job):
 
     def build(self) -> FitPlan:
         cfg = self.cfg
-        objective = SimCLRObjective(cfg.pretrain.temperature, cluster_aware=self.clusters is not None,
-                                    cluster_mode=cfg.pretrain.cluster_mode)
+        if cfg.pretrain.objective == "densecl":
+            objective = DenseCLObjective(cfg.pretrain.temperature, cfg.pretrain.dense_weight)
+        else:
+            objective = SimCLRObjective(cfg.pretrain.temperature, cluster_aware=self.clusters is not None,
+                                        cluster_mode=cfg.pretrain.cluster_mode)
         return FitPlan(build_simclr_model(cfg), objective, self.dataset, evaluator=self.probe)
 
     def banner(self) -> str:
         cfg, ctx, clusters = self.cfg, self.ctx, self.clusters
         kind = (f"cluster-aware SimCLR (K={len(set(clusters.values()))}, {cfg.pretrain.cluster_mode})"
                 if clusters else "SimCLR")
+        if cfg.pretrain.objective == "densecl":
+            kind = f"DenseCL-style SimCLR (dense weight {cfg.pretrain.dense_weight})"
         probe = ""
         if self.probe is not None:
             every = f"every {cfg.run.eval_every} epoch(s)" if cfg.run.eval_every else "at the end"
