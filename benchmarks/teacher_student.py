@@ -14,6 +14,8 @@ network. Here, on one synthetic MSL tree (`marsedge data synth`), for each label
               may see without labels (train minus val, and the tree's unlabelled split), then finetuned
               on the labelled fraction;
   teacher_random  the same teacher from random init (what the pretraining adds);
+  teacher_densecl the same teacher pretrained with DenseCL's dense term beside SimCLR's
+              (`pretrain.objective: densecl`, output stride 16) instead of SimCLR alone;
   distilled   the student distilled from `teacher` by the default recipe (docs/distillation.md):
               each step 8 labelled + 8 unlabelled frames, cross-entropy on the labels + pixel KD on every
               frame against the frozen teacher run live on the same augmented view;
@@ -66,7 +68,7 @@ OPTIM = {"name": "adamw", "lr": 0.004, "weight_decay": 1e-4, "schedule": "poly",
 
 
 ROW_KEYS = {"scratch": ROWS[0], "teacher": ROWS[1], "teacher_random": ROWS[2], "distilled": ROWS[3],
-            "sanity": ROWS[4]}  # --rows names
+            "sanity": ROWS[4], "teacher_densecl": ROWS[5]}  # --rows names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -235,21 +237,27 @@ def unlabelled_pool(root: Path, fraction: float | None, seed: int, folder: Path)
     return folder
 
 
-def pretrain(work: Path, root: Path, seed: int, epochs: int, name: str | None = None) -> Path:
-    """SimCLR of the teacher's backbone on every train frame but val's + the unlabelled split, with a
-    nearest-centroid probe of its features on val (64 labelled train frames, full size) every 4
-    epochs: whether the features improve shows in the run's metrics.jsonl and in bench.json."""
+def pretrain(work: Path, root: Path, seed: int, epochs: int, name: str | None = None,
+             objective: str = "simclr") -> Path:
+    """SimCLR (or DenseCL: `objective`) of the teacher's backbone on every train frame but val's + the
+    unlabelled split, with a nearest-centroid probe of its features on val (64 labelled train frames,
+    full size) every 4 epochs: whether the features improve shows in the run's metrics.jsonl and in
+    bench.json."""
     pool = unlabelled_pool(root, None, seed, work / f"pool_s{seed}_pretrain")
     sources = [{"root": str(root), "split": "unlabelled"}, {"root": str(pool), "kind": "folder"}]
-    model = {k: TEACHER[k] for k in ("backbone", "in_channels")} | {"output_stride": 32}
+    # DenseCL contrasts locations: at output stride 32 a 64 px view is a 2 x 2 map, at 16 (the
+    # finetuned teacher's own dilation, so the same weights) 4 x 4
+    dense = objective == "densecl"
+    model = {k: TEACHER[k] for k in ("backbone", "in_channels")} | {"output_stride": 16 if dense else 32}
     config = {"mode": "pretrain", "seed": seed, "epochs": epochs, "batch_size": 64, "model": model,
               "data": {"root": str(root), "preprocess": PRETRAIN_VIEW, "val_fraction": 0.1, "val_seed": 0},
               "optim": {"name": "lars", "lr": 0.6, "weight_decay": 1e-6, "schedule": "cosine",
                         "warmup_epochs": 1},
               "pretrain": {"temperature": 0.5, "sources": sources,
+                           **({"objective": "densecl"} if dense else {}),
                            "probe": {"frames": 64, **{k: PREPROCESS[k] for k in ("height", "width")}}},
               "run": {"eval_every": 4}}
-    name = name or f"simclr_s{seed}"
+    name = name or f"{objective}_s{seed}"
     run_mode(work, name, config)
     return work / "runs" / name / "best.pt"
 
@@ -304,6 +312,9 @@ def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -
         lambda: distilled(root, teacher(), None, fraction, seed, args, 1.0))
     row("teacher_random", f"teacher_random_{tag}",
         lambda: supervised(root, TEACHER, fraction, seed, args, None))
+    row("teacher_densecl", f"teacher_densecl_{tag}", lambda: supervised(
+        root, TEACHER, fraction, seed, args,
+        pretrain(work, root, seed, args.pretrain_epochs, objective="densecl")))
     if seed == 0 and len(args.temperatures) > 1:
         for t in args.temperatures[1:]:
             row("distilled", f"distilled_T{t:g}_{tag}",

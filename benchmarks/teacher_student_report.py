@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,8 @@ from marsedge.bench.environment import library_versions
 from marsedge.io import atomic_write, atomic_write_json, atomic_write_text
 
 ROWS = ("student from scratch", "teacher, SimCLR-pretrained", "teacher, random init", "student distilled",
-        "distillation sanity (KD only)")
-SCRATCH, TEACHER, TEACHER_RANDOM, DISTILLED, SANITY = ROWS
+        "distillation sanity (KD only)", "teacher, DenseCL-pretrained")
+SCRATCH, TEACHER, TEACHER_RANDOM, DISTILLED, SANITY, TEACHER_DENSECL = ROWS
 
 
 def row_summary(runs: dict[str, dict]) -> dict:
@@ -52,6 +53,8 @@ def fraction_summary(rows: dict[str, dict]) -> dict:
                        aim_beats_scratch_by_2_std=bool(student - scratch > 2 * spread))
     if None not in (teacher, mean(TEACHER_RANDOM)):
         summary["pretraining_gain"] = teacher - mean(TEACHER_RANDOM)
+    if None not in (mean(TEACHER_DENSECL), mean(TEACHER_RANDOM)):
+        summary["densecl_gain"] = mean(TEACHER_DENSECL) - mean(TEACHER_RANDOM)
     if None not in (scratch, mean(SANITY)):
         summary["sanity_minus_scratch"] = mean(SANITY) - scratch
         # KD alone can only match the labels where the teacher knows its training frames at least
@@ -177,6 +180,8 @@ def markdown(result: dict, png: str) -> str:
                          f"distilled - scratch > 2 std: {block['aim_beats_scratch_by_2_std']}.")
         if "pretraining_gain" in block:
             lines.append(f"SimCLR pretraining vs random init (teacher): {block['pretraining_gain']:+.4f}.")
+        if "densecl_gain" in block:
+            lines.append(f"DenseCL pretraining vs random init (teacher): {block['densecl_gain']:+.4f}.")
         if "sanity_minus_scratch" in block:
             verdict = "passes" if block["sanity_minus_scratch"] >= 0 else "FAILS"
             if not block.get("sanity_applies", False):
@@ -185,10 +190,10 @@ def markdown(result: dict, png: str) -> str:
                          f"{block['sanity_minus_scratch']:+.4f}: {verdict}.")
         lines.append("")
     if result.get("pretraining_probe"):
-        probes = "; ".join(f"seed {seed}: {p['first']['value']:.3f} (epoch {p['first']['epoch']}) -> "
+        probes = "; ".join(f"{run}: {p['first']['value']:.3f} (epoch {p['first']['epoch']}) -> "
                            f"{p['last']['value']:.3f} (epoch {p['last']['epoch']})"
-                           for seed, p in result["pretraining_probe"].items())
-        lines += [f"SimCLR's features on val (a nearest-centroid probe of the frozen backbone, "
+                           for run, p in result["pretraining_probe"].items())
+        lines += [f"The pretrained features on val (a nearest-centroid probe of the frozen backbone, "
                   f"{result['pretraining_probe_note']}), mIoU: {probes}.", ""]
     lines += [f"![val mIoU against steps and CPU seconds]({png})", ""]
     return "\n".join(lines)
@@ -202,9 +207,10 @@ def write_results(stem: Path, results: dict, command: str, args, work: Path, roo
     result = {"setup": setup_block(command, args, work, root, student, teacher, preprocess),
               "summary": {f: fraction_summary(rows) for f, rows in results.items() if rows},
               "runs": results, "cpu_hours": cpu / 3600}
-    # whether the pretraining improved the features: its probe's first and last value, per seed
-    probes = {p.parent.name.removeprefix("simclr_s"): json.loads(p.read_text()).get("probe")
-              for p in sorted((work / "runs").glob("simclr_s*/bench.json"))}
+    # whether the pretraining improved the features: its probe's first and last value, per run
+    probes = {p.parent.name: json.loads(p.read_text()).get("probe")
+              for p in sorted((work / "runs").glob("*_s*/bench.json"))
+              if re.fullmatch(r"(simclr|densecl)_s\d+", p.parent.name)}
     result["pretraining_probe"] = {seed: probe for seed, probe in probes.items() if probe}
     result["pretraining_probe_note"] = "64 labelled train frames, every 4 epochs"
     atomic_write_json(stem.with_suffix(".json"), result)
