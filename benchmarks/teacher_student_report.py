@@ -172,6 +172,11 @@ def markdown(result: dict, png: str) -> str:
                          f"{', '.join(f'{m:.4f}' for m in r['miou_per_seed'])} | "
                          f"{', '.join(f'{v:.4f}' for v in r['val_miou_per_seed'])} | {steps} |")
         lines.append("")
+        capped = [name for name, r in block["rows"].items() if not all(r["plateaued"])]
+        if capped:
+            lines += [f"Not converged ({'; '.join(capped)}): reached the {s['max_steps']}-step cap in at "
+                      "least one seed, val still improving; such a row's figure is its score at the cap, not "
+                      "at its plateau, and a comparison with it measures the cap as much as the method.", ""]
         if "gap" in block:
             recovered = "n/a (the teacher does not lead)" if block["gap_recovered"] is None else \
                 f"{block['gap_recovered']:.2f}"
