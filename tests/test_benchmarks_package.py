@@ -143,3 +143,26 @@ def test_each_ablation_variant_changes_the_distillation_recipe_in_its_one_ingred
     frames = labelled + ablation.unlabelled_count(pooled)
     per_epoch = frames // min(16, frames)
     assert pooled["epochs"] * per_epoch >= 300 > (pooled["epochs"] - 1) * per_epoch  # the same step cap
+
+
+def test_the_teacher_student_report_names_rows_that_stopped_at_the_cap():
+    from benchmarks.teacher_student_report import ROWS, fraction_summary, markdown
+
+    def run(miou: float, plateau: bool) -> dict:
+        return {"miou": miou, "val_miou": miou, "steps": 900 if plateau else 1500, "stopped_early": plateau,
+                "cpu_s": 1.0, "name": "r"}
+
+    setup = {"command": "c", "cpu": "cpu", "threads": 2, "load_average_at_write": 0.0, "patience": 5,
+             "eval_steps": 100, "max_steps": 1500, "temperatures": [1.0], "intensity_baseline": {"miou": 0.1},
+             "student": {"backbone": "s", "head": "h"}, "teacher": {"backbone": "t", "head": "h"},
+             "student_gmacs": 1.0, "teacher_gmacs": 2.0}
+
+    def report(teacher_plateau: bool) -> str:
+        rows = {ROWS[0]: {"0": run(0.5, True), "1": run(0.52, True)},
+                ROWS[1]: {"0": run(0.6, teacher_plateau)}}
+        result = {"setup": setup, "summary": {"0.1": fraction_summary(rows)}, "cpu_hours": 0.1}
+        return markdown(result, "p.png")
+
+    assert "Not converged (teacher, SimCLR-pretrained): reached the 1500-step cap" in report(False)
+    assert "1500 (cap)" in report(False)
+    assert "Not converged" not in report(True)
