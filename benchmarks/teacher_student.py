@@ -92,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher-seed", type=int, default=None,
                    help="distil every seed's student from this seed's teacher (a teacher costs hours; "
                    "the student's seed then varies, the teacher does not)")
+    p.add_argument("--teacher-lr", type=float, default=None,
+                   help="the teacher rows' learning rate (default: the student's, 0.004); its runs are "
+                   "named _lr<LR> and the students distilled from them _teacher_lr<LR>")
     p.add_argument("--only-seed", type=int, default=None,
                    help="train this seed only (side by side, as --rows)")
     p.add_argument("--report-only", action="store_true",
@@ -191,9 +194,10 @@ def schedule(frames: int, args: argparse.Namespace) -> dict:
                     "early_stop_patience": args.patience}}
 
 
-def supervised(root: Path, model: dict, fraction: float, seed: int, args, init: Path | None) -> dict:
+def supervised(root: Path, model: dict, fraction: float, seed: int, args, init: Path | None,
+               lr: float | None = None) -> dict:
     config = {"mode": "finetune", "seed": seed, "model": model, "data": data_section(root, fraction),
-              "optim": OPTIM, "loss": {"name": "ce"},
+              "optim": OPTIM if lr is None else {**OPTIM, "lr": lr}, "loss": {"name": "ce"},
               **schedule(labelled_frames(root, fraction, seed), args)}
     if init is not None:
         config["init"] = {"checkpoint": str(init), "backbone_only": True}
@@ -265,11 +269,12 @@ def pretrain(work: Path, root: Path, seed: int, epochs: int, name: str | None = 
 # ---- the plan ---------------------------------------------------------------------------------
 
 
-def chosen_temperature(work: Path, fraction: float, temperatures: list[float]) -> float | None:
+def chosen_temperature(work: Path, fraction: float, temperatures: list[float],
+                       suffix: str = "") -> float | None:
     """The KD temperature with the best val mIoU at seed 0 (None until every candidate has finished)."""
     scores = {}
     for t in temperatures:
-        done = work / "runs" / f"distilled_T{t:g}_f{fraction:g}_s0" / "bench.json"
+        done = work / "runs" / f"distilled_T{t:g}_f{fraction:g}_s0{suffix}" / "bench.json"
         if not done.is_file():
             return None
         scores[t] = json.loads(done.read_text())["val_miou"]
@@ -292,36 +297,40 @@ def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -
     shared = args.teacher_seed is not None and args.teacher_seed != seed
     teacher_tag = f"f{fraction:g}_s{args.teacher_seed}" if shared else tag
     taught = f"_teacher_s{args.teacher_seed}" if shared else ""  # a run's name says whose teacher
+    lr = args.teacher_lr
+    teacher_lr = "" if lr is None else f"_lr{lr:g}"  # teachers of another learning rate: other runs
+    taught += "" if lr is None else f"_teacher_lr{lr:g}"
+    own = "" if lr is None else f"_teacher_lr{lr:g}"  # seed 0's temperature runs
 
     def teacher() -> Path:
-        path = runs / f"teacher_{teacher_tag}" / "best.pt"
+        path = runs / f"teacher{teacher_lr}_{teacher_tag}" / "best.pt"
         if not path.is_file():
             raise SystemExit(f"{path}: the distillation rows need the teacher row's run; train it first")
         return path
 
     row("scratch", f"scratch_{tag}", lambda: supervised(root, STUDENT, fraction, seed, args, None))
     if not shared:
-        row("teacher", f"teacher_{tag}", lambda: supervised(root, TEACHER, fraction, seed, args,
-                                                            pretrain(work, root, seed, args.pretrain_epochs)))
+        row("teacher", f"teacher{teacher_lr}_{tag}", lambda: supervised(
+            root, TEACHER, fraction, seed, args, pretrain(work, root, seed, args.pretrain_epochs), lr))
     pool = lambda: unlabelled_pool(root, fraction, seed, work / f"pool_{tag}")  # noqa: E731
-    first = args.temperatures[0] if seed == 0 else chosen_temperature(work, fraction, args.temperatures)
+    first = args.temperatures[0] if seed == 0 else chosen_temperature(work, fraction, args.temperatures, own)
     first = args.temperatures[0] if first is None else first
     row("distilled", f"distilled_T{first:g}_{tag}{taught}",
         lambda: distilled(root, teacher(), pool(), fraction, seed, args, first))
     row("sanity", f"sanity_{tag}{taught}",
         lambda: distilled(root, teacher(), None, fraction, seed, args, 1.0))
-    row("teacher_random", f"teacher_random_{tag}",
-        lambda: supervised(root, TEACHER, fraction, seed, args, None))
-    row("teacher_densecl", f"teacher_densecl_{tag}", lambda: supervised(
+    row("teacher_random", f"teacher_random{teacher_lr}_{tag}",
+        lambda: supervised(root, TEACHER, fraction, seed, args, None, lr))
+    row("teacher_densecl", f"teacher_densecl{teacher_lr}_{tag}", lambda: supervised(
         root, TEACHER, fraction, seed, args,
-        pretrain(work, root, seed, args.pretrain_epochs, objective="densecl")))
+        pretrain(work, root, seed, args.pretrain_epochs, objective="densecl"), lr))
     if seed == 0 and len(args.temperatures) > 1:
         for t in args.temperatures[1:]:
-            row("distilled", f"distilled_T{t:g}_{tag}",
+            row("distilled", f"distilled_T{t:g}_{tag}{own}",
                 lambda t=t: distilled(root, teacher(), pool(), fraction, seed, args, t))
-        best = chosen_temperature(work, fraction, args.temperatures)
+        best = chosen_temperature(work, fraction, args.temperatures, own)
         if best is not None:
-            record(ROWS[3], json.loads((runs / f"distilled_T{best:g}_{tag}" / "bench.json").read_text()))
+            record(ROWS[3], json.loads((runs / f"distilled_T{best:g}_{tag}{own}" / "bench.json").read_text()))
 
 
 def main(argv: list[str] | None = None) -> int:

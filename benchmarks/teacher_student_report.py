@@ -90,6 +90,7 @@ def setup_block(command: str, args, work: Path, root: Path, student: dict, teach
             "patience": args.patience, "temperatures": args.temperatures,
             "pretrain_epochs": args.pretrain_epochs, "labelled": args.labelled, "unlabelled": args.unlabelled,
             "size": args.size, "teacher_seed": getattr(args, "teacher_seed", None),
+            "teacher_lr": getattr(args, "teacher_lr", None),
             "student": student, "teacher": teacher, **fixed}
 
 
@@ -160,7 +161,9 @@ def markdown(result: dict, png: str) -> str:
              f"level -> commonest class): mIoU {base['miou']:.3f}." + (
                  "" if s.get("teacher_seed") is None else
                  f" Every seed's student is distilled from seed {s['teacher_seed']}'s teacher: the "
-                 "student's seed (its labelled frames and init) varies, the teacher does not."), ""]
+                 "student's seed (its labelled frames and init) varies, the teacher does not.") + (
+                 "" if s.get("teacher_lr") is None else
+                 f" The teachers train at learning rate {s['teacher_lr']:g}."), ""]
     for fraction, block in result["summary"].items():
         lines += [f"## {100 * float(fraction):g} % labels", "",
                   "| row | test mIoU (mean ± std) | seeds | per seed | best val mIoU | steps (plateau?) |",
