@@ -166,3 +166,28 @@ def test_the_teacher_student_report_names_rows_that_stopped_at_the_cap():
     assert "Not converged (teacher, SimCLR-pretrained): reached the 1500-step cap" in report(False)
     assert "1500 (cap)" in report(False)
     assert "Not converged" not in report(True)
+
+
+def test_teacher_student_runs_of_another_teacher_learning_rate_are_other_runs(tmp_path):
+    from benchmarks import teacher_student as ts
+
+    def finished(name: str, miou: float) -> None:
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "bench.json").write_text(json.dumps({"name": name, "miou": miou}))
+
+    for name in ("teacher_f0.1_s0", "distilled_T1_f0.1_s0", "scratch_f0.1_s0"):
+        finished(name, 0.1)
+    for name in ("teacher_lr0.001_f0.1_s0", "distilled_T1_f0.1_s0_teacher_lr0.001"):
+        finished(name, 0.2)
+
+    def rows_read(*flags: str) -> dict:
+        found = {}
+        args = ts.parse_args(["--work", str(tmp_path), "--report-only", "--temperatures", "1", *flags])
+        ts.run_task(tmp_path, tmp_path / "data", 0.1, 0, args, lambda row, run: found.__setitem__(row, run))
+        return {row: run["name"] for row, run in found.items()}
+
+    assert rows_read() == {ts.ROWS[0]: "scratch_f0.1_s0", ts.ROWS[1]: "teacher_f0.1_s0",
+                           ts.ROWS[3]: "distilled_T1_f0.1_s0"}
+    assert rows_read("--teacher-lr", "0.001") == {ts.ROWS[0]: "scratch_f0.1_s0",
+                                                  ts.ROWS[1]: "teacher_lr0.001_f0.1_s0",
+                                                  ts.ROWS[3]: "distilled_T1_f0.1_s0_teacher_lr0.001"}
