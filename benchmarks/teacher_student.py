@@ -95,6 +95,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher-lr", type=float, default=None,
                    help="the teacher rows' learning rate (default: the student's, 0.004); its runs are "
                    "named _lr<LR> and the students distilled from them _teacher_lr<LR>")
+    p.add_argument("--distil-from", default="teacher",
+                   choices=("teacher", "teacher_random", "teacher_densecl"),
+                   help="the teacher row the distilled and sanity rows learn from (default: the SimCLR "
+                   "teacher); other than the default, their runs are named _from_<ROW>")
     p.add_argument("--only-seed", type=int, default=None,
                    help="train this seed only (side by side, as --rows)")
     p.add_argument("--report-only", action="store_true",
@@ -299,13 +303,15 @@ def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -
     taught = f"_teacher_s{args.teacher_seed}" if shared else ""  # a run's name says whose teacher
     lr = args.teacher_lr
     teacher_lr = "" if lr is None else f"_lr{lr:g}"  # teachers of another learning rate: other runs
-    taught += "" if lr is None else f"_teacher_lr{lr:g}"
-    own = "" if lr is None else f"_teacher_lr{lr:g}"  # seed 0's temperature runs
+    own = ("" if lr is None else f"_teacher_lr{lr:g}") + \
+        ("" if args.distil_from == "teacher" else f"_from_{args.distil_from}")  # seed 0's temperature runs
+    taught += own
 
     def teacher() -> Path:
-        path = runs / f"teacher{teacher_lr}_{teacher_tag}" / "best.pt"
+        path = runs / f"{args.distil_from}{teacher_lr}_{teacher_tag}" / "best.pt"
         if not path.is_file():
-            raise SystemExit(f"{path}: the distillation rows need the teacher row's run; train it first")
+            raise SystemExit(f"{path}: the distillation rows need the {args.distil_from} row's run; "
+                             "train it first")
         return path
 
     row("scratch", f"scratch_{tag}", lambda: supervised(root, STUDENT, fraction, seed, args, None))

@@ -91,6 +91,7 @@ def setup_block(command: str, args, work: Path, root: Path, student: dict, teach
             "pretrain_epochs": args.pretrain_epochs, "labelled": args.labelled, "unlabelled": args.unlabelled,
             "size": args.size, "teacher_seed": getattr(args, "teacher_seed", None),
             "teacher_lr": getattr(args, "teacher_lr", None),
+            "distil_from": getattr(args, "distil_from", "teacher"),
             "student": student, "teacher": teacher, **fixed}
 
 
@@ -163,7 +164,9 @@ def markdown(result: dict, png: str) -> str:
                  f" Every seed's student is distilled from seed {s['teacher_seed']}'s teacher: the "
                  "student's seed (its labelled frames and init) varies, the teacher does not.") + (
                  "" if s.get("teacher_lr") is None else
-                 f" The teachers train at learning rate {s['teacher_lr']:g}."), ""]
+                 f" The teachers train at learning rate {s['teacher_lr']:g}.") + (
+                 "" if s.get("distil_from", "teacher") == "teacher" else
+                 f" The students are distilled from the `{s['distil_from']}` row's teacher."), ""]
     for fraction, block in result["summary"].items():
         lines += [f"## {100 * float(fraction):g} % labels", "",
                   "| row | test mIoU (mean ± std) | seeds | per seed | best val mIoU | steps (plateau?) |",

@@ -168,7 +168,7 @@ def test_the_teacher_student_report_names_rows_that_stopped_at_the_cap():
     assert "Not converged" not in report(True)
 
 
-def test_teacher_student_runs_of_another_teacher_learning_rate_are_other_runs(tmp_path):
+def test_teacher_student_runs_of_another_teacher_are_other_runs(tmp_path):
     from benchmarks import teacher_student as ts
 
     def finished(name: str, miou: float) -> None:
@@ -177,7 +177,8 @@ def test_teacher_student_runs_of_another_teacher_learning_rate_are_other_runs(tm
 
     for name in ("teacher_f0.1_s0", "distilled_T1_f0.1_s0", "scratch_f0.1_s0"):
         finished(name, 0.1)
-    for name in ("teacher_lr0.001_f0.1_s0", "distilled_T1_f0.1_s0_teacher_lr0.001"):
+    for name in ("teacher_lr0.001_f0.1_s0", "distilled_T1_f0.1_s0_teacher_lr0.001", "teacher_densecl_f0.1_s0",
+                 "distilled_T1_f0.1_s0_from_teacher_densecl"):
         finished(name, 0.2)
 
     def rows_read(*flags: str) -> dict:
@@ -187,7 +188,9 @@ def test_teacher_student_runs_of_another_teacher_learning_rate_are_other_runs(tm
         return {row: run["name"] for row, run in found.items()}
 
     assert rows_read() == {ts.ROWS[0]: "scratch_f0.1_s0", ts.ROWS[1]: "teacher_f0.1_s0",
-                           ts.ROWS[3]: "distilled_T1_f0.1_s0"}
+                           ts.ROWS[3]: "distilled_T1_f0.1_s0", ts.ROWS[5]: "teacher_densecl_f0.1_s0"}
     assert rows_read("--teacher-lr", "0.001") == {ts.ROWS[0]: "scratch_f0.1_s0",
                                                   ts.ROWS[1]: "teacher_lr0.001_f0.1_s0",
                                                   ts.ROWS[3]: "distilled_T1_f0.1_s0_teacher_lr0.001"}
+    from_densecl = rows_read("--distil-from", "teacher_densecl")
+    assert from_densecl[ts.ROWS[3]] == "distilled_T1_f0.1_s0_from_teacher_densecl"
