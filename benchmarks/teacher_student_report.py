@@ -37,22 +37,30 @@ def row_summary(runs: dict[str, dict]) -> dict:
             "cpu_s": sum(runs[s]["cpu_s"] for s in seeds)}
 
 
-def fraction_summary(rows: dict[str, dict]) -> dict:
+# --distil-from's names of the teacher rows
+TEACHER_ROWS = {"teacher": TEACHER, "teacher_random": TEACHER_RANDOM, "teacher_densecl": TEACHER_DENSECL}
+
+
+def fraction_summary(rows: dict[str, dict], distil_from: str = "teacher") -> dict:
+    """The rows' summaries and the verdicts; the gap is measured to the teacher the students learn
+    from (`distil_from`, a --distil-from name)."""
     summary: dict = {"rows": {name: row_summary(rows[name]) for name in ROWS if rows.get(name)}}
     r = summary["rows"]
 
     def mean(name: str) -> float | None:
         return r[name]["miou_mean"] if name in r else None
 
-    scratch, teacher, student = mean(SCRATCH), mean(TEACHER), mean(DISTILLED)
+    source = TEACHER_ROWS[distil_from]
+    scratch, teacher, student = mean(SCRATCH), mean(source), mean(DISTILLED)
     if None not in (scratch, teacher, student):
         gap = teacher - scratch
         spread = max(r[SCRATCH]["miou_std"], r[DISTILLED]["miou_std"])
-        summary.update(gap=gap, gap_recovered=(student - scratch) / gap if gap > 0 else None,
+        summary.update(teacher_row=source, gap=gap,
+                       gap_recovered=(student - scratch) / gap if gap > 0 else None,
                        aim_half_gap=bool(gap > 0 and student >= scratch + 0.5 * gap),
                        aim_beats_scratch_by_2_std=bool(student - scratch > 2 * spread))
-    if None not in (teacher, mean(TEACHER_RANDOM)):
-        summary["pretraining_gain"] = teacher - mean(TEACHER_RANDOM)
+    if None not in (mean(TEACHER), mean(TEACHER_RANDOM)):
+        summary["pretraining_gain"] = mean(TEACHER) - mean(TEACHER_RANDOM)
     if None not in (mean(TEACHER_DENSECL), mean(TEACHER_RANDOM)):
         summary["densecl_gain"] = mean(TEACHER_DENSECL) - mean(TEACHER_RANDOM)
     if None not in (scratch, mean(SANITY)):
@@ -60,7 +68,7 @@ def fraction_summary(rows: dict[str, dict]) -> dict:
         # KD alone can only match the labels where the teacher knows its training frames at least
         # as well as the scratch student: the check applies when the teacher leads it on val
         if teacher is not None:
-            summary["sanity_applies"] = bool(np.mean(r[TEACHER]["val_miou_per_seed"])
+            summary["sanity_applies"] = bool(np.mean(r[source]["val_miou_per_seed"])
                                              > np.mean(r[SCRATCH]["val_miou_per_seed"]))
     return summary
 
@@ -186,7 +194,8 @@ def markdown(result: dict, png: str) -> str:
         if "gap" in block:
             recovered = "n/a (the teacher does not lead)" if block["gap_recovered"] is None else \
                 f"{block['gap_recovered']:.2f}"
-            lines.append(f"Teacher - scratch: {block['gap']:+.4f} mIoU; gap recovered by distillation: "
+            lines.append(f"The teacher distilled from ({block.get('teacher_row', TEACHER)}) - scratch: "
+                         f"{block['gap']:+.4f} mIoU; gap recovered by distillation: "
                          f"{recovered}; distilled >= scratch + half the gap: {block['aim_half_gap']}; "
                          f"distilled - scratch > 2 std: {block['aim_beats_scratch_by_2_std']}.")
         if "pretraining_gain" in block:
@@ -216,7 +225,8 @@ def write_results(stem: Path, results: dict, command: str, args, work: Path, roo
     # every finished run of the work folder, SimCLR pretraining and the temperatures not chosen included
     cpu = sum(json.loads(p.read_text())["cpu_s"] for p in (work / "runs").glob("*/bench.json"))
     result = {"setup": setup_block(command, args, work, root, student, teacher, preprocess),
-              "summary": {f: fraction_summary(rows) for f, rows in results.items() if rows},
+              "summary": {f: fraction_summary(rows, getattr(args, "distil_from", "teacher"))
+                          for f, rows in results.items() if rows},
               "runs": results, "cpu_hours": cpu / 3600}
     # whether the pretraining improved the features: its probe's first and last value, per run
     probes = {p.parent.name: json.loads(p.read_text()).get("probe")
