@@ -194,3 +194,17 @@ def test_teacher_student_runs_of_another_teacher_are_other_runs(tmp_path):
                                                   ts.ROWS[3]: "distilled_T1_f0.1_s0_teacher_lr0.001"}
     from_densecl = rows_read("--distil-from", "teacher_densecl")
     assert from_densecl[ts.ROWS[3]] == "distilled_T1_f0.1_s0_from_teacher_densecl"
+
+
+def test_the_teacher_student_gap_is_measured_to_the_teacher_distilled_from():
+    from benchmarks.teacher_student_report import ROWS, fraction_summary
+
+    def run(miou: float) -> dict:
+        return {"miou": miou, "val_miou": miou, "steps": 900, "stopped_early": True, "cpu_s": 1.0, "name": ""}
+
+    rows = {ROWS[0]: {"0": run(0.50), "1": run(0.52)}, ROWS[1]: {"0": run(0.45)}, ROWS[3]: {"0": run(0.58)},
+            ROWS[5]: {"0": run(0.61)}}
+    simclr, densecl = fraction_summary(rows), fraction_summary(rows, "teacher_densecl")
+    assert simclr["teacher_row"] == ROWS[1] and simclr["gap_recovered"] is None  # 0.45 does not lead
+    assert densecl["teacher_row"] == ROWS[5] and abs(densecl["gap"] - 0.10) < 1e-9
+    assert abs(densecl["gap_recovered"] - 0.7) < 1e-9 and densecl["aim_half_gap"]
