@@ -314,10 +314,23 @@ def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -
                              "train it first")
         return path
 
+    # the teacher rows (one per seed unless --teacher-seed shares seed S's); the one the students learn
+    # from (--distil-from) trains before them, the others after
+    teachers = {
+        "teacher": lambda: supervised(root, TEACHER, fraction, seed, args,
+                                      pretrain(work, root, seed, args.pretrain_epochs), lr),
+        "teacher_random": lambda: supervised(root, TEACHER, fraction, seed, args, None, lr),
+        "teacher_densecl": lambda: supervised(
+            root, TEACHER, fraction, seed, args,
+            pretrain(work, root, seed, args.pretrain_epochs, objective="densecl"), lr),
+    }
+
+    def teacher_row(key: str) -> None:
+        if not shared:
+            row(key, f"{key}{teacher_lr}_{tag}", teachers[key])
+
     row("scratch", f"scratch_{tag}", lambda: supervised(root, STUDENT, fraction, seed, args, None))
-    if not shared:
-        row("teacher", f"teacher{teacher_lr}_{tag}", lambda: supervised(
-            root, TEACHER, fraction, seed, args, pretrain(work, root, seed, args.pretrain_epochs), lr))
+    teacher_row(args.distil_from)
     pool = lambda: unlabelled_pool(root, fraction, seed, work / f"pool_{tag}")  # noqa: E731
     first = args.temperatures[0] if seed == 0 else chosen_temperature(work, fraction, args.temperatures, own)
     first = args.temperatures[0] if first is None else first
@@ -325,11 +338,9 @@ def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -
         lambda: distilled(root, teacher(), pool(), fraction, seed, args, first))
     row("sanity", f"sanity_{tag}{taught}",
         lambda: distilled(root, teacher(), None, fraction, seed, args, 1.0))
-    row("teacher_random", f"teacher_random{teacher_lr}_{tag}",
-        lambda: supervised(root, TEACHER, fraction, seed, args, None, lr))
-    row("teacher_densecl", f"teacher_densecl{teacher_lr}_{tag}", lambda: supervised(
-        root, TEACHER, fraction, seed, args,
-        pretrain(work, root, seed, args.pretrain_epochs, objective="densecl"), lr))
+    for key in teachers:
+        if key != args.distil_from:
+            teacher_row(key)
     if seed == 0 and len(args.temperatures) > 1:
         for t in args.temperatures[1:]:
             row("distilled", f"distilled_T{t:g}_{tag}{own}",

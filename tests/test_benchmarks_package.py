@@ -208,3 +208,28 @@ def test_the_teacher_student_gap_is_measured_to_the_teacher_distilled_from():
     assert simclr["teacher_row"] == ROWS[1] and simclr["gap_recovered"] is None  # 0.45 does not lead
     assert densecl["teacher_row"] == ROWS[5] and abs(densecl["gap"] - 0.10) < 1e-9
     assert abs(densecl["gap_recovered"] - 0.7) < 1e-9 and densecl["aim_half_gap"]
+
+
+def test_teacher_student_trains_the_teacher_it_distils_from_first(tiny_ai4mars, tmp_path, monkeypatch):
+    from benchmarks import teacher_student as ts
+
+    order = []
+
+    def fake_run(work: Path, name: str, config: dict) -> dict:  # records the order, leaves a best.pt
+        order.append(name)
+        (work / "runs" / name).mkdir(parents=True, exist_ok=True)
+        (work / "runs" / name / "best.pt").write_bytes(b"")
+        return {"name": name}
+
+    monkeypatch.setattr(ts, "run_mode", fake_run)
+    args = ts.parse_args(["--work", str(tmp_path), "--temperatures", "1", "--distil-from", "teacher_densecl"])
+    ts.run_task(tmp_path, tiny_ai4mars, 0.5, 0, args, lambda row, run: None)
+    assert order == ["scratch_f0.5_s0", "densecl_s0", "teacher_densecl_f0.5_s0",
+                     "distilled_T1_f0.5_s0_from_teacher_densecl", "sanity_f0.5_s0_from_teacher_densecl",
+                     "simclr_s0", "teacher_f0.5_s0", "teacher_random_f0.5_s0"]
+    order.clear()
+    shared = ts.parse_args(["--work", str(tmp_path / "b"), "--temperatures", "1", "--teacher-seed", "0"])
+    (tmp_path / "b" / "runs" / "teacher_f0.5_s0").mkdir(parents=True)
+    (tmp_path / "b" / "runs" / "teacher_f0.5_s0" / "best.pt").write_bytes(b"")
+    ts.run_task(tmp_path / "b", tiny_ai4mars, 0.5, 1, shared, lambda row, run: None)
+    assert order == ["scratch_f0.5_s1", "distilled_T1_f0.5_s1_teacher_s0", "sanity_f0.5_s1_teacher_s0"]
