@@ -16,7 +16,8 @@ one ingredient it names, and trains to its own val plateau (same cap, cadence an
   cwd             + channel-wise distillation of the logits (tau 4, weight 3, as CIRKD)
   mask            KD only on pixels where the teacher's top probability reaches 0.8
   third           a third of the step cap (`--max-steps` / 3): the schedule
-  pretrain_short  (a teacher) the teacher finetuned from SimCLR of a quarter of the epochs
+  pretrain_short  (a teacher) the teacher finetuned from its pretraining (SimCLR, or DenseCL under
+                  --distil-from teacher_densecl) run for a quarter of the epochs
 
 The default row and the teacher are read from the work folder's finished runs (trained there if
 absent). Each run's val mIoU is the choice signal and its gold-min3 test mIoU is scored once; the
@@ -38,6 +39,7 @@ import numpy as np
 
 from benchmarks import teacher_student as ts
 from benchmarks.common import command, cpu_described, load_1min, synthetic_tree, write_result
+from benchmarks.teacher_student_report import TEACHER_ROWS
 from marsedge.bench.environment import library_versions
 
 VARIANTS = {
@@ -47,7 +49,7 @@ VARIANTS = {
     "cwd": "+ channel-wise distillation of the logits, tau 4, weight 3",
     "mask": "KD only where the teacher's top probability >= 0.8",
     "third": "a third of the step cap",
-    "pretrain_short": "teacher: SimCLR for a quarter of the epochs before finetuning",
+    "pretrain_short": "teacher: its pretraining for a quarter of the epochs before finetuning",
 }
 
 
@@ -77,11 +79,13 @@ def unlabelled_count(config: dict) -> int:
 def variant_config(key: str, work: Path, root: Path, fraction: float, args: argparse.Namespace) -> dict:
     """The config of one variant: the benchmark's distilled row (seed 0, temperature 1) changed in
     the one ingredient `key` names (a teacher config for pretrain_short)."""
-    teacher = work / "runs" / f"teacher_f{fraction:g}_s0" / "best.pt"
+    teacher = ts.teacher_checkpoint(work, fraction, 0, args)
     pool = ts.unlabelled_pool(root, fraction, 0, work / f"pool_f{fraction:g}_s0")
-    if key == "pretrain_short":
-        init = ts.pretrain(work, root, 0, max(1, args.pretrain_epochs // 4), name="simclr_short_s0")
-        return ts.supervised(root, ts.TEACHER, fraction, 0, args, init)
+    if key == "pretrain_short":  # the pretraining of the teacher distilled from, a quarter as long
+        objective = "densecl" if args.distil_from == "teacher_densecl" else "simclr"
+        init = ts.pretrain(work, root, 0, max(1, args.pretrain_epochs // 4), name=f"{objective}_short_s0",
+                           objective=objective)
+        return ts.supervised(root, ts.TEACHER, fraction, 0, args, init, args.teacher_lr)
     if key == "third":
         short = argparse.Namespace(**{**vars(args), "max_steps": args.max_steps // 3, "patience": 10**6})
         return ts.distilled(root, teacher, pool, fraction, 0, short, 1.0)
@@ -104,7 +108,8 @@ def variant_config(key: str, work: Path, root: Path, fraction: float, args: argp
     return config
 
 
-def table(rows: dict[str, dict], reference: dict, teacher: dict, noise: float | None) -> list[str]:
+def table(rows: dict[str, dict], reference: dict, teacher: dict, noise: float | None,
+          teacher_row: str) -> list[str]:
     lines = ["| variant | what changes | val mIoU | Δ val vs recipe | test mIoU | steps (plateau?) | CPU s |",
              "|---|---|---|---|---|---|---|"]
 
@@ -117,7 +122,7 @@ def table(rows: dict[str, dict], reference: dict, teacher: dict, noise: float | 
     for key, run in rows.items():
         base = teacher if key == "pretrain_short" else reference
         lines.append(line(key, VARIANTS[key], run, base))
-    lines.append(line("teacher", "the teacher distilled from (SimCLR, full epochs)", teacher, teacher))
+    lines.append(line("teacher", f"the teacher distilled from ({teacher_row})", teacher, teacher))
     if noise is not None:
         lines += ["", f"Seed noise: the benchmark's scratch student varies by {noise:.4f} test mIoU (std "
                   "over its seeds); a one-seed difference under that is not a finding."]
@@ -133,25 +138,27 @@ def main(argv: list[str] | None = None) -> int:
     tag = f"f{fraction:g}_s0"
     # the recipe's row and its teacher, as the benchmark trains them (read back when finished)
     found: dict[str, dict] = {}
-    base = argparse.Namespace(**{**vars(args), "rows": ["scratch", "teacher", "distilled"], "seeds": 1,
+    base = argparse.Namespace(**{**vars(args), "rows": ["scratch", args.distil_from, "distilled"], "seeds": 1,
                                  "only_seed": None, "teacher_seed": None, "temperatures": [1.0]})
     ts.run_task(work, root, fraction, 0, base, lambda row, run: found.__setitem__(row, run))
-    reference, teacher = found[ts.ROWS[3]], found[ts.ROWS[1]]
+    reference, teacher = found[ts.ROWS[3]], found[TEACHER_ROWS[args.distil_from]]
     scratch = sorted((work / "runs").glob(f"scratch_f{fraction:g}_s*/bench.json"))
     noise = float(np.std([json.loads(p.read_text())["miou"] for p in scratch], ddof=1)) \
         if len(scratch) > 1 else None
     stem = args.out / f"distill_ablation{'_quick' if args.quick else ''}"
     rows: dict[str, dict] = {}
-    for key in VARIANTS:  # the report is rewritten after every variant: an interrupted run loses nothing
+    # the report is rewritten after every variant: an interrupted run loses nothing; a random-init
+    # teacher has no pretraining to shorten
+    for key in [k for k in VARIANTS if not (k == "pretrain_short" and args.distil_from == "teacher_random")]:
         config = variant_config(key, work, root, fraction, args)
-        rows[key] = ts.run_mode(work, f"ablation_{key}_{tag}", config)
+        rows[key] = ts.run_mode(work, f"ablation_{key}_{tag}{ts.student_suffix(args)}", config)
         markdown = "\n".join([
             f"# What each ingredient of the distillation recipe buys ({100 * fraction:g} % labels, seed 0)",
             "", f"`{line}` on {cpu_described()} (load average {load_1min(1)} when written). Each variant is "
             "the benchmark's distilled row (python -m benchmarks.teacher_student, same flags) changed in "
             f"one thing, trained to its val plateau (patience {args.patience} evaluations "
             f"{args.eval_steps} steps apart, cap {args.max_steps} steps); test = gold-min3, scored once "
-            "per run.", "", *table(rows, reference, teacher, noise), ""])
+            "per run.", "", *table(rows, reference, teacher, noise, TEACHER_ROWS[args.distil_from]), ""])
         result = {"command": line, "cpu": cpu_described(), "versions": library_versions(),
                   "fraction": fraction, "recipe": reference, "teacher": teacher, "variants": rows,
                   "what": VARIANTS, "scratch_std": noise}

@@ -285,6 +285,19 @@ def chosen_temperature(work: Path, fraction: float, temperatures: list[float],
     return max(scores, key=scores.get)
 
 
+def student_suffix(args: argparse.Namespace) -> str:
+    """What a distilled run's name adds for a teacher other than the default: `_teacher_lr<LR>` for
+    --teacher-lr, `_from_<row>` for --distil-from."""
+    lr = "" if args.teacher_lr is None else f"_teacher_lr{args.teacher_lr:g}"
+    return lr + ("" if args.distil_from == "teacher" else f"_from_{args.distil_from}")
+
+
+def teacher_checkpoint(work: Path, fraction: float, seed: int, args: argparse.Namespace) -> Path:
+    """best.pt of the teacher row the students learn from (--distil-from, --teacher-lr)."""
+    lr = "" if args.teacher_lr is None else f"_lr{args.teacher_lr:g}"
+    return work / "runs" / f"{args.distil_from}{lr}_f{fraction:g}_s{seed}" / "best.pt"
+
+
 def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -> None:
     """Every row of `args.rows` at one label fraction and seed, most informative first; a finished
     run of any row is read back; `record(row, run)` after each."""
@@ -299,16 +312,14 @@ def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -
             record(ROW_KEYS[key], run_mode(work, run_name, config()))
 
     shared = args.teacher_seed is not None and args.teacher_seed != seed
-    teacher_tag = f"f{fraction:g}_s{args.teacher_seed}" if shared else tag
     taught = f"_teacher_s{args.teacher_seed}" if shared else ""  # a run's name says whose teacher
     lr = args.teacher_lr
     teacher_lr = "" if lr is None else f"_lr{lr:g}"  # teachers of another learning rate: other runs
-    own = ("" if lr is None else f"_teacher_lr{lr:g}") + \
-        ("" if args.distil_from == "teacher" else f"_from_{args.distil_from}")  # seed 0's temperature runs
+    own = student_suffix(args)  # seed 0's temperature runs
     taught += own
 
     def teacher() -> Path:
-        path = runs / f"{args.distil_from}{teacher_lr}_{teacher_tag}" / "best.pt"
+        path = teacher_checkpoint(work, fraction, args.teacher_seed if shared else seed, args)
         if not path.is_file():
             raise SystemExit(f"{path}: the distillation rows need the {args.distil_from} row's run; "
                              "train it first")
