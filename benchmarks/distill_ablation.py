@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -57,15 +56,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ts.parse_args(argv)
     args.out = Path(args.out)
     return args
-
-
-def pooled_schedule(config: dict, frames: int, args: argparse.Namespace) -> dict:
-    """`config`'s schedule for batches of 16 (the recipe's 8 + 8) drawn from `frames` labelled +
-    unlabelled frames: the same step cap and val cadence, counted in passes over the pooled set."""
-    batch = min(16, frames)
-    per_epoch = frames // batch
-    run = {**config["run"], "eval_every": max(1, round(args.eval_steps / per_epoch))}
-    return {**config, "batch_size": batch, "epochs": math.ceil(args.max_steps / per_epoch), "run": run}
 
 
 def unlabelled_count(config: dict) -> int:
@@ -96,7 +86,8 @@ def variant_config(key: str, work: Path, root: Path, fraction: float, args: argp
     elif key == "pooled":
         section["sampling"] = "pooled"
         labelled = ts.labelled_frames(root, fraction, 0)
-        config = pooled_schedule(config, labelled + unlabelled_count(config), args)
+        # batches of 16 (the recipe's 8 + 8) over the pooled set, the same step cap and val cadence
+        config |= ts.schedule(labelled + unlabelled_count(config), args, batch=16)
     elif key == "t4":
         kd["temperature"] = 4.0
     elif key == "cwd":

@@ -185,10 +185,11 @@ def labelled_frames(root: Path, fraction: float, seed: int) -> int:
     return len(training_set(from_dict(DataConfig, data_section(root, fraction)), seed))
 
 
-def schedule(frames: int, args: argparse.Namespace) -> dict:
-    """Batch, epoch cap and val cadence for `frames` labelled frames: an evaluation every ~eval_steps
-    optimiser steps, early stopping after `patience` evaluations without a new best."""
-    batch = min(8, frames)
+def schedule(frames: int, args: argparse.Namespace, batch: int = 8) -> dict:
+    """Batch, epoch cap and val cadence for batches of `batch` drawn from `frames` frames (an epoch is
+    a pass over them): an evaluation every ~eval_steps optimiser steps, early stopping after
+    `patience` evaluations without a new best."""
+    batch = min(batch, frames)
     per_epoch = frames // batch
     # a loader worker is re-forked every epoch (datasets take their augmentation epoch that way): at a
     # step or two per epoch that costs more than it saves, so the smallest sets load in-process
@@ -292,10 +293,16 @@ def student_suffix(args: argparse.Namespace) -> str:
     return lr + ("" if args.distil_from == "teacher" else f"_from_{args.distil_from}")
 
 
+def teacher_run(row: str, fraction: float, seed: int, args: argparse.Namespace) -> str:
+    """The run name of a teacher row (`teacher`, `teacher_random`, `teacher_densecl`): `_lr<LR>` is
+    added for --teacher-lr, so teachers of another learning rate are other runs."""
+    lr = "" if args.teacher_lr is None else f"_lr{args.teacher_lr:g}"
+    return f"{row}{lr}_f{fraction:g}_s{seed}"
+
+
 def teacher_checkpoint(work: Path, fraction: float, seed: int, args: argparse.Namespace) -> Path:
     """best.pt of the teacher row the students learn from (--distil-from, --teacher-lr)."""
-    lr = "" if args.teacher_lr is None else f"_lr{args.teacher_lr:g}"
-    return work / "runs" / f"{args.distil_from}{lr}_f{fraction:g}_s{seed}" / "best.pt"
+    return work / "runs" / teacher_run(args.distil_from, fraction, seed, args) / "best.pt"
 
 
 def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -> None:
@@ -314,7 +321,6 @@ def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -
     shared = args.teacher_seed is not None and args.teacher_seed != seed
     taught = f"_teacher_s{args.teacher_seed}" if shared else ""  # a run's name says whose teacher
     lr = args.teacher_lr
-    teacher_lr = "" if lr is None else f"_lr{lr:g}"  # teachers of another learning rate: other runs
     own = student_suffix(args)  # seed 0's temperature runs
     taught += own
 
@@ -338,7 +344,7 @@ def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -
 
     def teacher_row(key: str) -> None:
         if not shared:
-            row(key, f"{key}{teacher_lr}_{tag}", teachers[key])
+            row(key, teacher_run(key, fraction, seed, args), teachers[key])
 
     row("scratch", f"scratch_{tag}", lambda: supervised(root, STUDENT, fraction, seed, args, None))
     teacher_row(args.distil_from)

@@ -230,9 +230,9 @@ def write_results(stem: Path, results: dict, command: str, args, work: Path, roo
               "runs": results, "cpu_hours": cpu / 3600}
     # whether the pretraining improved the features: its probe's first and last value, per run
     probes = {p.parent.name: json.loads(p.read_text()).get("probe")
-              for p in sorted((work / "runs").glob("*_s*/bench.json"))
+              for p in sorted((work / "runs").glob("*/bench.json"))
               if re.fullmatch(r"(simclr|densecl)_s\d+", p.parent.name)}
-    result["pretraining_probe"] = {seed: probe for seed, probe in probes.items() if probe}
+    result["pretraining_probe"] = {run: probe for run, probe in probes.items() if probe}
     result["pretraining_probe_note"] = "64 labelled train frames, every 4 epochs"
     atomic_write_json(stem.with_suffix(".json"), result)
     plot({f: rows for f, rows in results.items() if rows}, stem.with_suffix(".png"))

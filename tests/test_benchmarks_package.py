@@ -126,7 +126,7 @@ def test_each_ablation_variant_changes_the_distillation_recipe_in_its_one_ingred
     # what each variant must change, and what its schedule may change with it (the pooled set's
     # epochs are counted over more frames; on this tiny tree they may come out the same)
     expected = {
-        "pooled": ({"distill.sampling", "batch_size"}, {"epochs", "run.eval_every"}),
+        "pooled": ({"distill.sampling", "batch_size"}, {"epochs", "run.eval_every", "num_workers"}),
         "no_unlabelled": ({"distill.unlabelled"}, set()),
         "t4": ({"distill.terms.kd.temperature"}, set()),
         "cwd": ({"distill.terms.cwd.weight", "distill.terms.cwd.tau"}, set()),

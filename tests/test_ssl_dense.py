@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pretrain_support import write_pretrain_config
 from torch import nn
 
 from marsedge.cli import main
@@ -191,21 +192,7 @@ COMMON = [f"model.backbone={BACKBONE}", "model.output_stride=16", "data.preproce
 
 
 def pretrain_config(folder, root):
-    path = folder / "pretrain.yaml"
-    path.write_text(f"""
-mode: pretrain
-name: dense
-epochs: 1
-batch_size: 4
-data: {{root: {root}}}
-optim: {{name: lars, lr: 0.3, weight_decay: 1.0e-6, schedule: cosine, warmup_epochs: 0.5}}
-pretrain:
-  objective: densecl
-  sources:
-    - {{root: {root}, split: train}}
-  frames_per_epoch: 8
-""")
-    return path
+    return write_pretrain_config(folder, root, "dense", "densecl")
 
 
 def test_densecl_pretraining_feeds_finetuning_backbone_init(tiny_ai4mars, tmp_path):
@@ -250,8 +237,7 @@ def test_shipped_pretrain_configs_resolve_to_simclr(shipped):
 
 
 def test_the_default_objective_builds_simclr(tiny_ai4mars, tmp_path):
-    config = pretrain_config(tmp_path, tiny_ai4mars)
-    config.write_text(config.read_text().replace("  objective: densecl\n", ""))
+    config = write_pretrain_config(tmp_path, tiny_ai4mars, "dense")
     cfg = load_train_config(PretrainConfig, config, COMMON)
     assert cfg.pretrain.objective == "simclr"
     job = Pretrain(cfg, ctx=None)

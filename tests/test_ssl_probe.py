@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from pretrain_support import write_pretrain_config
 from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 from torch.nn import functional as F
@@ -161,20 +162,7 @@ OVERRIDES = ["model.backbone=r18_0.25x_sk0", "data.preprocess.height=64", "data.
 
 
 def pretrain_config(folder, root) -> str:
-    path = folder / "pretrain.yaml"
-    path.write_text(f"""
-mode: pretrain
-name: simclr
-epochs: 1
-batch_size: 4
-data: {{root: {root}}}
-optim: {{name: lars, lr: 0.3, weight_decay: 1.0e-6, schedule: cosine, warmup_epochs: 0.5}}
-pretrain:
-  sources:
-    - {{root: {root}, split: train}}
-  frames_per_epoch: 8
-""")
-    return str(path)
+    return str(write_pretrain_config(folder, root, "simclr"))
 
 
 def eval_records(run_dir) -> list[dict]:

@@ -130,29 +130,24 @@ class SimCLRModel(nn.Module):
         return self.projection(self.features(x))
 
 
-class DenseCLModel(nn.Module):
-    """SimCLRModel's backbone and projection MLP (same key names, so finetuning loads `backbone.*`
-    as from SimCLR) plus DenseCL's dense projection of the backbone's `out` map.
+class DenseCLModel(SimCLRModel):
+    """SimCLRModel (same `backbone.*` and `projection.*` keys, so finetuning loads the backbone as from
+    SimCLR) plus DenseCL's dense projection of the backbone's `out` map.
 
     `forward(x) -> (z, q, f)`: z the global projection (N x projection_dim), q the dense projection
     (N x projection_dim x h x w) and f the backbone map (N x C x h x w) the correspondence is found on.
     """
 
     def __init__(self, backbone: nn.Module, projection_dim: int = 128, projection_layers: int = 3) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.projection = ProjectionMLP(backbone.out_channels["out"], projection_dim, projection_layers)
+        super().__init__(backbone, projection_dim, projection_layers)
         self.dense_projection = DenseProjection(backbone.out_channels["out"], projection_dim)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)["out"].mean(dim=(2, 3))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # type: ignore[override]
         f = self.backbone(x)["out"]  # one backbone pass feeds both heads
         return self.projection(f.mean(dim=(2, 3))), self.dense_projection(f), f
 
 
-def build_simclr_model(cfg: PretrainConfig) -> SimCLRModel | DenseCLModel:
+def build_simclr_model(cfg: PretrainConfig) -> SimCLRModel:
     """The model `pretrain.objective` trains: SimCLRModel, or DenseCLModel under densecl."""
     backbone = build_backbone(cfg.model.backbone, cfg.model.output_stride, cfg.model.in_channels,
                               cfg.model.stem_pool_padding)
