@@ -75,7 +75,7 @@ def variant_config(key: str, work: Path, root: Path, fraction: float, args: argp
         objective = "densecl" if args.distil_from == "teacher_densecl" else "simclr"
         init = ts.pretrain(work, root, 0, max(1, args.pretrain_epochs // 4), name=f"{objective}_short_s0",
                            objective=objective)
-        return ts.supervised(root, ts.TEACHER, fraction, 0, args, init, args.teacher_lr)
+        return ts.supervised(root, ts.TEACHER, fraction, 0, args, init, args.teacher_recipe)
     if key == "third":
         short = argparse.Namespace(**{**vars(args), "max_steps": args.max_steps // 3, "patience": 10**6})
         return ts.distilled(root, teacher, pool, fraction, 0, short, 1.0)

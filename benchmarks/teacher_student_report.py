@@ -98,7 +98,7 @@ def setup_block(command: str, args, work: Path, root: Path, student: dict, teach
             "patience": args.patience, "temperatures": args.temperatures,
             "pretrain_epochs": args.pretrain_epochs, "labelled": args.labelled, "unlabelled": args.unlabelled,
             "size": args.size, "teacher_seed": getattr(args, "teacher_seed", None),
-            "teacher_lr": getattr(args, "teacher_lr", None),
+            "teacher_recipe": getattr(args, "teacher_recipe", "default"),
             "distil_from": getattr(args, "distil_from", "teacher"),
             "student": student, "teacher": teacher, **fixed}
 
@@ -171,8 +171,9 @@ def markdown(result: dict, png: str) -> str:
                  "" if s.get("teacher_seed") is None else
                  f" Every seed's student is distilled from seed {s['teacher_seed']}'s teacher: the "
                  "student's seed (its labelled frames and init) varies, the teacher does not.") + (
-                 "" if s.get("teacher_lr") is None else
-                 f" The teachers train at learning rate {s['teacher_lr']:g}.") + (
+                 "" if s.get("teacher_recipe", "default") == "default" else
+                 f" The teachers train with their own recipe `{s['teacher_recipe']}` (learning rate, "
+                 "weight decay, scale augmentation: benchmarks/teacher_student.py TEACHER_RECIPES).") + (
                  "" if s.get("distil_from", "teacher") == "teacher" else
                  f" The students are distilled from the `{s['distil_from']}` row's teacher."), ""]
     for fraction, block in result["summary"].items():

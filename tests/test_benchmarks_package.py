@@ -189,11 +189,27 @@ def test_teacher_student_runs_of_another_teacher_are_other_runs(tmp_path):
 
     assert rows_read() == {ts.ROWS[0]: "scratch_f0.1_s0", ts.ROWS[1]: "teacher_f0.1_s0",
                            ts.ROWS[3]: "distilled_T1_f0.1_s0", ts.ROWS[5]: "teacher_densecl_f0.1_s0"}
-    assert rows_read("--teacher-lr", "0.001") == {ts.ROWS[0]: "scratch_f0.1_s0",
+    assert rows_read("--teacher-recipe", "lr0.001") == {ts.ROWS[0]: "scratch_f0.1_s0",
                                                   ts.ROWS[1]: "teacher_lr0.001_f0.1_s0",
                                                   ts.ROWS[3]: "distilled_T1_f0.1_s0_teacher_lr0.001"}
     from_densecl = rows_read("--distil-from", "teacher_densecl")
     assert from_densecl[ts.ROWS[3]] == "distilled_T1_f0.1_s0_from_teacher_densecl"
+
+
+def test_a_teacher_recipe_changes_the_teacher_rows_config_and_not_the_students(tiny_ai4mars, tmp_path):
+    from benchmarks import teacher_student as ts
+
+    recipe = "lr0.001_wd0.05_scale0.5-2"
+    args = ts.parse_args(["--work", str(tmp_path), "--quick", "--teacher-recipe", recipe])
+    teacher = ts.supervised(tiny_ai4mars, ts.TEACHER, 1.0, 0, args, None, args.teacher_recipe)
+    student = ts.supervised(tiny_ai4mars, ts.STUDENT, 1.0, 0, args, None)
+    assert (teacher["optim"]["lr"], teacher["optim"]["weight_decay"]) == (0.001, 0.05)
+    assert teacher["data"]["augment"]["scale"] == [0.5, 2.0]
+    assert teacher["data"]["augment"]["hflip"] == ts.AUGMENT["hflip"]  # the rest of the recipe is kept
+    assert student["optim"] == ts.OPTIM and student["data"]["augment"] == ts.AUGMENT
+    assert ts.teacher_run("teacher_densecl", 0.1, 0, args) == f"teacher_densecl_{recipe}_f0.1_s0"
+    with pytest.raises(SystemExit):
+        ts.parse_args(["--teacher-recipe", "lr0.5"])
 
 
 def test_the_teacher_student_gap_is_measured_to_the_teacher_distilled_from():
