@@ -3,6 +3,8 @@
 
     python -m benchmarks.distill_ablation --work W      # W: a teacher_student work folder (its teacher)
     python -m benchmarks.distill_ablation --quick       # a smoke run of every variant, minutes
+    python -m benchmarks.distill_ablation --work W --variants t4,cwd &   # side by side, then
+    python -m benchmarks.distill_ablation --work W --report-only         # the report of all finished
 
 One seed (0) and one label fraction (the first of `--fractions`), on the data, teacher and schedule
 of `python -m benchmarks.teacher_student` with the same flags: every variant distils seed 0's
@@ -53,8 +55,16 @@ VARIANTS = {
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    args = ts.parse_args(argv)
-    args.out = Path(args.out)
+    """The benchmark's flags, and `--variants A,B` (default: all): the variants this process trains;
+    the others' finished runs are read back, so variants can run side by side as processes."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    own, rest = p.parse_known_args(argv)
+    args = ts.parse_args(rest)
+    args.out, args.variants = Path(args.out), own.variants.split(",")
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"--variants: unknown variant(s) {', '.join(unknown)}; valid: {', '.join(VARIANTS)}")
     return args
 
 
@@ -132,29 +142,43 @@ def main(argv: list[str] | None = None) -> int:
     base = argparse.Namespace(**{**vars(args), "rows": ["scratch", args.distil_from, "distilled"], "seeds": 1,
                                  "only_seed": None, "teacher_seed": None, "temperatures": [1.0]})
     ts.run_task(work, root, fraction, 0, base, lambda row, run: found.__setitem__(row, run))
+    if ts.ROWS[3] not in found or TEACHER_ROWS[args.distil_from] not in found:
+        raise SystemExit(f"{work}: no finished distilled row or {args.distil_from} teacher to compare with")
     reference, teacher = found[ts.ROWS[3]], found[TEACHER_ROWS[args.distil_from]]
     scratch = sorted((work / "runs").glob(f"scratch_f{fraction:g}_s*/bench.json"))
     noise = float(np.std([json.loads(p.read_text())["miou"] for p in scratch], ddof=1)) \
         if len(scratch) > 1 else None
     stem = args.out / f"distill_ablation{'_quick' if args.quick else ''}"
     rows: dict[str, dict] = {}
-    # the report is rewritten after every variant: an interrupted run loses nothing; a random-init
-    # teacher has no pretraining to shorten
-    for key in [k for k in VARIANTS if not (k == "pretrain_short" and args.distil_from == "teacher_random")]:
-        config = variant_config(key, work, root, fraction, args)
-        rows[key] = ts.run_mode(work, f"ablation_{key}_{tag}{ts.student_suffix(args)}", config)
+
+    def report() -> str:
+        missing = [k for k in VARIANTS if k not in rows]
         markdown = "\n".join([
             f"# What each ingredient of the distillation recipe buys ({100 * fraction:g} % labels, seed 0)",
             "", f"`{line}` on {cpu_described()} (load average {load_1min(1)} when written). Each variant is "
             "the benchmark's distilled row (python -m benchmarks.teacher_student, same flags) changed in "
             f"one thing, trained to its val plateau (patience {args.patience} evaluations "
             f"{args.eval_steps} steps apart, cap {args.max_steps} steps); test = gold-min3, scored once "
-            "per run.", "", *table(rows, reference, teacher, noise, TEACHER_ROWS[args.distil_from]), ""])
+            "per run." + (f" Not run yet: {', '.join(missing)}." if missing else ""), "",
+            *table(rows, reference, teacher, noise, TEACHER_ROWS[args.distil_from]), ""])
         result = {"command": line, "cpu": cpu_described(), "versions": library_versions(),
                   "fraction": fraction, "recipe": reference, "teacher": teacher, "variants": rows,
                   "what": VARIANTS, "scratch_std": noise}
         write_result(stem, result, markdown)
-    print(markdown)
+        return markdown
+
+    # a finished variant is read back, the ones this process owns (--variants) are trained, and the
+    # report is rewritten after each: an interrupted run loses nothing; a random-init teacher has no
+    # pretraining to shorten
+    for key in [k for k in VARIANTS if not (k == "pretrain_short" and args.distil_from == "teacher_random")]:
+        name = f"ablation_{key}_{tag}{ts.student_suffix(args)}"
+        done = work / "runs" / name / "bench.json"
+        if done.is_file():
+            rows[key] = json.loads(done.read_text())
+        elif key in args.variants and not args.report_only:
+            rows[key] = ts.run_mode(work, name, variant_config(key, work, root, fraction, args))
+            report()
+    print(report())
     return 0
 
 

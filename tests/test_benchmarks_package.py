@@ -145,6 +145,32 @@ def test_each_ablation_variant_changes_the_distillation_recipe_in_its_one_ingred
     assert pooled["epochs"] * per_epoch >= 300 > (pooled["epochs"] - 1) * per_epoch  # the same step cap
 
 
+def test_the_ablation_report_reads_finished_variants_back_and_trains_none_under_report_only(tmp_path):
+    from benchmarks import distill_ablation as ablation
+
+    def finished(name: str, miou: float) -> None:
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "bench.json").write_text(json.dumps(
+            {"name": name, "miou": miou, "val_miou": miou, "steps": 500, "stopped_early": True,
+             "cpu_s": 9.0}))
+
+    for name, miou in [("scratch_f0.1_s0", 0.5), ("teacher_densecl_f0.1_s0", 0.6),
+                       ("distilled_T1_f0.1_s0_from_teacher_densecl", 0.55),
+                       ("ablation_t4_f0.1_s0_from_teacher_densecl", 0.52)]:
+        finished(name, miou)
+    flags = ["--work", str(tmp_path), "--out", str(tmp_path / "out"), "--fractions", "0.1", "--temperatures",
+             "1", "--distil-from", "teacher_densecl", "--labelled", "12", "--unlabelled", "2", "--size", "64"]
+    with pytest.raises(SystemExit, match="--variants: unknown variant"):
+        ablation.parse_args([*flags, "--variants", "t4,t8"])
+    assert ablation.main([*flags, "--report-only"]) == 0
+    report = (tmp_path / "out" / "distill_ablation.md").read_text()
+    assert "| t4 | KD temperature 4 (recipe: 1) | 0.5200 | -0.0300 |" in report
+    assert "Not run yet: pooled, no_unlabelled, cwd, mask, third, pretrain_short." in report
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "ablation_t4_f0.1_s0_from_teacher_densecl", "distilled_T1_f0.1_s0_from_teacher_densecl",
+        "scratch_f0.1_s0", "teacher_densecl_f0.1_s0"]  # nothing trained
+
+
 def test_the_teacher_student_report_names_rows_that_stopped_at_the_cap():
     from benchmarks.teacher_student_report import ROWS, fraction_summary, markdown
 
