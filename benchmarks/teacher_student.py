@@ -320,6 +320,23 @@ def teacher_checkpoint(work: Path, fraction: float, seed: int, args: argparse.Na
     return work / "runs" / teacher_run(args.distil_from, fraction, seed, args) / "best.pt"
 
 
+def teacher_recipe_runs(work: Path, args: argparse.Namespace) -> list[dict]:
+    """The finished teacher runs of every recipe but --teacher-recipe's (the report's table of what
+    the teacher's own recipe buys), without their curves."""
+    found = []
+    for fraction in args.fractions:
+        for recipe in [r for r in TEACHER_RECIPES if r != args.teacher_recipe]:
+            other = argparse.Namespace(**{**vars(args), "teacher_recipe": recipe})
+            for key in ("teacher", "teacher_random", "teacher_densecl"):
+                for seed in range(args.seeds):
+                    done = work / "runs" / teacher_run(key, fraction, seed, other) / "bench.json"
+                    if done.is_file():
+                        run = {k: v for k, v in json.loads(done.read_text()).items() if k != "curve"}
+                        found.append({"fraction": fraction, "row": ROW_KEYS[key], "recipe": recipe,
+                                      "seed": seed, **run})
+    return found
+
+
 def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -> None:
     """Every row of `args.rows` at one label fraction and seed, most informative first; a finished
     run of any row is read back; `record(row, run)` after each."""
@@ -396,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds) if args.only_seed is None else [args.only_seed]:
             def record(row: str, run: dict, f: float = fraction, s: int = seed) -> None:
                 results[f"{f:g}"].setdefault(row, {})[str(s)] = run
-                write_results(out / stem, results, line, args, work, root, STUDENT, TEACHER, PREPROCESS)
+                write_results(out / stem, results, line, args, work, root, STUDENT, TEACHER, PREPROCESS,
+                              teacher_recipe_runs(work, args))
 
             run_task(work, root, fraction, seed, args, record)
     print((out / f"{stem}.md").read_text())

@@ -216,19 +216,33 @@ def markdown(result: dict, png: str) -> str:
                            for run, p in result["pretraining_probe"].items())
         lines += [f"The pretrained features on val (a nearest-centroid probe of the frozen backbone, "
                   f"{result['pretraining_probe_note']}), mIoU: {probes}.", ""]
+    if result.get("teacher_recipes"):
+        lines += ["## The teacher's own recipe", "",
+                  f"Finished teacher runs of the other recipes in the work folder (`--teacher-recipe R`, "
+                  f"benchmarks/teacher_student.py TEACHER_RECIPES; the table above: "
+                  f"`{s.get('teacher_recipe', 'default')}`), one seed each, same stopping rule:", "",
+                  "| row | recipe | labels | seed | test mIoU | best val mIoU | steps (plateau?) | CPU s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in result["teacher_recipes"]:
+            plateau = "" if r["stopped_early"] else " (cap)"
+            lines.append(f"| {r['row']} | `{r['recipe']}` | {100 * r['fraction']:g} % | {r['seed']} | "
+                         f"{r['miou']:.4f} | {r['val_miou']:.4f} | {r['steps']}{plateau} | "
+                         f"{r['cpu_s']:.0f} |")
+        lines.append("")
     lines += [f"![val mIoU against steps and CPU seconds]({png})", ""]
     return "\n".join(lines)
 
 
 def write_results(stem: Path, results: dict, command: str, args, work: Path, root: Path, student: dict,
-                  teacher: dict, preprocess: dict) -> None:
-    """OUT.json, .md and .png from the runs finished so far (`results[fraction][row][seed] = run`)."""
+                  teacher: dict, preprocess: dict, teacher_recipes: list[dict] | None = None) -> None:
+    """OUT.json, .md and .png from the runs finished so far (`results[fraction][row][seed] = run`);
+    `teacher_recipes`: the finished teacher runs of the other teacher recipes."""
     # every finished run of the work folder, SimCLR pretraining and the temperatures not chosen included
     cpu = sum(json.loads(p.read_text())["cpu_s"] for p in (work / "runs").glob("*/bench.json"))
     result = {"setup": setup_block(command, args, work, root, student, teacher, preprocess),
               "summary": {f: fraction_summary(rows, getattr(args, "distil_from", "teacher"))
                           for f, rows in results.items() if rows},
-              "runs": results, "cpu_hours": cpu / 3600}
+              "runs": results, "cpu_hours": cpu / 3600, "teacher_recipes": teacher_recipes or []}
     # whether the pretraining improved the features: its probe's first and last value, per run
     probes = {p.parent.name: json.loads(p.read_text()).get("probe")
               for p in sorted((work / "runs").glob("*/bench.json"))

@@ -238,6 +238,35 @@ def test_a_teacher_recipe_changes_the_teacher_rows_config_and_not_the_students(t
         ts.parse_args(["--teacher-recipe", "lr0.5"])
 
 
+def test_the_teacher_student_report_lists_the_teacher_runs_of_the_other_recipes(tmp_path):
+    from benchmarks import teacher_student as ts
+    from benchmarks.teacher_student_report import markdown
+
+    def finished(name: str, miou: float) -> None:
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "bench.json").write_text(json.dumps(
+            {"name": name, "miou": miou, "val_miou": miou - 0.01, "steps": 700, "stopped_early": True,
+             "cpu_s": 5.0, "curve": [[99, 1.0, 0.2]]}))
+
+    for name, miou in [("teacher_f0.1_s0", 0.4), ("teacher_densecl_lr0.001_wd0.05_f0.1_s0", 0.5),
+                       ("teacher_lr0.001_f0.1_s1", 0.45), ("scratch_lr0.001_f0.1_s0", 0.3)]:
+        finished(name, miou)
+    args = ts.parse_args(["--work", str(tmp_path), "--fractions", "0.1", "--seeds", "2"])
+    runs = ts.teacher_recipe_runs(tmp_path, args)
+    assert [(r["row"], r["recipe"], r["seed"]) for r in runs] == [
+        (ts.ROWS[1], "lr0.001", 1), (ts.ROWS[5], "lr0.001_wd0.05", 0)]  # not the table's own, not a student
+    assert "curve" not in runs[0]
+    other = ts.parse_args(["--work", str(tmp_path), "--fractions", "0.1", "--teacher-recipe", "lr0.001"])
+    assert [r["name"] for r in ts.teacher_recipe_runs(tmp_path, other)] == [
+        "teacher_f0.1_s0", "teacher_densecl_lr0.001_wd0.05_f0.1_s0"]
+    setup = {"command": "c", "cpu": "cpu", "threads": 2, "load_average_at_write": 0.0, "patience": 5,
+             "eval_steps": 100, "max_steps": 1500, "temperatures": [1.0], "intensity_baseline": {"miou": 0.1},
+             "student": {"backbone": "s", "head": "h"}, "teacher": {"backbone": "t", "head": "h"},
+             "student_gmacs": 1.0, "teacher_gmacs": 2.0}
+    text = markdown({"setup": setup, "summary": {}, "cpu_hours": 0.1, "teacher_recipes": runs}, "p.png")
+    assert f"| {ts.ROWS[5]} | `lr0.001_wd0.05` | 10 % | 0 | 0.5000 | 0.4900 | 700 | 5 |" in text
+
+
 def test_the_teacher_student_gap_is_measured_to_the_teacher_distilled_from():
     from benchmarks.teacher_student_report import ROWS, fraction_summary
 
