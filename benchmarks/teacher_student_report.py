@@ -238,7 +238,9 @@ def write_results(stem: Path, results: dict, command: str, args, work: Path, roo
     """OUT.json, .md and .png from the runs finished so far (`results[fraction][row][seed] = run`);
     `teacher_recipes`: the finished teacher runs of the other teacher recipes."""
     # every finished run of the work folder, SimCLR pretraining and the temperatures not chosen included
-    cpu = sum(json.loads(p.read_text())["cpu_s"] for p in (work / "runs").glob("*/bench.json"))
+    # (distill_ablation's runs, which share the folder, are its own report's)
+    cpu = sum(json.loads(p.read_text())["cpu_s"] for p in (work / "runs").glob("*/bench.json")
+              if not p.parent.name.startswith("ablation_"))
     result = {"setup": setup_block(command, args, work, root, student, teacher, preprocess),
               "summary": {f: fraction_summary(rows, getattr(args, "distil_from", "teacher"))
                           for f, rows in results.items() if rows},
