@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import RESULTS, command, finished_run, synthetic_tree, train
-from benchmarks.teacher_student_report import ROWS, write_results
+from benchmarks.teacher_student_report import ROWS, TEACHER_ROWS, write_results
 
 TEST = "gold-min3"
 STUDENT = {"backbone": "mnv2_0.35", "head": "deeplabv3plus", "separable": True, "head_channels": 32,
@@ -77,8 +77,7 @@ TEACHER_RECIPES = {
 }
 
 
-ROW_KEYS = {"scratch": ROWS[0], "teacher": ROWS[1], "teacher_random": ROWS[2], "distilled": ROWS[3],
-            "sanity": ROWS[4], "teacher_densecl": ROWS[5]}  # --rows names
+ROW_KEYS = {"scratch": ROWS[0], **TEACHER_ROWS, "distilled": ROWS[3], "sanity": ROWS[4]}  # --rows names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -107,7 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "scale augmentation); other than the default, their runs are named _<RECIPE> and the "
                    "students distilled from them _teacher_<RECIPE>")
     p.add_argument("--distil-from", default="teacher",
-                   choices=("teacher", "teacher_random", "teacher_densecl"),
+                   choices=tuple(TEACHER_ROWS),
                    help="the teacher row the distilled and sanity rows learn from (default: the SimCLR "
                    "teacher); other than the default, their runs are named _from_<ROW>")
     p.add_argument("--only-seed", type=int, default=None,
@@ -301,23 +300,37 @@ def chosen_temperature(work: Path, fraction: float, temperatures: list[float],
     return max(scores, key=scores.get)
 
 
+def recipe_suffix(recipe: str) -> str:
+    """What a run name adds for a teacher recipe other than the default: `_<recipe>`."""
+    return "" if recipe == "default" else f"_{recipe}"
+
+
 def student_suffix(args: argparse.Namespace) -> str:
     """What a distilled run's name adds for a teacher other than the default: `_teacher_<recipe>`
     for --teacher-recipe, `_from_<row>` for --distil-from."""
-    recipe = "" if args.teacher_recipe == "default" else f"_teacher_{args.teacher_recipe}"
-    return recipe + ("" if args.distil_from == "teacher" else f"_from_{args.distil_from}")
+    recipe = recipe_suffix(args.teacher_recipe)
+    return (f"_teacher{recipe}" if recipe else "") + ("" if args.distil_from == "teacher" else
+                                                        f"_from_{args.distil_from}")
 
 
-def teacher_run(row: str, fraction: float, seed: int, args: argparse.Namespace) -> str:
-    """The run name of a teacher row (`teacher`, `teacher_random`, `teacher_densecl`): `_<recipe>` is
-    added for --teacher-recipe, so teachers of another recipe are other runs."""
-    recipe = "" if args.teacher_recipe == "default" else f"_{args.teacher_recipe}"
-    return f"{row}{recipe}_f{fraction:g}_s{seed}"
+def teacher_run(row: str, fraction: float, seed: int, recipe: str) -> str:
+    """The run name of a teacher row (`teacher`, `teacher_random`, `teacher_densecl`) trained with
+    `recipe` (a TEACHER_RECIPES key), so teachers of another recipe are other runs."""
+    return f"{row}{recipe_suffix(recipe)}_f{fraction:g}_s{seed}"
 
 
 def teacher_checkpoint(work: Path, fraction: float, seed: int, args: argparse.Namespace) -> Path:
     """best.pt of the teacher row the students learn from (--distil-from, --teacher-recipe)."""
-    return work / "runs" / teacher_run(args.distil_from, fraction, seed, args) / "best.pt"
+    return work / "runs" / teacher_run(args.distil_from, fraction, seed, args.teacher_recipe) / "best.pt"
+
+
+def read_or_train(work: Path, name: str, train: bool, config) -> dict | None:
+    """A run's figures: read back when finished, else trained when `train` (`config()` builds its
+    config), else None."""
+    done = work / "runs" / name / "bench.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    return run_mode(work, name, config()) if train else None
 
 
 def teacher_recipe_runs(work: Path, args: argparse.Namespace) -> list[dict]:
@@ -326,10 +339,9 @@ def teacher_recipe_runs(work: Path, args: argparse.Namespace) -> list[dict]:
     found = []
     for fraction in args.fractions:
         for recipe in [r for r in TEACHER_RECIPES if r != args.teacher_recipe]:
-            other = argparse.Namespace(**{**vars(args), "teacher_recipe": recipe})
-            for key in ("teacher", "teacher_random", "teacher_densecl"):
+            for key in TEACHER_ROWS:
                 for seed in range(args.seeds):
-                    done = work / "runs" / teacher_run(key, fraction, seed, other) / "bench.json"
+                    done = work / "runs" / teacher_run(key, fraction, seed, recipe) / "bench.json"
                     if done.is_file():
                         run = {k: v for k, v in json.loads(done.read_text()).items() if k != "curve"}
                         found.append({"fraction": fraction, "row": ROW_KEYS[key], "recipe": recipe,
@@ -344,11 +356,9 @@ def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -
     runs = work / "runs"
 
     def row(key: str, run_name: str, config) -> None:  # config: builds the run's config when needed
-        done = runs / run_name / "bench.json"
-        if done.is_file():
-            record(ROW_KEYS[key], json.loads(done.read_text()))
-        elif key in args.rows and not args.report_only:
-            record(ROW_KEYS[key], run_mode(work, run_name, config()))
+        run = read_or_train(work, run_name, key in args.rows and not args.report_only, config)
+        if run is not None:
+            record(ROW_KEYS[key], run)
 
     shared = args.teacher_seed is not None and args.teacher_seed != seed
     taught = f"_teacher_s{args.teacher_seed}" if shared else ""  # a run's name says whose teacher
@@ -376,7 +386,7 @@ def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -
 
     def teacher_row(key: str) -> None:
         if not shared:
-            row(key, teacher_run(key, fraction, seed, args), teachers[key])
+            row(key, teacher_run(key, fraction, seed, recipe), teachers[key])
 
     row("scratch", f"scratch_{tag}", lambda: supervised(root, STUDENT, fraction, seed, args, None))
     teacher_row(args.distil_from)

@@ -233,7 +233,8 @@ def test_a_teacher_recipe_changes_the_teacher_rows_config_and_not_the_students(t
     assert teacher["data"]["augment"]["scale"] == [0.5, 2.0]
     assert teacher["data"]["augment"]["hflip"] == ts.AUGMENT["hflip"]  # the rest of the recipe is kept
     assert student["optim"] == ts.OPTIM and student["data"]["augment"] == ts.AUGMENT
-    assert ts.teacher_run("teacher_densecl", 0.1, 0, args) == f"teacher_densecl_{recipe}_f0.1_s0"
+    assert ts.teacher_run("teacher_densecl", 0.1, 0, args.teacher_recipe) == \
+        f"teacher_densecl_{recipe}_f0.1_s0"
     with pytest.raises(SystemExit):
         ts.parse_args(["--teacher-recipe", "lr0.5"])
 
