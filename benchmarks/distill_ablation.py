@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import teacher_student as ts
+from benchmarks import teacher_student_rows as row_configs
 from benchmarks.common import command, cpu_described, load_1min, synthetic_tree, write_result
 from benchmarks.teacher_student_report import TEACHER_ROWS
 from marsedge.bench.environment import library_versions
@@ -80,24 +81,25 @@ def variant_config(key: str, work: Path, root: Path, fraction: float, args: argp
     """The config of one variant: the benchmark's distilled row (seed 0, temperature 1) changed in
     the one ingredient `key` names (a teacher config for pretrain_short)."""
     teacher = ts.teacher_checkpoint(work, fraction, 0, args)
-    pool = ts.unlabelled_pool(root, fraction, 0, work / f"pool_f{fraction:g}_s0")
+    pool = row_configs.unlabelled_pool(root, fraction, 0, work / f"pool_f{fraction:g}_s0")
     if key == "pretrain_short":  # the pretraining of the teacher distilled from, a quarter as long
         objective = "densecl" if args.distil_from == "teacher_densecl" else "simclr"
         init = ts.pretrain(work, root, 0, max(1, args.pretrain_epochs // 4), name=f"{objective}_short_s0",
                            objective=objective)
-        return ts.supervised(root, ts.TEACHER, fraction, 0, args, init, args.teacher_recipe)
+        return row_configs.supervised(root, row_configs.TEACHER, fraction, 0, args, init, args.teacher_recipe)
     if key == "third":
         short = argparse.Namespace(**{**vars(args), "max_steps": args.max_steps // 3, "patience": 10**6})
-        return ts.distilled(root, teacher, pool, fraction, 0, short, 1.0)
-    config = ts.distilled(root, teacher, None if key == "no_unlabelled" else pool, fraction, 0, args, 1.0)
+        return row_configs.distilled(root, teacher, pool, fraction, 0, short, 1.0)
+    config = row_configs.distilled(root, teacher, None if key == "no_unlabelled" else pool, fraction, 0, args,
+                                   1.0)
     section, kd = config["distill"], config["distill"]["terms"]["kd"]
     if key == "no_unlabelled":
         section["gt_weight"] = 1.0  # distilled() without a pool is the sanity row: KD alone
     elif key == "pooled":
         section["sampling"] = "pooled"
-        labelled = ts.labelled_frames(root, fraction, 0)
+        labelled = row_configs.labelled_frames(root, fraction, 0)
         # batches of 16 (the recipe's 8 + 8) over the pooled set, the same step cap and val cadence
-        config |= ts.schedule(labelled + unlabelled_count(config), args, batch=16)
+        config |= row_configs.schedule(labelled + unlabelled_count(config), args, batch=16)
     elif key == "t4":
         kd["temperature"] = 4.0
     elif key == "cwd":

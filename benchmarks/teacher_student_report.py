@@ -173,7 +173,7 @@ def markdown(result: dict, png: str) -> str:
                  "student's seed (its labelled frames and init) varies, the teacher does not.") + (
                  "" if s.get("teacher_recipe", "default") == "default" else
                  f" The teachers train with their own recipe `{s['teacher_recipe']}` (learning rate, "
-                 "weight decay, scale augmentation: benchmarks/teacher_student.py TEACHER_RECIPES).") + (
+                 "weight decay, scale augmentation: benchmarks/teacher_student_rows.py TEACHER_RECIPES).") + (
                  "" if s.get("distil_from", "teacher") == "teacher" else
                  f" The students are distilled from the `{s['distil_from']}` row's teacher."), ""]
     for fraction, block in result["summary"].items():
@@ -219,7 +219,7 @@ def markdown(result: dict, png: str) -> str:
     if result.get("teacher_recipes"):
         lines += ["## The teacher's own recipe", "",
                   f"Finished teacher runs of the other recipes in the work folder (`--teacher-recipe R`, "
-                  f"benchmarks/teacher_student.py TEACHER_RECIPES; the table above: "
+                  f"benchmarks/teacher_student_rows.py TEACHER_RECIPES; the table above: "
                   f"`{s.get('teacher_recipe', 'default')}`), one seed each, same stopping rule:", "",
                   "| row | recipe | labels | seed | test mIoU | best val mIoU | steps (plateau?) | CPU s |",
                   "|---|---|---|---|---|---|---|---|"]

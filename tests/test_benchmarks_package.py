@@ -117,12 +117,12 @@ def _flatten(config: dict, prefix: str = "") -> dict:
 
 def test_each_ablation_variant_changes_the_distillation_recipe_in_its_one_ingredient(tiny_ai4mars, tmp_path):
     from benchmarks import distill_ablation as ablation
-    from benchmarks import teacher_student as ts
+    from benchmarks import teacher_student_rows as row_configs
 
     args = ablation.parse_args(["--work", str(tmp_path), "--fractions", "0.5", "--max-steps", "300"])
     teacher = tmp_path / "runs" / "teacher_f0.5_s0" / "best.pt"
-    pool = ts.unlabelled_pool(tiny_ai4mars, 0.5, 0, tmp_path / "pool_f0.5_s0")
-    recipe = _flatten(ts.distilled(tiny_ai4mars, teacher, pool, 0.5, 0, args, 1.0))
+    pool = row_configs.unlabelled_pool(tiny_ai4mars, 0.5, 0, tmp_path / "pool_f0.5_s0")
+    recipe = _flatten(row_configs.distilled(tiny_ai4mars, teacher, pool, 0.5, 0, args, 1.0))
     # what each variant must change, and what its schedule may change with it (the pooled set's
     # epochs are counted over more frames; on this tiny tree they may come out the same)
     expected = {
@@ -139,7 +139,7 @@ def test_each_ablation_variant_changes_the_distillation_recipe_in_its_one_ingred
         changed = {k for k in recipe.keys() | variant.keys() if recipe.get(k) != variant.get(k)}
         assert must <= changed <= must | may, key
     pooled = ablation.variant_config("pooled", tmp_path, tiny_ai4mars, 0.5, args)
-    labelled = ts.labelled_frames(tiny_ai4mars, 0.5, 0)
+    labelled = row_configs.labelled_frames(tiny_ai4mars, 0.5, 0)
     frames = labelled + ablation.unlabelled_count(pooled)
     per_epoch = frames // min(16, frames)
     assert pooled["epochs"] * per_epoch >= 300 > (pooled["epochs"] - 1) * per_epoch  # the same step cap
@@ -224,15 +224,16 @@ def test_teacher_student_runs_of_another_teacher_are_other_runs(tmp_path):
 
 def test_a_teacher_recipe_changes_the_teacher_rows_config_and_not_the_students(tiny_ai4mars, tmp_path):
     from benchmarks import teacher_student as ts
+    from benchmarks import teacher_student_rows as row_configs
 
     recipe = "lr0.001_wd0.05_scale0.5-2"
     args = ts.parse_args(["--work", str(tmp_path), "--quick", "--teacher-recipe", recipe])
-    teacher = ts.supervised(tiny_ai4mars, ts.TEACHER, 1.0, 0, args, None, args.teacher_recipe)
-    student = ts.supervised(tiny_ai4mars, ts.STUDENT, 1.0, 0, args, None)
+    teacher = row_configs.supervised(tiny_ai4mars, row_configs.TEACHER, 1.0, 0, args, None, recipe)
+    student = row_configs.supervised(tiny_ai4mars, row_configs.STUDENT, 1.0, 0, args, None)
     assert (teacher["optim"]["lr"], teacher["optim"]["weight_decay"]) == (0.001, 0.05)
     assert teacher["data"]["augment"]["scale"] == [0.5, 2.0]
-    assert teacher["data"]["augment"]["hflip"] == ts.AUGMENT["hflip"]  # the rest of the recipe is kept
-    assert student["optim"] == ts.OPTIM and student["data"]["augment"] == ts.AUGMENT
+    assert teacher["data"]["augment"]["hflip"] == row_configs.AUGMENT["hflip"]  # the rest is kept
+    assert student["optim"] == row_configs.OPTIM and student["data"]["augment"] == row_configs.AUGMENT
     assert ts.teacher_run("teacher_densecl", 0.1, 0, args.teacher_recipe) == \
         f"teacher_densecl_{recipe}_f0.1_s0"
     with pytest.raises(SystemExit):
