@@ -55,9 +55,13 @@ def fraction_summary(rows: dict[str, dict], distil_from: str = "teacher") -> dic
     if None not in (scratch, teacher, student):
         gap = teacher - scratch
         spread = max(r[SCRATCH]["miou_std"], r[DISTILLED]["miou_std"])
-        summary.update(teacher_row=source, gap=gap,
-                       gap_recovered=(student - scratch) / gap if gap > 0 else None,
-                       aim_half_gap=bool(gap > 0 and student >= scratch + 0.5 * gap),
+        # a teacher leads only by more than the scratch row's seeds vary (2 std): a smaller "gap" is
+        # noise, and a fraction of it recovered says nothing
+        noise = 2 * r[SCRATCH]["miou_std"]
+        leads = bool(gap > noise)
+        summary.update(teacher_row=source, gap=gap, lead_noise=noise, teacher_leads=leads,
+                       gap_recovered=(student - scratch) / gap if leads else None,
+                       aim_half_gap=bool(leads and student >= scratch + 0.5 * gap),
                        aim_beats_scratch_by_2_std=bool(student - scratch > 2 * spread))
     if None not in (mean(TEACHER), mean(TEACHER_RANDOM)):
         summary["pretraining_gain"] = mean(TEACHER) - mean(TEACHER_RANDOM)
@@ -183,7 +187,8 @@ def markdown(result: dict, png: str) -> str:
         for name, r in block["rows"].items():
             ends = zip(r["steps_per_seed"], r["plateaued"], strict=True)
             steps = ", ".join(f"{n}{'' if plateau else ' (cap)'}" for n, plateau in ends)
-            lines.append(f"| {name} | {r['miou_mean']:.4f} ± {r['miou_std']:.4f} | {len(r['seeds'])} | "
+            spread = f" ± {r['miou_std']:.4f}" if len(r["seeds"]) > 1 else ""  # one seed: no spread
+            lines.append(f"| {name} | {r['miou_mean']:.4f}{spread} | {len(r['seeds'])} | "
                          f"{', '.join(f'{m:.4f}' for m in r['miou_per_seed'])} | "
                          f"{', '.join(f'{v:.4f}' for v in r['val_miou_per_seed'])} | {steps} |")
         lines.append("")
@@ -193,8 +198,13 @@ def markdown(result: dict, png: str) -> str:
                       "least one seed, val still improving; such a row's figure is its score at the cap, not "
                       "at its plateau, and a comparison with it measures the cap as much as the method.", ""]
         if "gap" in block:
-            recovered = "n/a (the teacher does not lead)" if block["gap_recovered"] is None else \
-                f"{block['gap_recovered']:.2f}"
+            if block["gap"] <= 0:
+                recovered = "n/a (the teacher does not lead)"
+            elif block["gap_recovered"] is None:
+                recovered = (f"n/a (the teacher's lead is within 2 std of the scratch row's seeds, "
+                             f"{block['lead_noise']:.4f}: no lead to recover)")
+            else:
+                recovered = f"{block['gap_recovered']:.2f}"
             lines.append(f"The teacher distilled from ({block.get('teacher_row', TEACHER)}) - scratch: "
                          f"{block['gap']:+.4f} mIoU; gap recovered by distillation: "
                          f"{recovered}; distilled >= scratch + half the gap: {block['aim_half_gap']}; "
