@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         return markdown
 
     # a finished variant is read back, the ones this process owns (--variants) are trained, and the
-    # report is rewritten after each one found: an interrupted run loses nothing; a random-init teacher has no
-    # pretraining to shorten
+    # report is rewritten after each one found: an interrupted run loses nothing; a random-init
+    # teacher has no pretraining to shorten
     for key in [k for k in VARIANTS if not (k == "pretrain_short" and args.distil_from == "teacher_random")]:
         name = f"ablation_{key}_{tag}{ts.student_suffix(args)}"
         run = ts.read_or_train(work, name, key in args.variants and not args.report_only,

@@ -200,7 +200,7 @@ def markdown(result: dict, png: str) -> str:
         if "gap" in block:
             if block["gap"] <= 0:
                 recovered = "n/a (the teacher does not lead)"
-            elif block["gap_recovered"] is None:
+            elif not block["teacher_leads"]:
                 recovered = (f"n/a (the teacher's lead is within 2 std of the scratch row's seeds, "
                              f"{block['lead_noise']:.4f}: no lead to recover)")
             else:

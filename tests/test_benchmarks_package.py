@@ -171,22 +171,25 @@ def test_the_ablation_report_reads_finished_variants_back_and_trains_none_under_
         "scratch_f0.1_s0", "teacher_densecl_f0.1_s0"]  # nothing trained
 
 
+# what the teacher_student report reads: the setup block, and one finished run
+_SETUP = {"command": "c", "cpu": "cpu", "threads": 2, "load_average_at_write": 0.0, "patience": 5,
+          "eval_steps": 100, "max_steps": 1500, "temperatures": [1.0], "intensity_baseline": {"miou": 0.1},
+          "student": {"backbone": "s", "head": "h"}, "teacher": {"backbone": "t", "head": "h"},
+          "student_gmacs": 1.0, "teacher_gmacs": 2.0}
+
+
+def _run(miou: float, plateau: bool = True) -> dict:
+    return {"miou": miou, "val_miou": miou, "steps": 900 if plateau else 1500, "stopped_early": plateau,
+            "cpu_s": 1.0, "name": "r"}
+
+
 def test_the_teacher_student_report_names_rows_that_stopped_at_the_cap():
     from benchmarks.teacher_student_report import ROWS, fraction_summary, markdown
 
-    def run(miou: float, plateau: bool) -> dict:
-        return {"miou": miou, "val_miou": miou, "steps": 900 if plateau else 1500, "stopped_early": plateau,
-                "cpu_s": 1.0, "name": "r"}
-
-    setup = {"command": "c", "cpu": "cpu", "threads": 2, "load_average_at_write": 0.0, "patience": 5,
-             "eval_steps": 100, "max_steps": 1500, "temperatures": [1.0], "intensity_baseline": {"miou": 0.1},
-             "student": {"backbone": "s", "head": "h"}, "teacher": {"backbone": "t", "head": "h"},
-             "student_gmacs": 1.0, "teacher_gmacs": 2.0}
-
     def report(teacher_plateau: bool) -> str:
-        rows = {ROWS[0]: {"0": run(0.5, True), "1": run(0.52, True)},
-                ROWS[1]: {"0": run(0.6, teacher_plateau)}}
-        result = {"setup": setup, "summary": {"0.1": fraction_summary(rows)}, "cpu_hours": 0.1}
+        rows = {ROWS[0]: {"0": _run(0.5), "1": _run(0.52)},
+                ROWS[1]: {"0": _run(0.6, teacher_plateau)}}
+        result = {"setup": _SETUP, "summary": {"0.1": fraction_summary(rows)}, "cpu_hours": 0.1}
         return markdown(result, "p.png")
 
     assert "Not converged (teacher, SimCLR-pretrained): reached the 1500-step cap" in report(False)
@@ -261,22 +264,15 @@ def test_the_teacher_student_report_lists_the_teacher_runs_of_the_other_recipes(
     other = ts.parse_args(["--work", str(tmp_path), "--fractions", "0.1", "--teacher-recipe", "lr0.001"])
     assert [r["name"] for r in ts.teacher_recipe_runs(tmp_path, other)] == [
         "teacher_f0.1_s0", "teacher_densecl_lr0.001_wd0.05_f0.1_s0"]
-    setup = {"command": "c", "cpu": "cpu", "threads": 2, "load_average_at_write": 0.0, "patience": 5,
-             "eval_steps": 100, "max_steps": 1500, "temperatures": [1.0], "intensity_baseline": {"miou": 0.1},
-             "student": {"backbone": "s", "head": "h"}, "teacher": {"backbone": "t", "head": "h"},
-             "student_gmacs": 1.0, "teacher_gmacs": 2.0}
-    text = markdown({"setup": setup, "summary": {}, "cpu_hours": 0.1, "teacher_recipes": runs}, "p.png")
+    text = markdown({"setup": _SETUP, "summary": {}, "cpu_hours": 0.1, "teacher_recipes": runs}, "p.png")
     assert f"| {ts.ROWS[5]} | `lr0.001_wd0.05` | 10 % | 0 | 0.5000 | 0.4900 | 700 | 5 |" in text
 
 
 def test_the_teacher_student_gap_is_measured_to_the_teacher_distilled_from():
     from benchmarks.teacher_student_report import ROWS, fraction_summary
 
-    def run(miou: float) -> dict:
-        return {"miou": miou, "val_miou": miou, "steps": 900, "stopped_early": True, "cpu_s": 1.0, "name": ""}
-
-    rows = {ROWS[0]: {"0": run(0.50), "1": run(0.52)}, ROWS[1]: {"0": run(0.45)}, ROWS[3]: {"0": run(0.58)},
-            ROWS[5]: {"0": run(0.61)}}
+    rows = {ROWS[0]: {"0": _run(0.50), "1": _run(0.52)}, ROWS[1]: {"0": _run(0.45)},
+            ROWS[3]: {"0": _run(0.58)}, ROWS[5]: {"0": _run(0.61)}}
     simclr, densecl = fraction_summary(rows), fraction_summary(rows, "teacher_densecl")
     assert simclr["teacher_row"] == ROWS[1] and simclr["gap_recovered"] is None  # 0.45 does not lead
     assert densecl["teacher_row"] == ROWS[5] and abs(densecl["gap"] - 0.10) < 1e-9
@@ -286,20 +282,13 @@ def test_the_teacher_student_gap_is_measured_to_the_teacher_distilled_from():
 def test_a_teacher_lead_within_the_scratch_seeds_noise_is_no_gap_to_recover():
     from benchmarks.teacher_student_report import ROWS, fraction_summary, markdown
 
-    def run(miou: float) -> dict:
-        return {"miou": miou, "val_miou": miou, "steps": 900, "stopped_early": True, "cpu_s": 1.0, "name": ""}
-
-    setup = {"command": "c", "cpu": "cpu", "threads": 2, "load_average_at_write": 0.0, "patience": 5,
-             "eval_steps": 100, "max_steps": 1500, "temperatures": [1.0], "intensity_baseline": {"miou": 0.1},
-             "student": {"backbone": "s", "head": "h"}, "teacher": {"backbone": "t", "head": "h"},
-             "student_gmacs": 1.0, "teacher_gmacs": 2.0}
     # scratch 0.16 / 0.15 / 0.22 (std 0.038): a one-seed teacher at 0.18 leads the mean by 0.003
-    rows = {ROWS[0]: {"0": run(0.16), "1": run(0.15), "2": run(0.22)}, ROWS[1]: {"0": run(0.18)},
-            ROWS[3]: {"0": run(0.17), "1": run(0.17), "2": run(0.21)}}
+    rows = {ROWS[0]: {"0": _run(0.16), "1": _run(0.15), "2": _run(0.22)}, ROWS[1]: {"0": _run(0.18)},
+            ROWS[3]: {"0": _run(0.17), "1": _run(0.17), "2": _run(0.21)}}
     block = fraction_summary(rows)
     assert 0 < block["gap"] < block["lead_noise"] and not block["teacher_leads"]
     assert block["gap_recovered"] is None and not block["aim_half_gap"]
-    text = markdown({"setup": setup, "summary": {"0.01": block}, "cpu_hours": 0.1}, "p.png")
+    text = markdown({"setup": _SETUP, "summary": {"0.01": block}, "cpu_hours": 0.1}, "p.png")
     assert "the teacher's lead is within 2 std of the scratch row's seeds" in text
     assert f"| {ROWS[1]} | 0.1800 | 1 |" in text  # one seed: a mean, no spread
 
