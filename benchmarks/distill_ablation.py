@@ -5,6 +5,7 @@
     python -m benchmarks.distill_ablation --quick       # a smoke run of every variant, minutes
     python -m benchmarks.distill_ablation --work W --variants t4,cwd &   # side by side, then
     python -m benchmarks.distill_ablation --work W --report-only         # the report of all finished
+    python -m benchmarks.distill_ablation --work W --confirm mask        # a variant at every seed
 
 One seed (0) and one label fraction (the first of `--fractions`), on the data, teacher and schedule
 of `python -m benchmarks.teacher_student` with the same flags: every variant distils seed 0's
@@ -27,6 +28,11 @@ table gives both and what the ingredient changes on val, one seed: differences u
 seed spread (its scratch row's std) are noise. Under `--quick` SimCLR runs one epoch, so
 pretrain_short and the teacher pretrain alike. Writes OUT/distill_ablation{_quick}.{json,md}; a
 finished variant is read back, never trained again.
+
+A one-seed difference is a lead, not a finding: `--confirm V,...` trains those variants at the
+benchmark's other seeds too (1 .. --seeds - 1, each distilling seed 0's teacher, as the benchmark's
+`--teacher-seed 0` rows do) and tables them beside the benchmark's scratch and distilled rows of the
+same seeds, with the difference to the recipe against 2 x the larger seed std.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import numpy as np
 from benchmarks import teacher_student as ts
 from benchmarks import teacher_student_rows as row_configs
 from benchmarks.common import command, cpu_described, load_1min, synthetic_tree, write_result
-from benchmarks.teacher_student_report import TEACHER_ROWS
+from benchmarks.teacher_student_report import DISTILLED, SCRATCH, TEACHER_ROWS, row_summary
 from marsedge.bench.environment import library_versions
 
 VARIANTS = {
@@ -60,12 +66,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     the others' finished runs are read back, so variants can run side by side as processes."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--confirm", default="")
     own, rest = p.parse_known_args(argv)
     args = ts.parse_args(rest)
     args.out, args.variants = Path(args.out), own.variants.split(",")
-    unknown = sorted(set(args.variants) - set(VARIANTS))
-    if unknown:
-        raise SystemExit(f"--variants: unknown variant(s) {', '.join(unknown)}; valid: {', '.join(VARIANTS)}")
+    args.confirm = [v for v in own.confirm.split(",") if v]
+    for flag, keys, valid in (("--variants", args.variants, VARIANTS),
+                              ("--confirm", args.confirm, [k for k in VARIANTS if k != "pretrain_short"])):
+        unknown = sorted(set(keys) - set(valid))
+        if unknown:
+            raise SystemExit(f"{flag}: unknown variant(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
     return args
 
 
@@ -77,11 +87,12 @@ def unlabelled_count(config: dict) -> int:
     return len(mix_sources(sources, None, config["seed"], at_most=True))
 
 
-def variant_config(key: str, work: Path, root: Path, fraction: float, args: argparse.Namespace) -> dict:
-    """The config of one variant: the benchmark's distilled row (seed 0, temperature 1) changed in
-    the one ingredient `key` names (a teacher config for pretrain_short)."""
+def variant_config(key: str, work: Path, root: Path, fraction: float, args: argparse.Namespace,
+                   seed: int = 0) -> dict:
+    """The config of one variant: the benchmark's distilled row (temperature 1, seed 0's teacher) of
+    `seed` changed in the one ingredient `key` names (a teacher config for pretrain_short)."""
     teacher = ts.teacher_checkpoint(work, fraction, 0, args)
-    pool = row_configs.unlabelled_pool(root, fraction, 0, work / f"pool_f{fraction:g}_s0")
+    pool = row_configs.unlabelled_pool(root, fraction, seed, work / f"pool_f{fraction:g}_s{seed}")
     if key == "pretrain_short":  # the pretraining of the teacher distilled from, a quarter as long
         objective = "densecl" if args.distil_from == "teacher_densecl" else "simclr"
         init = ts.pretrain(work, root, 0, max(1, args.pretrain_epochs // 4), name=f"{objective}_short_s0",
@@ -89,15 +100,15 @@ def variant_config(key: str, work: Path, root: Path, fraction: float, args: argp
         return row_configs.supervised(root, row_configs.TEACHER, fraction, 0, args, init, args.teacher_recipe)
     if key == "third":
         short = argparse.Namespace(**{**vars(args), "max_steps": args.max_steps // 3, "patience": 10**6})
-        return row_configs.distilled(root, teacher, pool, fraction, 0, short, 1.0)
-    config = row_configs.distilled(root, teacher, None if key == "no_unlabelled" else pool, fraction, 0, args,
-                                   1.0)
+        return row_configs.distilled(root, teacher, pool, fraction, seed, short, 1.0)
+    config = row_configs.distilled(root, teacher, None if key == "no_unlabelled" else pool, fraction, seed,
+                                   args, 1.0)
     section, kd = config["distill"], config["distill"]["terms"]["kd"]
     if key == "no_unlabelled":
         section["gt_weight"] = 1.0  # distilled() without a pool is the sanity row: KD alone
     elif key == "pooled":
         section["sampling"] = "pooled"
-        labelled = row_configs.labelled_frames(root, fraction, 0)
+        labelled = row_configs.labelled_frames(root, fraction, seed)
         # batches of 16 (the recipe's 8 + 8) over the pooled set, the same step cap and val cadence
         config |= row_configs.schedule(labelled + unlabelled_count(config), args, batch=16)
     elif key == "t4":
@@ -132,6 +143,34 @@ def table(rows: dict[str, dict], reference: dict, teacher: dict, noise: float | 
     return lines
 
 
+def confirmation(runs: dict[str, dict[str, dict]], keys: list[str]) -> tuple[dict, list[str]]:
+    """The confirmed variants (`keys`) beside the scratch and recipe rows over the same seeds
+    (`runs`: row -> seed -> run): each row's summary, each variant's difference to the recipe and
+    whether it is beyond 2 x the larger of their seed std; and the markdown table of them."""
+    names = {SCRATCH: "student alone", DISTILLED: "recipe (the benchmark's distilled row)"}
+    summaries = {row: row_summary(runs[row]) for row in [SCRATCH, DISTILLED, *keys] if runs.get(row)}
+    lines = ["| row | test mIoU per seed | mean ± std | val mIoU mean | steps per seed |",
+             "|---|---|---|---|---|"]
+    for row, r in summaries.items():
+        per_seed = " / ".join(f"{m:.4f}" for m in r["miou_per_seed"])
+        lines.append(f"| {names.get(row, row)} | {per_seed} (seeds {', '.join(map(str, r['seeds']))}) | "
+                     f"{r['miou_mean']:.4f} ± {r['miou_std']:.4f} | {np.mean(r['val_miou_per_seed']):.4f} | "
+                     f"{' / '.join(map(str, r['steps_per_seed']))} |")
+    verdicts = {}
+    recipe = summaries.get(DISTILLED)
+    for key in keys:
+        r = summaries.get(key)
+        if r is None or recipe is None or r["seeds"] != recipe["seeds"] or len(r["seeds"]) < 2:
+            continue
+        difference = r["miou_mean"] - recipe["miou_mean"]
+        noise = 2 * max(r["miou_std"], recipe["miou_std"])
+        beyond = bool(abs(difference) > noise)
+        verdicts[key] = {"minus_recipe": difference, "noise": noise, "beyond_noise": beyond}
+        lines += ["", f"{key} minus the recipe: {difference:+.4f} test mIoU over {len(r['seeds'])} seeds, "
+                  f"{'beyond' if beyond else 'within'} 2 x the larger seed std ({noise:.4f})."]
+    return {"rows": summaries, "verdicts": verdicts}, lines
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     work, fraction = args.work, args.fractions[0]
@@ -152,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(scratch) > 1 else None
     stem = args.out / f"distill_ablation{'_quick' if args.quick else ''}"
     rows: dict[str, dict] = {}
+    at_seeds: dict[str, dict[str, dict]] = {SCRATCH: {}, DISTILLED: {"0": reference}}  # --confirm's
+    if SCRATCH in found:
+        at_seeds[SCRATCH]["0"] = found[SCRATCH]
 
     def report() -> str:
         missing = [k for k in VARIANTS if k not in rows]
@@ -163,9 +205,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.eval_steps} steps apart, cap {args.max_steps} steps); test = gold-min3, scored once "
             "per run." + (f" Not run yet: {', '.join(missing)}." if missing else ""), "",
             *table(rows, reference, teacher, noise, TEACHER_ROWS[args.distil_from]), ""])
+        confirmed, lines = confirmation(at_seeds, args.confirm)
+        if args.confirm:
+            markdown += "\n".join([
+                "", f"## At every seed: {', '.join(args.confirm)}", "",
+                "The variants above that a seed could flatter, trained at each seed of the benchmark "
+                "(each distilling seed 0's teacher), beside the benchmark's rows of the same seeds.", "",
+                *lines, ""])
         result = {"command": line, "cpu": cpu_described(), "versions": library_versions(),
                   "fraction": fraction, "recipe": reference, "teacher": teacher, "variants": rows,
-                  "what": VARIANTS, "scratch_std": noise}
+                  "what": VARIANTS, "scratch_std": noise, "confirmed": confirmed}
         write_result(stem, result, markdown)
         return markdown
 
@@ -178,7 +227,23 @@ def main(argv: list[str] | None = None) -> int:
                                lambda key=key: variant_config(key, work, root, fraction, args))
         if run is not None:
             rows[key] = run
+            at_seeds.setdefault(key, {})["0"] = run
             report()
+    # --confirm: the benchmark's rows at the other seeds (seed 0's teacher), then the variants there
+    for seed in range(1, args.seeds) if args.confirm else []:
+        def record(row: str, run: dict, s: str = str(seed)) -> None:
+            if row in (SCRATCH, DISTILLED):
+                at_seeds[row][s] = run
+
+        ts.run_task(work, root, fraction, seed, argparse.Namespace(
+            **{**vars(base), "rows": ["scratch", "distilled"], "teacher_seed": 0}), record)
+        for key in args.confirm:
+            name = f"ablation_{key}_f{fraction:g}_s{seed}_teacher_s0{ts.student_suffix(args)}"
+            run = ts.read_or_train(work, name, not args.report_only, lambda key=key, seed=seed:
+                                   variant_config(key, work, root, fraction, args, seed))
+            if run is not None:
+                at_seeds.setdefault(key, {})[str(seed)] = run
+                report()
     print(report())
     return 0
 

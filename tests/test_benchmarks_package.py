@@ -145,19 +145,20 @@ def test_each_ablation_variant_changes_the_distillation_recipe_in_its_one_ingred
     assert pooled["epochs"] * per_epoch >= 300 > (pooled["epochs"] - 1) * per_epoch  # the same step cap
 
 
+def _finished(work: Path, name: str, miou: float) -> None:
+    """A finished benchmark run under WORK: its bench.json, as run_mode leaves it."""
+    (work / "runs" / name).mkdir(parents=True)
+    (work / "runs" / name / "bench.json").write_text(json.dumps(
+        {"name": name, "miou": miou, "val_miou": miou, "steps": 500, "stopped_early": True, "cpu_s": 9.0}))
+
+
 def test_the_ablation_report_reads_finished_variants_back_and_trains_none_under_report_only(tmp_path):
     from benchmarks import distill_ablation as ablation
-
-    def finished(name: str, miou: float) -> None:
-        (tmp_path / "runs" / name).mkdir(parents=True)
-        (tmp_path / "runs" / name / "bench.json").write_text(json.dumps(
-            {"name": name, "miou": miou, "val_miou": miou, "steps": 500, "stopped_early": True,
-             "cpu_s": 9.0}))
 
     for name, miou in [("scratch_f0.1_s0", 0.5), ("teacher_densecl_f0.1_s0", 0.6),
                        ("distilled_T1_f0.1_s0_from_teacher_densecl", 0.55),
                        ("ablation_t4_f0.1_s0_from_teacher_densecl", 0.52)]:
-        finished(name, miou)
+        _finished(tmp_path, name, miou)
     flags = ["--work", str(tmp_path), "--out", str(tmp_path / "out"), "--fractions", "0.1", "--temperatures",
              "1", "--distil-from", "teacher_densecl", "--labelled", "12", "--unlabelled", "2", "--size", "64"]
     with pytest.raises(SystemExit, match="--variants: unknown variant"):
@@ -169,6 +170,46 @@ def test_the_ablation_report_reads_finished_variants_back_and_trains_none_under_
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
         "ablation_t4_f0.1_s0_from_teacher_densecl", "distilled_T1_f0.1_s0_from_teacher_densecl",
         "scratch_f0.1_s0", "teacher_densecl_f0.1_s0"]  # nothing trained
+
+
+def test_a_confirmed_variant_is_the_benchmarks_row_of_its_seed_changed_in_one_thing(tiny_ai4mars, tmp_path):
+    from benchmarks import distill_ablation as ablation
+    from benchmarks import teacher_student_rows as row_configs
+
+    args = ablation.parse_args(["--work", str(tmp_path), "--fractions", "0.5", "--confirm", "mask"])
+    with pytest.raises(SystemExit, match="--confirm: unknown variant"):
+        ablation.parse_args(["--work", str(tmp_path), "--confirm", "pretrain_short"])  # a teacher, not a row
+    teacher = tmp_path / "runs" / "teacher_f0.5_s0" / "best.pt"  # seed 0's, whatever the student's seed
+    pool = row_configs.unlabelled_pool(tiny_ai4mars, 0.5, 1, tmp_path / "pool_f0.5_s1")
+    expected = row_configs.distilled(tiny_ai4mars, teacher, pool, 0.5, 1, args, 1.0)
+    expected["distill"]["terms"]["kd"]["confidence_threshold"] = 0.8
+    assert ablation.variant_config("mask", tmp_path, tiny_ai4mars, 0.5, args, seed=1) == expected
+
+
+def test_the_ablation_tables_a_confirmed_variant_over_the_seeds_against_the_same_seeds_rows(tmp_path):
+    from benchmarks import distill_ablation as ablation
+
+    runs = {"scratch_f0.1_s0": 0.50, "scratch_f0.1_s1": 0.52, "scratch_f0.1_s2": 0.51,
+            "teacher_f0.1_s0": 0.6, "distilled_T1_f0.1_s0": 0.53,
+            "distilled_T1_f0.1_s1_teacher_s0": 0.54, "distilled_T1_f0.1_s2_teacher_s0": 0.52,
+            "ablation_mask_f0.1_s0": 0.60, "ablation_mask_f0.1_s1_teacher_s0": 0.61,
+            "ablation_mask_f0.1_s2_teacher_s0": 0.60, "ablation_t4_f0.1_s1_teacher_s0": 0.9}
+    for name, miou in runs.items():
+        _finished(tmp_path, name, miou)
+    flags = ["--work", str(tmp_path), "--out", str(tmp_path / "out"), "--fractions", "0.1", "--temperatures",
+             "1", "--seeds", "3", "--labelled", "12", "--unlabelled", "2", "--size", "64", "--report-only"]
+    assert ablation.main([*flags, "--confirm", "mask,t4"]) == 0
+    result = json.loads((tmp_path / "out" / "distill_ablation.json").read_text())["confirmed"]
+    assert result["rows"]["mask"]["miou_per_seed"] == [0.60, 0.61, 0.60]
+    assert result["rows"]["student distilled"]["miou_per_seed"] == [0.53, 0.54, 0.52]
+    assert result["rows"]["student from scratch"]["seeds"] == [0, 1, 2]
+    assert result["verdicts"]["mask"]["beyond_noise"]  # +0.073 against 2 x 0.01
+    assert result["verdicts"]["mask"]["minus_recipe"] == pytest.approx(0.0733, abs=1e-4)
+    assert "t4" not in result["verdicts"]  # one seed of three: no verdict
+    report = (tmp_path / "out" / "distill_ablation.md").read_text()
+    assert "| mask | 0.6000 / 0.6100 / 0.6000 (seeds 0, 1, 2) | 0.6033 ± 0.0058 |" in report
+    assert "mask minus the recipe: +0.0733 test mIoU over 3 seeds, beyond" in report
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(runs)  # nothing trained
 
 
 # what the teacher_student report reads: the setup block, and one finished run
