@@ -14,11 +14,17 @@ concatenates sources at the configured proportions and lets the loader shuffle t
 
 A source smaller than its share is sampled with replacement; a larger one without. The draw is
 seeded, so the same config gives the same frame list (and `marsedge cluster` sees the same frames).
-torch-free.
+
+A run's held-out frames (`held_out`: its val frames, which select the checkpoint, and its test
+frames, scored once) are never trained on, even without their labels: a source that reaches a val
+frame loses it, one that reaches a test frame is a config error. Frames are matched by file identity
+(device, inode), so a hard or symbolic link to a held-out image is found too. torch-free.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -71,17 +77,46 @@ def list_source(source: SourceConfig, index: int) -> list[FrameRef]:
     return sorted(refs, key=lambda r: r.name)
 
 
+FileId = tuple[int, int]  # (st_dev, st_ino): one file, whatever path or link reaches it
+
+
+def file_id(path: str | Path) -> FileId:
+    stat = os.stat(path)  # follows symbolic links; a hard link shares the inode
+    return stat.st_dev, stat.st_ino
+
+
+def without_held_out(refs: list[FrameRef], held_out: Mapping[FileId, str], key: str) -> list[FrameRef]:
+    """`refs` minus the val frames of `held_out` (file id -> split); a test frame is a ConfigError
+    naming `key`: a run never trains on the frames it is scored on."""
+    kept = []
+    for ref in refs:
+        split = held_out.get(file_id(ref.path))
+        if split is None:
+            kept.append(ref)
+        elif split != "val":
+            raise ConfigError(f"config key '{key}': {ref.path} is a frame of the test split {split!r}; a run "
+                              "never trains on the frames it is scored on, with or without their labels")
+    if not kept:
+        raise ConfigError(f"config key '{key}': every frame is a val frame (val selects the checkpoint, "
+                          "so it is left out of training)")
+    return kept
+
+
 def mix_sources(sources: list[SourceConfig], frames_per_epoch: int | None, seed: int,
-                at_most: bool = False) -> list[FrameRef]:
+                at_most: bool = False, held_out: Mapping[FileId, str] | None = None,
+                key: str = "pretrain.sources") -> list[FrameRef]:
     """The concatenated frame list: every frame of every source when frames_per_epoch is None (and
     proportions are ignored), else round(share x frames_per_epoch) frames of each source. With
-    `at_most`, frames_per_epoch is a cap: when the sources hold no more than that, every frame."""
+    `at_most`, frames_per_epoch is a cap: when the sources hold no more than that, every frame.
+    `held_out` frames are left out first (`without_held_out`); `key` names the sources in errors."""
     if not sources:
-        raise ConfigError("config key 'pretrain.sources' must list at least one source")
+        raise ConfigError(f"config key '{key}' must list at least one source")
     shares = np.array([s.proportion for s in sources], dtype=float)
     if (shares < 0).any() or shares.sum() <= 0:
-        raise ConfigError("config key 'pretrain.sources[*].proportion' must be >= 0 with a positive sum")
+        raise ConfigError(f"config key '{key}[*].proportion' must be >= 0 with a positive sum")
     lists = [list_source(s, i) for i, s in enumerate(sources)]
+    if held_out:
+        lists = [without_held_out(refs, held_out, f"{key}[{i}]") for i, refs in enumerate(lists)]
     if frames_per_epoch is None or (at_most and frames_per_epoch >= sum(map(len, lists))):
         return [ref for refs in lists for ref in refs]
     rng = np.random.default_rng(seed)

@@ -22,6 +22,7 @@ from marsedge.train.supervised import (
     LabelledThenUnlabelled,
     SegmentationFrames,
     UnlabelledFrames,
+    held_out_files,
     training_set,
 )
 
@@ -72,6 +73,8 @@ def build_distill_set(cfg: DistillConfig) -> DistillFrames:
     unlabelled = None
     if cfg.distill.unlabelled:
         # at most `unlabelled_frames`: a seeded draw by proportion (as pretraining) when there are more
-        refs = mix_sources(cfg.distill.unlabelled, cfg.distill.unlabelled_frames, cfg.seed, at_most=True)
+        # never val's or a test split's frames: the teacher's logits on them would be their labels
+        refs = mix_sources(cfg.distill.unlabelled, cfg.distill.unlabelled_frames, cfg.seed, at_most=True,
+                           held_out=held_out_files(cfg.data, cfg.seed), key="distill.unlabelled")
         unlabelled = UnlabelledFrames(refs, spec, augment, cfg.seed + UNLABELLED_STREAM)
     return DistillFrames(labelled, unlabelled)

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from marsedge.data.ai4mars import AI4MarsDataset, list_items
 from marsedge.data.augment import JointAugmentConfig, geometric, photometric, sample_rng
-from marsedge.data.frame_sources import FrameRef
+from marsedge.data.frame_sources import FileId, FrameRef, file_id
 from marsedge.data.frames import read_frame
 from marsedge.data.preprocess import PreprocessSpec, preprocess, resize_label
 from marsedge.errors import DataError, ModelError
@@ -181,6 +181,27 @@ def validation_set(cfg: DataConfig, seed: int) -> AI4MarsDataset | None:
     _, items = split_training_labels(cfg, seed)
     items = items[: cfg.max_val] if cfg.max_val is not None else items
     return AI4MarsDataset(cfg.root, "val", four_class=cfg.four_class, items=items) if items else None
+
+
+def held_out_files(cfg: DataConfig, seed: int) -> dict[FileId, str]:
+    """File id -> split of every image a run with this data config selects on (val) or is scored on
+    (its test splits): what pretraining and distillation leave out of their unlabelled sources
+    (marsedge.data.frame_sources.without_held_out). A tree without a split holds none of its frames."""
+    if not Path(cfg.root).is_dir():
+        return {}
+    held: dict[FileId, str] = {}
+    for split in cfg.test_splits:
+        try:
+            items = list_items(cfg.root, split)
+        except DataError:  # no such split in this tree
+            continue
+        held |= {file_id(item.image): split for item in items}
+    try:
+        val = validation_set(cfg, seed)
+    except DataError:  # no train split to carve val from
+        val = None
+    held |= {file_id(item.image): "val" for item in (val.items if val is not None else [])}
+    return held
 
 
 def test_sets(cfg: DataConfig) -> dict[str, AI4MarsDataset]:

@@ -50,7 +50,7 @@ from marsedge.ssl.dense import DenseContrastiveLoss
 from marsedge.ssl.probe import ProbeEvaluator
 from marsedge.train.config import TrainConfig
 from marsedge.train.engine.job import FitPlan, Job, register_mode
-from marsedge.train.supervised import SegmentationFrames, training_set, validation_set
+from marsedge.train.supervised import SegmentationFrames, held_out_files, training_set, validation_set
 
 
 @dataclass
@@ -236,9 +236,11 @@ class DenseCLObjective:
 
 
 def pretrain_frames(cfg: PretrainConfig) -> list[FrameRef]:
-    """The configured frame mix (default: the unlabelled split of data.root)."""
+    """The configured frame mix (default: the unlabelled split of data.root), less the frames of
+    data's val and test splits (a source reaching a test frame is an error)."""
     sources = cfg.pretrain.sources or [SourceConfig(root=cfg.data.root)]
-    frames = mix_sources(sources, cfg.pretrain.frames_per_epoch, cfg.seed)
+    frames = mix_sources(sources, cfg.pretrain.frames_per_epoch, cfg.seed,
+                         held_out=held_out_files(cfg.data, cfg.seed))
     if cfg.data.max_train is not None and cfg.data.max_train < len(frames):  # a seeded subset (smoke runs)
         keep = np.random.default_rng(cfg.seed).choice(len(frames), cfg.data.max_train, replace=False)
         frames = [frames[i] for i in sorted(keep)]

@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from marsedge.data.frame_sources import split_frames
+from marsedge.data.frame_sources import split_frames, without_held_out
 from marsedge.errors import ConfigError
 from marsedge.models.build import build_model
 from marsedge.ssl.elementwise import (
@@ -40,6 +40,7 @@ from marsedge.train.supervised import (
     build_evaluator,
     build_loss_for,
     build_test_evaluator,
+    held_out_files,
     initialise,
     training_set,
 )
@@ -161,12 +162,13 @@ class SemisupObjective:
 
 
 def unlabelled_frames(cfg: SemisupConfig) -> UnlabelledFrames | None:
-    """The first `max_unlabelled` frames of `unlabelled_split` (of data.root), augmented like the
-    labelled ones from a stream of their own (seed + 1)."""
+    """The first `max_unlabelled` frames of `unlabelled_split` (of data.root) but val's, augmented
+    like the labelled ones from a stream of their own (seed + 1); a test split is refused."""
     split = cfg.semisup.unlabelled_split
     if split is None:
         return None
-    frames = split_frames(cfg.data.root, split)[: cfg.semisup.max_unlabelled]
+    frames = without_held_out(split_frames(cfg.data.root, split), held_out_files(cfg.data, cfg.seed),
+                              "semisup.unlabelled_split")[: cfg.semisup.max_unlabelled]
     return UnlabelledFrames(frames, cfg.data.preprocess, cfg.data.augment, cfg.seed + 1)
 
 
