@@ -185,8 +185,9 @@ def validation_set(cfg: DataConfig, seed: int) -> AI4MarsDataset | None:
 
 def held_out_files(cfg: DataConfig, seed: int) -> dict[FileId, str]:
     """File id -> split of every image a run with this data config selects on (val) or is scored on
-    (its test splits): what pretraining and distillation leave out of their unlabelled sources
-    (marsedge.data.frame_sources.without_held_out). A tree without a split holds none of its frames."""
+    (its test splits): what pretraining, distillation and semisup leave out of their unlabelled
+    sources (marsedge.data.frame_sources.without_held_out). A tree without a split holds none of its
+    frames."""
     if not Path(cfg.root).is_dir():
         return {}
     held: dict[FileId, str] = {}
