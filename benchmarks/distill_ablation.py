@@ -71,6 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ts.parse_args(rest)
     args.out, args.variants = Path(args.out), own.variants.split(",")
     args.confirm = [v for v in own.confirm.split(",") if v]
+    if args.ema is not None:  # the variants' run names do not carry it: they would read back other runs
+        raise SystemExit("--ema: not an ablation option; the ablation reads the runs without it")
     for flag, keys, valid in (("--variants", args.variants, VARIANTS),
                               ("--confirm", args.confirm, [k for k in VARIANTS if k != "pretrain_short"])):
         unknown = sorted(set(keys) - set(valid))

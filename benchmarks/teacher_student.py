@@ -94,6 +94,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    choices=tuple(TEACHER_ROWS),
                    help="the teacher row the distilled and sanity rows learn from (default: the SimCLR "
                    "teacher); other than the default, their runs are named _from_<ROW>")
+    p.add_argument("--ema", type=float, default=None,
+                   help="every row also keeps an EMA of its weights with this decay (run.ema, e.g. 0.999), "
+                        "evaluated beside them: best.pt and the stopping rule take the better; run names "
+                        "end in _ema<decay>, so these are other runs")
     p.add_argument("--only-seed", type=int, default=None,
                    help="train this seed only (side by side, as --rows)")
     p.add_argument("--report-only", action="store_true",
@@ -106,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.fractions = [float(f) for f in args.fractions.split(",")]
     args.temperatures = [float(t) for t in args.temperatures.split(",")]
     args.rows = args.rows.split(",")
+    if args.ema is not None and not 0.0 < args.ema < 1.0:
+        p.error(f"--ema: a decay in (0, 1) such as 0.999, got {args.ema}")
     unknown = sorted(set(args.rows) - set(ROW_KEYS))
     if unknown:
         p.error(f"--rows: unknown row(s) {', '.join(unknown)}; valid: {', '.join(ROW_KEYS)}")
@@ -120,7 +126,8 @@ def val_curve(run_dir: Path, wall: float, cpu: float) -> list[list[float]]:
     times its train records in wall seconds since the (last) start; the clock is made cumulative over
     resumes, read at each evaluation's step by interpolation between the train records (the run's
     start and end, `wall` seconds into its last start, close it), and scaled to CPU seconds by the
-    run's own CPU/wall ratio."""
+    run's own CPU/wall ratio. Under run.ema the score is that of the weights the evaluation chose (its
+    `weights`: "raw" or "ema"), the value best.pt and the stopping rule follow."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     steps, clock, offset, last = [0], [0.0], 0.0, 0.0
     for r in records:
@@ -134,8 +141,8 @@ def val_curve(run_dir: Path, wall: float, cpu: float) -> list[list[float]]:
     steps.append(max([steps[-1]] + [r["step"] for r in evals]))
     clock.append(max(clock[-1], offset + wall))
     per_wall = cpu / wall if wall > 0 else 1.0
-    return [[r["step"], round(float(np.interp(r["step"], steps, clock)) * per_wall, 1), round(r["miou"], 4)]
-            for r in evals]
+    return [[r["step"], round(float(np.interp(r["step"], steps, clock)) * per_wall, 1),
+             round(r["ema/miou" if r.get("weights") == "ema" else "miou"], 4)] for r in evals]
 
 
 def run_mode(work: Path, name: str, config: dict) -> dict:
@@ -186,6 +193,12 @@ def chosen_temperature(work: Path, fraction: float, temperatures: list[float],
     return max(scores, key=scores.get)
 
 
+def ema_suffix(args: argparse.Namespace) -> str:
+    """What every run name but pretraining's adds under --ema: `_ema<decay>` after the seed."""
+    ema = getattr(args, "ema", None)
+    return "" if ema is None else f"_ema{ema:g}"
+
+
 def recipe_suffix(recipe: str) -> str:
     """What a run name adds for a teacher recipe other than the default: `_<recipe>`."""
     return "" if recipe == "default" else f"_{recipe}"
@@ -199,15 +212,17 @@ def student_suffix(args: argparse.Namespace) -> str:
                                                         f"_from_{args.distil_from}")
 
 
-def teacher_run(row: str, fraction: float, seed: int, recipe: str) -> str:
+def teacher_run(row: str, fraction: float, seed: int, recipe: str, ema: str = "") -> str:
     """The run name of a teacher row (`teacher`, `teacher_random`, `teacher_densecl`) trained with
-    `recipe` (a TEACHER_RECIPES key), so teachers of another recipe are other runs."""
-    return f"{row}{recipe_suffix(recipe)}_f{fraction:g}_s{seed}"
+    `recipe` (a TEACHER_RECIPES key) and `ema` (ema_suffix), so teachers of another recipe are other
+    runs."""
+    return f"{row}{recipe_suffix(recipe)}_f{fraction:g}_s{seed}{ema}"
 
 
 def teacher_checkpoint(work: Path, fraction: float, seed: int, args: argparse.Namespace) -> Path:
     """best.pt of the teacher row the students learn from (--distil-from, --teacher-recipe)."""
-    return work / "runs" / teacher_run(args.distil_from, fraction, seed, args.teacher_recipe) / "best.pt"
+    return work / "runs" / teacher_run(args.distil_from, fraction, seed, args.teacher_recipe,
+                                       ema_suffix(args)) / "best.pt"
 
 
 def read_or_train(work: Path, name: str, train: bool, config) -> dict | None:
@@ -227,7 +242,8 @@ def teacher_recipe_runs(work: Path, args: argparse.Namespace) -> list[dict]:
         for recipe in [r for r in TEACHER_RECIPES if r != args.teacher_recipe]:
             for key in TEACHER_ROWS:
                 for seed in range(args.seeds):
-                    done = work / "runs" / teacher_run(key, fraction, seed, recipe) / "bench.json"
+                    name = teacher_run(key, fraction, seed, recipe, ema_suffix(args))
+                    done = work / "runs" / name / "bench.json"
                     if done.is_file():
                         run = {k: v for k, v in json.loads(done.read_text()).items() if k != "curve"}
                         found.append({"fraction": fraction, "row": ROW_KEYS[key], "recipe": recipe,
@@ -238,7 +254,8 @@ def teacher_recipe_runs(work: Path, args: argparse.Namespace) -> list[dict]:
 def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -> None:
     """Every row of `args.rows` at one label fraction and seed, most informative first; a finished
     run of any row is read back; `record(row, run)` after each."""
-    tag = f"f{fraction:g}_s{seed}"
+    ema = ema_suffix(args)
+    tag = f"f{fraction:g}_s{seed}{ema}"
     runs = work / "runs"
 
     def row(key: str, run_name: str, config) -> None:  # config: builds the run's config when needed
@@ -272,12 +289,13 @@ def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -
 
     def teacher_row(key: str) -> None:
         if not shared:
-            row(key, teacher_run(key, fraction, seed, recipe), teachers[key])
+            row(key, teacher_run(key, fraction, seed, recipe, ema), teachers[key])
 
     row("scratch", f"scratch_{tag}", lambda: supervised(root, STUDENT, fraction, seed, args, None))
     teacher_row(args.distil_from)
-    pool = lambda: unlabelled_pool(root, fraction, seed, work / f"pool_{tag}")  # noqa: E731
-    first = args.temperatures[0] if seed == 0 else chosen_temperature(work, fraction, args.temperatures, own)
+    pool = lambda: unlabelled_pool(root, fraction, seed, work / f"pool_f{fraction:g}_s{seed}")  # noqa: E731
+    first = args.temperatures[0] if seed == 0 else chosen_temperature(work, fraction, args.temperatures,
+                                                                      ema + own)
     first = args.temperatures[0] if first is None else first
     row("distilled", f"distilled_T{first:g}_{tag}{taught}",
         lambda: distilled(root, teacher(), pool(), fraction, seed, args, first))
@@ -290,7 +308,7 @@ def run_task(work: Path, root: Path, fraction: float, seed: int, args, record) -
         for t in args.temperatures[1:]:
             row("distilled", f"distilled_T{t:g}_{tag}{own}",
                 lambda t=t: distilled(root, teacher(), pool(), fraction, seed, args, t))
-        best = chosen_temperature(work, fraction, args.temperatures, own)
+        best = chosen_temperature(work, fraction, args.temperatures, ema + own)
         if best is not None:
             record(ROWS[3], json.loads((runs / f"distilled_T{best:g}_{tag}{own}" / "bench.json").read_text()))
 

@@ -103,7 +103,7 @@ def setup_block(command: str, args, work: Path, root: Path, student: dict, teach
             "pretrain_epochs": args.pretrain_epochs, "labelled": args.labelled, "unlabelled": args.unlabelled,
             "size": args.size, "teacher_seed": getattr(args, "teacher_seed", None),
             "teacher_recipe": getattr(args, "teacher_recipe", "default"),
-            "distil_from": getattr(args, "distil_from", "teacher"),
+            "distil_from": getattr(args, "distil_from", "teacher"), "ema": getattr(args, "ema", None),
             "student": student, "teacher": teacher, **fixed}
 
 
@@ -179,7 +179,10 @@ def markdown(result: dict, png: str) -> str:
                  f" The teachers train with their own recipe `{s['teacher_recipe']}` (learning rate, "
                  "weight decay, scale augmentation: benchmarks/teacher_student_rows.py TEACHER_RECIPES).") + (
                  "" if s.get("distil_from", "teacher") == "teacher" else
-                 f" The students are distilled from the `{s['distil_from']}` row's teacher."), ""]
+                 f" The students are distilled from the `{s['distil_from']}` row's teacher.") + (
+                 "" if s.get("ema") is None else
+                 f" Every row keeps an EMA of its weights (decay {s['ema']:g}, `run.ema`), evaluated beside "
+                 "them; best.pt and the stopping rule take the better of the two on val."), ""]
     for fraction, block in result["summary"].items():
         lines += [f"## {100 * float(fraction):g} % labels", "",
                   "| row | test mIoU (mean ± std) | seeds | per seed | best val mIoU | steps (plateau?) |",

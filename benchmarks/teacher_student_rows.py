@@ -54,7 +54,7 @@ def labelled_frames(root: Path, fraction: float, seed: int) -> int:
 def schedule(frames: int, args: argparse.Namespace, batch: int = 8) -> dict:
     """Batch, epoch cap and val cadence for batches of `batch` drawn from `frames` frames (an epoch is
     a pass over them): an evaluation every ~eval_steps optimiser steps, early stopping after
-    `patience` evaluations without a new best."""
+    `patience` evaluations without a new best; under --ema an average of the weights beside them."""
     batch = min(batch, frames)
     per_epoch = frames // batch
     # a loader worker is re-forked every epoch (datasets take their augmentation epoch that way): at a
@@ -62,7 +62,8 @@ def schedule(frames: int, args: argparse.Namespace, batch: int = 8) -> dict:
     return {"epochs": math.ceil(args.max_steps / per_epoch), "batch_size": batch,
             "num_workers": 0 if per_epoch < 4 else 1,
             "run": {"eval_every": max(1, round(args.eval_steps / per_epoch)), "early_stop_metric": "miou",
-                    "early_stop_patience": args.patience}}
+                    "early_stop_patience": args.patience,
+                    **({} if getattr(args, "ema", None) is None else {"ema": args.ema})}}
 
 
 def supervised(root: Path, model: dict, fraction: float, seed: int, args, init: Path | None,

@@ -264,6 +264,26 @@ def test_teacher_student_runs_of_another_teacher_are_other_runs(tmp_path):
                                                   ts.ROWS[3]: "distilled_T1_f0.1_s0_teacher_lr0.001"}
     from_densecl = rows_read("--distil-from", "teacher_densecl")
     assert from_densecl[ts.ROWS[3]] == "distilled_T1_f0.1_s0_from_teacher_densecl"
+    for name in ("scratch_f0.1_s0_ema0.999", "teacher_f0.1_s0_ema0.999", "distilled_T1_f0.1_s0_ema0.999"):
+        finished(name, 0.3)
+    assert rows_read("--ema", "0.999") == {ts.ROWS[0]: "scratch_f0.1_s0_ema0.999",
+                                           ts.ROWS[1]: "teacher_f0.1_s0_ema0.999",
+                                           ts.ROWS[3]: "distilled_T1_f0.1_s0_ema0.999"}
+
+
+def test_ema_averages_the_weights_of_every_finetuned_row_not_pretraining(tiny_ai4mars, tmp_path):
+    from benchmarks import teacher_student as ts
+    from benchmarks import teacher_student_rows as row_configs
+
+    args = ts.parse_args(["--work", str(tmp_path), "--quick", "--ema", "0.99"])
+    for model in (row_configs.TEACHER, row_configs.STUDENT):
+        assert row_configs.supervised(tiny_ai4mars, model, 1.0, 0, args, None)["run"]["ema"] == 0.99
+    assert "ema" not in row_configs.pretrain_config(tmp_path, tiny_ai4mars, 0, 1)["run"]
+    plain = ts.parse_args(["--work", str(tmp_path), "--quick"])
+    assert "ema" not in row_configs.supervised(tiny_ai4mars, row_configs.STUDENT, 1.0, 0, plain, None)["run"]
+    for bad in ("1", "0", "-0.5"):
+        with pytest.raises(SystemExit):
+            ts.parse_args(["--ema", bad])
 
 
 def test_a_teacher_recipe_changes_the_teacher_rows_config_and_not_the_students(tiny_ai4mars, tmp_path):
@@ -357,3 +377,18 @@ def test_teacher_student_trains_the_teacher_it_distils_from_first(tiny_ai4mars, 
     (tmp_path / "b" / "runs" / "teacher_f0.5_s0" / "best.pt").write_bytes(b"")
     ts.run_task(tmp_path / "b", tiny_ai4mars, 0.5, 1, shared, lambda row, run: None)
     assert order == ["scratch_f0.5_s1", "distilled_T1_f0.5_s1_teacher_s0", "sanity_f0.5_s1_teacher_s0"]
+
+
+def test_the_val_curve_follows_the_weights_each_evaluation_chose(tmp_path):
+    from benchmarks import teacher_student as ts
+
+    records = [{"kind": "train", "step": 10, "time_s": 1.0}, {"kind": "train", "step": 100, "time_s": 10.0},
+               {"kind": "eval", "step": 100, "miou": 0.30, "ema/miou": 0.25, "weights": "raw"},
+               {"kind": "train", "step": 200, "time_s": 20.0},
+               {"kind": "eval", "step": 200, "miou": 0.20, "ema/miou": 0.35, "weights": "ema"}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert ts.val_curve(tmp_path, wall=20.0, cpu=40.0) == [[100, 20.0, 0.30], [200, 40.0, 0.35]]
+    for r in records:  # a run without the average: its own scores
+        r.pop("ema/miou", None), r.pop("weights", None)
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert [point[2] for point in ts.val_curve(tmp_path, wall=20.0, cpu=40.0)] == [0.30, 0.20]
