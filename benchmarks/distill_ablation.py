@@ -82,11 +82,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def unlabelled_count(config: dict) -> int:
+    """The unlabelled frames a distill config draws: its sources less val's and the test splits'
+    frames, as marsedge.distill.data.build_distill_set counts them."""
     from marsedge.config import from_dict
     from marsedge.data.frame_sources import SourceConfig, mix_sources
+    from marsedge.train.config import DataConfig
+    from marsedge.train.supervised import held_out_files
 
     sources = [from_dict(SourceConfig, s) for s in config["distill"]["unlabelled"]]
-    return len(mix_sources(sources, None, config["seed"], at_most=True))
+    held_out = held_out_files(from_dict(DataConfig, config["data"]), config["seed"])
+    return len(mix_sources(sources, None, config["seed"], at_most=True, held_out=held_out,
+                           key="distill.unlabelled"))
 
 
 def variant_config(key: str, work: Path, root: Path, fraction: float, args: argparse.Namespace,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -143,6 +144,17 @@ def test_each_ablation_variant_changes_the_distillation_recipe_in_its_one_ingred
     frames = labelled + ablation.unlabelled_count(pooled)
     per_epoch = frames // min(16, frames)
     assert pooled["epochs"] * per_epoch >= 300 > (pooled["epochs"] - 1) * per_epoch  # the same step cap
+    # a source reaching a val frame loses it in the run, so in the count that sizes its epochs
+    from marsedge.config import from_dict
+    from marsedge.train.config import DataConfig
+    from marsedge.train.supervised import split_training_labels
+
+    _, val = split_training_labels(from_dict(DataConfig, pooled["data"]), 0)
+    (tmp_path / "links").mkdir()
+    os.link(val[0].image, tmp_path / "links" / Path(val[0].image).name)
+    shutil.copy(val[1].image, tmp_path / "links" / "new_frame.png")  # another file: a frame of its own
+    pooled["distill"]["unlabelled"].append({"root": str(tmp_path / "links"), "kind": "folder"})
+    assert labelled + ablation.unlabelled_count(pooled) == frames + 1
 
 
 def _finished(work: Path, name: str, miou: float) -> None:
