@@ -195,8 +195,7 @@ def chosen_temperature(work: Path, fraction: float, temperatures: list[float],
 
 def ema_suffix(args: argparse.Namespace) -> str:
     """What every run name but pretraining's adds under --ema: `_ema<decay>` after the seed."""
-    ema = getattr(args, "ema", None)
-    return "" if ema is None else f"_ema{ema:g}"
+    return "" if args.ema is None else f"_ema{args.ema:g}"
 
 
 def recipe_suffix(recipe: str) -> str:

@@ -63,7 +63,7 @@ def schedule(frames: int, args: argparse.Namespace, batch: int = 8) -> dict:
             "num_workers": 0 if per_epoch < 4 else 1,
             "run": {"eval_every": max(1, round(args.eval_steps / per_epoch)), "early_stop_metric": "miou",
                     "early_stop_patience": args.patience,
-                    **({} if getattr(args, "ema", None) is None else {"ema": args.ema})}}
+                    **({} if args.ema is None else {"ema": args.ema})}}
 
 
 def supervised(root: Path, model: dict, fraction: float, seed: int, args, init: Path | None,

@@ -296,6 +296,11 @@ def test_ema_averages_the_weights_of_every_finetuned_row_not_pretraining(tiny_ai
     for bad in ("1", "0", "-0.5"):
         with pytest.raises(SystemExit):
             ts.parse_args(["--ema", bad])
+    from benchmarks.teacher_student_report import markdown
+
+    said = "Every row keeps an EMA of its weights (decay 0.99"
+    assert said in markdown({"setup": {**_SETUP, "ema": 0.99}, "summary": {}, "cpu_hours": 0.1}, "p.png")
+    assert said not in markdown({"setup": _SETUP, "summary": {}, "cpu_hours": 0.1}, "p.png")
 
 
 def test_a_teacher_recipe_changes_the_teacher_rows_config_and_not_the_students(tiny_ai4mars, tmp_path):
